@@ -1,0 +1,7 @@
+//! placeholder
+/// placeholder
+pub struct MemoryHub;
+/// placeholder
+pub struct MemoryParent;
+/// placeholder
+pub struct MemoryChild;

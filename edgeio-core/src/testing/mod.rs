@@ -1,0 +1,21 @@
+//! Test kit for edgeio and its integrators (feature `testing`): in-memory implementations of
+//! the traits, mockall mocks, the conformance suites, and [`require`] for tests that need an
+//! outside component.
+
+pub mod conformance;
+mod fake_runtime;
+mod memory_store;
+mod memory_transport;
+pub mod require;
+
+pub use fake_runtime::FakeRuntime;
+pub use memory_store::MemoryStore;
+pub use memory_transport::{MemoryChild, MemoryHub, MemoryParent};
+
+/// mockall mocks of the four traits, for engine-facing unit tests.
+pub mod mocks {
+    pub use crate::runtime::MockRuntime;
+    pub use crate::scheduler::MockScheduler;
+    pub use crate::store::MockStore;
+    pub use crate::transport::{MockChildTransport, MockParentTransport};
+}

@@ -1,0 +1,396 @@
+//! The bodies of wire messages, one struct per kind.
+
+use crate::job::{InstanceSpec, JobSpec};
+use crate::model::{Arch, Capabilities, InstanceId, JobId, Labels, Location, Resources, RuntimeKind};
+use crate::state::InstanceState;
+use serde::{Deserialize, Serialize};
+
+/// Which tier is registering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PeerRole {
+    /// A worker registering with its cluster.
+    Node,
+    /// A cluster registering with the root.
+    Cluster,
+}
+
+/// `register_request`: a child introduces itself to its parent (always over WebSocket).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterRequest {
+    /// Node or cluster.
+    pub role: PeerRole,
+    /// Human name (host name of a worker, configured name of a cluster).
+    pub name: String,
+    /// The id the parent gave last time, kept in the child's data folder; reused on re-registration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_id: Option<String>,
+    /// Hardware and runtimes (workers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<Capabilities>,
+    /// Where the child is (clusters; workers put it in their capabilities).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<Location>,
+    /// Labels (clusters; workers put them in their capabilities).
+    #[serde(default, skip_serializing_if = "Labels::is_empty")]
+    pub labels: Labels,
+}
+
+/// Which transport carries the channel after registration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelKind {
+    /// MQTT through the cluster's broker.
+    Mqtt,
+    /// The registration WebSocket itself.
+    Ws,
+}
+
+/// MQTT topics of one node (`edgeio/nodes/{node}/…`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Topics {
+    /// Commands down, QoS 1.
+    pub control: String,
+    /// Status up, every interval.
+    pub info: String,
+    /// Instance state changes and acks up, QoS 1.
+    pub events: String,
+    /// Last will: the broker announces a dead link.
+    pub will: String,
+}
+
+impl Topics {
+    /// The standard topics of `node`.
+    pub fn for_node(node: &str) -> Topics {
+        let base = format!("edgeio/nodes/{node}");
+        Topics {
+            control: format!("{base}/control"),
+            info: format!("{base}/info"),
+            events: format!("{base}/events"),
+            will: format!("{base}/will"),
+        }
+    }
+}
+
+/// How the child talks to its parent after registration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelSettings {
+    /// MQTT or WebSocket.
+    pub kind: ChannelKind,
+    /// Broker URL (`mqtt://127.0.0.1:1883`) when `kind` is MQTT.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker: Option<String>,
+    /// Topics when `kind` is MQTT.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topics: Option<Topics>,
+    /// How often the child reports status (the parent owns this value).
+    pub status_interval_ms: u64,
+    /// Largest message either side may send.
+    pub max_message_bytes: usize,
+}
+
+/// `register_reply`: the parent's answer, with the child's id and its channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterReply {
+    /// The id the child uses from now on (and keeps for re-registration).
+    pub id: String,
+    /// How to talk from now on.
+    pub channel: ChannelSettings,
+}
+
+/// One instance as a node reports it in its status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceReport {
+    /// The instance.
+    pub instance: InstanceId,
+    /// Its job.
+    pub job: JobId,
+    /// Its state.
+    pub state: InstanceState,
+}
+
+/// `node_status`: a worker's periodic report (information channel).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// Resources not in use.
+    pub free: Resources,
+    /// Resources in all.
+    pub total: Resources,
+    /// What it runs.
+    #[serde(default)]
+    pub instances: Vec<InstanceReport>,
+}
+
+/// `cluster_aggregate`: a cluster's periodic summary for the root scheduler.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterAggregate {
+    /// Nodes registered.
+    pub nodes: u32,
+    /// Nodes READY.
+    pub ready_nodes: u32,
+    /// Sum over READY nodes.
+    pub total: Resources,
+    /// Sum of free resources over READY nodes.
+    pub free: Resources,
+    /// The most any single node has free (a job needs one node that fits).
+    pub largest_free: Resources,
+    /// Union of the nodes' architectures.
+    #[serde(default)]
+    pub architectures: Vec<Arch>,
+    /// Union of the nodes' runtimes.
+    #[serde(default)]
+    pub runtimes: Vec<RuntimeKind>,
+    /// The cluster's labels.
+    #[serde(default)]
+    pub labels: Labels,
+    /// Where the cluster is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<Location>,
+}
+
+/// `deploy`: run a job (root → cluster) or one instance of it (cluster → node).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deploy {
+    /// The job.
+    pub job: JobId,
+    /// Its normalized spec.
+    pub spec: JobSpec,
+    /// Set by a cluster when it asks a node for one instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<InstanceSpec>,
+}
+
+/// `terminate`: stop a job's instances, or one of them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Terminate {
+    /// The job.
+    pub job: JobId,
+    /// Only this instance; all of the job's when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<InstanceId>,
+    /// Time allowed to stop before a kill, in milliseconds.
+    pub grace_ms: u64,
+}
+
+/// Where a migration goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MigrateTarget {
+    /// To this node.
+    Node(String),
+    /// To this cluster.
+    Cluster(String),
+    /// Anywhere other than where it is.
+    Anywhere,
+}
+
+/// `migrate`: move an instance make-before-break.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Migrate {
+    /// The job.
+    pub job: JobId,
+    /// The instance to move; the job's only instance when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<InstanceId>,
+    /// Where to.
+    pub target: MigrateTarget,
+}
+
+/// `scale`: change a job's number of replicas.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Scale {
+    /// The job.
+    pub job: JobId,
+    /// The new count.
+    pub replicas: u32,
+}
+
+/// `ack`: the command with this id was accepted and persisted; progress follows as events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {
+    /// The id of the command it answers.
+    pub re: String,
+}
+
+/// What went wrong, in a form both machines and people read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Stable code a program can match (`not_found`, `invalid`, `unsupported`, `unknown_kind` …).
+    pub code: String,
+    /// Human explanation naming the thing and the rule.
+    pub message: String,
+}
+
+/// `nack`: the command with this id was refused; it will not be applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Nack {
+    /// The id of the command it answers.
+    pub re: String,
+    /// Why.
+    pub error: ErrorBody,
+}
+
+/// `instance_event`: an instance changed state (sent at once, not on the next status tick).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceEvent {
+    /// The job.
+    pub job: JobId,
+    /// The instance.
+    pub instance: InstanceId,
+    /// The node it runs on.
+    pub node: String,
+    /// The new state.
+    pub state: InstanceState,
+    /// Exit code when it exited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// Why, for people.
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// `error`: a message could not be handled (bad message, unknown kind …).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorMessage {
+    /// The id of the message it answers, when that could be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub re: Option<String>,
+    /// What went wrong.
+    pub error: ErrorBody,
+}
+
+/// Every message body, tagged by its `kind` on the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Message {
+    /// `register_request`
+    RegisterRequest(RegisterRequest),
+    /// `register_reply`
+    RegisterReply(RegisterReply),
+    /// `node_status`
+    NodeStatus(NodeStatus),
+    /// `cluster_aggregate`
+    ClusterAggregate(ClusterAggregate),
+    /// `deploy`
+    Deploy(Deploy),
+    /// `terminate`
+    Terminate(Terminate),
+    /// `migrate`
+    Migrate(Migrate),
+    /// `scale`
+    Scale(Scale),
+    /// `ack`
+    Ack(Ack),
+    /// `nack`
+    Nack(Nack),
+    /// `instance_event`
+    InstanceEvent(InstanceEvent),
+    /// `error`
+    Error(ErrorMessage),
+}
+
+/// Which logical channel a message travels on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    /// Commands, down.
+    Control,
+    /// Periodic status and aggregates, up.
+    Info,
+    /// Instance events, acks, nacks, errors.
+    Events,
+}
+
+impl Message {
+    /// Every kind name, in wire spelling.
+    pub const KINDS: &'static [&'static str] = &[
+        "register_request",
+        "register_reply",
+        "node_status",
+        "cluster_aggregate",
+        "deploy",
+        "terminate",
+        "migrate",
+        "scale",
+        "ack",
+        "nack",
+        "instance_event",
+        "error",
+    ];
+
+    /// The kind name on the wire.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::RegisterRequest(_) => "register_request",
+            Message::RegisterReply(_) => "register_reply",
+            Message::NodeStatus(_) => "node_status",
+            Message::ClusterAggregate(_) => "cluster_aggregate",
+            Message::Deploy(_) => "deploy",
+            Message::Terminate(_) => "terminate",
+            Message::Migrate(_) => "migrate",
+            Message::Scale(_) => "scale",
+            Message::Ack(_) => "ack",
+            Message::Nack(_) => "nack",
+            Message::InstanceEvent(_) => "instance_event",
+            Message::Error(_) => "error",
+        }
+    }
+
+    /// Commands are acknowledged by the receiver and re-sent by the sender until acked.
+    pub fn is_command(&self) -> bool {
+        matches!(
+            self,
+            Message::Deploy(_) | Message::Terminate(_) | Message::Migrate(_) | Message::Scale(_)
+        )
+    }
+
+    /// The logical channel this message travels on.
+    pub fn channel(&self) -> Channel {
+        match self {
+            Message::Deploy(_) | Message::Terminate(_) | Message::Migrate(_) | Message::Scale(_) => {
+                Channel::Control
+            }
+            Message::NodeStatus(_) | Message::ClusterAggregate(_) => Channel::Info,
+            _ => Channel::Events,
+        }
+    }
+
+    pub(crate) fn body_json(&self) -> Result<serde_json::Value, serde_json::Error> {
+        match self {
+            Message::RegisterRequest(b) => serde_json::to_value(b),
+            Message::RegisterReply(b) => serde_json::to_value(b),
+            Message::NodeStatus(b) => serde_json::to_value(b),
+            Message::ClusterAggregate(b) => serde_json::to_value(b),
+            Message::Deploy(b) => serde_json::to_value(b),
+            Message::Terminate(b) => serde_json::to_value(b),
+            Message::Migrate(b) => serde_json::to_value(b),
+            Message::Scale(b) => serde_json::to_value(b),
+            Message::Ack(b) => serde_json::to_value(b),
+            Message::Nack(b) => serde_json::to_value(b),
+            Message::InstanceEvent(b) => serde_json::to_value(b),
+            Message::Error(b) => serde_json::to_value(b),
+        }
+    }
+
+    /// Builds the body of `kind` from JSON; `None` when the kind is unknown.
+    pub(crate) fn from_kind_and_body(
+        kind: &str,
+        body: serde_json::Value,
+    ) -> Option<Result<Message, serde_json::Error>> {
+        use serde_json::from_value as v;
+        Some(match kind {
+            "register_request" => v(body).map(Message::RegisterRequest),
+            "register_reply" => v(body).map(Message::RegisterReply),
+            "node_status" => v(body).map(Message::NodeStatus),
+            "cluster_aggregate" => v(body).map(Message::ClusterAggregate),
+            "deploy" => v(body).map(Message::Deploy),
+            "terminate" => v(body).map(Message::Terminate),
+            "migrate" => v(body).map(Message::Migrate),
+            "scale" => v(body).map(Message::Scale),
+            "ack" => v(body).map(Message::Ack),
+            "nack" => v(body).map(Message::Nack),
+            "instance_event" => v(body).map(Message::InstanceEvent),
+            "error" => v(body).map(Message::Error),
+            _ => return None,
+        })
+    }
+}

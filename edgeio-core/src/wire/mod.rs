@@ -1,0 +1,16 @@
+//! The wire protocol: one JSON envelope, twelve message kinds, a defensive codec.
+
+mod codec;
+mod envelope;
+mod messages;
+
+pub use codec::{Codec, DecodeError, WireError, DEFAULT_MAX_MESSAGE_BYTES};
+pub use envelope::{now_ms, Envelope, PROTOCOL_VERSION};
+pub use messages::{
+    Ack, Channel, ChannelKind, ChannelSettings, ClusterAggregate, Deploy, ErrorBody,
+    ErrorMessage, InstanceEvent, InstanceReport, Message, Migrate, MigrateTarget, Nack,
+    NodeStatus, PeerRole, RegisterReply, RegisterRequest, Scale, Terminate, Topics,
+};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,1 @@
+//! edgeio-runtime-docker

@@ -1,0 +1,1 @@
+//! edgeio-transport-ws
