@@ -1,1 +1,54 @@
-//! placeholder
+//! # edgeio
+//!
+//! A Rust crate ecosystem for hierarchical, multi-cluster edge orchestrators: a root
+//! orchestrator federates clusters, each cluster orchestrator federates worker nodes, and
+//! workers run containers, unikernels and native processes. This facade re-exports the
+//! crates behind cargo features so an integrator depends on one crate:
+//!
+//! | feature | crate | status |
+//! |---|---|---|
+//! | (always) | `edgeio-core`: model, descriptors, states, wire, the four traits | built |
+//! | `scheduler` (default) | `edgeio-scheduler`, as [`schedulers`] | first-fit |
+//! | `store` | `edgeio-store`, as [`stores`] | not built yet |
+//! | `transport-mqtt` | `edgeio-transport-mqtt`, as [`transport_mqtt`] | not built yet |
+//! | `transport-ws` | `edgeio-transport-ws`, as [`transport_ws`] | not built yet |
+//! | `runtime-docker` | `edgeio-runtime-docker`, as [`runtime_docker`] | not built yet |
+//! | `runtime-mirage` | `edgeio-runtime-mirage`, as [`runtime_mirage`] | not built yet |
+//! | `runtime-process` | `edgeio-runtime-process`, as [`runtime_process`] | not built yet |
+//! | `testing` | the test kit of `edgeio-core` (fakes, mocks, conformance suites) | built |
+//!
+//! See `ARCHITECTURE.md` in the repository for the map of crates, traits and data flow.
+
+pub use edgeio_core::{job, model, reliable, runtime, scheduler, state, store, transport, wire};
+
+/// The test kit: in-memory transport, memory store, fake runtime, mocks, conformance suites.
+#[cfg(feature = "testing")]
+pub use edgeio_core::testing;
+
+/// Scheduling policies.
+#[cfg(feature = "scheduler")]
+pub use edgeio_scheduler as schedulers;
+
+/// Store backends.
+#[cfg(feature = "store")]
+pub use edgeio_store as stores;
+
+/// The MQTT transport.
+#[cfg(feature = "transport-mqtt")]
+pub use edgeio_transport_mqtt as transport_mqtt;
+
+/// The WebSocket transport and REST API.
+#[cfg(feature = "transport-ws")]
+pub use edgeio_transport_ws as transport_ws;
+
+/// The Docker runtime.
+#[cfg(feature = "runtime-docker")]
+pub use edgeio_runtime_docker as runtime_docker;
+
+/// The unikernel runtime.
+#[cfg(feature = "runtime-mirage")]
+pub use edgeio_runtime_mirage as runtime_mirage;
+
+/// The native process runtime.
+#[cfg(feature = "runtime-process")]
+pub use edgeio_runtime_process as runtime_process;

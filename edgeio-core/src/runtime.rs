@@ -227,3 +227,16 @@ pub trait Runtime: Send + Sync {
     /// State changes from now on (every subscriber sees every event).
     fn events(&self) -> EventStream;
 }
+
+/// Label every runtime puts on what it starts: the edgeio instance id.
+pub const LABEL_INSTANCE: &str = "edgeio.instance";
+/// Label with the edgeio job id.
+pub const LABEL_JOB: &str = "edgeio.job";
+
+/// The labels a runtime attaches to an instance: the spec's own plus the instance and job ids.
+pub fn instance_labels(spec: &InstanceSpec) -> Labels {
+    let mut labels = spec.labels.clone();
+    labels.insert(LABEL_INSTANCE.to_string(), spec.id.to_string());
+    labels.insert(LABEL_JOB.to_string(), spec.job.to_string());
+    labels
+}

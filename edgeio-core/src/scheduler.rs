@@ -244,7 +244,7 @@ pub trait Scheduler: Send + Sync {
             if let Some(target) = pinned {
                 let kept = view.remove(&target);
                 let others = view.len();
-                view = CandidateSet::new();
+                view = CandidateSet::for_tier(candidates.tier());
                 if others > 0 {
                     excluded.add(
                         "affinity",

@@ -42,18 +42,43 @@ mod duration_ms {
     }
 }
 
+/// Which tier a candidate set belongs to: what its candidates are.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    /// Cluster tier: candidates are worker nodes (`worker_node` pins apply).
+    #[default]
+    Nodes,
+    /// Root tier: candidates are cluster aggregates (`cluster` pins apply).
+    Clusters,
+}
+
 /// The candidates a scheduler chooses among, owned and updated incrementally by the engine.
 ///
 /// Iteration is in id order so that the same calls on the same set give the same placements.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CandidateSet {
+    tier: Tier,
     by_id: BTreeMap<String, Candidate>,
 }
 
 impl CandidateSet {
-    /// An empty set.
+    /// An empty set of nodes (cluster tier).
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty set of the given tier.
+    pub fn for_tier(tier: Tier) -> Self {
+        CandidateSet {
+            tier,
+            by_id: BTreeMap::new(),
+        }
+    }
+
+    /// What the candidates are.
+    pub fn tier(&self) -> Tier {
+        self.tier
     }
 
     /// Adds or replaces a candidate.
@@ -113,9 +138,15 @@ impl CandidateSet {
 impl FromIterator<Candidate> for CandidateSet {
     fn from_iter<I: IntoIterator<Item = Candidate>>(iter: I) -> Self {
         let mut set = CandidateSet::new();
-        for c in iter {
-            set.insert(c);
-        }
+        set.extend(iter);
         set
+    }
+}
+
+impl Extend<Candidate> for CandidateSet {
+    fn extend<I: IntoIterator<Item = Candidate>>(&mut self, iter: I) {
+        for c in iter {
+            self.insert(c);
+        }
     }
 }

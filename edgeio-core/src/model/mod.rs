@@ -9,7 +9,7 @@ mod resources;
 mod runtime_kind;
 
 pub use arch::Arch;
-pub use candidate::{Candidate, CandidateSet};
+pub use candidate::{Candidate, CandidateSet, Tier};
 pub use capabilities::{Capabilities, RuntimeInfo};
 pub use ids::{check_id, ClusterId, InstanceId, InvalidId, JobId, NodeId, MAX_ID_LEN};
 pub use location::Location;

@@ -1,1 +1,323 @@
-//! placeholder
+//! One snapshot per message kind, round trips, and hostile input.
+
+use super::*;
+use crate::job::{InstanceSpec, JobSpec};
+use crate::model::{Arch, Capabilities, InstanceId, JobId, Location, Resources, RuntimeInfo};
+use crate::state::InstanceState;
+
+fn fixed(body: Message) -> Envelope {
+    Envelope {
+        v: PROTOCOL_VERSION,
+        id: "3f1c2d9e-0000-4000-8000-000000000001".into(),
+        ts: 1_700_000_000_000,
+        from: "node-e580".into(),
+        body,
+    }
+}
+
+fn job_id() -> JobId {
+    JobId::new("image_detection").unwrap()
+}
+
+fn spec() -> JobSpec {
+    let mut spec = JobSpec::minimal(
+        "image_detection",
+        "quay.io/codait/max-object-detector",
+        "docker",
+        Resources {
+            cpu_millis: 2000,
+            memory_bytes: 1000 << 20,
+            ..Resources::ZERO
+        },
+    );
+    spec.cluster_location = Some(Location::named("Garching"));
+    spec.worker_node = Some("e580".into());
+    spec
+}
+
+fn caps() -> Capabilities {
+    Capabilities {
+        arch: Arch::Amd64,
+        cores: 8,
+        memory_bytes: 16 << 30,
+        disk_bytes: 256 << 30,
+        gpus: 0,
+        runtimes: vec![RuntimeInfo {
+            kind: "docker".into(),
+            version: "28.2.2".into(),
+        }],
+        labels: [("zone".to_string(), "a".to_string())].into(),
+        location: Some(Location {
+            name: "Garching".into(),
+            latitude: Some(48.2489),
+            longitude: Some(11.6532),
+        }),
+    }
+}
+
+fn res(cpu: u64, gib: u64) -> Resources {
+    Resources {
+        cpu_millis: cpu,
+        memory_bytes: gib << 30,
+        disk_bytes: 100 << 30,
+        gpus: 0,
+    }
+}
+
+/// One example of every kind, in `Message::KINDS` order.
+fn examples() -> Vec<Message> {
+    let instance = InstanceId::new("image_detection-0").unwrap();
+    vec![
+        Message::RegisterRequest(RegisterRequest {
+            role: PeerRole::Node,
+            name: "e580".into(),
+            previous_id: Some("node-e580".into()),
+            capabilities: Some(caps()),
+            location: None,
+            labels: Default::default(),
+        }),
+        Message::RegisterReply(RegisterReply {
+            id: "node-e580".into(),
+            channel: ChannelSettings {
+                kind: ChannelKind::Mqtt,
+                broker: Some("mqtt://127.0.0.1:1883".into()),
+                topics: Some(Topics::for_node("node-e580")),
+                status_interval_ms: 1000,
+                max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            },
+        }),
+        Message::NodeStatus(NodeStatus {
+            free: res(6000, 12),
+            total: res(8000, 16),
+            instances: vec![InstanceReport {
+                instance: instance.clone(),
+                job: job_id(),
+                state: InstanceState::Running,
+            }],
+        }),
+        Message::ClusterAggregate(ClusterAggregate {
+            nodes: 3,
+            ready_nodes: 2,
+            total: res(16000, 32),
+            free: res(9000, 20),
+            largest_free: res(6000, 12),
+            architectures: vec![Arch::Amd64, Arch::Arm64],
+            runtimes: vec!["docker".into(), "native".into()],
+            labels: Default::default(),
+            location: Some(Location::named("Garching")),
+        }),
+        Message::Deploy(Deploy {
+            job: job_id(),
+            spec: spec(),
+            instance: Some(InstanceSpec::for_job(instance.clone(), job_id(), &spec())),
+        }),
+        Message::Terminate(Terminate {
+            job: job_id(),
+            instance: None,
+            grace_ms: 10_000,
+        }),
+        Message::Migrate(Migrate {
+            job: job_id(),
+            instance: Some(instance.clone()),
+            target: MigrateTarget::Node("node-b".into()),
+        }),
+        Message::Scale(Scale {
+            job: job_id(),
+            replicas: 3,
+        }),
+        Message::Ack(Ack {
+            re: "3f1c2d9e-0000-4000-8000-000000000000".into(),
+        }),
+        Message::Nack(Nack {
+            re: "3f1c2d9e-0000-4000-8000-000000000000".into(),
+            error: ErrorBody {
+                code: "unschedulable".into(),
+                message: "2 candidates: insufficient memory (need 2 GiB, best free 1.5 GiB)"
+                    .into(),
+            },
+        }),
+        Message::InstanceEvent(InstanceEvent {
+            job: job_id(),
+            instance,
+            node: "node-e580".into(),
+            state: InstanceState::Exited,
+            exit_code: Some(137),
+            reason: "killed: out of memory".into(),
+        }),
+        Message::Error(ErrorMessage {
+            re: Some("3f1c2d9e-0000-4000-8000-000000000000".into()),
+            error: WireError::UnknownKind {
+                kind: "teleport".into(),
+            }
+            .to_body(),
+        }),
+    ]
+}
+
+#[test]
+fn every_kind_has_an_example_and_a_snapshot() {
+    let codec = Codec::default();
+    let examples = examples();
+    let kinds: Vec<&str> = examples.iter().map(Message::kind).collect();
+    assert_eq!(kinds, Message::KINDS, "one example per kind, in order");
+    for message in examples {
+        let kind = message.kind();
+        let bytes = codec.encode(&fixed(message)).unwrap();
+        let pretty: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        insta::assert_snapshot!(
+            format!("message_{kind}"),
+            serde_json::to_string_pretty(&pretty).unwrap()
+        );
+    }
+}
+
+#[test]
+fn every_kind_round_trips() {
+    let codec = Codec::default();
+    for message in examples() {
+        let envelope = fixed(message);
+        let bytes = codec.encode(&envelope).unwrap();
+        assert_eq!(codec.decode(&bytes).unwrap(), envelope);
+    }
+}
+
+#[test]
+fn unknown_fields_are_ignored() {
+    let json = br#"{"v":1,"kind":"scale","id":"r1","ts":5,"from":"root","extra":true,
+                   "body":{"job":"web","replicas":2,"future_field":[1,2]}}"#;
+    let env = Codec::default().decode(json).unwrap();
+    assert_eq!(
+        env.body,
+        Message::Scale(Scale {
+            job: JobId::new("web").unwrap(),
+            replicas: 2
+        })
+    );
+}
+
+#[test]
+fn unknown_kind_is_a_typed_error_that_keeps_the_request_id() {
+    let json = br#"{"v":1,"kind":"teleport","id":"r1","ts":5,"from":"root","body":{}}"#;
+    let err = Codec::default().decode(json).unwrap_err();
+    assert_eq!(err.id.as_deref(), Some("r1"));
+    assert_eq!(err.from.as_deref(), Some("root"));
+    assert!(matches!(err.error, WireError::UnknownKind { ref kind } if kind == "teleport"));
+    insta::assert_snapshot!(err.to_string());
+}
+
+#[test]
+fn unknown_version_is_a_typed_error() {
+    let json = br#"{"v":7,"kind":"ack","id":"r1","ts":5,"from":"root","body":{"re":"x"}}"#;
+    let err = Codec::default().decode(json).unwrap_err();
+    assert_eq!(
+        err.error,
+        WireError::UnsupportedVersion {
+            found: 7,
+            supported: 1
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        "unsupported protocol version 7 (supported: 1)"
+    );
+}
+
+#[test]
+fn a_body_that_does_not_fit_its_kind_names_the_kind_and_field() {
+    let json = br#"{"v":1,"kind":"scale","id":"r1","ts":5,"from":"root","body":{"job":"web","replicas":-1}}"#;
+    let err = Codec::default().decode(json).unwrap_err();
+    assert!(matches!(err.error, WireError::InvalidBody { ref kind, .. } if kind == "scale"));
+    let json = br#"{"v":1,"kind":"deploy","id":"r1","ts":5,"from":"root","body":{"job":"a/b"}}"#;
+    let err = Codec::default().decode(json).unwrap_err();
+    assert!(err.to_string().contains("job id"), "{err}");
+}
+
+#[test]
+fn size_limit_is_enforced_both_ways() {
+    let codec = Codec::new(256);
+    let big = Message::Error(ErrorMessage {
+        re: None,
+        error: ErrorBody {
+            code: "x".into(),
+            message: "y".repeat(300),
+        },
+    });
+    assert!(matches!(
+        codec.encode(&fixed(big.clone())),
+        Err(WireError::TooLarge { limit: 256, .. })
+    ));
+    let bytes = Codec::default().encode(&fixed(big)).unwrap();
+    let err = codec.decode(&bytes).unwrap_err();
+    assert!(matches!(err.error, WireError::TooLarge { limit: 256, .. }));
+}
+
+#[test]
+fn malformed_input_is_an_error_not_a_panic() {
+    let codec = Codec::default();
+    for bad in [
+        &b""[..],
+        b"null",
+        b"[]",
+        b"{",
+        b"\xff\xfe",
+        br#"{"v":1}"#,
+        br#"{"v":1,"kind":"ack","id":"","ts":1,"from":"x","body":{"re":"y"}}"#,
+        br#"{"v":"1","kind":"ack","id":"a","ts":1,"from":"x","body":{"re":"y"}}"#,
+        br#"{"v":1,"kind":7,"id":"a","ts":1,"from":"x"}"#,
+    ] {
+        assert!(codec.decode(bad).is_err(), "{:?} decoded", String::from_utf8_lossy(bad));
+    }
+}
+
+#[test]
+fn an_error_reply_names_the_request() {
+    let json = br#"{"v":1,"kind":"teleport","id":"r9","ts":5,"from":"root","body":{}}"#;
+    let err = Codec::default().decode(json).unwrap_err();
+    let reply = Envelope::error("node-1", err.id.clone(), err.error.to_body());
+    assert_eq!(reply.answers(), Some("r9"));
+    assert_eq!(reply.kind(), "error");
+}
+
+#[test]
+fn commands_and_channels_are_classified() {
+    let kinds: Vec<(&str, bool)> = examples()
+        .iter()
+        .map(|m| (m.kind(), m.is_command()))
+        .filter(|(_, c)| *c)
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("deploy", true),
+            ("terminate", true),
+            ("migrate", true),
+            ("scale", true)
+        ]
+    );
+}
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            let _ = Codec::default().decode(&bytes);
+        }
+
+        #[test]
+        fn envelopes_with_arbitrary_kinds_and_bodies_never_panic(
+            kind in prop_oneof![Just("deploy".to_string()), Just("ack".to_string()), ".{0,20}"],
+            v in 0u64..3,
+            body in prop_oneof![Just("{}".to_string()), Just("null".to_string()), Just("[1]".to_string()),
+                                Just(r#"{"job":"x","replicas":1}"#.to_string())],
+        ) {
+            let json = format!(r#"{{"v":{v},"kind":{},"id":"a","ts":1,"from":"x","body":{body}}}"#,
+                               serde_json::to_string(&kind).unwrap());
+            let _ = Codec::default().decode(json.as_bytes());
+        }
+    }
+}
