@@ -26,7 +26,11 @@ fn docker_engine_answers() {
     }
     let version = output("docker", &["version", "--format", "{{.Server.Version}}"]);
     assert!(
-        version.trim().chars().next().is_some_and(|c| c.is_ascii_digit()),
+        version
+            .trim()
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_digit()),
         "docker server version: {version}"
     );
 }

@@ -128,7 +128,11 @@ impl fmt::Display for Unschedulable {
             .refusals
             .iter()
             .map(|r| {
-                let noun = if r.count == 1 { "candidate" } else { "candidates" };
+                let noun = if r.count == 1 {
+                    "candidate"
+                } else {
+                    "candidates"
+                };
                 format!("{} {noun}: {}", r.count, r.reason)
             })
             .collect();
@@ -225,14 +229,14 @@ pub trait Scheduler: Send + Sync {
             }
             // symmetric: B affine to A binds A placed earlier, A affine to B binds B here
             for (i, earlier) in jobs.iter().enumerate().take(placed.len()) {
-                if earlier.affinity.iter().any(|n| *n == job.name) {
+                if earlier.affinity.contains(&job.name) {
                     pinned = Some(placed[i].candidate.clone());
                 }
             }
             let mut excluded = Unschedulable::new(candidates.len());
             for (i, earlier) in jobs.iter().enumerate().take(placed.len()) {
-                let apart = job.anti_affinity.iter().any(|n| *n == earlier.name)
-                    || earlier.anti_affinity.iter().any(|n| *n == job.name);
+                let apart = job.anti_affinity.contains(&earlier.name)
+                    || earlier.anti_affinity.contains(&job.name);
                 if apart && view.remove(&placed[i].candidate).is_some() {
                     excluded.add(
                         "anti_affinity",

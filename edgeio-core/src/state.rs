@@ -413,7 +413,9 @@ mod tests {
         use InstanceState::*;
         let paths: &[&[InstanceState]] = &[
             // restart on the same node
-            &[Pending, Starting, Running, Exited, Restarting, Starting, Running],
+            &[
+                Pending, Starting, Running, Exited, Restarting, Starting, Running,
+            ],
             // past the restart limit: failed (relocation makes a new instance)
             &[Pending, Starting, Running, Exited, Failed],
             // worker lost, came back, kept
@@ -436,13 +438,19 @@ mod tests {
     fn illegal_transition_is_a_typed_error_and_changes_nothing() {
         let mut job = Lifecycle::new(JobState::Terminated, 0, "done");
         let err = job.transition(JobState::Running, 1, "oops").unwrap_err();
-        assert_eq!(err.to_string(), "job cannot move from TERMINATED to RUNNING (it is final)");
+        assert_eq!(
+            err.to_string(),
+            "job cannot move from TERMINATED to RUNNING (it is final)"
+        );
         assert_eq!(job.state(), JobState::Terminated);
         assert_eq!(job.history().len(), 1);
 
         let mut node = Lifecycle::new(NodeState::Ready, 0, "registered");
         let err = node.transition(NodeState::Ready, 1, "again").unwrap_err();
-        assert_eq!(err.to_string(), "node cannot move from READY to READY (allowed: LOST)");
+        assert_eq!(
+            err.to_string(),
+            "node cannot move from READY to READY (allowed: LOST)"
+        );
     }
 
     #[test]

@@ -30,6 +30,9 @@ use crate::wire::{DecodeError, Envelope};
 use async_trait::async_trait;
 
 /// What the parent side receives: messages and link events, in one stream.
+// Nearly every event is a message, moved once from transport to engine: boxing it would cost an
+// allocation per message to shrink the rare link events.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum ParentEvent {
     /// A child's channel came up (MQTT: its first message on the info topic; WS: handshake).

@@ -43,7 +43,10 @@ pub fn pinned(job: &JobSpec, tier: Tier, c: &Candidate) -> Option<Refused> {
         Tier::Clusters => ("cluster", job.cluster.as_deref()),
     };
     match pin {
-        Some(p) if p != c.id => Some(Refused::plain("pinned", format!("not the pinned {field} {p:?}"))),
+        Some(p) if p != c.id => Some(Refused::plain(
+            "pinned",
+            format!("not the pinned {field} {p:?}"),
+        )),
         _ => None,
     }
 }
@@ -112,7 +115,10 @@ pub const DEFAULT_FILTERS: &[Filter] = &[pinned, arch, runtime, node_selector, r
 #[derive(Debug, Default)]
 pub struct Explanation {
     // (filter, rule) -> (count, need, best have)
-    groups: BTreeMap<(usize, &'static str, String), (usize, Option<(u64, fn(u64) -> String)>, Option<u64>)>,
+    groups: BTreeMap<
+        (usize, &'static str, String),
+        (usize, Option<(u64, fn(u64) -> String)>, Option<u64>),
+    >,
     order: usize,
 }
 

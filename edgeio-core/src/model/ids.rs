@@ -131,7 +131,16 @@ mod tests {
 
     #[test]
     fn ids_refuse_topic_wildcards_and_separators() {
-        for bad in ["", "a/b", "+", "#", "-x", ".hidden", "a b", &"x".repeat(129)] {
+        for bad in [
+            "",
+            "a/b",
+            "+",
+            "#",
+            "-x",
+            ".hidden",
+            "a b",
+            &"x".repeat(129),
+        ] {
             assert!(NodeId::new(bad).is_err(), "{bad:?} accepted");
         }
         assert!(NodeId::new("e580").is_ok());

@@ -69,7 +69,8 @@ impl FakeRuntime {
     pub fn spec(&self, id: &str, image: &str) -> InstanceSpec {
         InstanceSpec {
             id: InstanceId::new(id).unwrap_or_else(|_| InstanceId::random()),
-            job: crate::model::JobId::new("fake-job").unwrap_or_else(|_| crate::model::JobId::random()),
+            job: crate::model::JobId::new("fake-job")
+                .unwrap_or_else(|_| crate::model::JobId::random()),
             image: image.to_string(),
             kind: self.kind.clone(),
             args: Vec::new(),
@@ -108,10 +109,7 @@ impl FakeRuntime {
     /// Removes an instance behind edgeio's back (like `docker rm -f`).
     pub fn remove_externally(&self, id: &InstanceId) -> Result<(), RuntimeError> {
         let mut state = self.lock();
-        let inst = state
-            .instances
-            .remove(id)
-            .ok_or_else(|| not_found(id))?;
+        let inst = state.instances.remove(id).ok_or_else(|| not_found(id))?;
         let _ = inst.log_tx.send(None);
         drop(state);
         self.emit(id, RunState::Removed, "removed from outside edgeio");
@@ -281,7 +279,11 @@ impl Runtime for FakeRuntime {
     }
 
     async fn terminate(&self, id: &InstanceId, _grace: Duration) -> Result<(), RuntimeError> {
-        let inst = self.lock().instances.remove(id).ok_or_else(|| not_found(id))?;
+        let inst = self
+            .lock()
+            .instances
+            .remove(id)
+            .ok_or_else(|| not_found(id))?;
         let _ = inst.log_tx.send(None);
         if matches!(inst.status.state, RunState::Running | RunState::Starting) {
             self.emit(

@@ -48,7 +48,12 @@ impl Envelope {
 
     /// The ack answering this message.
     pub fn ack(&self, from: impl Into<String>) -> Envelope {
-        Envelope::new(from, Message::Ack(Ack { re: self.id.clone() }))
+        Envelope::new(
+            from,
+            Message::Ack(Ack {
+                re: self.id.clone(),
+            }),
+        )
     }
 
     /// The nack answering this message.

@@ -1,7 +1,9 @@
 //! The bodies of wire messages, one struct per kind.
 
 use crate::job::{InstanceSpec, JobSpec};
-use crate::model::{Arch, Capabilities, InstanceId, JobId, Labels, Location, Resources, RuntimeKind};
+use crate::model::{
+    Arch, Capabilities, InstanceId, JobId, Labels, Location, Resources, RuntimeKind,
+};
 use crate::state::InstanceState;
 use serde::{Deserialize, Serialize};
 
@@ -271,8 +273,8 @@ pub enum Message {
     NodeStatus(NodeStatus),
     /// `cluster_aggregate`
     ClusterAggregate(ClusterAggregate),
-    /// `deploy`
-    Deploy(Deploy),
+    /// `deploy` (boxed: a job spec is far larger than every other body)
+    Deploy(Box<Deploy>),
     /// `terminate`
     Terminate(Terminate),
     /// `migrate`
@@ -346,9 +348,10 @@ impl Message {
     /// The logical channel this message travels on.
     pub fn channel(&self) -> Channel {
         match self {
-            Message::Deploy(_) | Message::Terminate(_) | Message::Migrate(_) | Message::Scale(_) => {
-                Channel::Control
-            }
+            Message::Deploy(_)
+            | Message::Terminate(_)
+            | Message::Migrate(_)
+            | Message::Scale(_) => Channel::Control,
             Message::NodeStatus(_) | Message::ClusterAggregate(_) => Channel::Info,
             _ => Channel::Events,
         }
@@ -382,7 +385,7 @@ impl Message {
             "register_reply" => v(body).map(Message::RegisterReply),
             "node_status" => v(body).map(Message::NodeStatus),
             "cluster_aggregate" => v(body).map(Message::ClusterAggregate),
-            "deploy" => v(body).map(Message::Deploy),
+            "deploy" => v::<Deploy>(body).map(|d| Message::Deploy(Box::new(d))),
             "terminate" => v(body).map(Message::Terminate),
             "migrate" => v(body).map(Message::Migrate),
             "scale" => v(body).map(Message::Scale),

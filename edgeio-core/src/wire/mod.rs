@@ -7,9 +7,9 @@ mod messages;
 pub use codec::{Codec, DecodeError, WireError, DEFAULT_MAX_MESSAGE_BYTES};
 pub use envelope::{now_ms, Envelope, PROTOCOL_VERSION};
 pub use messages::{
-    Ack, Channel, ChannelKind, ChannelSettings, ClusterAggregate, Deploy, ErrorBody,
-    ErrorMessage, InstanceEvent, InstanceReport, Message, Migrate, MigrateTarget, Nack,
-    NodeStatus, PeerRole, RegisterReply, RegisterRequest, Scale, Terminate, Topics,
+    Ack, Channel, ChannelKind, ChannelSettings, ClusterAggregate, Deploy, ErrorBody, ErrorMessage,
+    InstanceEvent, InstanceReport, Message, Migrate, MigrateTarget, Nack, NodeStatus, PeerRole,
+    RegisterReply, RegisterRequest, Scale, Terminate, Topics,
 };
 
 #[cfg(test)]

@@ -106,11 +106,11 @@ fn examples() -> Vec<Message> {
             labels: Default::default(),
             location: Some(Location::named("Garching")),
         }),
-        Message::Deploy(Deploy {
+        Message::Deploy(Box::new(Deploy {
             job: job_id(),
             spec: spec(),
             instance: Some(InstanceSpec::for_job(instance.clone(), job_id(), &spec())),
-        }),
+        })),
         Message::Terminate(Terminate {
             job: job_id(),
             instance: None,
@@ -132,8 +132,7 @@ fn examples() -> Vec<Message> {
             re: "3f1c2d9e-0000-4000-8000-000000000000".into(),
             error: ErrorBody {
                 code: "unschedulable".into(),
-                message: "2 candidates: insufficient memory (need 2 GiB, best free 1.5 GiB)"
-                    .into(),
+                message: "2 candidates: insufficient memory (need 2 GiB, best free 1.5 GiB)".into(),
             },
         }),
         Message::InstanceEvent(InstanceEvent {
@@ -265,7 +264,11 @@ fn malformed_input_is_an_error_not_a_panic() {
         br#"{"v":"1","kind":"ack","id":"a","ts":1,"from":"x","body":{"re":"y"}}"#,
         br#"{"v":1,"kind":7,"id":"a","ts":1,"from":"x"}"#,
     ] {
-        assert!(codec.decode(bad).is_err(), "{:?} decoded", String::from_utf8_lossy(bad));
+        assert!(
+            codec.decode(bad).is_err(),
+            "{:?} decoded",
+            String::from_utf8_lossy(bad)
+        );
     }
 }
 

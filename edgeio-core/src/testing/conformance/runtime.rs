@@ -134,7 +134,11 @@ pub async fn deploy_then_status_is_running(runtime: &dyn Runtime, fixture: &Runt
         .await
         .unwrap_or_else(|e| panic!("deploy_then_status_is_running: deploy failed: {e}"));
     assert_eq!(status.id, spec.id, "deploy_then_status_is_running: id");
-    assert_eq!(status.kind, runtime.kind(), "deploy_then_status_is_running: kind");
+    assert_eq!(
+        status.kind,
+        runtime.kind(),
+        "deploy_then_status_is_running: kind"
+    );
     wait_status("deploy_then_status_is_running", runtime, &spec.id, |s| {
         *s == RunState::Running
     })
@@ -181,7 +185,10 @@ pub async fn list_finds_deployed_instances_by_label(
         .await
         .unwrap_or_else(|e| panic!("list_finds_deployed_instances_by_label: list: {e}"));
     let found = listed.iter().find(|s| s.id == spec.id).unwrap_or_else(|| {
-        panic!("list_finds_deployed_instances_by_label: {} not in list", spec.id)
+        panic!(
+            "list_finds_deployed_instances_by_label: {} not in list",
+            spec.id
+        )
     });
     assert_eq!(
         found.labels.get(LABEL_INSTANCE).map(String::as_str),
@@ -222,7 +229,10 @@ pub async fn terminate_removes_the_instance_and_reports_it(
         matches!(status, Err(RuntimeError::NotFound { .. })),
         "{B}: status after terminate gave {status:?}"
     );
-    let listed = runtime.list().await.unwrap_or_else(|e| panic!("{B}: list: {e}"));
+    let listed = runtime
+        .list()
+        .await
+        .unwrap_or_else(|e| panic!("{B}: list: {e}"));
     assert!(
         listed.iter().all(|s| s.id != spec.id),
         "{B}: terminated instance still listed"

@@ -75,7 +75,10 @@ pub fn empty_set_is_unschedulable(s: &dyn Scheduler) {
     match result {
         Err(SchedulerError::Unschedulable(why)) => {
             assert_eq!(why.candidates, 0, "empty_set_is_unschedulable: count");
-            assert!(!why.to_string().is_empty(), "empty_set_is_unschedulable: text");
+            assert!(
+                !why.to_string().is_empty(),
+                "empty_set_is_unschedulable: text"
+            );
         }
         other => panic!("empty_set_is_unschedulable: got {other:?}"),
     }
