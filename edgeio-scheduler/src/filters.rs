@@ -8,6 +8,9 @@ use edgeio_core::model::{human_bytes, human_cpu, Candidate, Tier};
 use edgeio_core::scheduler::Unschedulable;
 use std::collections::BTreeMap;
 
+/// Formats an amount for people (`human_bytes`, `human_cpu` …).
+pub type Format = fn(u64) -> String;
+
 /// Why one candidate was refused: the filter, a grouping key, and the best value seen
 /// (for resources: the most free among the refused, so people see how far off the job is).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,7 +20,7 @@ pub struct Refused {
     /// The rule, without per-candidate numbers (`insufficient memory`).
     pub rule: String,
     /// What the job needs, formatted (`2 GiB`), when numeric.
-    pub need: Option<(u64, fn(u64) -> String)>,
+    pub need: Option<(u64, Format)>,
     /// What this candidate has, when numeric.
     pub have: Option<u64>,
 }
@@ -91,7 +94,7 @@ pub fn node_selector(job: &JobSpec, _: Tier, c: &Candidate) -> Option<Refused> {
 pub fn resources(job: &JobSpec, _: Tier, c: &Candidate) -> Option<Refused> {
     let need = &job.resources;
     let free = &c.free;
-    let checks: [(&str, u64, u64, fn(u64) -> String); 4] = [
+    let checks: [(&str, u64, u64, Format); 4] = [
         ("memory", need.memory_bytes, free.memory_bytes, human_bytes),
         ("cpu", need.cpu_millis, free.cpu_millis, human_cpu),
         ("disk", need.disk_bytes, free.disk_bytes, human_bytes),
@@ -111,14 +114,16 @@ pub fn resources(job: &JobSpec, _: Tier, c: &Candidate) -> Option<Refused> {
 /// The filters every policy applies, in order (cheap and decisive first).
 pub const DEFAULT_FILTERS: &[Filter] = &[pinned, arch, runtime, node_selector, resources];
 
+// (first-seen order, filter, rule)
+type GroupKey = (usize, &'static str, String);
+
+// how many were refused, what the job needs, the most any refused candidate had
+type Group = (usize, Option<(u64, Format)>, Option<u64>);
+
 /// Collects refusals and renders them as an [`Unschedulable`].
 #[derive(Debug, Default)]
 pub struct Explanation {
-    // (filter, rule) -> (count, need, best have)
-    groups: BTreeMap<
-        (usize, &'static str, String),
-        (usize, Option<(u64, fn(u64) -> String)>, Option<u64>),
-    >,
+    groups: BTreeMap<GroupKey, Group>,
     order: usize,
 }
 
