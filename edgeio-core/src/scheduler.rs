@@ -29,7 +29,7 @@
 //!     architectures: vec![Arch::Amd64], runtimes: vec!["docker".into()],
 //!     free: Resources { cpu_millis: 2000, memory_bytes: 1 << 30, ..Resources::ZERO },
 //!     total: Resources { cpu_millis: 2000, memory_bytes: 1 << 30, ..Resources::ZERO },
-//!     data_age: Default::default(),
+//!     data_age: Default::default(), jobs: Default::default(),
 //! };
 //! let set: CandidateSet = [node].into_iter().collect();
 //! let job = JobSpec::minimal("web", "nginx", "docker", Resources { cpu_millis: 500, ..Resources::ZERO });
@@ -37,7 +37,7 @@
 //! ```
 
 use crate::job::JobSpec;
-use crate::model::CandidateSet;
+use crate::model::{CandidateSet, Tier};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -76,6 +76,9 @@ pub struct Refusal {
 /// Why a job could not be placed, per filter.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Unschedulable {
+    /// What the candidates were (nodes or clusters), so the text names them.
+    #[serde(default)]
+    pub tier: Tier,
     /// How many candidates were considered.
     pub candidates: usize,
     /// Refusals, in the order the filters ran.
@@ -86,9 +89,16 @@ impl Unschedulable {
     /// An explanation over `candidates` candidates, with no refusals yet.
     pub fn new(candidates: usize) -> Unschedulable {
         Unschedulable {
+            tier: Tier::Nodes,
             candidates,
             refusals: Vec::new(),
         }
+    }
+
+    /// The same explanation, about candidates of `tier`.
+    pub fn in_tier(mut self, tier: Tier) -> Self {
+        self.tier = tier;
+        self
     }
 
     /// Adds a filter's refusals (merging with an earlier entry of the same filter and reason).
@@ -233,7 +243,7 @@ pub trait Scheduler: Send + Sync {
                     pinned = Some(placed[i].candidate.clone());
                 }
             }
-            let mut excluded = Unschedulable::new(candidates.len());
+            let mut excluded = Unschedulable::new(candidates.len()).in_tier(candidates.tier());
             for (i, earlier) in jobs.iter().enumerate().take(placed.len()) {
                 let apart = job.anti_affinity.contains(&earlier.name)
                     || earlier.anti_affinity.contains(&job.name);

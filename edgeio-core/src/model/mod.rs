@@ -2,6 +2,7 @@
 
 mod arch;
 mod candidate;
+mod candidate_set;
 mod capabilities;
 mod ids;
 mod location;
@@ -9,7 +10,8 @@ mod resources;
 mod runtime_kind;
 
 pub use arch::Arch;
-pub use candidate::{Candidate, CandidateSet, Tier};
+pub use candidate::Candidate;
+pub use candidate_set::{CandidateSet, Need, Tier};
 pub use capabilities::{Capabilities, RuntimeInfo};
 pub use ids::{check_id, ClusterId, InstanceId, InvalidId, JobId, NodeId, MAX_ID_LEN};
 pub use location::Location;

@@ -32,6 +32,7 @@ pub fn candidate(id: &str, cpu: u64, mem_gib: u64) -> Candidate {
         free: res,
         total: res,
         data_age: Duration::ZERO,
+        jobs: Default::default(),
     }
 }
 
