@@ -128,21 +128,21 @@ impl Unschedulable {
 
 impl fmt::Display for Unschedulable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (one, many) = match self.tier {
+            Tier::Nodes => ("node", "nodes"),
+            Tier::Clusters => ("cluster", "clusters"),
+        };
         if self.candidates == 0 {
-            return f.write_str("no candidates to choose from");
+            return write!(f, "no {many} to choose from");
         }
         if self.refusals.is_empty() {
-            return write!(f, "none of {} candidates fits", self.candidates);
+            return write!(f, "none of {} {many} fits", self.candidates);
         }
         let parts: Vec<String> = self
             .refusals
             .iter()
             .map(|r| {
-                let noun = if r.count == 1 {
-                    "candidate"
-                } else {
-                    "candidates"
-                };
+                let noun = if r.count == 1 { one } else { many };
                 format!("{} {noun}: {}", r.count, r.reason)
             })
             .collect();

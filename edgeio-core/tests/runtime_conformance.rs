@@ -1,4 +1,5 @@
 //! The fake runtime passes the runtime conformance suite, and its test controls work.
+#![cfg(feature = "testing")]
 
 use edgeio_core::model::InstanceId;
 use edgeio_core::runtime::{RunState, Runtime};
