@@ -19,6 +19,9 @@
 //!
 //! See `ARCHITECTURE.md` in the repository for the map of crates, traits and data flow.
 
+/// The `edgectl` command-line client, as a function tests can call.
+pub mod cli;
+
 pub use edgeio_core::{job, model, reliable, runtime, scheduler, state, store, transport, wire};
 
 /// The test kit: in-memory transport, memory store, fake runtime, mocks, conformance suites.

@@ -7,12 +7,14 @@
 //! * a segment tree over the candidates in id order whose inner nodes hold the most free CPU,
 //!   memory, disk and GPUs below them, the union of their architectures and runtimes, and the
 //!   freshest data age — a first-fit query descends only into subtrees that may hold a fit;
-//! * an ordered set by load (CPU share + memory share used), then id — least-loaded queries
-//!   walk it from the bottom.
+//! * ordered sets by load (CPU share + memory share used), then id, one per class of
+//!   candidates with the same architectures and runtimes — least-loaded queries walk only the
+//!   classes that can run the job, from the bottom, so candidates that can never take it
+//!   (wrong arch or runtime) are not walked past again and again.
 
 use super::{Arch, Candidate, Resources, RuntimeKind};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 /// Which tier a candidate set belongs to: what its candidates are.
@@ -139,7 +141,8 @@ pub struct CandidateSet {
     // segment tree: leaves at [cap, 2*cap)
     tree: Vec<Agg>,
     cap: usize,
-    by_load: BTreeSet<(u64, u32)>,
+    // (arch mask, runtime mask) -> {(load, slot)}
+    by_load: BTreeMap<(u64, u64), BTreeSet<(u64, u32)>>,
     archs: Bits<Arch>,
     runtimes: Bits<RuntimeKind>,
 }
@@ -212,20 +215,29 @@ impl CandidateSet {
         for i in (1..self.cap).rev() {
             self.tree[i] = Agg::merge(&self.tree[2 * i], &self.tree[2 * i + 1]);
         }
-        self.by_load = self
-            .slots
-            .iter()
-            .enumerate()
-            .map(|(slot, c)| (c.load(), slot as u32))
-            .collect();
+        self.by_load.clear();
+        for slot in 0..self.slots.len() {
+            let leaf = self.tree[self.cap + slot];
+            self.by_load
+                .entry((leaf.archs, leaf.runtimes))
+                .or_default()
+                .insert((self.slots[slot].load(), slot as u32));
+        }
     }
 
     // After a change to one candidate: O(log n).
     fn refresh(&mut self, slot: usize, old_load: u64) {
-        self.by_load.remove(&(old_load, slot as u32));
-        self.by_load.insert((self.slots[slot].load(), slot as u32));
         let mut i = self.cap + slot;
-        self.tree[i] = self.leaf(slot);
+        let old_leaf = self.tree[i];
+        let new_leaf = self.leaf(slot);
+        if let Some(class) = self.by_load.get_mut(&(old_leaf.archs, old_leaf.runtimes)) {
+            class.remove(&(old_load, slot as u32));
+        }
+        self.by_load
+            .entry((new_leaf.archs, new_leaf.runtimes))
+            .or_default()
+            .insert((self.slots[slot].load(), slot as u32));
+        self.tree[i] = new_leaf;
         while i > 1 {
             i /= 2;
             self.tree[i] = Agg::merge(&self.tree[2 * i], &self.tree[2 * i + 1]);
@@ -299,26 +311,87 @@ impl CandidateSet {
         self.slots.iter()
     }
 
-    /// All candidates from the least loaded up (ties in id order).
-    pub fn by_load(&self) -> impl Iterator<Item = &Candidate> {
-        self.by_load
-            .iter()
-            .map(|(_, slot)| &self.slots[*slot as usize])
+    /// All candidates from the least loaded up (ties in id order). Sorts: O(n log n).
+    pub fn by_load(&self) -> Vec<&Candidate> {
+        let mut all: Vec<(u64, u32)> = self.by_load.values().flatten().copied().collect();
+        all.sort_unstable();
+        all.into_iter()
+            .map(|(_, slot)| &self.slots[slot as usize])
+            .collect()
     }
 
-    /// Candidates with exactly `load` whose id sorts after `after`, in id order.
-    pub fn with_load_after<'a>(
+    // The load classes whose candidates can run `need`'s arch and runtime; `None` when no
+    // candidate has that arch or runtime at all.
+    fn classes<'a>(
         &'a self,
+        need: &Need<'_>,
+    ) -> Option<impl Iterator<Item = &'a BTreeSet<(u64, u32)>> + 'a> {
+        let arch_bit = match need.arch {
+            Some(a) => self.archs.bit(a)?,
+            None => 0,
+        };
+        let runtime_bit = match need.runtime {
+            Some(r) => self.runtimes.bit(r)?,
+            None => 0,
+        };
+        Some(
+            self.by_load
+                .iter()
+                .filter(move |((archs, runtimes), _)| {
+                    archs & arch_bit == arch_bit && runtimes & runtime_bit == runtime_bit
+                })
+                .map(|(_, set)| set),
+        )
+    }
+
+    /// The least loaded candidate (ties: lowest id) that may run `need` and that `accept`
+    /// takes. Only classes with a fitting arch and runtime are walked.
+    pub fn least_loaded(
+        &self,
+        need: &Need<'_>,
+        mut accept: impl FnMut(&Candidate) -> bool,
+    ) -> Option<&Candidate> {
+        let mut best: Option<(u64, u32)> = None;
+        for class in self.classes(need)? {
+            for &(load, slot) in class {
+                if best.is_some_and(|b| (load, slot) >= b) {
+                    break; // this class cannot beat the best any more
+                }
+                if accept(&self.slots[slot as usize]) {
+                    best = Some((load, slot));
+                    break;
+                }
+            }
+        }
+        best.map(|(_, slot)| &self.slots[slot as usize])
+    }
+
+    /// Among candidates with exactly `load` whose id sorts after `after`, the lowest id that
+    /// may run `need` and that `accept` takes (round-robin among equals).
+    pub fn next_with_load(
+        &self,
+        need: &Need<'_>,
         load: u64,
         after: &str,
-    ) -> impl Iterator<Item = &'a Candidate> + 'a {
+        mut accept: impl FnMut(&Candidate) -> bool,
+    ) -> Option<&Candidate> {
         let start = match self.slot_of(after) {
             Ok(slot) => slot + 1,
             Err(pos) => pos,
-        };
-        self.by_load
-            .range((load, start as u32)..=(load, u32::MAX))
-            .map(|(_, slot)| &self.slots[*slot as usize])
+        } as u32;
+        let mut best: Option<u32> = None;
+        for class in self.classes(need)? {
+            for &(_, slot) in class.range((load, start)..=(load, u32::MAX)) {
+                if best.is_some_and(|b| slot >= b) {
+                    break;
+                }
+                if accept(&self.slots[slot as usize]) {
+                    best = Some(slot);
+                    break;
+                }
+            }
+        }
+        best.map(|slot| &self.slots[slot as usize])
     }
 
     /// The first candidate in id order that may fit `need` and that `accept` takes.
@@ -455,9 +528,15 @@ mod tests {
         let mut set: CandidateSet = (0..100).map(|i| c(&format!("n{i:03}"), 1000, 10)).collect();
         assert!(set.reserve("n000", &need(600, 0).resources));
         assert_eq!(set.first_fit(&need(500, 1), |_| true).unwrap().id, "n001");
-        let least: Vec<&str> = set.by_load().take(2).map(|c| c.id.as_str()).collect();
+        let least: Vec<&str> = set
+            .by_load()
+            .iter()
+            .take(2)
+            .map(|c| c.id.as_str())
+            .collect();
         assert_eq!(least, ["n001", "n002"]);
         assert_eq!(set.by_load().last().unwrap().id, "n000");
+        assert_eq!(set.least_loaded(&need(0, 0), |_| true).unwrap().id, "n001");
         assert!(set.update_free(
             "n000",
             Resources {
@@ -512,10 +591,30 @@ mod tests {
     }
 
     #[test]
-    fn round_robin_helper_lists_equals_after_a_cursor() {
+    fn round_robin_helper_finds_the_next_equal_after_a_cursor() {
         let set: CandidateSet = ["a", "b", "c"].iter().map(|id| c(id, 10, 10)).collect();
-        let after_a: Vec<&str> = set.with_load_after(0, "a").map(|c| c.id.as_str()).collect();
-        assert_eq!(after_a, ["b", "c"]);
-        assert_eq!(set.with_load_after(0, "c").count(), 0);
+        let q = need(0, 0);
+        assert_eq!(set.next_with_load(&q, 0, "a", |_| true).unwrap().id, "b");
+        assert_eq!(
+            set.next_with_load(&q, 0, "a", |c| c.id != "b").unwrap().id,
+            "c"
+        );
+        assert!(set.next_with_load(&q, 0, "c", |_| true).is_none());
+    }
+
+    #[test]
+    fn least_loaded_skips_classes_that_cannot_run_the_job() {
+        let mut arm = c("a", 4000, 4);
+        arm.architectures = vec![Arch::Arm64];
+        let mut busy = c("b", 4000, 4);
+        busy.free.cpu_millis = 1000;
+        let set: CandidateSet = [arm, busy].into_iter().collect();
+        let amd = Arch::Amd64;
+        let q = Need {
+            arch: Some(&amd),
+            ..need(0, 0)
+        };
+        assert_eq!(set.least_loaded(&q, |_| true).unwrap().id, "b");
+        assert_eq!(set.least_loaded(&need(0, 0), |_| true).unwrap().id, "a");
     }
 }

@@ -34,16 +34,16 @@ impl Scheduler for LeastLoaded {
 
     fn place(&self, job: &JobSpec, set: &CandidateSet) -> Result<Placement, SchedulerError> {
         let tier = set.tier();
-        let fits = |c: &&Candidate| self.filters.check(job, tier, c).is_none();
-        let Some(least) = set.by_load().find(fits) else {
+        let fits = |c: &Candidate| self.filters.check(job, tier, c).is_none();
+        let need = self.filters.need(job);
+        let Some(least) = set.least_loaded(&need, fits) else {
             return Err(self.filters.explain(job, set).into());
         };
-        let load = least.load();
         // a poisoned cursor only loses the rotation position
         let mut cursor = self.cursor.lock().unwrap_or_else(|p| p.into_inner());
         let chosen = cursor
             .as_deref()
-            .and_then(|after| set.with_load_after(load, after).find(fits))
+            .and_then(|after| set.next_with_load(&need, least.load(), after, fits))
             .unwrap_or(least);
         *cursor = Some(chosen.id.clone());
         Ok(Placement::on(&chosen.id))

@@ -1,0 +1,227 @@
+//! `edgectl`, the command-line client, as a function that tests can call.
+//!
+//! [`run`](crate::cli::run) takes the arguments and the three standard streams and returns
+//! the exit code: 0 when all went well, 2 for bad input (a descriptor that does not validate,
+//! a file that cannot be read, a usage error), 1 when the system itself failed. Problems go
+//! to stderr, one line each; results go to stdout.
+//!
+//! ```
+//! let mut out = Vec::new();
+//! let mut err = Vec::new();
+//! let code = edgeio::cli::run(
+//!     ["edgectl", "validate", "examples/jobs/thesis.yaml", "-o", "json"],
+//!     &mut std::io::empty(),
+//!     &mut out,
+//!     &mut err,
+//! );
+//! assert_eq!(code, 0, "{}", String::from_utf8_lossy(&err));
+//! assert!(String::from_utf8_lossy(&out).contains("\"cpu_millis\": 2000"));
+//! ```
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use edgeio_core::job::{parse_descriptor, DescriptorError, JobSpec, MAX_DESCRIPTOR_BYTES};
+use edgeio_core::model::{check_id, KnownRuntimes};
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+
+/// Exit code: everything went well.
+pub const EXIT_OK: i32 = 0;
+/// Exit code: the system failed (could not write output, internal error).
+pub const EXIT_FAILURE: i32 = 1;
+/// Exit code: bad input (invalid descriptor, unreadable file, usage error).
+pub const EXIT_BAD_INPUT: i32 = 2;
+
+/// The name stdin is reported under.
+const STDIN_NAME: &str = "<stdin>";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "edgectl",
+    version,
+    about = "Command-line client of edgeio, the hierarchical edge orchestrator",
+    disable_help_subcommand = true
+)]
+struct Cli {
+    /// Format of results on stdout.
+    #[arg(short, long, value_enum, default_value_t = Output::Yaml, global = true)]
+    output: Output,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+// One variant per subcommand; each carries its own arguments struct so that deploy, list and
+// the others slot in beside `validate` without touching it.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check a job descriptor (v0.1 or v1, YAML or JSON) and print it normalized.
+    ///
+    /// Every problem is reported on stderr, one line each, naming the field, the value
+    /// found and the rule it breaks; the exit code is then 2.
+    Validate(ValidateArgs),
+}
+
+#[derive(Debug, Args)]
+struct ValidateArgs {
+    /// The descriptor file; `-` reads standard input.
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+
+    /// Accept another runtime kind in `image_runtime` (repeatable), besides docker, native
+    /// and mirage (alias unikernel).
+    #[arg(long = "runtime", value_name = "NAME", value_parser = runtime_name)]
+    runtimes: Vec<String>,
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    /// YAML, for people.
+    Yaml,
+    /// JSON, for programs.
+    Json,
+}
+
+fn runtime_name(name: &str) -> Result<String, String> {
+    check_id("runtime kind", name)
+        .map(|()| name.to_ascii_lowercase())
+        .map_err(|e| e.rule.to_string())
+}
+
+/// Runs `edgectl` with `args` (the program name first) and returns the exit code.
+pub fn run<I, T>(args: I, stdin: &mut dyn Read, out: &mut dyn Write, err: &mut dyn Write) -> i32
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = e.exit_code();
+            let text = e.render().to_string();
+            // --help and --version print to stdout and succeed; usage errors are bad input.
+            let sink: &mut dyn Write = if code == 0 { out } else { err };
+            return match sink.write_all(text.as_bytes()) {
+                Ok(()) if code == 0 => EXIT_OK,
+                Ok(()) => EXIT_BAD_INPUT,
+                Err(_) => EXIT_FAILURE,
+            };
+        }
+    };
+    match cli.command {
+        Command::Validate(args) => validate(&args, cli.output, stdin, out, err),
+    }
+}
+
+fn validate(
+    args: &ValidateArgs,
+    output: Output,
+    stdin: &mut dyn Read,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> i32 {
+    let from_stdin = args.file.as_os_str() == "-";
+    let name = if from_stdin {
+        STDIN_NAME.to_string()
+    } else {
+        args.file.display().to_string()
+    };
+    let read = if from_stdin {
+        read_limited(stdin, None)
+    } else {
+        File::open(&args.file).and_then(|mut file| {
+            let size = file.metadata().ok().map(|m| m.len());
+            read_limited(&mut file, size)
+        })
+    };
+    let mut known = KnownRuntimes::default();
+    for runtime in &args.runtimes {
+        known.register(runtime);
+    }
+    let result = match read {
+        Ok(Input::Bytes(bytes)) => parse_descriptor(&bytes, &known),
+        Ok(Input::TooLarge(Some(size))) => Err(DescriptorError::TooLarge {
+            size,
+            limit: MAX_DESCRIPTOR_BYTES,
+        }),
+        Ok(Input::TooLarge(None)) => {
+            // The rest of a stream is not read just to count it, so its size is unknown.
+            let line =
+                format!("descriptor is larger than the limit of {MAX_DESCRIPTOR_BYTES} bytes");
+            return report(err, &name, &[line]);
+        }
+        Err(e) => {
+            return report(err, &name, &[format!("cannot read: {}", io_reason(&e))]);
+        }
+    };
+    match result {
+        Ok(spec) => match render(&spec, output) {
+            Ok(text) => match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+                Ok(()) => EXIT_OK,
+                Err(_) => EXIT_FAILURE,
+            },
+            Err(reason) => {
+                let _ = writeln!(err, "edgectl: cannot print the job: {reason}");
+                EXIT_FAILURE
+            }
+        },
+        Err(e) => report(err, &name, &e.problems()),
+    }
+}
+
+/// Writes one line per problem, prefixed with the input's name; bad input exits 2.
+fn report(err: &mut dyn Write, name: &str, problems: &[String]) -> i32 {
+    for problem in problems {
+        if writeln!(err, "{name}: {problem}").is_err() {
+            return EXIT_FAILURE;
+        }
+    }
+    EXIT_BAD_INPUT
+}
+
+enum Input {
+    Bytes(Vec<u8>),
+    /// Larger than the limit; the size when the file system knows it.
+    TooLarge(Option<usize>),
+}
+
+/// Reads at most one byte past the limit, so a huge input is refused without being held.
+fn read_limited(reader: &mut dyn Read, known_size: Option<u64>) -> io::Result<Input> {
+    let cap = u64::try_from(MAX_DESCRIPTOR_BYTES)
+        .unwrap_or(u64::MAX)
+        .saturating_add(1);
+    let mut bytes = Vec::new();
+    reader.take(cap).read_to_end(&mut bytes)?;
+    if bytes.len() > MAX_DESCRIPTOR_BYTES {
+        let size = known_size
+            .and_then(|s| usize::try_from(s).ok())
+            .filter(|s| *s >= bytes.len());
+        Ok(Input::TooLarge(size))
+    } else {
+        Ok(Input::Bytes(bytes))
+    }
+}
+
+fn io_reason(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::NotFound => "no such file".to_string(),
+        io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+        io::ErrorKind::IsADirectory => "is a directory".to_string(),
+        io::ErrorKind::InvalidData => "invalid data".to_string(),
+        _ => e.to_string(),
+    }
+}
+
+fn render(spec: &JobSpec, output: Output) -> Result<String, String> {
+    match output {
+        Output::Yaml => serde_yaml_ng::to_string(spec).map_err(|e| e.to_string()),
+        Output::Json => serde_json::to_string_pretty(spec)
+            .map(|mut text| {
+                text.push('\n');
+                text
+            })
+            .map_err(|e| e.to_string()),
+    }
+}
