@@ -8,12 +8,12 @@
 //! | feature | crate | status |
 //! |---|---|---|
 //! | (always) | `edgeio-core`: model, descriptors, states, wire, the four traits | built |
-//! | `scheduler` (default) | `edgeio-scheduler`, as [`schedulers`] | first-fit |
+//! | `scheduler` (default) | `edgeio-scheduler`, as [`schedulers`] | built: six policies |
 //! | `store` | `edgeio-store`, as [`stores`] | not built yet |
 //! | `transport-mqtt` | `edgeio-transport-mqtt`, as [`transport_mqtt`] | not built yet |
 //! | `transport-ws` | `edgeio-transport-ws`, as [`transport_ws`] | not built yet |
-//! | `runtime-docker` | `edgeio-runtime-docker`, as [`runtime_docker`] | not built yet |
-//! | `runtime-mirage` | `edgeio-runtime-mirage`, as [`runtime_mirage`] | not built yet |
+//! | `runtime-docker` | `edgeio-runtime-docker`, as [`runtime_docker`] | built |
+//! | `runtime-mirage` | `edgeio-runtime-mirage`, as [`runtime_mirage`] | built (qemu; Solo5 tenders by unit tests) |
 //! | `runtime-process` | `edgeio-runtime-process`, as [`runtime_process`] | not built yet |
 //! | `testing` | the test kit of `edgeio-core` (fakes, mocks, conformance suites) | built |
 //!
