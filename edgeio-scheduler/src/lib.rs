@@ -38,4 +38,4 @@ pub mod scores;
 pub use config::{PolicyKind, SchedulerConfig};
 pub use filters::FilterChain;
 pub use policies::{BestFit, FirstFit, LeastLoaded, LocationAware, Spread, WeightedPolicy};
-pub use scores::{Score, Weighted};
+pub use scores::{Score, ScoreContext, Weighted};

@@ -4,6 +4,7 @@
 use edgeio_core::job::JobSpec;
 use edgeio_core::model::{Candidate, CandidateSet};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 
 /// A scoring rule, by name in configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,21 +32,58 @@ fn share_left(free: u64, need: u64, total: u64) -> f64 {
 }
 
 impl Score {
-    /// The score of placing `job` on `c`.
-    pub fn score(&self, job: &JobSpec, c: &Candidate, set: &CandidateSet) -> f64 {
+    /// The score of placing `job` on `c`, with per-placement facts from `ctx`.
+    pub fn score(&self, job: &JobSpec, c: &Candidate, ctx: &ScoreContext) -> f64 {
         match self {
             Score::LeastAllocated => least_allocated(job, c),
             Score::MostAllocated => 1.0 - least_allocated(job, c),
             Score::Distance => distance(job, c),
             Score::Spread { label } => {
-                let value = c.labels.get(label);
-                let peers = set
-                    .iter()
-                    .filter(|o| o.labels.get(label) == value && o.jobs.contains(&job.name))
-                    .count();
+                let peers = ctx.peers(label, c.labels.get(label).map(String::as_str));
                 1.0 / (1.0 + peers as f64)
             }
         }
+    }
+}
+
+/// Facts a score needs about the whole set, computed once per placement (not per candidate),
+/// so a spread score costs O(n) per placement instead of O(n²).
+#[derive(Debug, Default)]
+pub struct ScoreContext {
+    // label -> label value (None: candidate lacks the label) -> instances of the job there
+    spread: HashMap<String, HashMap<Option<String>, usize>>,
+}
+
+impl ScoreContext {
+    /// Prepares what `scores` need to rank candidates of `set` for `job`.
+    pub fn new<'a>(
+        job: &JobSpec,
+        set: &CandidateSet,
+        scores: impl IntoIterator<Item = &'a Score>,
+    ) -> ScoreContext {
+        let mut ctx = ScoreContext::default();
+        for score in scores {
+            if let Score::Spread { label } = score {
+                if ctx.spread.contains_key(label) {
+                    continue;
+                }
+                let mut counts: HashMap<Option<String>, usize> = HashMap::new();
+                for c in set.iter().filter(|c| c.jobs.contains(&job.name)) {
+                    *counts.entry(c.labels.get(label).cloned()).or_default() += 1;
+                }
+                ctx.spread.insert(label.clone(), counts);
+            }
+        }
+        ctx
+    }
+
+    /// Instances of the job on candidates whose `label` has `value`.
+    pub fn peers(&self, label: &str, value: Option<&str>) -> usize {
+        self.spread
+            .get(label)
+            .and_then(|counts| counts.get(&value.map(str::to_string)))
+            .copied()
+            .unwrap_or(0)
     }
 }
 

@@ -1,6 +1,6 @@
 use super::best_by;
 use crate::filters::FilterChain;
-use crate::scores::Score;
+use crate::scores::{Score, ScoreContext};
 use edgeio_core::job::JobSpec;
 use edgeio_core::model::CandidateSet;
 use edgeio_core::scheduler::{Placement, Scheduler, SchedulerError};
@@ -19,8 +19,9 @@ impl Scheduler for BestFit {
     }
 
     fn place(&self, job: &JobSpec, set: &CandidateSet) -> Result<Placement, SchedulerError> {
+        let ctx = ScoreContext::default();
         best_by(&self.filters, job, set, |c| {
-            Score::MostAllocated.score(job, c, set)
+            Score::MostAllocated.score(job, c, &ctx)
         })
     }
 }

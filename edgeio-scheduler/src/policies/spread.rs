@@ -1,6 +1,6 @@
 use super::best_by;
 use crate::filters::FilterChain;
-use crate::scores::Score;
+use crate::scores::{Score, ScoreContext};
 use edgeio_core::job::JobSpec;
 use edgeio_core::model::CandidateSet;
 use edgeio_core::scheduler::{Placement, Scheduler, SchedulerError};
@@ -33,9 +33,10 @@ impl Scheduler for Spread {
         let spread = Score::Spread {
             label: self.label.clone(),
         };
+        let ctx = ScoreContext::new(job, set, [&spread]);
         // spread dominates; least-allocated (0..=1) only breaks ties between equal spreads
         best_by(&self.filters, job, set, |c| {
-            10.0 * spread.score(job, c, set) + Score::LeastAllocated.score(job, c, set)
+            10.0 * spread.score(job, c, &ctx) + Score::LeastAllocated.score(job, c, &ctx)
         })
     }
 }

@@ -1,6 +1,6 @@
 use super::best_by;
 use crate::filters::FilterChain;
-use crate::scores::Weighted;
+use crate::scores::{ScoreContext, Weighted};
 use edgeio_core::job::JobSpec;
 use edgeio_core::model::CandidateSet;
 use edgeio_core::scheduler::{Placement, Scheduler, SchedulerError};
@@ -20,10 +20,11 @@ impl Scheduler for WeightedPolicy {
     }
 
     fn place(&self, job: &JobSpec, set: &CandidateSet) -> Result<Placement, SchedulerError> {
+        let ctx = ScoreContext::new(job, set, self.scores.iter().map(|w| &w.score));
         best_by(&self.filters, job, set, |c| {
             self.scores
                 .iter()
-                .map(|w| w.weight * w.score.score(job, c, set))
+                .map(|w| w.weight * w.score.score(job, c, &ctx))
                 .sum()
         })
     }
