@@ -50,8 +50,8 @@ impl Score {
 /// so a spread score costs O(n) per placement instead of O(n²).
 #[derive(Debug, Default)]
 pub struct ScoreContext {
-    // label -> label value (None: candidate lacks the label) -> instances of the job there
-    spread: HashMap<String, HashMap<Option<String>, usize>>,
+    // label -> (instances per label value, instances on candidates without the label)
+    spread: HashMap<String, (HashMap<String, usize>, usize)>,
 }
 
 impl ScoreContext {
@@ -67,11 +67,14 @@ impl ScoreContext {
                 if ctx.spread.contains_key(label) {
                     continue;
                 }
-                let mut counts: HashMap<Option<String>, usize> = HashMap::new();
+                let (mut counts, mut unlabelled) = (HashMap::new(), 0);
                 for c in set.iter().filter(|c| c.jobs.contains(&job.name)) {
-                    *counts.entry(c.labels.get(label).cloned()).or_default() += 1;
+                    match c.labels.get(label) {
+                        Some(v) => *counts.entry(v.clone()).or_default() += 1,
+                        None => unlabelled += 1,
+                    }
                 }
-                ctx.spread.insert(label.clone(), counts);
+                ctx.spread.insert(label.clone(), (counts, unlabelled));
             }
         }
         ctx
@@ -79,11 +82,11 @@ impl ScoreContext {
 
     /// Instances of the job on candidates whose `label` has `value`.
     pub fn peers(&self, label: &str, value: Option<&str>) -> usize {
-        self.spread
-            .get(label)
-            .and_then(|counts| counts.get(&value.map(str::to_string)))
-            .copied()
-            .unwrap_or(0)
+        match (self.spread.get(label), value) {
+            (Some((counts, _)), Some(v)) => counts.get(v).copied().unwrap_or(0),
+            (Some((_, unlabelled)), None) => *unlabelled,
+            (None, _) => 0,
+        }
     }
 }
 
