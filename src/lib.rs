@@ -14,7 +14,7 @@
 //! | `transport-ws` | `edgeio-transport-ws`, as [`transport_ws`] | not built yet |
 //! | `runtime-docker` | `edgeio-runtime-docker`, as [`runtime_docker`] | built |
 //! | `runtime-mirage` | `edgeio-runtime-mirage`, as [`runtime_mirage`] | built (qemu; Solo5 tenders by unit tests) |
-//! | `runtime-process` | `edgeio-runtime-process`, as [`runtime_process`] | not built yet |
+//! | `runtime-process` | `edgeio-runtime-process`, as [`runtime_process`] | built |
 //! | `testing` | the test kit of `edgeio-core` (fakes, mocks, conformance suites) | built |
 //!
 //! See `ARCHITECTURE.md` in the repository for the map of crates, traits and data flow.
