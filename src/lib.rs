@@ -10,8 +10,8 @@
 //! | (always) | `edgeio-core`: model, descriptors, states, wire, the four traits | built |
 //! | `scheduler` (default) | `edgeio-scheduler`, as [`schedulers`] | built: six policies |
 //! | `store` | `edgeio-store`, as [`stores`] | not built yet |
-//! | `transport-mqtt` | `edgeio-transport-mqtt`, as [`transport_mqtt`] | not built yet |
-//! | `transport-ws` | `edgeio-transport-ws`, as [`transport_ws`] | not built yet |
+//! | `transport-mqtt` | `edgeio-transport-mqtt`, as [`transport_mqtt`] | built: channel + embedded broker |
+//! | `transport-ws` | `edgeio-transport-ws`, as [`transport_ws`] | built: registration + channel; REST API not yet |
 //! | `runtime-docker` | `edgeio-runtime-docker`, as [`runtime_docker`] | built |
 //! | `runtime-mirage` | `edgeio-runtime-mirage`, as [`runtime_mirage`] | built (qemu; Solo5 tenders by unit tests) |
 //! | `runtime-process` | `edgeio-runtime-process`, as [`runtime_process`] | built |

@@ -124,7 +124,8 @@ async fn the_api_version_is_negotiated_and_a_broken_event_stream_resumes_without
 
     let mut events = runtime.events();
     let mut seen = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), async {
+    // generous: the pump reconnects after 100 ms, but a loaded CI machine can starve it
+    tokio::time::timeout(Duration::from_secs(30), async {
         while let Some(event) = events.next().await {
             let done = matches!(event.state, RunState::Exited { .. });
             seen.push(event);
@@ -134,7 +135,7 @@ async fn the_api_version_is_negotiated_and_a_broken_event_stream_resumes_without
         }
     })
     .await
-    .expect("both events within 10 s");
+    .expect("both events within 30 s");
     let id = InstanceId::new("fake-0").unwrap();
     assert!(seen.iter().all(|e| e.id == id));
     let states: Vec<_> = seen.iter().map(|e| e.state.clone()).collect();

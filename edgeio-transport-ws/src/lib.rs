@@ -1,7 +1,63 @@
 //! # edgeio-transport-ws
 //!
-//! The HTTP side: WebSocket registration handshake and channel (`tokio-tungstenite`/`axum`), the REST API router and a typed HTTP client.
+//! The WebSocket side of edgeio: the registration handshake every child runs with its parent
+//! (`/ws/node` for workers, `/ws/cluster` for clusters), and the WebSocket channel that
+//! follows it when the parent's reply says `channel.kind = ws`.
 //!
-//! **Status: not built yet.** This crate is a placeholder in the workspace so that the crate
-//! map of `ARCHITECTURE.md` holds from the start; it exports nothing, so nothing can mistake
-//! it for a working implementation. Its implementation lands with the three-tiers issue.
+//! * [`WsParent`] is the parent's side: an axum [`Router`](axum::Router) to merge with the
+//!   parent's own routes (or to run alone with [`serve`]), and a
+//!   [`ParentTransport`](edgeio_core::transport::ParentTransport) over the children whose
+//!   channel stayed on their socket.
+//! * [`register`] is the child's side: it dials the parent's `http://HOST:PORT`, registers,
+//!   and returns the reply plus, for a WebSocket channel, a [`WsChild`]
+//!   ([`ChildTransport`](edgeio_core::transport::ChildTransport)).
+//! * [`Registrar`] is what the engine implements: it assigns or confirms ids.
+//!
+//! Messages cross as text frames holding one JSON envelope each, through the core
+//! [`Codec`](edgeio_core::wire::Codec); the WebSocket message and frame limits equal the codec
+//! limit. Acks and re-sending are not done here: they live in `edgeio_core::reliable`, over
+//! any transport. There is no TLS or authentication yet (see the README).
+//!
+//! ```
+//! use async_trait::async_trait;
+//! use edgeio_core::transport::{ChildTransport, ParentEvent, ParentTransport};
+//! use edgeio_core::wire::*;
+//! use edgeio_transport_ws::*;
+//! use std::sync::Arc;
+//!
+//! struct Names; // gives each child its requested name as id
+//! #[async_trait]
+//! impl Registrar for Names {
+//!     async fn register(&self, r: RegisterRequest) -> Result<RegisterReply, ErrorBody> {
+//!         let channel = ChannelSettings { kind: ChannelKind::Ws, broker: None, topics: None,
+//!             status_interval_ms: 1000, max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES };
+//!         Ok(RegisterReply { id: r.previous_id.unwrap_or(r.name), channel })
+//!     }
+//! }
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let parent = WsParent::new("root", Arc::new(Names), WsServerConfig::default());
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+//! let server = serve(listener, parent.router()).unwrap();
+//!
+//! let request = RegisterRequest { role: PeerRole::Cluster, name: "cluster-a".into(),
+//!     previous_id: None, capabilities: None, location: None, labels: Default::default() };
+//! let registration = register(&server.url(), PeerRole::Cluster, request, WsClientConfig::default())
+//!     .await.unwrap();
+//! let child = registration.channel.unwrap();
+//! assert_eq!(parent.recv().await.unwrap(), ParentEvent::ChildUp { child: "cluster-a".into() });
+//! child.close().await.unwrap();
+//! server.shutdown().await.unwrap();
+//! # });
+//! ```
+//!
+//! The REST router and the typed HTTP client of the root API are later slices of issue 8;
+//! this crate does not have them yet.
+
+mod client;
+mod registrar;
+mod server;
+
+pub use client::{register, Registration, WsChild, WsClientConfig};
+pub use registrar::Registrar;
+pub use server::{serve, ServerHandle, WsParent, WsServerConfig};
