@@ -9,7 +9,7 @@
 //! |---|---|---|
 //! | (always) | `edgeio-core`: model, descriptors, states, wire, the four traits | built |
 //! | `scheduler` (default) | `edgeio-scheduler`, as [`schedulers`] | built: six policies |
-//! | `store` | `edgeio-store`, as [`stores`] | not built yet |
+//! | `store` | `edgeio-store`, as [`stores`] | built: embedded (redb) and etcd |
 //! | `transport-mqtt` | `edgeio-transport-mqtt`, as [`transport_mqtt`] | built: channel + embedded broker |
 //! | `transport-ws` | `edgeio-transport-ws`, as [`transport_ws`] | built: registration + channel; REST API not yet |
 //! | `runtime-docker` | `edgeio-runtime-docker`, as [`runtime_docker`] | built |
