@@ -28,6 +28,7 @@
 //! assert_eq!(job.worker_node.as_deref(), Some("e580"));
 //! ```
 
+pub mod engine;
 pub mod job;
 pub mod model;
 pub mod reliable;

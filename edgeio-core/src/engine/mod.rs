@@ -1,0 +1,6 @@
+//! The role engines, written against the traits only (they name no concrete implementation).
+//!
+//! Status: the worker engine (Node Engine) is here. The cluster and root engines, their
+//! handles and the REST API land with the rest of the three-tiers issue.
+
+pub mod worker;

@@ -1,0 +1,352 @@
+//! The worker engine (Node Engine): runs what its cluster commands through its runtimes,
+//! reports every instance change at once, and its status every `status_interval`.
+//!
+//! The decision what a command means is a pure function ([`plan`]) from the command and what
+//! runs here; [`Worker::run`] is the loop around it that does the I/O. Duplicate commands are
+//! dropped by the reliable layer the caller wraps the transport in
+//! ([`crate::reliable::ReliableChild`]); [`plan`] is idempotent as well, so a deploy of an
+//! instance that already runs has no second effect.
+
+use crate::job::InstanceSpec;
+use crate::model::{InstanceId, JobId, Resources, RuntimeKind};
+use crate::runtime::{RunState, Runtime, RuntimeEvent, LABEL_JOB};
+use crate::state::InstanceState;
+use crate::transport::{ChildTransport, TransportError};
+use crate::wire::{Envelope, ErrorBody, InstanceEvent, InstanceReport, Message, NodeStatus};
+use futures::StreamExt;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::{debug, warn};
+
+/// How the worker engine runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerConfig {
+    /// This node's id (as registration gave it).
+    pub node_id: String,
+    /// How often to send status (the cluster owns this value).
+    pub status_interval: Duration,
+    /// Grace period when terminating an instance.
+    pub grace: Duration,
+    /// The node's resources in all (free = total minus what its instances reserve).
+    pub total: Resources,
+}
+
+/// What the worker knows about one instance it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Local {
+    /// The job.
+    pub job: JobId,
+    /// The runtime kind running it.
+    pub kind: RuntimeKind,
+    /// Its state as last reported.
+    pub state: InstanceState,
+    /// What it reserves.
+    pub resources: Resources,
+}
+
+/// What a command asks of this worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Start this instance.
+    Start(InstanceSpec),
+    /// Stop this instance.
+    Stop(InstanceId),
+    /// Refuse the command (answered with a nack).
+    Refuse(ErrorBody),
+}
+
+fn refuse(code: &str, message: String) -> Vec<Action> {
+    vec![Action::Refuse(ErrorBody {
+        code: code.to_string(),
+        message,
+    })]
+}
+
+/// Decides what `command` means given what runs here (`local`) and the runtime kinds this
+/// worker has. Pure, so it is unit-tested with values; an empty list means "already as asked".
+pub fn plan(
+    command: &Message,
+    local: &BTreeMap<InstanceId, Local>,
+    kinds: &[RuntimeKind],
+) -> Vec<Action> {
+    match command {
+        Message::Deploy(deploy) => match &deploy.instance {
+            None => refuse(
+                "invalid",
+                format!(
+                    "deploy of job {:?} to a worker must name the instance to run",
+                    deploy.job.as_str()
+                ),
+            ),
+            Some(spec) if local.contains_key(&spec.id) => Vec::new(),
+            Some(spec) if !kinds.contains(&spec.kind) => refuse(
+                "unsupported",
+                format!(
+                    "image_runtime {:?} is not available on this worker (it has: {})",
+                    spec.kind.as_str(),
+                    kinds
+                        .iter()
+                        .map(RuntimeKind::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ),
+            Some(spec) => vec![Action::Start(spec.clone())],
+        },
+        Message::Terminate(t) => local
+            .iter()
+            .filter(|(id, l)| l.job == t.job && t.instance.as_ref().is_none_or(|only| only == *id))
+            .filter(|(_, l)| l.state != InstanceState::Terminating)
+            .map(|(id, _)| Action::Stop(id.clone()))
+            .collect(),
+        Message::Migrate(_) | Message::Scale(_) => refuse(
+            "unsupported",
+            format!(
+                "{} is decided by the cluster, not by a worker",
+                command.kind()
+            ),
+        ),
+        _ => Vec::new(),
+    }
+}
+
+/// The instance state a runtime state means, for an instance not being terminated.
+pub fn instance_state(state: &RunState) -> InstanceState {
+    match state {
+        RunState::Starting => InstanceState::Starting,
+        RunState::Running => InstanceState::Running,
+        RunState::Exited { .. } => InstanceState::Exited,
+        RunState::Removed => InstanceState::Terminated,
+    }
+}
+
+/// The worker engine: one transport up, one runtime per kind.
+pub struct Worker {
+    config: WorkerConfig,
+    transport: Arc<dyn ChildTransport>,
+    runtimes: BTreeMap<RuntimeKind, Arc<dyn Runtime>>,
+    local: BTreeMap<InstanceId, Local>,
+}
+
+impl Worker {
+    /// A worker over `transport` (wrap it in [`crate::reliable::ReliableChild`]) with its runtimes.
+    pub fn new(
+        config: WorkerConfig,
+        transport: Arc<dyn ChildTransport>,
+        runtimes: Vec<Arc<dyn Runtime>>,
+    ) -> Worker {
+        Worker {
+            config,
+            transport,
+            runtimes: runtimes.into_iter().map(|r| (r.kind(), r)).collect(),
+            local: BTreeMap::new(),
+        }
+    }
+
+    /// What runs here, as the worker knows it.
+    pub fn instances(&self) -> &BTreeMap<InstanceId, Local> {
+        &self.local
+    }
+
+    /// Adopts what the runtimes still run from before a restart (found by their edgeio
+    /// labels), so nothing is started twice; returns how many were adopted.
+    pub async fn adopt(&mut self) -> usize {
+        let mut adopted = 0;
+        for (kind, runtime) in &self.runtimes {
+            let listed = match runtime.list().await {
+                Ok(listed) => listed,
+                Err(e) => {
+                    warn!(runtime = %kind, error = %e, "cannot list instances to adopt");
+                    continue;
+                }
+            };
+            for status in listed {
+                let Some(job) = status
+                    .labels
+                    .get(LABEL_JOB)
+                    .and_then(|j| JobId::new(j.as_str()).ok())
+                else {
+                    continue;
+                };
+                self.local.insert(
+                    status.id.clone(),
+                    Local {
+                        job,
+                        kind: kind.clone(),
+                        state: instance_state(&status.state),
+                        // the spec is gone with the old process; the cluster's status view
+                        // of this node corrects the reservation on its next schedule
+                        resources: Resources::ZERO,
+                    },
+                );
+                adopted += 1;
+            }
+        }
+        adopted
+    }
+
+    /// The status report: free resources and every instance's state.
+    pub fn status(&self) -> NodeStatus {
+        let reserved = self
+            .local
+            .values()
+            .filter(|l| {
+                matches!(
+                    l.state,
+                    InstanceState::Pending | InstanceState::Starting | InstanceState::Running
+                )
+            })
+            .fold(Resources::ZERO, |sum, l| sum.saturating_add(&l.resources));
+        NodeStatus {
+            free: self.config.total.saturating_sub(&reserved),
+            total: self.config.total,
+            instances: self
+                .local
+                .iter()
+                .map(|(id, l)| InstanceReport {
+                    instance: id.clone(),
+                    job: l.job.clone(),
+                    state: l.state,
+                })
+                .collect(),
+        }
+    }
+
+    async fn send(&self, body: Message) -> Result<(), TransportError> {
+        self.transport
+            .send(&Envelope::new(&self.config.node_id, body))
+            .await
+    }
+
+    async fn report(
+        &self,
+        id: &InstanceId,
+        state: InstanceState,
+        exit_code: Option<i32>,
+        reason: &str,
+    ) -> Result<(), TransportError> {
+        let Some(local) = self.local.get(id) else {
+            return Ok(());
+        };
+        self.send(Message::InstanceEvent(InstanceEvent {
+            job: local.job.clone(),
+            instance: id.clone(),
+            node: self.config.node_id.clone(),
+            state,
+            exit_code,
+            reason: reason.to_string(),
+        }))
+        .await
+    }
+
+    async fn on_command(&mut self, envelope: Envelope) -> Result<(), TransportError> {
+        let kinds: Vec<RuntimeKind> = self.runtimes.keys().cloned().collect();
+        let mut refusal = None;
+        for action in plan(&envelope.body, &self.local, &kinds) {
+            match action {
+                Action::Refuse(error) => refusal = Some(error),
+                Action::Start(spec) => {
+                    let Some(runtime) = self.runtimes.get(&spec.kind).cloned() else {
+                        continue;
+                    };
+                    self.local.insert(
+                        spec.id.clone(),
+                        Local {
+                            job: spec.job.clone(),
+                            kind: spec.kind.clone(),
+                            state: InstanceState::Starting,
+                            resources: spec.resources,
+                        },
+                    );
+                    if let Err(e) = runtime.deploy(&spec).await {
+                        self.report(&spec.id, InstanceState::Failed, None, &e.to_string())
+                            .await?;
+                        self.local.remove(&spec.id);
+                        refusal = Some(ErrorBody {
+                            code: "deploy_failed".into(),
+                            message: e.to_string(),
+                        });
+                    }
+                }
+                Action::Stop(id) => {
+                    let Some(local) = self.local.get_mut(&id) else {
+                        continue;
+                    };
+                    local.state = InstanceState::Terminating;
+                    let runtime = self.runtimes.get(&local.kind).cloned();
+                    self.report(&id, InstanceState::Terminating, None, "terminate requested")
+                        .await?;
+                    if let Some(runtime) = runtime {
+                        if let Err(e) = runtime.terminate(&id, self.config.grace).await {
+                            warn!(instance = %id, error = %e, "terminate failed");
+                        }
+                    }
+                }
+            }
+        }
+        let answer = match refusal {
+            Some(error) => envelope.nack(&self.config.node_id, error),
+            None => envelope.ack(&self.config.node_id),
+        };
+        self.transport.send(&answer).await
+    }
+
+    async fn on_runtime_event(&mut self, event: RuntimeEvent) -> Result<(), TransportError> {
+        let Some(local) = self.local.get(&event.id) else {
+            debug!(instance = %event.id, "event for an instance this worker does not run");
+            return Ok(());
+        };
+        let terminating = local.state == InstanceState::Terminating;
+        let state = match (&event.state, terminating) {
+            // the process ending is part of the termination asked for; TERMINATED follows
+            (RunState::Exited { .. }, true) => return Ok(()),
+            (s, _) => instance_state(s),
+        };
+        if state == local.state {
+            return Ok(());
+        }
+        let exit_code = match &event.state {
+            RunState::Exited { code, .. } => *code,
+            _ => None,
+        };
+        self.report(&event.id, state, exit_code, &event.reason)
+            .await?;
+        if state == InstanceState::Terminated {
+            self.local.remove(&event.id);
+        } else if let Some(local) = self.local.get_mut(&event.id) {
+            local.state = state;
+        }
+        Ok(())
+    }
+
+    /// Runs until `shutdown` completes or the link is gone for good.
+    ///
+    /// Sends a status at once and then every `status_interval`; answers every command with an
+    /// ack (applied) or a nack (refused, with the reason); reports runtime events as
+    /// `instance_event`s as they happen.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), TransportError> {
+        let mut events = futures::stream::select_all(self.runtimes.values().map(|r| r.events()));
+        let mut tick = tokio::time::interval(self.config.status_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                _ = tick.tick() => self.send(Message::NodeStatus(self.status())).await?,
+                Some(event) = events.next() => self.on_runtime_event(event).await?,
+                received = self.transport.recv() => match received {
+                    Ok(envelope) if envelope.body.is_command() => self.on_command(envelope).await?,
+                    Ok(other) => debug!(kind = other.kind(), "ignored message"),
+                    // one bad message; the link is fine
+                    Err(TransportError::Invalid { reason, .. }) => warn!(%reason, "bad message from the cluster"),
+                    Err(e) => return Err(e),
+                },
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
