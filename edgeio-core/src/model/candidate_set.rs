@@ -320,12 +320,9 @@ impl CandidateSet {
             .collect()
     }
 
-    // The load classes whose candidates can run `need`'s arch and runtime; `None` when no
-    // candidate has that arch or runtime at all.
-    fn classes<'a>(
-        &'a self,
-        need: &Need<'_>,
-    ) -> Option<impl Iterator<Item = &'a BTreeSet<(u64, u32)>> + 'a> {
+    // The bits a candidate must have for `need`'s arch and runtime (0: anything goes); `None`
+    // when no candidate has that arch or runtime at all.
+    fn need_bits(&self, need: &Need<'_>) -> Option<(u64, u64)> {
         let arch_bit = match need.arch {
             Some(a) => self.archs.bit(a)?,
             None => 0,
@@ -334,6 +331,16 @@ impl CandidateSet {
             Some(r) => self.runtimes.bit(r)?,
             None => 0,
         };
+        Some((arch_bit, runtime_bit))
+    }
+
+    // The load classes whose candidates can run `need`'s arch and runtime; `None` when no
+    // candidate has that arch or runtime at all.
+    fn classes<'a>(
+        &'a self,
+        need: &Need<'_>,
+    ) -> Option<impl Iterator<Item = &'a BTreeSet<(u64, u32)>> + 'a> {
+        let (arch_bit, runtime_bit) = self.need_bits(need)?;
         Some(
             self.by_load
                 .iter()
@@ -406,14 +413,7 @@ impl CandidateSet {
         if self.slots.is_empty() {
             return None;
         }
-        let arch_bit = match need.arch {
-            Some(a) => self.archs.bit(a)?,
-            None => 0,
-        };
-        let runtime_bit = match need.runtime {
-            Some(r) => self.runtimes.bit(r)?,
-            None => 0,
-        };
+        let (arch_bit, runtime_bit) = self.need_bits(need)?;
         let max_age = need.max_age.map(age_ms).unwrap_or(u64::MAX);
         // iterative depth-first search, left child first
         let mut stack = Vec::with_capacity(64);
