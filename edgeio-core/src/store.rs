@@ -305,3 +305,141 @@ pub trait StoreExt: Store {
 }
 
 impl<S: Store + ?Sized> StoreExt for S {}
+
+/// Pieces every backend shares, so that they refuse the same inputs with the same words and
+/// fan live changes out to watchers the same way.
+pub mod backend {
+    use super::{LeaseId, Precondition, Revision, StoreError, WatchEvent};
+    use futures::stream::{self, Stream};
+    use std::time::Duration;
+    use tokio::sync::broadcast;
+
+    /// The shortest lease a backend grants (etcd rounds shorter ones up anyway).
+    pub const MIN_LEASE_TTL: Duration = Duration::from_secs(1);
+
+    /// Refuses the empty key.
+    pub fn check_key(key: &str) -> Result<(), StoreError> {
+        if key.is_empty() {
+            return Err(StoreError::Invalid {
+                field: "key",
+                value: String::new(),
+                rule: "a key must not be empty".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Refuses the empty election name.
+    pub fn check_election(election: &str) -> Result<(), StoreError> {
+        if election.is_empty() {
+            return Err(StoreError::Invalid {
+                field: "election",
+                value: String::new(),
+                rule: "an election name must not be empty".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Refuses a lease shorter than [`MIN_LEASE_TTL`].
+    pub fn check_ttl(ttl: Duration) -> Result<(), StoreError> {
+        if ttl < MIN_LEASE_TTL {
+            return Err(StoreError::Invalid {
+                field: "ttl",
+                value: format!("{ttl:?}"),
+                rule: format!("a lease lives at least {MIN_LEASE_TTL:?}"),
+            });
+        }
+        Ok(())
+    }
+
+    /// The error for a lease that does not exist (or expired).
+    pub fn lease_not_found(lease: LeaseId) -> StoreError {
+        StoreError::NotFound {
+            key: format!("lease {lease}"),
+        }
+    }
+
+    /// The [`StoreError::Conflict`] of a failed compare-and-swap, in its usual words
+    /// (`revision 7`, `absent`).
+    pub fn conflict(
+        key: &str,
+        precondition: Precondition,
+        current: Option<Revision>,
+    ) -> StoreError {
+        let words = |rev: Option<Revision>| {
+            rev.map_or_else(|| "absent".to_string(), |rev| format!("revision {rev}"))
+        };
+        StoreError::Conflict {
+            key: key.to_owned(),
+            expected: words(match precondition {
+                Precondition::Absent => None,
+                Precondition::Revision(rev) => Some(rev),
+            }),
+            found: words(current),
+        }
+    }
+
+    /// The live half of a watch over a broadcast of every change in revision order: yields the
+    /// changes under `prefix` with a revision above `after`; a receiver that falls behind gets
+    /// one [`StoreError::Compacted`] and the stream ends (never a silent gap). `next` is the
+    /// revision of the first change the receiver will see (the store revision at subscription
+    /// plus one); subscribe under the same lock that read the backlog.
+    pub fn live_changes(
+        events: broadcast::Receiver<WatchEvent>,
+        prefix: String,
+        after: Revision,
+        next: Revision,
+    ) -> impl Stream<Item = Result<WatchEvent, StoreError>> + Send + 'static {
+        let live = Live {
+            events,
+            prefix,
+            after,
+            next,
+            ended: false,
+        };
+        stream::unfold(live, Live::next_item)
+    }
+
+    struct Live {
+        events: broadcast::Receiver<WatchEvent>,
+        prefix: String,
+        after: Revision,
+        // the revision of the next event the channel must deliver (events are contiguous)
+        next: Revision,
+        ended: bool,
+    }
+
+    impl Live {
+        async fn next_item(mut self) -> Option<(Result<WatchEvent, StoreError>, Self)> {
+            if self.ended {
+                return None;
+            }
+            loop {
+                match self.events.recv().await {
+                    Ok(event) => {
+                        self.next = event.revision() + 1;
+                        if event.revision() > self.after && event.key().starts_with(&self.prefix) {
+                            return Some((Ok(event), self));
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(skipped)) => {
+                        self.ended = true;
+                        let seen = self.next - 1;
+                        let error = StoreError::Compacted {
+                            requested: seen.max(self.after),
+                            oldest: self.next + skipped,
+                        };
+                        tracing::debug!(
+                            prefix = %self.prefix,
+                            skipped,
+                            "watcher fell behind; told to re-list"
+                        );
+                        return Some((Err(error), self));
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        }
+    }
+}

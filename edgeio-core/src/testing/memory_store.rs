@@ -5,6 +5,9 @@
 //! broadcast channel while still holding it, and [`Store::watch`] copies the history and
 //! subscribes under the same lock — so a watcher sees each change exactly once, in order.
 
+use crate::store::backend::{
+    check_election, check_key, check_ttl, conflict, lease_not_found, live_changes,
+};
 use crate::store::{
     KeyValue, LeaseId, Listing, Precondition, Revision, Store, StoreError, WatchEvent, WatchStream,
 };
@@ -23,8 +26,6 @@ use tokio::time::Instant;
 const DEFAULT_HISTORY: usize = 10_000;
 /// Live events a watcher may fall behind by before it is told to re-list.
 const DEFAULT_WATCH_BUFFER: usize = 4_096;
-/// The shortest lease [`MemoryStore`] grants.
-const MIN_LEASE_TTL: Duration = Duration::from_secs(1);
 
 /// An in-memory [`Store`] for tests and single-process use; nothing survives the process.
 ///
@@ -149,30 +150,6 @@ impl fmt::Debug for MemoryStore {
 /// test down with it.
 fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
     state.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn check_key(key: &str) -> Result<(), StoreError> {
-    if key.is_empty() {
-        return Err(StoreError::Invalid {
-            field: "key",
-            value: String::new(),
-            rule: "a key must not be empty".into(),
-        });
-    }
-    Ok(())
-}
-
-fn lease_not_found(lease: LeaseId) -> StoreError {
-    StoreError::NotFound {
-        key: format!("lease {lease}"),
-    }
-}
-
-fn describe(precondition: Precondition) -> String {
-    match precondition {
-        Precondition::Absent => "absent".into(),
-        Precondition::Revision(rev) => format!("revision {rev}"),
-    }
 }
 
 fn keys_under<'a: 'p, 'p>(
@@ -311,49 +288,6 @@ fn expire_or_reschedule(state: &Weak<Mutex<State>>, lease: LeaseId) -> Option<In
     None
 }
 
-/// The live half of a watch: the broadcast receiver, filtered to the watcher's prefix.
-struct Live {
-    events: broadcast::Receiver<WatchEvent>,
-    prefix: String,
-    after: Revision,
-    /// The revision of the next event the channel must deliver (events are contiguous).
-    next: Revision,
-    ended: bool,
-}
-
-impl Live {
-    async fn next_item(mut self) -> Option<(Result<WatchEvent, StoreError>, Self)> {
-        if self.ended {
-            return None;
-        }
-        loop {
-            match self.events.recv().await {
-                Ok(event) => {
-                    self.next = event.revision() + 1;
-                    if event.revision() > self.after && event.key().starts_with(&self.prefix) {
-                        return Some((Ok(event), self));
-                    }
-                }
-                Err(broadcast::error::RecvError::Lagged(skipped)) => {
-                    self.ended = true;
-                    let seen = self.next - 1;
-                    let error = StoreError::Compacted {
-                        requested: seen.max(self.after),
-                        oldest: self.next + skipped,
-                    };
-                    tracing::debug!(
-                        prefix = %self.prefix,
-                        skipped,
-                        "watcher fell behind; told to re-list"
-                    );
-                    return Some((Err(error), self));
-                }
-                Err(broadcast::error::RecvError::Closed) => return None,
-            }
-        }
-    }
-}
-
 #[async_trait]
 impl Store for MemoryStore {
     fn backend(&self) -> &'static str {
@@ -384,11 +318,7 @@ impl Store for MemoryStore {
             Precondition::Revision(expected) => current == Some(expected),
         };
         if !holds {
-            return Err(StoreError::Conflict {
-                key: key.to_owned(),
-                expected: describe(precondition),
-                found: current.map_or_else(|| "absent".into(), |rev| format!("revision {rev}")),
-            });
+            return Err(conflict(key, precondition, current));
         }
         Ok(state.write(key, value, None))
     }
@@ -427,18 +357,15 @@ impl Store for MemoryStore {
                 .cloned()
                 .map(Ok)
                 .collect();
-            let live = Live {
-                events: state.events.subscribe(),
-                prefix: prefix.to_owned(),
+            let live = live_changes(
+                state.events.subscribe(),
+                prefix.to_owned(),
                 after,
-                next: state.revision + 1,
-                ended: false,
-            };
+                state.revision + 1,
+            );
             (backlog, live)
         };
-        Ok(stream::iter(backlog)
-            .chain(stream::unfold(live, Live::next_item))
-            .boxed())
+        Ok(stream::iter(backlog).chain(live).boxed())
     }
 
     async fn revision(&self) -> Result<Revision, StoreError> {
@@ -446,13 +373,7 @@ impl Store for MemoryStore {
     }
 
     async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId, StoreError> {
-        if ttl < MIN_LEASE_TTL {
-            return Err(StoreError::Invalid {
-                field: "ttl",
-                value: format!("{ttl:?}"),
-                rule: format!("a lease lives at least {MIN_LEASE_TTL:?}"),
-            });
-        }
+        check_ttl(ttl)?;
         let deadline = Instant::now()
             .checked_add(ttl)
             .ok_or_else(|| StoreError::Invalid {
@@ -506,13 +427,7 @@ impl Store for MemoryStore {
         candidate: &str,
         lease: LeaseId,
     ) -> Result<(), StoreError> {
-        if election.is_empty() {
-            return Err(StoreError::Invalid {
-                field: "election",
-                value: String::new(),
-                rule: "an election name must not be empty".into(),
-            });
-        }
+        check_election(election)?;
         let key = format!("{election}/{lease:x}");
         let mut changes = {
             let mut state = self.lock();

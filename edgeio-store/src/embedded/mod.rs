@@ -40,6 +40,7 @@ use bytes::Bytes;
 use codec::{decode_entry, decode_entry_head, decode_event, decode_lease};
 use codec::{encode_entry, encode_event, encode_lease};
 use codec::{lease_key, lease_prefix, Entry};
+use edgeio_core::store::backend::live_changes;
 use edgeio_core::store::{
     KeyValue, LeaseId, Listing, Precondition, Revision, Store, StoreError, WatchEvent, WatchStream,
 };
@@ -1152,49 +1153,6 @@ fn spawn_expiry(inner: Weak<Inner>, lease: LeaseId, first_deadline: Instant) {
     });
 }
 
-/// The live half of a watch: the broadcast receiver, filtered to the watcher's prefix.
-struct Live {
-    events: broadcast::Receiver<WatchEvent>,
-    prefix: String,
-    after: Revision,
-    /// The revision of the next event the channel must deliver (events are contiguous).
-    next: Revision,
-    ended: bool,
-}
-
-impl Live {
-    async fn next_item(mut self) -> Option<(Result<WatchEvent, StoreError>, Self)> {
-        if self.ended {
-            return None;
-        }
-        loop {
-            match self.events.recv().await {
-                Ok(event) => {
-                    self.next = event.revision() + 1;
-                    if event.revision() > self.after && event.key().starts_with(&self.prefix) {
-                        return Some((Ok(event), self));
-                    }
-                }
-                Err(broadcast::error::RecvError::Lagged(skipped)) => {
-                    self.ended = true;
-                    let seen = self.next - 1;
-                    let error = StoreError::Compacted {
-                        requested: seen.max(self.after),
-                        oldest: self.next + skipped,
-                    };
-                    tracing::debug!(
-                        prefix = %self.prefix,
-                        skipped,
-                        "watcher fell behind; told to re-list"
-                    );
-                    return Some((Err(error), self));
-                }
-                Err(broadcast::error::RecvError::Closed) => return None,
-            }
-        }
-    }
-}
-
 #[async_trait]
 impl Store for EmbeddedStore {
     fn backend(&self) -> &'static str {
@@ -1295,19 +1253,11 @@ impl Store for EmbeddedStore {
                         backlog.push(Ok(event));
                     }
                 }
-                let live = Live {
-                    events,
-                    prefix,
-                    after,
-                    next: revision + 1,
-                    ended: false,
-                };
+                let live = live_changes(events, prefix, after, revision + 1);
                 Ok((backlog, live))
             })
             .await?;
-        Ok(stream::iter(backlog)
-            .chain(stream::unfold(live, Live::next_item))
-            .boxed())
+        Ok(stream::iter(backlog).chain(live).boxed())
     }
 
     async fn revision(&self) -> Result<Revision, StoreError> {
