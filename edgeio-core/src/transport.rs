@@ -141,3 +141,24 @@ pub trait ChildTransport: Send + Sync {
     /// Closes the link cleanly (the parent sees `ChildLost`).
     async fn close(&self) -> Result<(), TransportError>;
 }
+
+/// Answers registration requests. The engine (cluster or root) implements it; a transport
+/// (the WebSocket handshake in `edgeio-transport-ws`) only carries the request and the answer.
+///
+/// The transport never invents ids: the id in the reply is the one the child's channel is
+/// known by from then on. A re-registration carries
+/// [`RegisterRequest::previous_id`](crate::wire::RegisterRequest::previous_id); a registrar
+/// that recognises it should answer with the same id, so the child keeps its identity across
+/// restarts.
+///
+/// A refusal is an [`ErrorBody`](crate::wire::ErrorBody) (`code` a program can match,
+/// `message` for people); the server sends it to the child as an `error` message answering
+/// the request, then closes.
+#[async_trait]
+pub trait Registrar: Send + Sync {
+    /// Registers (or re-registers) a child.
+    async fn register(
+        &self,
+        request: crate::wire::RegisterRequest,
+    ) -> Result<crate::wire::RegisterReply, crate::wire::ErrorBody>;
+}

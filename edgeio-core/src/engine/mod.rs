@@ -3,4 +3,5 @@
 //! Status: the worker engine (Node Engine) is here. The cluster and root engines, their
 //! handles and the REST API land with the rest of the three-tiers issue.
 
+pub mod api;
 pub mod worker;
