@@ -1,6 +1,6 @@
 //! The one envelope every message travels in: `{v, kind, id, ts, from, body}`.
 
-use super::messages::{Ack, ErrorBody, ErrorMessage, Message, Nack};
+use super::messages::{Ack, ErrorBody, ErrorMessage, Message, Nack, QueryReply};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The wire protocol version this build speaks.
@@ -62,6 +62,27 @@ impl Envelope {
             from,
             Message::Nack(Nack {
                 re: self.id.clone(),
+                error,
+                unschedulable: None,
+            }),
+        )
+    }
+
+    /// The `query_reply` answering this query.
+    pub fn reply(
+        &self,
+        from: impl Into<String>,
+        result: Result<serde_json::Value, ErrorBody>,
+    ) -> Envelope {
+        let (result, error) = match result {
+            Ok(value) => (Some(value), None),
+            Err(error) => (None, Some(error)),
+        };
+        Envelope::new(
+            from,
+            Message::QueryReply(QueryReply {
+                re: self.id.clone(),
+                result,
                 error,
             }),
         )

@@ -4,6 +4,7 @@ use crate::job::{InstanceSpec, JobSpec};
 use crate::model::{
     Arch, Capabilities, InstanceId, JobId, Labels, Location, Resources, RuntimeKind,
 };
+use crate::scheduler::Unschedulable;
 use crate::state::InstanceState;
 use serde::{Deserialize, Serialize};
 
@@ -148,6 +149,9 @@ pub struct ClusterAggregate {
     /// Where the cluster is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<Location>,
+    /// The ids of its READY nodes, so the root can route a job pinned to one (`worker_node`).
+    #[serde(default)]
+    pub node_names: Vec<String>,
 }
 
 /// `deploy`: run a job (root → cluster) or one instance of it (cluster → node).
@@ -230,6 +234,40 @@ pub struct Nack {
     pub re: String,
     /// Why.
     pub error: ErrorBody,
+    /// When a deploy was refused because nothing fits: the scheduler's explanation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unschedulable: Option<Unschedulable>,
+}
+
+/// `query`: a parent asks a child for a view it keeps (answered by a `query_reply` whose `re`
+/// is the query's id). Not a command: it changes nothing, so it is neither acked nor re-sent;
+/// the asker gives up after a deadline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "what", rename_all = "snake_case")]
+pub enum Query {
+    /// A cluster's nodes (root → cluster).
+    Nodes,
+    /// The logs of a job's instances (root → cluster → worker).
+    Logs {
+        /// The job.
+        job: JobId,
+        /// Only the last lines.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tail: Option<usize>,
+    },
+}
+
+/// `query_reply`: the answer to a `query`, a JSON value or an error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueryReply {
+    /// The id of the query it answers.
+    pub re: String,
+    /// The answer (`Vec<NodeView>` for nodes, a string for logs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+    /// Why there is no answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
 }
 
 /// `instance_event`: an instance changed state (sent at once, not on the next status tick).
@@ -289,6 +327,10 @@ pub enum Message {
     InstanceEvent(InstanceEvent),
     /// `error`
     Error(ErrorMessage),
+    /// `query`
+    Query(Query),
+    /// `query_reply`
+    QueryReply(QueryReply),
 }
 
 /// Which logical channel a message travels on.
@@ -317,6 +359,8 @@ impl Message {
         "nack",
         "instance_event",
         "error",
+        "query",
+        "query_reply",
     ];
 
     /// The kind name on the wire.
@@ -334,6 +378,8 @@ impl Message {
             Message::Nack(_) => "nack",
             Message::InstanceEvent(_) => "instance_event",
             Message::Error(_) => "error",
+            Message::Query(_) => "query",
+            Message::QueryReply(_) => "query_reply",
         }
     }
 
@@ -351,7 +397,8 @@ impl Message {
             Message::Deploy(_)
             | Message::Terminate(_)
             | Message::Migrate(_)
-            | Message::Scale(_) => Channel::Control,
+            | Message::Scale(_)
+            | Message::Query(_) => Channel::Control,
             Message::NodeStatus(_) | Message::ClusterAggregate(_) => Channel::Info,
             _ => Channel::Events,
         }
@@ -371,6 +418,8 @@ impl Message {
             Message::Nack(b) => serde_json::to_value(b),
             Message::InstanceEvent(b) => serde_json::to_value(b),
             Message::Error(b) => serde_json::to_value(b),
+            Message::Query(b) => serde_json::to_value(b),
+            Message::QueryReply(b) => serde_json::to_value(b),
         }
     }
 
@@ -393,6 +442,8 @@ impl Message {
             "nack" => v(body).map(Message::Nack),
             "instance_event" => v(body).map(Message::InstanceEvent),
             "error" => v(body).map(Message::Error),
+            "query" => v(body).map(Message::Query),
+            "query_reply" => v(body).map(Message::QueryReply),
             _ => return None,
         })
     }

@@ -9,7 +9,7 @@ pub use envelope::{now_ms, Envelope, PROTOCOL_VERSION};
 pub use messages::{
     Ack, Channel, ChannelKind, ChannelSettings, ClusterAggregate, Deploy, ErrorBody, ErrorMessage,
     InstanceEvent, InstanceReport, Message, Migrate, MigrateTarget, Nack, NodeStatus, PeerRole,
-    RegisterReply, RegisterRequest, Scale, Terminate, Topics,
+    Query, QueryReply, RegisterReply, RegisterRequest, Scale, Terminate, Topics,
 };
 
 #[cfg(test)]

@@ -105,6 +105,7 @@ fn examples() -> Vec<Message> {
             runtimes: vec!["docker".into(), "native".into()],
             labels: Default::default(),
             location: Some(Location::named("Garching")),
+            node_names: vec!["node-a".into(), "node-b".into()],
         }),
         Message::Deploy(Box::new(Deploy {
             job: job_id(),
@@ -134,6 +135,7 @@ fn examples() -> Vec<Message> {
                 code: "unschedulable".into(),
                 message: "2 candidates: insufficient memory (need 2 GiB, best free 1.5 GiB)".into(),
             },
+            unschedulable: None,
         }),
         Message::InstanceEvent(InstanceEvent {
             job: job_id(),
@@ -149,6 +151,15 @@ fn examples() -> Vec<Message> {
                 kind: "teleport".into(),
             }
             .to_body(),
+        }),
+        Message::Query(Query::Logs {
+            job: job_id(),
+            tail: Some(20),
+        }),
+        Message::QueryReply(QueryReply {
+            re: "3f1c2d9e-0000-4000-8000-000000000000".into(),
+            result: Some(serde_json::json!("hello\n")),
+            error: None,
         }),
     ]
 }
