@@ -55,8 +55,9 @@
 //! # }
 //! ```
 
+use crate::scheduler::Unschedulable;
 use crate::transport::{ChildTransport, ParentEvent, ParentTransport, TransportError};
-use crate::wire::{Envelope, ErrorBody, Message};
+use crate::wire::{Envelope, ErrorBody, Message, Nack};
 use async_trait::async_trait;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -101,6 +102,8 @@ pub enum CommandOutcome {
     Acked,
     /// `nack` (or an `error` naming the command): refused, will not be applied.
     Nacked(ErrorBody),
+    /// `nack` of a deploy that nothing could take, with the scheduler's explanation.
+    Unschedulable(ErrorBody, Box<Unschedulable>),
 }
 
 /// A map that remembers the last `capacity` keys inserted, forgetting the oldest.
@@ -149,6 +152,14 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 fn outcome_of(message: &Message) -> Option<(&str, CommandOutcome)> {
     match message {
         Message::Ack(a) => Some((&a.re, CommandOutcome::Acked)),
+        Message::Nack(Nack {
+            re,
+            error,
+            unschedulable: Some(u),
+        }) => Some((
+            re,
+            CommandOutcome::Unschedulable(error.clone(), Box::new(u.clone())),
+        )),
         Message::Nack(n) => Some((&n.re, CommandOutcome::Nacked(n.error.clone()))),
         // A child answers a command it cannot handle at all with an `error` naming it; that
         // is a refusal too, and re-sending would only repeat it.

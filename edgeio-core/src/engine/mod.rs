@@ -4,4 +4,8 @@
 //! handles and the REST API land with the rest of the three-tiers issue.
 
 pub mod api;
+pub mod cluster;
+mod effects;
+pub mod records;
+pub mod root;
 pub mod worker;

@@ -9,16 +9,23 @@
 
 use crate::job::InstanceSpec;
 use crate::model::{InstanceId, JobId, Resources, RuntimeKind};
-use crate::runtime::{RunState, Runtime, RuntimeEvent, LABEL_JOB};
+use crate::runtime::{LogOptions, RunState, Runtime, RuntimeEvent, LABEL_JOB};
 use crate::state::InstanceState;
 use crate::transport::{ChildTransport, TransportError};
-use crate::wire::{Envelope, ErrorBody, InstanceEvent, InstanceReport, Message, NodeStatus};
+use crate::wire::{Envelope, ErrorBody, InstanceEvent, InstanceReport, Message, NodeStatus, Query};
 use futures::StreamExt;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::{debug, warn};
+
+/// The most log text one reply carries (the message limit is 1 MiB, and JSON escaping may
+/// double the size of text).
+pub const MAX_LOG_REPLY_BYTES: usize = 256 * 1024;
+
+/// How long reading one instance's logs for a query may take.
+const LOG_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How the worker engine runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -293,6 +300,64 @@ impl Worker {
         self.transport.send(&answer).await
     }
 
+    /// Answers a logs query with the last lines of the job's instances here, cut to
+    /// [`MAX_LOG_REPLY_BYTES`] so the reply fits in one message.
+    async fn on_query(&mut self, query: Envelope) -> Result<(), TransportError> {
+        let Message::Query(Query::Logs { job, tail }) = &query.body else {
+            let error = ErrorBody {
+                code: "unsupported".into(),
+                message: format!("a worker answers only logs queries, not {:?}", query.body),
+            };
+            return self
+                .transport
+                .send(&query.reply(&self.config.node_id, Err(error)))
+                .await;
+        };
+        let mut text = String::new();
+        let mut found = false;
+        for (id, local) in self.local.iter().filter(|(_, l)| &l.job == job) {
+            found = true;
+            let Some(runtime) = self.runtimes.get(&local.kind) else {
+                continue;
+            };
+            let options = LogOptions {
+                tail: *tail,
+                follow: false,
+            };
+            let read = async {
+                let mut lines = runtime.logs(id, options).await?;
+                while let Some(line) = lines.next().await {
+                    text.push_str(&line?.text);
+                    text.push('\n');
+                }
+                Ok::<_, crate::runtime::RuntimeError>(())
+            };
+            match tokio::time::timeout(LOG_READ_TIMEOUT, read).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => text.push_str(&format!("[edgeio: cannot read logs of {id}: {e}]\n")),
+                Err(_) => text.push_str(&format!("[edgeio: logs of {id} took too long to read]\n")),
+            }
+        }
+        if text.len() > MAX_LOG_REPLY_BYTES {
+            let mut cut = text.len() - MAX_LOG_REPLY_BYTES;
+            while !text.is_char_boundary(cut) {
+                cut += 1;
+            }
+            text = text.split_off(cut);
+        }
+        let result = if found {
+            Ok(serde_json::Value::String(text))
+        } else {
+            Err(ErrorBody {
+                code: "not_found".into(),
+                message: format!("job {job} has no instance on node {}", self.config.node_id),
+            })
+        };
+        self.transport
+            .send(&query.reply(&self.config.node_id, result))
+            .await
+    }
+
     async fn on_runtime_event(&mut self, event: RuntimeEvent) -> Result<(), TransportError> {
         let Some(local) = self.local.get(&event.id) else {
             debug!(instance = %event.id, "event for an instance this worker does not run");
@@ -338,6 +403,7 @@ impl Worker {
                 Some(event) = events.next() => self.on_runtime_event(event).await?,
                 received = self.transport.recv() => match received {
                     Ok(envelope) if envelope.body.is_command() => self.on_command(envelope).await?,
+                    Ok(envelope) if matches!(envelope.body, Message::Query(_)) => self.on_query(envelope).await?,
                     Ok(other) => debug!(kind = other.kind(), "ignored message"),
                     // one bad message; the link is fine
                     Err(TransportError::Invalid { reason, .. }) => warn!(%reason, "bad message from the cluster"),

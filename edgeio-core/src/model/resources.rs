@@ -53,6 +53,16 @@ impl Resources {
             gpus: self.gpus.saturating_add(other.gpus),
         }
     }
+
+    /// The smaller of each amount.
+    pub fn min_each(&self, other: &Resources) -> Resources {
+        Resources {
+            cpu_millis: self.cpu_millis.min(other.cpu_millis),
+            memory_bytes: self.memory_bytes.min(other.memory_bytes),
+            disk_bytes: self.disk_bytes.min(other.disk_bytes),
+            gpus: self.gpus.min(other.gpus),
+        }
+    }
 }
 
 /// Formats bytes with binary units, as users read them (`1.5 GiB`).

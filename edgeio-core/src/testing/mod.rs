@@ -7,10 +7,12 @@ mod fake_runtime;
 mod memory_store;
 mod memory_transport;
 pub mod require;
+mod simple_scheduler;
 
 pub use fake_runtime::FakeRuntime;
 pub use memory_store::MemoryStore;
 pub use memory_transport::{MemoryChild, MemoryHub, MemoryParent};
+pub use simple_scheduler::SimpleScheduler;
 
 /// mockall mocks of the four traits, for engine-facing unit tests.
 pub mod mocks {

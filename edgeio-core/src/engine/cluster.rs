@@ -1,0 +1,838 @@
+//! The cluster engine (Cluster Manager): registers workers, keeps them in the Store, places
+//! the root's jobs on them with a [`Scheduler`], relays instance events up, and sends the root
+//! an aggregate of its nodes every `aggregate_interval`.
+//!
+//! State lives in one [`ClusterState`] behind a mutex; every change returns the effects it
+//! needs (records to persist, messages to send, commands to send reliably), which
+//! [`Shared::apply`] carries out. The registrar ([`ClusterEngine::registrar`]) and the loop
+//! ([`ClusterEngine::run`]) both go through it, so the workers' WebSocket handshakes need no
+//! round trip through the loop.
+
+use super::effects::Effects;
+use super::records::{advance, InstanceRecord, JobRecord, NodeRecord, JOBS, NODES};
+use crate::job::InstanceSpec;
+use crate::model::{check_id, CandidateSet, InstanceId, Labels, Location, Resources, Tier};
+use crate::reliable::{CommandOutcome, ReliableConfig, ReliableParent};
+use crate::scheduler::{Scheduler, SchedulerError};
+use crate::state::{InstanceState, JobState, Lifecycle, NodeState};
+use crate::store::Store;
+use crate::transport::{ChildTransport, ParentEvent, ParentTransport, Registrar, TransportError};
+use crate::wire::{
+    now_ms, ChannelKind, ChannelSettings, ClusterAggregate, Deploy, Envelope, ErrorBody,
+    InstanceEvent, Message, Nack, NodeStatus, PeerRole, Query, QueryReply, RegisterReply,
+    RegisterRequest, Terminate, Topics,
+};
+use async_trait::async_trait;
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+/// How the cluster engine runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterConfig {
+    /// The cluster's id, as the root gave it.
+    pub id: String,
+    /// What workers are told at registration: channel kind, broker URL, status interval,
+    /// message limit (topics are filled in per node).
+    pub channel: ChannelSettings,
+    /// A node that missed this many status intervals is LOST.
+    pub missed_heartbeats: u32,
+    /// How often the root gets an aggregate.
+    pub aggregate_interval: Duration,
+    /// Where the cluster is.
+    pub location: Option<Location>,
+    /// The cluster's labels.
+    pub labels: Labels,
+    /// Grace period asked of workers when terminating.
+    pub grace: Duration,
+    /// Re-sending of commands to workers.
+    pub reliable: ReliableConfig,
+}
+
+impl ClusterConfig {
+    /// The status interval workers are told to keep.
+    pub fn status_interval(&self) -> Duration {
+        Duration::from_millis(self.channel.status_interval_ms.max(1))
+    }
+}
+
+/// What a command to a worker was for, so its outcome can be applied.
+#[derive(Debug, Clone)]
+enum Tag {
+    Deploy {
+        job: crate::model::JobId,
+        instance: InstanceId,
+    },
+    Terminate,
+}
+
+/// The cluster's state: nodes, their candidates, jobs.
+struct ClusterState {
+    config: ClusterConfig,
+    scheduler: Arc<dyn Scheduler>,
+    nodes: BTreeMap<String, NodeRecord>,
+    candidates: CandidateSet,
+    jobs: BTreeMap<String, JobRecord>,
+    /// Logs queries sent to a worker: their id → the root's query id.
+    relayed: HashMap<String, String>,
+}
+
+type Fx = Effects<Tag>;
+
+impl ClusterState {
+    fn node_key(id: &str) -> String {
+        format!("{NODES}{id}")
+    }
+
+    fn job_key(id: &str) -> String {
+        format!("{JOBS}{id}")
+    }
+
+    fn up(&self, body: Message) -> Envelope {
+        Envelope::new(&self.config.id, body)
+    }
+
+    fn register(
+        &mut self,
+        request: RegisterRequest,
+        fx: &mut Fx,
+    ) -> Result<RegisterReply, ErrorBody> {
+        let invalid = |message: String| ErrorBody {
+            code: "invalid".into(),
+            message,
+        };
+        if request.role != PeerRole::Node {
+            return Err(invalid(format!(
+                "role {:?} cannot register with a cluster; only nodes can",
+                request.role
+            )));
+        }
+        let Some(capabilities) = request.capabilities else {
+            return Err(invalid(
+                "capabilities: (missing): a node must send its capabilities".into(),
+            ));
+        };
+        let known = request.previous_id.filter(|id| self.nodes.contains_key(id));
+        let id = match known {
+            Some(id) => id,
+            None => {
+                let base = if check_id("node id", &request.name).is_ok() {
+                    request.name.clone()
+                } else {
+                    "node".to_string()
+                };
+                if self.nodes.contains_key(&base) || base == "node" {
+                    let suffix = uuid::Uuid::new_v4().simple().to_string();
+                    format!("{base}-{}", &suffix[..8])
+                } else {
+                    base
+                }
+            }
+        };
+        let now = now_ms();
+        let total = NodeRecord::total_of(&capabilities);
+        let record = match self.nodes.remove(&id) {
+            Some(mut old) => {
+                if old.lifecycle.state() == NodeState::Lost {
+                    let _ = old
+                        .lifecycle
+                        .transition(NodeState::Ready, now, "registered again");
+                }
+                old.capabilities = capabilities;
+                old.total = total;
+                old.last_seen_ms = now;
+                old
+            }
+            None => NodeRecord {
+                id: id.clone(),
+                name: request.name.clone(),
+                capabilities,
+                lifecycle: Lifecycle::new(NodeState::Ready, now, "registered"),
+                free: total,
+                total,
+                instances: 0,
+                last_seen_ms: now,
+            },
+        };
+        info!(node = %id, name = %record.name, "node registered");
+        self.candidates.insert(record.candidate(now));
+        self.nodes.insert(id.clone(), record);
+        fx.persist.push(Self::node_key(&id));
+        let mut channel = self.config.channel.clone();
+        if channel.kind == ChannelKind::Mqtt {
+            channel.topics = Some(Topics::for_node(&id));
+        }
+        Ok(RegisterReply { id, channel })
+    }
+
+    fn node_heard(&mut self, node: &str, fx: &mut Fx) {
+        let now = now_ms();
+        let Some(record) = self.nodes.get_mut(node) else {
+            return;
+        };
+        record.last_seen_ms = now;
+        if record.lifecycle.state() == NodeState::Lost
+            && record
+                .lifecycle
+                .transition(NodeState::Ready, now, "heard from again")
+                .is_ok()
+        {
+            info!(node, "node is back");
+            self.candidates.insert(record.candidate(now));
+            fx.persist.push(Self::node_key(node));
+        }
+    }
+
+    fn node_lost(&mut self, node: &str, reason: &str, fx: &mut Fx) {
+        let now = now_ms();
+        let Some(record) = self.nodes.get_mut(node) else {
+            return;
+        };
+        if record
+            .lifecycle
+            .transition(NodeState::Lost, now, reason)
+            .is_err()
+        {
+            return;
+        }
+        warn!(node, reason, "node lost");
+        self.candidates.remove(node);
+        fx.persist.push(Self::node_key(node));
+        for job in self.jobs.values_mut() {
+            let mut changed = false;
+            for instance in job
+                .instances
+                .iter_mut()
+                .filter(|i| i.node.as_deref() == Some(node) && !i.is_over())
+            {
+                let why = format!("node {node} lost: {reason}");
+                if advance(&mut instance.lifecycle, InstanceState::Lost, now, &why).is_ok() {
+                    changed = true;
+                    fx.send_up.push(Envelope::new(
+                        &self.config.id,
+                        Message::InstanceEvent(InstanceEvent {
+                            job: job.id.clone(),
+                            instance: instance.id.clone(),
+                            node: node.to_string(),
+                            state: InstanceState::Lost,
+                            exit_code: None,
+                            reason: why,
+                        }),
+                    ));
+                }
+            }
+            if changed {
+                fx.persist.push(Self::job_key(job.id.as_str()));
+            }
+        }
+    }
+
+    fn on_status(&mut self, node: &str, status: NodeStatus, fx: &mut Fx) {
+        self.node_heard(node, fx);
+        let now = now_ms();
+        let placed = self.placed_on(node);
+        let Some(record) = self.nodes.get_mut(node) else {
+            debug!(node, "status from a node that never registered");
+            return;
+        };
+        // the worker's figure lags the deploys in flight to it; what this cluster placed
+        // there is reserved either way
+        record.free = status.free.min_each(&status.total.saturating_sub(&placed));
+        record.total = status.total;
+        record.instances = status
+            .instances
+            .iter()
+            .filter(|i| !matches!(i.state, InstanceState::Terminated | InstanceState::Failed))
+            .count();
+        if record.lifecycle.state() == NodeState::Ready {
+            self.candidates.insert(record.candidate(now));
+        }
+        // Node records change with every status; they are written when their state changes,
+        // not every interval, so an idle cluster does not write to disk once a second.
+    }
+
+    /// What the live instances this cluster placed on `node` reserve.
+    fn placed_on(&self, node: &str) -> Resources {
+        self.jobs
+            .values()
+            .flat_map(|j| {
+                j.instances
+                    .iter()
+                    .filter(|i| i.node.as_deref() == Some(node) && !i.is_over())
+                    .map(|_| j.spec.resources)
+            })
+            .fold(Resources::ZERO, |sum, r| sum.saturating_add(&r))
+    }
+
+    fn on_instance_event(&mut self, node: &str, event: InstanceEvent, fx: &mut Fx) {
+        self.node_heard(node, fx);
+        let Some(job) = self.jobs.get_mut(event.job.as_str()) else {
+            debug!(node, job = %event.job, "event for a job this cluster does not know");
+            return;
+        };
+        if let Some(instance) = job.instance_mut(&event.instance) {
+            let reason = if event.reason.is_empty() {
+                format!("reported by {node}")
+            } else {
+                event.reason.clone()
+            };
+            if let Err(e) = advance(&mut instance.lifecycle, event.state, now_ms(), &reason) {
+                debug!(instance = %event.instance, error = %e, "event does not move the instance");
+            }
+            if event.exit_code.is_some() {
+                instance.exit_code = event.exit_code;
+            }
+            fx.persist.push(Self::job_key(job.id.as_str()));
+        }
+        let mut up = event;
+        up.node = node.to_string();
+        fx.send_up.push(self.up(Message::InstanceEvent(up)));
+    }
+
+    fn aggregate(&self) -> ClusterAggregate {
+        let ready: Vec<&NodeRecord> = self
+            .nodes
+            .values()
+            .filter(|n| n.lifecycle.state() == NodeState::Ready)
+            .collect();
+        let mut agg = ClusterAggregate {
+            nodes: self.nodes.len() as u32,
+            ready_nodes: ready.len() as u32,
+            total: Resources::ZERO,
+            free: Resources::ZERO,
+            largest_free: Resources::ZERO,
+            architectures: Vec::new(),
+            runtimes: Vec::new(),
+            labels: self.config.labels.clone(),
+            location: self.config.location.clone(),
+            node_names: ready.iter().map(|n| n.id.clone()).collect(),
+        };
+        for node in ready {
+            agg.total = agg.total.saturating_add(&node.total);
+            agg.free = agg.free.saturating_add(&node.free);
+            // the node with the most free CPU, then memory, stands for "the most one node has"
+            if (node.free.cpu_millis, node.free.memory_bytes)
+                > (agg.largest_free.cpu_millis, agg.largest_free.memory_bytes)
+            {
+                agg.largest_free = node.free;
+            }
+            if !agg.architectures.contains(&node.capabilities.arch) {
+                agg.architectures.push(node.capabilities.arch.clone());
+            }
+            for r in &node.capabilities.runtimes {
+                if !agg.runtimes.contains(&r.kind) {
+                    agg.runtimes.push(r.kind.clone());
+                }
+            }
+        }
+        agg
+    }
+
+    fn on_deploy(&mut self, command: &Envelope, deploy: &Deploy, fx: &mut Fx) -> Envelope {
+        if self.jobs.contains_key(deploy.job.as_str()) {
+            return command.ack(&self.config.id);
+        }
+        let now = now_ms();
+        for record in self.nodes.values() {
+            if record.lifecycle.state() == NodeState::Ready {
+                let free = record
+                    .free
+                    .min_each(&record.total.saturating_sub(&self.placed_on(&record.id)));
+                self.candidates
+                    .update_free(&record.id, free, record.candidate(now).data_age);
+            }
+        }
+        let spec = &deploy.spec;
+        let mut set = self.candidates.clone();
+        let mut placed = Vec::new();
+        for _ in 0..spec.replicas.max(1) {
+            match self.scheduler.place(spec, &set) {
+                Ok(p) => {
+                    set.reserve(&p.candidate, &spec.resources);
+                    set.add_job(&p.candidate, &spec.name);
+                    placed.push(p.candidate);
+                }
+                Err(SchedulerError::Unschedulable(u)) => {
+                    let u = u.in_tier(Tier::Nodes);
+                    info!(job = %deploy.job, explanation = %u, "refusing a job: no node fits");
+                    return Envelope::new(
+                        &self.config.id,
+                        Message::Nack(Nack {
+                            re: command.id.clone(),
+                            error: ErrorBody {
+                                code: "unschedulable".into(),
+                                message: format!("cluster {}: {u}", self.config.id),
+                            },
+                            unschedulable: Some(u),
+                        }),
+                    );
+                }
+                Err(e) => {
+                    return command.nack(
+                        &self.config.id,
+                        ErrorBody {
+                            code: "invalid".into(),
+                            message: e.to_string(),
+                        },
+                    )
+                }
+            }
+        }
+        self.candidates = set;
+        let policy = self.scheduler.name().to_string();
+        let mut job = JobRecord {
+            id: deploy.job.clone(),
+            spec: spec.clone(),
+            lifecycle: Lifecycle::new(JobState::ScheduledNode, now, "placed on nodes"),
+            cluster: Some(self.config.id.clone()),
+            instances: Vec::new(),
+            unschedulable: Vec::new(),
+            refused_by: Vec::new(),
+        };
+        for (replica, node) in placed.into_iter().enumerate() {
+            let id = InstanceId::new(format!("{}-{replica}", deploy.job))
+                .unwrap_or_else(|_| InstanceId::random());
+            let reason = format!("placed on {node} by {policy}");
+            job.instances.push(InstanceRecord {
+                id: id.clone(),
+                node: Some(node.clone()),
+                lifecycle: Lifecycle::new(InstanceState::Pending, now, &reason),
+                exit_code: None,
+            });
+            fx.send_up
+                .push(self.up(Message::InstanceEvent(InstanceEvent {
+                    job: deploy.job.clone(),
+                    instance: id.clone(),
+                    node: node.clone(),
+                    state: InstanceState::Pending,
+                    exit_code: None,
+                    reason,
+                })));
+            let instance = InstanceSpec::for_job(id.clone(), deploy.job.clone(), spec);
+            fx.commands.push((
+                node,
+                self.up(Message::Deploy(Box::new(Deploy {
+                    job: deploy.job.clone(),
+                    spec: spec.clone(),
+                    instance: Some(instance),
+                }))),
+                Tag::Deploy {
+                    job: deploy.job.clone(),
+                    instance: id,
+                },
+            ));
+        }
+        self.jobs.insert(deploy.job.to_string(), job);
+        fx.persist.push(Self::job_key(deploy.job.as_str()));
+        command.ack(&self.config.id)
+    }
+
+    fn on_terminate(&mut self, command: &Envelope, t: &Terminate, fx: &mut Fx) -> Envelope {
+        let now = now_ms();
+        let id = self.config.id.clone();
+        let Some(job) = self.jobs.get_mut(t.job.as_str()) else {
+            return command.ack(&id);
+        };
+        let _ = advance(
+            &mut job.lifecycle,
+            JobState::Terminating,
+            now,
+            "terminate requested",
+        );
+        for instance in job
+            .instances
+            .iter_mut()
+            .filter(|i| !i.is_over() && t.instance.as_ref().is_none_or(|only| only == &i.id))
+        {
+            let node = instance.node.clone().unwrap_or_default();
+            let reachable = self
+                .nodes
+                .get(&node)
+                .is_some_and(|n| n.lifecycle.state() == NodeState::Ready);
+            if reachable {
+                fx.commands.push((
+                    node,
+                    Envelope::new(
+                        &id,
+                        Message::Terminate(Terminate {
+                            job: t.job.clone(),
+                            instance: Some(instance.id.clone()),
+                            grace_ms: t.grace_ms,
+                        }),
+                    ),
+                    Tag::Terminate,
+                ));
+            } else {
+                // nothing to stop where nothing is reachable; if the node comes back with
+                // it still running, its report is answered with a terminate (issue 9)
+                let reason = format!("node {node} is not reachable; recorded as terminated");
+                let _ = advance(
+                    &mut instance.lifecycle,
+                    InstanceState::Terminated,
+                    now,
+                    &reason,
+                );
+                fx.send_up.push(Envelope::new(
+                    &id,
+                    Message::InstanceEvent(InstanceEvent {
+                        job: t.job.clone(),
+                        instance: instance.id.clone(),
+                        node,
+                        state: InstanceState::Terminated,
+                        exit_code: None,
+                        reason,
+                    }),
+                ));
+            }
+        }
+        fx.persist.push(Self::job_key(t.job.as_str()));
+        command.ack(&id)
+    }
+
+    fn on_deploy_outcome(
+        &mut self,
+        job: &crate::model::JobId,
+        instance: &InstanceId,
+        outcome: Result<CommandOutcome, TransportError>,
+        fx: &mut Fx,
+    ) {
+        let reason = match outcome {
+            Ok(CommandOutcome::Acked) => return,
+            Ok(CommandOutcome::Nacked(e) | CommandOutcome::Unschedulable(e, _)) => {
+                format!("the worker refused: {}", e.message)
+            }
+            Err(e) => format!("the worker could not be reached: {e}"),
+        };
+        let Some(record) = self.jobs.get_mut(job.as_str()) else {
+            return;
+        };
+        let Some(i) = record.instance_mut(instance) else {
+            return;
+        };
+        if i.is_over() {
+            return;
+        }
+        let node = i.node.clone().unwrap_or_default();
+        if advance(&mut i.lifecycle, InstanceState::Failed, now_ms(), &reason).is_ok() {
+            fx.persist.push(Self::job_key(job.as_str()));
+            fx.send_up
+                .push(self.up(Message::InstanceEvent(InstanceEvent {
+                    job: job.clone(),
+                    instance: instance.clone(),
+                    node,
+                    state: InstanceState::Failed,
+                    exit_code: None,
+                    reason,
+                })));
+        }
+    }
+
+    fn on_query(&mut self, query: &Envelope, what: &Query, fx: &mut Fx) {
+        let result = match what {
+            Query::Nodes => {
+                let nodes: Vec<_> = self.nodes.values().map(NodeRecord::view).collect();
+                serde_json::to_value(nodes).map_err(|e| ErrorBody {
+                    code: "internal".into(),
+                    message: e.to_string(),
+                })
+            }
+            Query::Logs { job, .. } => {
+                // the newest instance that ran, on whichever node it is
+                let node = self.jobs.get(job.as_str()).and_then(|j| {
+                    j.instances
+                        .iter()
+                        .rev()
+                        .find(|i| !i.is_over() || i.lifecycle.state() == InstanceState::Exited)
+                        .or(j.instances.last())
+                        .and_then(|i| i.node.clone())
+                });
+                let Some(node) = node else {
+                    let error = ErrorBody {
+                        code: "not_found".into(),
+                        message: format!("job {job} has no instance on this cluster"),
+                    };
+                    fx.send_up.push(query.reply(&self.config.id, Err(error)));
+                    return;
+                };
+                let ask = self.up(Message::Query(what.clone()));
+                self.relayed.insert(ask.id.clone(), query.id.clone());
+                fx.send_down.push((node, ask));
+                return;
+            }
+        };
+        fx.send_up.push(query.reply(&self.config.id, result));
+    }
+
+    fn on_query_reply(&mut self, reply: QueryReply, fx: &mut Fx) {
+        if let Some(re) = self.relayed.remove(&reply.re) {
+            fx.send_up
+                .push(self.up(Message::QueryReply(QueryReply { re, ..reply })));
+        }
+    }
+
+    fn check_heartbeats(&mut self, fx: &mut Fx) {
+        let limit = self.config.status_interval() * self.config.missed_heartbeats.max(1);
+        let now = now_ms();
+        let late: Vec<String> = self
+            .nodes
+            .values()
+            .filter(|n| {
+                n.lifecycle.state() == NodeState::Ready
+                    && now.saturating_sub(n.last_seen_ms) > limit.as_millis() as u64
+            })
+            .map(|n| n.id.clone())
+            .collect();
+        for node in late {
+            let reason = format!(
+                "no status for {} missed intervals ({limit:?})",
+                self.config.missed_heartbeats
+            );
+            self.node_lost(&node, &reason, fx);
+        }
+    }
+
+    fn value_of(&self, key: &str) -> Option<serde_json::Value> {
+        if let Some(id) = key.strip_prefix(NODES) {
+            return self
+                .nodes
+                .get(id)
+                .and_then(|n| serde_json::to_value(n).ok());
+        }
+        key.strip_prefix(JOBS)
+            .and_then(|id| self.jobs.get(id))
+            .and_then(|j| serde_json::to_value(j).ok())
+    }
+}
+
+/// Everything the engine's tasks share.
+struct Shared {
+    state: Mutex<ClusterState>,
+    store: Arc<dyn Store>,
+    persist: tokio::sync::Mutex<()>,
+    outcomes: mpsc::UnboundedSender<(Tag, Result<CommandOutcome, TransportError>)>,
+    links: Mutex<Option<Links>>,
+}
+
+#[derive(Clone)]
+struct Links {
+    down: ReliableParent,
+    up: Arc<dyn ChildTransport>,
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, ClusterState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn links(&self) -> Option<Links> {
+        self.links.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    async fn apply(&self, fx: Fx) {
+        super::effects::persist_all(&self.persist, &*self.store, &fx.persist, |key| {
+            self.state().value_of(key)
+        })
+        .await;
+        let Some(links) = self.links() else {
+            return;
+        };
+        for envelope in fx.send_up {
+            if let Err(e) = links.up.send(&envelope).await {
+                warn!(kind = envelope.kind(), error = %e, "cannot send to the root");
+            }
+        }
+        for (node, envelope) in fx.send_down {
+            if let Err(e) = links.down.send(&node, &envelope).await {
+                warn!(node, kind = envelope.kind(), error = %e, "cannot send to a node");
+            }
+        }
+        for (node, envelope, tag) in fx.commands {
+            let down = links.down.clone();
+            let outcomes = self.outcomes.clone();
+            tokio::spawn(async move {
+                let outcome = down.command(&node, envelope).await;
+                let _ = outcomes.send((tag, outcome));
+            });
+        }
+    }
+}
+
+/// Registers workers on behalf of the engine; hand it to the WebSocket server of `/ws/node`.
+#[derive(Clone)]
+pub struct ClusterRegistrar {
+    shared: Arc<Shared>,
+}
+
+#[async_trait]
+impl Registrar for ClusterRegistrar {
+    async fn register(&self, request: RegisterRequest) -> Result<RegisterReply, ErrorBody> {
+        let mut fx = Fx::default();
+        let reply = self.shared.state().register(request, &mut fx);
+        self.shared.apply(fx).await;
+        reply
+    }
+}
+
+/// The cluster engine.
+pub struct ClusterEngine {
+    shared: Arc<Shared>,
+    outcomes: mpsc::UnboundedReceiver<(Tag, Result<CommandOutcome, TransportError>)>,
+}
+
+impl ClusterEngine {
+    /// An engine that keeps its nodes and jobs in `store` and places with `scheduler`. Reads
+    /// what the store holds from an earlier run: nodes come back as they were (a node that
+    /// does not report within `missed_heartbeats` intervals is marked LOST).
+    pub async fn new(
+        config: ClusterConfig,
+        store: Arc<dyn Store>,
+        scheduler: Arc<dyn Scheduler>,
+    ) -> Result<ClusterEngine, crate::store::StoreError> {
+        let now = now_ms();
+        let mut nodes = BTreeMap::new();
+        let mut candidates = CandidateSet::for_tier(Tier::Nodes);
+        for kv in store.list(NODES).await?.items {
+            match serde_json::from_slice::<NodeRecord>(&kv.value) {
+                Ok(mut node) => {
+                    node.last_seen_ms = now;
+                    if node.lifecycle.state() == NodeState::Ready {
+                        candidates.insert(node.candidate(now));
+                    }
+                    nodes.insert(node.id.clone(), node);
+                }
+                Err(e) => warn!(key = %kv.key, error = %e, "skipping an unreadable node record"),
+            }
+        }
+        let mut jobs = BTreeMap::new();
+        for kv in store.list(JOBS).await?.items {
+            match serde_json::from_slice::<JobRecord>(&kv.value) {
+                Ok(job) => {
+                    jobs.insert(job.id.to_string(), job);
+                }
+                Err(e) => warn!(key = %kv.key, error = %e, "skipping an unreadable job record"),
+            }
+        }
+        let (tx, outcomes) = mpsc::unbounded_channel();
+        Ok(ClusterEngine {
+            shared: Arc::new(Shared {
+                state: Mutex::new(ClusterState {
+                    config,
+                    scheduler,
+                    nodes,
+                    candidates,
+                    jobs,
+                    relayed: HashMap::new(),
+                }),
+                store,
+                persist: tokio::sync::Mutex::new(()),
+                outcomes: tx,
+                links: Mutex::new(None),
+            }),
+            outcomes,
+        })
+    }
+
+    /// The registrar to serve `/ws/node` with.
+    pub fn registrar(&self) -> ClusterRegistrar {
+        ClusterRegistrar {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// The nodes as the cluster knows them.
+    pub fn nodes(&self) -> Vec<crate::engine::api::NodeView> {
+        self.shared
+            .state()
+            .nodes
+            .values()
+            .map(NodeRecord::view)
+            .collect()
+    }
+
+    /// Runs until `shutdown` completes or the root link is gone for good.
+    ///
+    /// `down` is the channel to the workers (MQTT in the reference binaries; wrapped here in
+    /// [`ReliableParent`]); `up` the channel to the root (wrap it in
+    /// [`crate::reliable::ReliableChild`]). Sends an aggregate at once and every
+    /// `aggregate_interval`.
+    pub async fn run(
+        mut self,
+        down: Arc<dyn ParentTransport>,
+        up: Arc<dyn ChildTransport>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), TransportError> {
+        let (aggregate_every, heartbeat_every, reliable) = {
+            let state = self.shared.state();
+            (
+                state.config.aggregate_interval,
+                state.config.status_interval(),
+                state.config.reliable.clone(),
+            )
+        };
+        let down = ReliableParent::new(down, reliable);
+        *self.shared.links.lock().unwrap_or_else(|e| e.into_inner()) = Some(Links {
+            down: down.clone(),
+            up: up.clone(),
+        });
+        let mut aggregate_tick = tokio::time::interval(aggregate_every);
+        aggregate_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut heartbeat_tick = tokio::time::interval(heartbeat_every);
+        heartbeat_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
+        loop {
+            let mut fx = Fx::default();
+            tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                _ = aggregate_tick.tick() => {
+                    let state = self.shared.state();
+                    fx.send_up.push(state.up(Message::ClusterAggregate(state.aggregate())));
+                }
+                _ = heartbeat_tick.tick() => self.shared.state().check_heartbeats(&mut fx),
+                Some((tag, outcome)) = self.outcomes.recv() => {
+                    if let Tag::Deploy { job, instance } = tag {
+                        self.shared.state().on_deploy_outcome(&job, &instance, outcome, &mut fx);
+                    }
+                }
+                event = down.recv() => {
+                    let mut state = self.shared.state();
+                    match event? {
+                        ParentEvent::ChildUp { child } => state.node_heard(&child, &mut fx),
+                        ParentEvent::ChildLost { child, reason } => state.node_lost(&child, &reason, &mut fx),
+                        ParentEvent::Message { child, envelope } => match envelope.body {
+                            Message::NodeStatus(status) => state.on_status(&child, status, &mut fx),
+                            Message::InstanceEvent(event) => state.on_instance_event(&child, event, &mut fx),
+                            Message::QueryReply(reply) => state.on_query_reply(reply, &mut fx),
+                            other => debug!(node = %child, kind = other.kind(), "ignored message from a node"),
+                        },
+                        ParentEvent::Invalid { child, error } => warn!(node = %child, %error, "bad message from a node"),
+                    }
+                }
+                received = up.recv() => match received {
+                    Ok(envelope) => {
+                        let mut state = self.shared.state();
+                        let answer = match &envelope.body {
+                            Message::Deploy(deploy) => Some(state.on_deploy(&envelope, deploy, &mut fx)),
+                            Message::Terminate(t) => Some(state.on_terminate(&envelope, t, &mut fx)),
+                            Message::Query(q) => { state.on_query(&envelope, q, &mut fx); None }
+                            other if other.is_command() => Some(envelope.nack(&state.config.id, ErrorBody {
+                                code: "unsupported".into(),
+                                message: format!("{} is not supported by this cluster yet", other.kind()),
+                            })),
+                            other => { debug!(kind = other.kind(), "ignored message from the root"); None }
+                        };
+                        // the answer goes before any event the command caused
+                        if let Some(answer) = answer {
+                            fx.send_up.insert(0, answer);
+                        }
+                    }
+                    Err(TransportError::Invalid { reason, .. }) => warn!(%reason, "bad message from the root"),
+                    Err(e) => return Err(e),
+                },
+            }
+            self.shared.apply(fx).await;
+        }
+    }
+}

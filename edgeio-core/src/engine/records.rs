@@ -1,0 +1,365 @@
+//! What the root and cluster engines keep in their [`Store`](crate::store::Store): one JSON
+//! record per cluster, node and job, under `clusters/`, `nodes/` and `jobs/`.
+//!
+//! Records hold [`Lifecycle`]s, so every state change is checked against the one table in
+//! [`crate::state`] and kept with its time and reason. [`advance`] walks a lifecycle to a
+//! state that is more than one step away (an event may report RUNNING for an instance the
+//! engine still knows as PENDING), through the table's shortest legal path.
+
+use super::api::{ClusterView, InstanceView, JobView, NodeView};
+use crate::job::JobSpec;
+use crate::model::{Candidate, Capabilities, InstanceId, JobId, Labels, Location, Resources};
+use crate::scheduler::Unschedulable;
+use crate::state::{
+    ClusterState, InstanceState, JobState, Lifecycle, NodeState, StateMachine, TransitionError,
+};
+use crate::wire::ClusterAggregate;
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+use std::time::Duration;
+
+/// Key prefix of cluster records.
+pub const CLUSTERS: &str = "clusters/";
+/// Key prefix of node records.
+pub const NODES: &str = "nodes/";
+/// Key prefix of job records.
+pub const JOBS: &str = "jobs/";
+
+/// Moves `life` to `to` through the shortest legal path of the table (every step recorded
+/// with `reason`). Already in `to`: nothing happens. No path: the typed error of the direct
+/// step, and nothing changes.
+pub fn advance<S: StateMachine>(
+    life: &mut Lifecycle<S>,
+    to: S,
+    at_ms: u64,
+    reason: &str,
+) -> Result<(), TransitionError> {
+    let from = life.state();
+    if from == to {
+        return Ok(());
+    }
+    // breadth-first over the (tiny) table; `back` remembers how each state was reached
+    let mut back: Vec<(S, S)> = Vec::new();
+    let mut queue = VecDeque::from([from]);
+    let mut seen = vec![from];
+    while let Some(s) = queue.pop_front() {
+        for &next in s.successors() {
+            if seen.contains(&next) {
+                continue;
+            }
+            seen.push(next);
+            back.push((next, s));
+            if next == to {
+                let mut path = vec![to];
+                let mut at = to;
+                while let Some(&(_, prev)) = back.iter().find(|(n, _)| *n == at) {
+                    if prev == from {
+                        break;
+                    }
+                    path.push(prev);
+                    at = prev;
+                }
+                for step in path.into_iter().rev() {
+                    life.transition(step, at_ms, reason)?;
+                }
+                return Ok(());
+            }
+            queue.push_back(next);
+        }
+    }
+    life.transition(to, at_ms, reason)
+}
+
+/// A worker node, as its cluster keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// The node's id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// What it registered with.
+    pub capabilities: Capabilities,
+    /// READY / LOST, with history.
+    pub lifecycle: Lifecycle<NodeState>,
+    /// Free resources as of its last status.
+    pub free: Resources,
+    /// Resources in all.
+    pub total: Resources,
+    /// Instances it reported running.
+    pub instances: usize,
+    /// When the cluster last heard from it (unix ms).
+    pub last_seen_ms: u64,
+}
+
+impl NodeRecord {
+    /// The node's resources in all, from its capabilities.
+    pub fn total_of(capabilities: &Capabilities) -> Resources {
+        Resources {
+            cpu_millis: u64::from(capabilities.cores) * 1000,
+            memory_bytes: capabilities.memory_bytes,
+            disk_bytes: capabilities.disk_bytes,
+            gpus: capabilities.gpus,
+        }
+    }
+
+    /// The node as the scheduler sees it, `now_ms` telling the age of its data.
+    pub fn candidate(&self, now_ms: u64) -> Candidate {
+        let mut c = Candidate::new(self.id.clone(), self.total);
+        c.free = self.free;
+        c.labels = self.capabilities.labels.clone();
+        c.location = self.capabilities.location.clone();
+        c.architectures = vec![self.capabilities.arch.clone()];
+        c.runtimes = self
+            .capabilities
+            .runtimes
+            .iter()
+            .map(|r| r.kind.clone())
+            .collect();
+        c.data_age = Duration::from_millis(now_ms.saturating_sub(self.last_seen_ms));
+        c
+    }
+
+    /// The user's view.
+    pub fn view(&self) -> NodeView {
+        NodeView {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            state: self.lifecycle.state(),
+            capabilities: self.capabilities.clone(),
+            free: self.free,
+            total: self.total,
+            instances: self.instances,
+            last_seen_ms: self.last_seen_ms,
+        }
+    }
+}
+
+/// A cluster, as the root keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterRecord {
+    /// The cluster's id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Where it is.
+    pub location: Option<Location>,
+    /// Its labels.
+    pub labels: Labels,
+    /// ACTIVE / INACTIVE, with history.
+    pub lifecycle: Lifecycle<ClusterState>,
+    /// Its last aggregate.
+    pub aggregate: Option<ClusterAggregate>,
+    /// When the root last heard from it (unix ms).
+    pub last_seen_ms: u64,
+}
+
+impl ClusterRecord {
+    /// The cluster as the root scheduler sees it, when it has reported an aggregate: its free
+    /// resources are those of its emptiest node, since one instance needs one node that fits.
+    pub fn candidate(&self, now_ms: u64) -> Option<Candidate> {
+        let agg = self.aggregate.as_ref()?;
+        let mut c = Candidate::new(self.id.clone(), agg.total);
+        c.free = agg.largest_free;
+        c.labels = self.labels.clone();
+        c.labels.extend(agg.labels.clone());
+        c.location = self.location.clone().or_else(|| agg.location.clone());
+        c.architectures = agg.architectures.clone();
+        c.runtimes = agg.runtimes.clone();
+        c.data_age = Duration::from_millis(now_ms.saturating_sub(self.last_seen_ms));
+        Some(c)
+    }
+
+    /// The user's view.
+    pub fn view(&self) -> ClusterView {
+        ClusterView {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            state: self.lifecycle.state(),
+            history: self.lifecycle.history().to_vec(),
+            location: self.location.clone(),
+            labels: self.labels.clone(),
+            aggregate: self.aggregate.clone(),
+            last_seen_ms: self.last_seen_ms,
+        }
+    }
+}
+
+/// One instance of a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceRecord {
+    /// The instance.
+    pub id: InstanceId,
+    /// The node it was placed on.
+    pub node: Option<String>,
+    /// Its lifecycle.
+    pub lifecycle: Lifecycle<InstanceState>,
+    /// Exit code of its last exit.
+    pub exit_code: Option<i32>,
+}
+
+impl InstanceRecord {
+    /// Whether it is over (nothing of it runs any more, nor will).
+    pub fn is_over(&self) -> bool {
+        matches!(
+            self.lifecycle.state(),
+            InstanceState::Terminated | InstanceState::Failed | InstanceState::Exited
+        )
+    }
+}
+
+/// A job, as the root and its cluster keep it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRecord {
+    /// The job's id.
+    pub id: JobId,
+    /// Its spec.
+    pub spec: JobSpec,
+    /// Its lifecycle.
+    pub lifecycle: Lifecycle<JobState>,
+    /// The cluster it was given to.
+    pub cluster: Option<String>,
+    /// Its instances.
+    pub instances: Vec<InstanceRecord>,
+    /// The schedulers' explanations of the last attempts that failed.
+    pub unschedulable: Vec<Unschedulable>,
+    /// Clusters that refused it since it was last placed.
+    pub refused_by: Vec<String>,
+}
+
+impl JobRecord {
+    /// Whether the job is alive (its name is taken).
+    pub fn is_live(&self) -> bool {
+        !self.lifecycle.state().is_final()
+    }
+
+    /// The instance with this id.
+    pub fn instance_mut(&mut self, id: &InstanceId) -> Option<&mut InstanceRecord> {
+        self.instances.iter_mut().find(|i| &i.id == id)
+    }
+
+    /// The user's view.
+    pub fn view(&self) -> JobView {
+        JobView {
+            id: self.id.clone(),
+            name: self.spec.name.clone(),
+            state: self.lifecycle.state(),
+            history: self.lifecycle.history().to_vec(),
+            cluster: self.cluster.clone(),
+            instances: self
+                .instances
+                .iter()
+                .map(|i| InstanceView {
+                    id: i.id.clone(),
+                    node: i.node.clone(),
+                    state: i.lifecycle.state(),
+                    exit_code: i.exit_code,
+                    history: i.lifecycle.history().to_vec(),
+                })
+                .collect(),
+            unschedulable: self.unschedulable.clone(),
+            spec: self.spec.clone(),
+        }
+    }
+
+    /// The job state its instances imply, if it differs from the current one: TERMINATED
+    /// once a terminating job has nothing left, FAILED when an instance failed, RUNNING when
+    /// every replica runs, SCHEDULED_NODE once instances are placed.
+    pub fn implied_state(&self) -> Option<(JobState, String)> {
+        let state = self.lifecycle.state();
+        let states: Vec<InstanceState> =
+            self.instances.iter().map(|i| i.lifecycle.state()).collect();
+        let implied = match state {
+            JobState::Terminating if self.instances.iter().all(InstanceRecord::is_over) => {
+                (JobState::Terminated, "every instance stopped".to_string())
+            }
+            s if s.is_final() || s == JobState::Terminating => return None,
+            _ if states.contains(&InstanceState::Failed) => {
+                let why = self
+                    .instances
+                    .iter()
+                    .find(|i| i.lifecycle.state() == InstanceState::Failed)
+                    .and_then(|i| i.lifecycle.history().last())
+                    .map(|h| h.reason.clone())
+                    .unwrap_or_default();
+                (JobState::Failed, format!("an instance failed: {why}"))
+            }
+            _ if crate::state::all_replicas_running(self.spec.replicas, &states) => {
+                (JobState::Running, "every replica runs".to_string())
+            }
+            JobState::ScheduledCluster if !self.instances.is_empty() => (
+                JobState::ScheduledNode,
+                format!("placed on {}", self.node_names().join(", ")),
+            ),
+            _ => return None,
+        };
+        (implied.0 != state).then_some(implied)
+    }
+
+    /// The nodes its instances were placed on, in instance order, without repeats.
+    pub fn node_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        for node in self.instances.iter().filter_map(|i| i.node.clone()) {
+            if !names.contains(&node) {
+                names.push(node);
+            }
+        }
+        names
+    }
+}
+
+/// A readable, unique-enough id for a new job: its name and eight hex digits.
+pub fn new_job_id(name: &str) -> JobId {
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    let stem: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(100)
+        .collect();
+    JobId::new(format!(
+        "{}-{}",
+        stem.trim_start_matches(['-', '.']),
+        &suffix[..8]
+    ))
+    .unwrap_or_else(|_| JobId::random())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn advance_walks_the_shortest_legal_path() {
+        let mut life = Lifecycle::new(InstanceState::Pending, 0, "placed");
+        advance(&mut life, InstanceState::Running, 1, "runtime says running").unwrap();
+        let states: Vec<_> = life.history().iter().map(|h| h.state).collect();
+        assert_eq!(
+            states,
+            [
+                InstanceState::Pending,
+                InstanceState::Starting,
+                InstanceState::Running
+            ]
+        );
+        let mut job = Lifecycle::new(JobState::ScheduledCluster, 0, "x");
+        advance(&mut job, JobState::Running, 1, "up").unwrap();
+        assert_eq!(job.history().len(), 3);
+        // final states go nowhere, and nothing changes
+        let mut done = Lifecycle::new(JobState::Terminated, 0, "x");
+        assert!(advance(&mut done, JobState::Running, 1, "no").is_err());
+        assert_eq!(done.history().len(), 1);
+    }
+
+    #[test]
+    fn job_ids_are_readable_and_valid() {
+        let id = new_job_id("web server");
+        assert!(id.as_str().starts_with("web-server-"), "{id}");
+        assert_eq!(id.as_str().len(), "web-server-".len() + 8);
+        assert!(new_job_id("..").as_str().len() > 8);
+    }
+}

@@ -1,0 +1,875 @@
+//! The root engine (System Manager): takes jobs from users, schedules them over the
+//! clusters' aggregates, gives each to a cluster, follows its instances through the events
+//! the clusters relay, and answers users through [`RootHandle`] (which implements
+//! [`RootApi`], the trait the REST router serves).
+//!
+//! Like the cluster engine, state lives behind one mutex and every change returns its
+//! effects (records to persist, messages, commands), carried out after the lock is released.
+
+use super::api::{ApiError, ClusterView, JobView, LogStream, LogsQuery, NodeView, RootApi};
+use super::effects::{persist_all, Effects};
+use super::records::{
+    advance, new_job_id, ClusterRecord, InstanceRecord, JobRecord, CLUSTERS, JOBS,
+};
+use crate::job::{FieldError, JobSpec};
+use crate::model::{check_id, CandidateSet, JobId, Tier};
+use crate::reliable::{CommandOutcome, ReliableConfig, ReliableParent};
+use crate::scheduler::{Scheduler, SchedulerError, Unschedulable};
+use crate::state::{ClusterState, JobState, Lifecycle, StateMachine};
+use crate::store::{Store, StoreExt};
+use crate::transport::{ParentEvent, ParentTransport, Registrar, TransportError};
+use crate::wire::{
+    now_ms, ChannelKind, ChannelSettings, ClusterAggregate, Deploy, Envelope, ErrorBody,
+    InstanceEvent, Message, PeerRole, Query, QueryReply, RegisterReply, RegisterRequest, Terminate,
+    DEFAULT_MAX_MESSAGE_BYTES,
+};
+use async_trait::async_trait;
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+/// How the root engine runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootConfig {
+    /// The root's id on the wire.
+    pub id: String,
+    /// How often clusters send their aggregate (told to them at registration).
+    pub aggregate_interval: Duration,
+    /// Grace period asked for when terminating a job.
+    pub grace: Duration,
+    /// How long a query to a cluster (nodes, logs) may take.
+    pub query_timeout: Duration,
+    /// Re-sending of commands to clusters.
+    pub reliable: ReliableConfig,
+}
+
+impl Default for RootConfig {
+    fn default() -> Self {
+        RootConfig {
+            id: "root".into(),
+            aggregate_interval: Duration::from_secs(1),
+            grace: Duration::from_secs(10),
+            query_timeout: Duration::from_secs(10),
+            reliable: ReliableConfig::default(),
+        }
+    }
+}
+
+/// What a command to a cluster was for.
+#[derive(Debug, Clone)]
+enum Tag {
+    Deploy { job: JobId, cluster: String },
+    Terminate { job: JobId },
+}
+
+type Fx = Effects<Tag>;
+
+struct RootState {
+    config: RootConfig,
+    scheduler: Arc<dyn Scheduler>,
+    clusters: BTreeMap<String, ClusterRecord>,
+    jobs: BTreeMap<String, JobRecord>,
+    /// Job names being created right now (their record is being written).
+    reserving: Vec<String>,
+    /// Queries sent to clusters, waiting for their reply.
+    queries: HashMap<String, oneshot::Sender<Result<serde_json::Value, ApiError>>>,
+}
+
+fn job_key(id: &str) -> String {
+    format!("{JOBS}{id}")
+}
+
+fn cluster_key(id: &str) -> String {
+    format!("{CLUSTERS}{id}")
+}
+
+impl RootState {
+    fn msg(&self, body: Message) -> Envelope {
+        Envelope::new(&self.config.id, body)
+    }
+
+    fn register(
+        &mut self,
+        request: RegisterRequest,
+        fx: &mut Fx,
+    ) -> Result<RegisterReply, ErrorBody> {
+        if request.role != PeerRole::Cluster {
+            return Err(ErrorBody {
+                code: "invalid".into(),
+                message: format!(
+                    "role {:?} cannot register with the root; only clusters can",
+                    request.role
+                ),
+            });
+        }
+        let id = match request
+            .previous_id
+            .filter(|id| self.clusters.contains_key(id))
+        {
+            Some(id) => id,
+            None => {
+                check_id("cluster name", &request.name).map_err(|e| ErrorBody {
+                    code: "invalid".into(),
+                    message: format!("name: {e}"),
+                })?;
+                request.name.clone()
+            }
+        };
+        let now = now_ms();
+        let record = match self.clusters.remove(&id) {
+            Some(mut old) => {
+                if old.lifecycle.state() == ClusterState::Inactive {
+                    let _ = old
+                        .lifecycle
+                        .transition(ClusterState::Active, now, "registered again");
+                }
+                old.location = request.location;
+                old.labels = request.labels;
+                old.last_seen_ms = now;
+                old
+            }
+            None => ClusterRecord {
+                id: id.clone(),
+                name: request.name,
+                location: request.location,
+                labels: request.labels,
+                lifecycle: Lifecycle::new(ClusterState::Active, now, "registered"),
+                aggregate: None,
+                last_seen_ms: now,
+            },
+        };
+        info!(cluster = %id, "cluster registered");
+        self.clusters.insert(id.clone(), record);
+        fx.persist.push(cluster_key(&id));
+        Ok(RegisterReply {
+            id,
+            channel: ChannelSettings {
+                kind: ChannelKind::Ws,
+                broker: None,
+                topics: None,
+                status_interval_ms: self.config.aggregate_interval.as_millis().max(1) as u64,
+                max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            },
+        })
+    }
+
+    fn cluster_up(&mut self, cluster: &str, fx: &mut Fx) {
+        let Some(record) = self.clusters.get_mut(cluster) else {
+            return;
+        };
+        record.last_seen_ms = now_ms();
+        if record.lifecycle.state() == ClusterState::Inactive
+            && record
+                .lifecycle
+                .transition(ClusterState::Active, now_ms(), "link up")
+                .is_ok()
+        {
+            fx.persist.push(cluster_key(cluster));
+        }
+    }
+
+    fn cluster_lost(&mut self, cluster: &str, reason: &str, fx: &mut Fx) {
+        let Some(record) = self.clusters.get_mut(cluster) else {
+            return;
+        };
+        if record
+            .lifecycle
+            .transition(ClusterState::Inactive, now_ms(), reason)
+            .is_ok()
+        {
+            warn!(cluster, reason, "cluster inactive");
+            fx.persist.push(cluster_key(cluster));
+        }
+        // queries to it will not be answered
+        self.queries.retain(|_, q| !q.is_closed());
+    }
+
+    fn on_aggregate(&mut self, cluster: &str, aggregate: ClusterAggregate, fx: &mut Fx) {
+        self.cluster_up(cluster, fx);
+        let Some(record) = self.clusters.get_mut(cluster) else {
+            return;
+        };
+        let more_nodes =
+            aggregate.ready_nodes > record.aggregate.as_ref().map_or(0, |a| a.ready_nodes);
+        record.aggregate = Some(aggregate);
+        if more_nodes {
+            fx.persist.push(cluster_key(cluster));
+            // capacity appeared: jobs nothing could take get another chance
+            let waiting: Vec<String> = self
+                .jobs
+                .values()
+                .filter(|j| j.lifecycle.state() == JobState::NotDeployable)
+                .map(|j| j.id.to_string())
+                .collect();
+            for job in waiting {
+                if let Some(record) = self.jobs.get_mut(&job) {
+                    record.refused_by.clear();
+                    let reason = format!("cluster {cluster} has new nodes; retrying");
+                    if advance(
+                        &mut record.lifecycle,
+                        JobState::Requested,
+                        now_ms(),
+                        &reason,
+                    )
+                    .is_ok()
+                    {
+                        self.schedule(&job, fx);
+                    }
+                }
+            }
+        }
+    }
+
+    fn candidates(&self, refused: &[String]) -> CandidateSet {
+        let now = now_ms();
+        let mut set = CandidateSet::for_tier(Tier::Clusters);
+        for record in self.clusters.values() {
+            if record.lifecycle.state() == ClusterState::Active && !refused.contains(&record.id) {
+                if let Some(candidate) = record.candidate(now) {
+                    set.insert(candidate);
+                }
+            }
+        }
+        set
+    }
+
+    /// Places a REQUESTED job on a cluster, or marks it NOT_DEPLOYABLE with the reasons.
+    fn schedule(&mut self, id: &str, fx: &mut Fx) {
+        let Some(job) = self.jobs.get(id) else {
+            return;
+        };
+        if job.lifecycle.state() != JobState::Requested {
+            return;
+        }
+        let set = self.candidates(&job.refused_by);
+        let mut spec = job.spec.clone();
+        let placed = match &job.spec.worker_node {
+            Some(node) if spec.cluster.is_none() => {
+                // a pinned node is routed to the cluster whose aggregate names it
+                match self.clusters.values().find(|c| {
+                    c.aggregate
+                        .as_ref()
+                        .is_some_and(|a| a.node_names.contains(node))
+                }) {
+                    Some(c) => {
+                        spec.cluster = Some(c.id.clone());
+                        self.scheduler.place(&spec, &set)
+                    }
+                    None => Err(SchedulerError::Unschedulable(
+                        Unschedulable::new(set.len())
+                            .in_tier(Tier::Clusters)
+                            .refused(
+                                "worker_node",
+                                set.len(),
+                                format!("no cluster reports a READY node {node:?}"),
+                            ),
+                    )),
+                }
+            }
+            _ => self.scheduler.place(&spec, &set),
+        };
+        let now = now_ms();
+        let policy = self.scheduler.name().to_string();
+        let Some(job) = self.jobs.get_mut(id) else {
+            return;
+        };
+        match placed {
+            Ok(p) => {
+                let reason = format!("placed on cluster {} by {policy}", p.candidate);
+                if advance(&mut job.lifecycle, JobState::ScheduledCluster, now, &reason).is_err() {
+                    return;
+                }
+                job.cluster = Some(p.candidate.clone());
+                let deploy = Deploy {
+                    job: job.id.clone(),
+                    spec: job.spec.clone(),
+                    instance: None,
+                };
+                let tag = Tag::Deploy {
+                    job: job.id.clone(),
+                    cluster: p.candidate.clone(),
+                };
+                fx.commands.push((
+                    p.candidate,
+                    Envelope::new(&self.config.id, Message::Deploy(Box::new(deploy))),
+                    tag,
+                ));
+            }
+            Err(e) => {
+                let reason = match e {
+                    SchedulerError::Unschedulable(u) => {
+                        let u = u.in_tier(Tier::Clusters);
+                        let text = if set.is_empty() && job.refused_by.is_empty() {
+                            "no ACTIVE cluster with READY nodes".to_string()
+                        } else {
+                            u.to_string()
+                        };
+                        job.unschedulable.push(u);
+                        text
+                    }
+                    other => other.to_string(),
+                };
+                let _ = advance(&mut job.lifecycle, JobState::NotDeployable, now, &reason);
+                info!(job = id, %reason, "job not deployable");
+            }
+        }
+        fx.persist.push(job_key(id));
+    }
+
+    fn on_deploy_outcome(
+        &mut self,
+        job: &JobId,
+        cluster: &str,
+        outcome: Result<CommandOutcome, TransportError>,
+        fx: &mut Fx,
+    ) {
+        let (error, unschedulable) = match outcome {
+            Ok(CommandOutcome::Acked) => return,
+            Ok(CommandOutcome::Nacked(e)) => (e.message, None),
+            Ok(CommandOutcome::Unschedulable(e, u)) => (e.message, Some(*u)),
+            Err(e) => (format!("cluster {cluster} could not be reached: {e}"), None),
+        };
+        self.refused(job, cluster, error, unschedulable, fx);
+    }
+
+    fn refused(
+        &mut self,
+        job: &JobId,
+        cluster: &str,
+        error: String,
+        unschedulable: Option<Unschedulable>,
+        fx: &mut Fx,
+    ) {
+        let Some(record) = self.jobs.get_mut(job.as_str()) else {
+            return;
+        };
+        if record.lifecycle.state() != JobState::ScheduledCluster
+            || record.cluster.as_deref() != Some(cluster)
+        {
+            return;
+        }
+        record.refused_by.push(cluster.to_string());
+        record.unschedulable.extend(unschedulable);
+        record.cluster = None;
+        let reason = format!("cluster {cluster} refused: {error}");
+        if advance(
+            &mut record.lifecycle,
+            JobState::Requested,
+            now_ms(),
+            &reason,
+        )
+        .is_ok()
+        {
+            self.schedule(job.as_str(), fx);
+        }
+    }
+
+    fn on_terminate_outcome(
+        &mut self,
+        job: &JobId,
+        outcome: Result<CommandOutcome, TransportError>,
+        fx: &mut Fx,
+    ) {
+        let Some(record) = self.jobs.get_mut(job.as_str()) else {
+            return;
+        };
+        if let Ok(CommandOutcome::Nacked(e)) = &outcome {
+            warn!(job = %job, error = %e.message, "a cluster refused to terminate a job");
+        }
+        if record.lifecycle.state() == JobState::Terminating
+            && record.instances.iter().all(InstanceRecord::is_over)
+        {
+            let _ = advance(
+                &mut record.lifecycle,
+                JobState::Terminated,
+                now_ms(),
+                "the cluster ran nothing of it",
+            );
+            fx.persist.push(job_key(job.as_str()));
+        }
+    }
+
+    fn on_instance_event(&mut self, cluster: &str, event: InstanceEvent, fx: &mut Fx) {
+        let now = now_ms();
+        let Some(job) = self.jobs.get_mut(event.job.as_str()) else {
+            debug!(cluster, job = %event.job, "event for an unknown job");
+            return;
+        };
+        let reason = if event.reason.is_empty() {
+            format!("reported by {}", event.node)
+        } else {
+            event.reason.clone()
+        };
+        match job.instance_mut(&event.instance) {
+            Some(instance) => {
+                if let Err(e) = advance(&mut instance.lifecycle, event.state, now, &reason) {
+                    debug!(instance = %event.instance, error = %e, "event does not move the instance");
+                }
+                instance.node = Some(event.node.clone());
+                if event.exit_code.is_some() {
+                    instance.exit_code = event.exit_code;
+                }
+            }
+            None => job.instances.push(InstanceRecord {
+                id: event.instance.clone(),
+                node: Some(event.node.clone()),
+                lifecycle: Lifecycle::new(event.state, now, &reason),
+                exit_code: event.exit_code,
+            }),
+        }
+        while let Some((state, why)) = job.implied_state() {
+            if advance(&mut job.lifecycle, state, now, &why).is_err() {
+                break;
+            }
+            info!(job = %job.id, state = %state, "job state");
+        }
+        fx.persist.push(job_key(event.job.as_str()));
+    }
+
+    fn on_query_reply(&mut self, reply: QueryReply) {
+        let Some(waiting) = self.queries.remove(&reply.re) else {
+            return;
+        };
+        let answer = match (reply.result, reply.error) {
+            (_, Some(error)) if error.code == "not_found" => Err(ApiError::NotFound {
+                kind: "instance",
+                id: error.message,
+            }),
+            (_, Some(error)) => Err(ApiError::Unavailable {
+                reason: error.message,
+            }),
+            (Some(value), None) => Ok(value),
+            (None, None) => Ok(serde_json::Value::Null),
+        };
+        let _ = waiting.send(answer);
+    }
+
+    fn terminate(&mut self, id: &str, fx: &mut Fx) -> Result<JobView, ApiError> {
+        let grace = self.config.grace.as_millis() as u64;
+        let root = self.config.id.clone();
+        let job = self.jobs.get_mut(id).ok_or_else(|| ApiError::NotFound {
+            kind: "job",
+            id: id.to_string(),
+        })?;
+        let state = job.lifecycle.state();
+        if state.is_final() || state == JobState::Terminating {
+            return Ok(job.view());
+        }
+        let now = now_ms();
+        let _ = advance(
+            &mut job.lifecycle,
+            JobState::Terminating,
+            now,
+            "terminate requested",
+        );
+        let placed = job
+            .cluster
+            .clone()
+            .filter(|_| !matches!(state, JobState::Requested | JobState::NotDeployable));
+        match placed {
+            Some(cluster)
+                if !job.instances.iter().all(InstanceRecord::is_over)
+                    || job.instances.is_empty() =>
+            {
+                // TERMINATED follows from the instances' events, or from the cluster's ack
+                // when it had placed nothing
+                fx.commands.push((
+                    cluster,
+                    Envelope::new(
+                        root,
+                        Message::Terminate(Terminate {
+                            job: job.id.clone(),
+                            instance: None,
+                            grace_ms: grace,
+                        }),
+                    ),
+                    Tag::Terminate {
+                        job: job.id.clone(),
+                    },
+                ));
+            }
+            _ => {
+                let _ = advance(
+                    &mut job.lifecycle,
+                    JobState::Terminated,
+                    now,
+                    "nothing was running",
+                );
+            }
+        }
+        fx.persist.push(job_key(id));
+        Ok(job.view())
+    }
+
+    fn value_of(&self, key: &str) -> Option<serde_json::Value> {
+        if let Some(id) = key.strip_prefix(CLUSTERS) {
+            return self
+                .clusters
+                .get(id)
+                .and_then(|c| serde_json::to_value(c).ok());
+        }
+        key.strip_prefix(JOBS)
+            .and_then(|id| self.jobs.get(id))
+            .and_then(|j| serde_json::to_value(j).ok())
+    }
+}
+
+struct Shared {
+    state: Mutex<RootState>,
+    store: Arc<dyn Store>,
+    persist: tokio::sync::Mutex<()>,
+    outcomes: mpsc::UnboundedSender<(Tag, Result<CommandOutcome, TransportError>)>,
+    down: Mutex<Option<ReliableParent>>,
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, RootState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn down(&self) -> Option<ReliableParent> {
+        self.down.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    async fn apply(&self, fx: Fx) {
+        persist_all(&self.persist, &*self.store, &fx.persist, |key| {
+            self.state().value_of(key)
+        })
+        .await;
+        let Some(down) = self.down() else {
+            return;
+        };
+        for (cluster, envelope) in fx.send_down {
+            if let Err(e) = down.send(&cluster, &envelope).await {
+                warn!(cluster, kind = envelope.kind(), error = %e, "cannot send to a cluster");
+            }
+        }
+        for (cluster, envelope, tag) in fx.commands {
+            let down = down.clone();
+            let outcomes = self.outcomes.clone();
+            tokio::spawn(async move {
+                let outcome = down.command(&cluster, envelope).await;
+                let _ = outcomes.send((tag, outcome));
+            });
+        }
+    }
+}
+
+/// The root engine's handle: the user API ([`RootApi`]) and the clusters' registrar. Cheap
+/// to clone.
+#[derive(Clone)]
+pub struct RootHandle {
+    shared: Arc<Shared>,
+}
+
+impl RootHandle {
+    fn not_found(kind: &'static str, id: &str) -> ApiError {
+        ApiError::NotFound {
+            kind,
+            id: id.to_string(),
+        }
+    }
+
+    async fn ask(&self, cluster: &str, query: Query) -> Result<serde_json::Value, ApiError> {
+        let (tx, rx) = oneshot::channel();
+        let (envelope, timeout) = {
+            let mut state = self.shared.state();
+            let record = state
+                .clusters
+                .get(cluster)
+                .ok_or_else(|| Self::not_found("cluster", cluster))?;
+            if record.lifecycle.state() != ClusterState::Active {
+                return Err(ApiError::Unavailable {
+                    reason: format!("cluster {cluster} is INACTIVE"),
+                });
+            }
+            let envelope = state.msg(Message::Query(query));
+            state.queries.insert(envelope.id.clone(), tx);
+            (envelope, state.config.query_timeout)
+        };
+        let id = envelope.id.clone();
+        let down = self.shared.down().ok_or_else(|| ApiError::Unavailable {
+            reason: "the root engine is not running".into(),
+        })?;
+        let sent = down.send(cluster, &envelope).await;
+        let answer = match sent {
+            Err(e) => Err(ApiError::Unavailable {
+                reason: format!("cannot reach cluster {cluster}: {e}"),
+            }),
+            Ok(()) => match tokio::time::timeout(timeout, rx).await {
+                Ok(Ok(answer)) => answer,
+                Ok(Err(_)) => Err(ApiError::Unavailable {
+                    reason: format!("cluster {cluster} went away before answering"),
+                }),
+                Err(_) => Err(ApiError::Unavailable {
+                    reason: format!("cluster {cluster} did not answer within {timeout:?}"),
+                }),
+            },
+        };
+        self.shared.state().queries.remove(&id);
+        answer
+    }
+}
+
+#[async_trait]
+impl Registrar for RootHandle {
+    async fn register(&self, request: RegisterRequest) -> Result<RegisterReply, ErrorBody> {
+        let mut fx = Fx::default();
+        let reply = self.shared.state().register(request, &mut fx);
+        self.shared.apply(fx).await;
+        reply
+    }
+}
+
+#[async_trait]
+impl RootApi for RootHandle {
+    async fn submit(&self, spec: JobSpec) -> Result<JobView, ApiError> {
+        let record = {
+            let mut state = self.shared.state();
+            let taken = state.reserving.contains(&spec.name)
+                || state
+                    .jobs
+                    .values()
+                    .any(|j| j.is_live() && j.spec.name == spec.name);
+            if taken {
+                return Err(ApiError::Conflict {
+                    message: format!("a job named {:?} is already live", spec.name),
+                    details: vec![FieldError {
+                        path: "job_name".into(),
+                        value: spec.name.clone(),
+                        rule: "must not be the name of a live job (terminate it first)".into(),
+                    }],
+                });
+            }
+            state.reserving.push(spec.name.clone());
+            JobRecord {
+                id: new_job_id(&spec.name),
+                lifecycle: Lifecycle::new(JobState::Requested, now_ms(), "submitted"),
+                spec,
+                cluster: None,
+                instances: Vec::new(),
+                unschedulable: Vec::new(),
+                refused_by: Vec::new(),
+            }
+        };
+        // written before it exists for anyone: a failed write leaves no half-created job
+        let written = self
+            .shared
+            .store
+            .put_json(&job_key(record.id.as_str()), &record)
+            .await;
+        let mut fx = Fx::default();
+        let view = {
+            let mut state = self.shared.state();
+            state.reserving.retain(|n| n != &record.spec.name);
+            if let Err(e) = written {
+                return Err(ApiError::Unavailable {
+                    reason: format!("cannot store the job: {e}"),
+                });
+            }
+            let id = record.id.to_string();
+            let view = record.view();
+            state.jobs.insert(id.clone(), record);
+            state.schedule(&id, &mut fx);
+            view
+        };
+        self.shared.apply(fx).await;
+        Ok(view)
+    }
+
+    async fn jobs(&self) -> Result<Vec<JobView>, ApiError> {
+        let state = self.shared.state();
+        let mut jobs: Vec<&JobRecord> = state.jobs.values().collect();
+        jobs.sort_by_key(|j| j.lifecycle.history().first().map_or(0, |h| h.at_ms));
+        Ok(jobs.into_iter().map(JobRecord::view).collect())
+    }
+
+    async fn job(&self, id: &str) -> Result<JobView, ApiError> {
+        self.shared
+            .state()
+            .jobs
+            .get(id)
+            .map(JobRecord::view)
+            .ok_or_else(|| Self::not_found("job", id))
+    }
+
+    async fn terminate(&self, id: &str) -> Result<JobView, ApiError> {
+        let mut fx = Fx::default();
+        let view = self.shared.state().terminate(id, &mut fx)?;
+        self.shared.apply(fx).await;
+        Ok(view)
+    }
+
+    async fn clusters(&self) -> Result<Vec<ClusterView>, ApiError> {
+        Ok(self
+            .shared
+            .state()
+            .clusters
+            .values()
+            .map(ClusterRecord::view)
+            .collect())
+    }
+
+    async fn cluster(&self, id: &str) -> Result<ClusterView, ApiError> {
+        self.shared
+            .state()
+            .clusters
+            .get(id)
+            .map(ClusterRecord::view)
+            .ok_or_else(|| Self::not_found("cluster", id))
+    }
+
+    async fn nodes(&self, cluster: &str) -> Result<Vec<NodeView>, ApiError> {
+        let value = self.ask(cluster, Query::Nodes).await?;
+        serde_json::from_value(value).map_err(|e| ApiError::Unavailable {
+            reason: format!("cluster {cluster} answered with unreadable nodes: {e}"),
+        })
+    }
+
+    async fn logs(&self, job: &str, query: LogsQuery) -> Result<LogStream, ApiError> {
+        if query.follow {
+            return Err(ApiError::Unsupported {
+                what: "follow".into(),
+                reason: "following logs through cluster and root is not built yet; poll with tail"
+                    .into(),
+            });
+        }
+        let (id, cluster) = {
+            let state = self.shared.state();
+            let record = state
+                .jobs
+                .get(job)
+                .ok_or_else(|| Self::not_found("job", job))?;
+            (record.id.clone(), record.cluster.clone())
+        };
+        let Some(cluster) = cluster else {
+            return Ok(Box::pin(futures::stream::empty()));
+        };
+        let value = self
+            .ask(
+                &cluster,
+                Query::Logs {
+                    job: id,
+                    tail: query.tail,
+                },
+            )
+            .await?;
+        let text = value.as_str().unwrap_or_default().to_string();
+        Ok(Box::pin(futures::stream::once(async move {
+            Ok(bytes::Bytes::from(text))
+        })))
+    }
+}
+
+/// The root engine.
+pub struct RootEngine {
+    shared: Arc<Shared>,
+    outcomes: mpsc::UnboundedReceiver<(Tag, Result<CommandOutcome, TransportError>)>,
+}
+
+impl RootEngine {
+    /// An engine keeping clusters and jobs in `store`, placing jobs with `scheduler`. Reads
+    /// what the store holds from an earlier run; clusters start INACTIVE until they dial in.
+    pub async fn new(
+        config: RootConfig,
+        store: Arc<dyn Store>,
+        scheduler: Arc<dyn Scheduler>,
+    ) -> Result<RootEngine, crate::store::StoreError> {
+        let now = now_ms();
+        let mut clusters = BTreeMap::new();
+        for kv in store.list(CLUSTERS).await?.items {
+            match serde_json::from_slice::<ClusterRecord>(&kv.value) {
+                Ok(mut c) => {
+                    let _ = c
+                        .lifecycle
+                        .transition(ClusterState::Inactive, now, "root restarted");
+                    clusters.insert(c.id.clone(), c);
+                }
+                Err(e) => warn!(key = %kv.key, error = %e, "skipping an unreadable cluster record"),
+            }
+        }
+        let mut jobs = BTreeMap::new();
+        for kv in store.list(JOBS).await?.items {
+            match serde_json::from_slice::<JobRecord>(&kv.value) {
+                Ok(job) => {
+                    jobs.insert(job.id.to_string(), job);
+                }
+                Err(e) => warn!(key = %kv.key, error = %e, "skipping an unreadable job record"),
+            }
+        }
+        let (tx, outcomes) = mpsc::unbounded_channel();
+        Ok(RootEngine {
+            shared: Arc::new(Shared {
+                state: Mutex::new(RootState {
+                    config,
+                    scheduler,
+                    clusters,
+                    jobs,
+                    reserving: Vec::new(),
+                    queries: HashMap::new(),
+                }),
+                store,
+                persist: tokio::sync::Mutex::new(()),
+                outcomes: tx,
+                down: Mutex::new(None),
+            }),
+            outcomes,
+        })
+    }
+
+    /// The handle: user API and cluster registrar.
+    pub fn handle(&self) -> RootHandle {
+        RootHandle {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Runs until `shutdown` completes or the clusters' transport closes. `down` is the
+    /// channel to the clusters (the WebSocket parent in the reference binary), wrapped here
+    /// in [`ReliableParent`].
+    pub async fn run(
+        mut self,
+        down: Arc<dyn ParentTransport>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), TransportError> {
+        let reliable = self.shared.state().config.reliable.clone();
+        let down = ReliableParent::new(down, reliable);
+        *self.shared.down.lock().unwrap_or_else(|e| e.into_inner()) = Some(down.clone());
+        tokio::pin!(shutdown);
+        loop {
+            let mut fx = Fx::default();
+            tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                Some((tag, outcome)) = self.outcomes.recv() => {
+                    let mut state = self.shared.state();
+                    match tag {
+                        Tag::Deploy { job, cluster } => state.on_deploy_outcome(&job, &cluster, outcome, &mut fx),
+                        Tag::Terminate { job } => state.on_terminate_outcome(&job, outcome, &mut fx),
+                    }
+                }
+                event = down.recv() => {
+                    let mut state = self.shared.state();
+                    match event? {
+                        ParentEvent::ChildUp { child } => state.cluster_up(&child, &mut fx),
+                        ParentEvent::ChildLost { child, reason } => state.cluster_lost(&child, &reason, &mut fx),
+                        ParentEvent::Message { child, envelope } => match envelope.body {
+                            Message::ClusterAggregate(agg) => state.on_aggregate(&child, agg, &mut fx),
+                            Message::InstanceEvent(event) => state.on_instance_event(&child, event, &mut fx),
+                            Message::QueryReply(reply) => state.on_query_reply(reply),
+                            Message::Nack(nack) => {
+                                // a refusal whose command was abandoned; nothing waits for it
+                                debug!(cluster = %child, re = %nack.re, "late nack");
+                            }
+                            other => debug!(cluster = %child, kind = other.kind(), "ignored message from a cluster"),
+                        },
+                        ParentEvent::Invalid { child, error } => warn!(cluster = %child, %error, "bad message from a cluster"),
+                    }
+                }
+            }
+            self.shared.apply(fx).await;
+        }
+    }
+}

@@ -1,0 +1,349 @@
+//! Root, cluster and worker engines wired by the in-memory transport and the fake runtime:
+//! the deploy flow, refusal and NOT_DEPLOYABLE, termination, node and logs queries, node loss.
+//! (The same flow over real processes and protocols is the facade's `three_tiers` test.)
+#![cfg(feature = "testing")]
+
+use edgeio_core::engine::api::{LogsQuery, RootApi};
+use edgeio_core::engine::cluster::{ClusterConfig, ClusterEngine};
+use edgeio_core::engine::root::{RootConfig, RootEngine, RootHandle};
+use edgeio_core::engine::worker::{Worker, WorkerConfig};
+use edgeio_core::job::JobSpec;
+use edgeio_core::model::{Arch, Capabilities, Resources, RuntimeInfo};
+use edgeio_core::reliable::{ReliableChild, ReliableConfig};
+use edgeio_core::runtime::Runtime;
+use edgeio_core::state::{InstanceState, JobState, NodeState};
+use edgeio_core::testing::{FakeRuntime, MemoryHub, MemoryStore, SimpleScheduler};
+use edgeio_core::transport::Registrar;
+use edgeio_core::wire::{ChannelKind, ChannelSettings, PeerRole, RegisterRequest};
+use futures::StreamExt;
+use std::sync::Arc;
+use std::time::Duration;
+
+const DEADLINE: Duration = Duration::from_secs(10);
+
+fn reliable() -> ReliableConfig {
+    ReliableConfig {
+        resend_initial: Duration::from_millis(50),
+        resend_max: Duration::from_millis(200),
+        ..ReliableConfig::default()
+    }
+}
+
+fn capabilities(cores: u32) -> Capabilities {
+    Capabilities {
+        arch: Arch::Amd64,
+        cores,
+        memory_bytes: 4 << 30,
+        disk_bytes: 10 << 30,
+        gpus: 0,
+        runtimes: vec![RuntimeInfo {
+            kind: "native".into(),
+            version: "1".into(),
+        }],
+        labels: Default::default(),
+        location: None,
+    }
+}
+
+struct Tiers {
+    root: RootHandle,
+    runtime: FakeRuntime,
+    node_hub: MemoryHub,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Tiers {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// One root, one cluster (`edge`), one worker with `cores` cores.
+async fn tiers(cores: u32) -> Tiers {
+    let mut tasks = Vec::new();
+    let root_config = RootConfig {
+        aggregate_interval: Duration::from_millis(100),
+        reliable: reliable(),
+        ..RootConfig::default()
+    };
+    let root = RootEngine::new(
+        root_config,
+        Arc::new(MemoryStore::new()),
+        Arc::new(SimpleScheduler),
+    )
+    .await
+    .unwrap();
+    let handle = root.handle();
+    let cluster_hub = MemoryHub::new();
+    let root_down = Arc::new(cluster_hub.parent());
+    tasks.push(tokio::spawn(async move {
+        let _ = root.run(root_down, std::future::pending()).await;
+    }));
+
+    // the cluster registers (as over WS), then opens its channel
+    let reply = handle
+        .register(RegisterRequest {
+            role: PeerRole::Cluster,
+            name: "edge".into(),
+            previous_id: None,
+            capabilities: None,
+            location: None,
+            labels: Default::default(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(reply.id, "edge");
+    let up = Arc::new(ReliableChild::new(
+        Arc::new(cluster_hub.connect("edge").await.unwrap()),
+        reliable(),
+    ));
+    let cluster_config = ClusterConfig {
+        id: "edge".into(),
+        channel: ChannelSettings {
+            kind: ChannelKind::Ws,
+            broker: None,
+            topics: None,
+            status_interval_ms: 100,
+            max_message_bytes: 1 << 20,
+        },
+        missed_heartbeats: 3,
+        aggregate_interval: Duration::from_millis(100),
+        location: None,
+        labels: Default::default(),
+        grace: Duration::from_secs(1),
+        reliable: reliable(),
+    };
+    let cluster = ClusterEngine::new(
+        cluster_config,
+        Arc::new(MemoryStore::new()),
+        Arc::new(SimpleScheduler),
+    )
+    .await
+    .unwrap();
+    let registrar = cluster.registrar();
+    let node_hub = MemoryHub::new();
+    let cluster_down = Arc::new(node_hub.parent());
+    tasks.push(tokio::spawn(async move {
+        let _ = cluster.run(cluster_down, up, std::future::pending()).await;
+    }));
+
+    let reply = registrar
+        .register(RegisterRequest {
+            role: PeerRole::Node,
+            name: "worker-1".into(),
+            previous_id: None,
+            capabilities: Some(capabilities(cores)),
+            location: None,
+            labels: Default::default(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(reply.id, "worker-1");
+    let runtime = FakeRuntime::new();
+    let worker_link = Arc::new(ReliableChild::new(
+        Arc::new(node_hub.connect("worker-1").await.unwrap()),
+        reliable(),
+    ));
+    let worker = Worker::new(
+        WorkerConfig {
+            node_id: "worker-1".into(),
+            status_interval: Duration::from_millis(100),
+            grace: Duration::from_secs(1),
+            total: Resources {
+                cpu_millis: u64::from(cores) * 1000,
+                memory_bytes: 4 << 30,
+                ..Resources::ZERO
+            },
+        },
+        worker_link,
+        vec![Arc::new(runtime.clone()) as Arc<dyn Runtime>],
+    );
+    tasks.push(tokio::spawn(async move {
+        let _ = worker.run(std::future::pending()).await;
+    }));
+
+    // wait until the root has an aggregate naming the worker
+    wait(&handle, |root| async move {
+        let clusters = root.clusters().await.unwrap();
+        clusters
+            .first()
+            .and_then(|c| c.aggregate.as_ref())
+            .is_some_and(|a| a.node_names == ["worker-1"])
+    })
+    .await;
+    Tiers {
+        root: handle,
+        runtime,
+        node_hub,
+        tasks,
+    }
+}
+
+async fn wait<F, Fut>(root: &RootHandle, mut check: F)
+where
+    F: FnMut(RootHandle) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    tokio::time::timeout(DEADLINE, async {
+        loop {
+            if check(root.clone()).await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("condition within the deadline");
+}
+
+async fn wait_state(root: &RootHandle, id: &str, state: JobState) {
+    let id = id.to_string();
+    tokio::time::timeout(DEADLINE, async {
+        loop {
+            let job = root.job(&id).await.unwrap();
+            if job.state == state {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        let now = futures::executor::block_on(root.job(&id));
+        panic!("job {id} did not reach {state} within {DEADLINE:?}: {now:#?}")
+    });
+}
+
+fn job(name: &str, cpu_millis: u64) -> JobSpec {
+    JobSpec::minimal(
+        name,
+        "fake:run",
+        "native",
+        Resources {
+            cpu_millis,
+            ..Resources::ZERO
+        },
+    )
+}
+
+#[tokio::test]
+async fn a_job_goes_from_requested_to_running_and_to_terminated() {
+    let t = tiers(4).await;
+    let view = t.root.submit(job("web", 1000)).await.unwrap();
+    assert_eq!(view.state, JobState::Requested);
+    wait_state(&t.root, view.id.as_str(), JobState::Running).await;
+
+    let running = t.root.job(view.id.as_str()).await.unwrap();
+    let states: Vec<JobState> = running.history.iter().map(|h| h.state).collect();
+    assert_eq!(
+        states,
+        [
+            JobState::Requested,
+            JobState::ScheduledCluster,
+            JobState::ScheduledNode,
+            JobState::Running
+        ]
+    );
+    assert_eq!(running.cluster.as_deref(), Some("edge"));
+    assert_eq!(running.instances.len(), 1);
+    assert_eq!(running.instances[0].node.as_deref(), Some("worker-1"));
+    assert_eq!(running.instances[0].state, InstanceState::Running);
+    assert_eq!(t.runtime.deploy_count(), 1);
+
+    // a second live job of the same name is a conflict naming the field
+    let err = t.root.submit(job("web", 100)).await.unwrap_err();
+    assert_eq!(err.code(), "conflict");
+    assert_eq!(err.details()[0].path, "job_name");
+
+    // logs come from the worker, through cluster and root
+    let instance = running.instances[0].id.clone();
+    t.runtime
+        .emit_log(&instance, "hello from the fake")
+        .unwrap();
+    let mut logs = t
+        .root
+        .logs(view.id.as_str(), LogsQuery::default())
+        .await
+        .unwrap();
+    let text = logs.next().await.unwrap().unwrap();
+    assert!(
+        String::from_utf8_lossy(&text).contains("hello from the fake"),
+        "{text:?}"
+    );
+
+    // nodes are asked of the cluster
+    let nodes = t.root.nodes("edge").await.unwrap();
+    assert_eq!(nodes.len(), 1);
+    assert_eq!(nodes[0].state, NodeState::Ready);
+    assert_eq!(
+        t.root.nodes("nowhere").await.unwrap_err().code(),
+        "not_found"
+    );
+
+    t.root.terminate(view.id.as_str()).await.unwrap();
+    wait_state(&t.root, view.id.as_str(), JobState::Terminated).await;
+    let done = t.root.job(view.id.as_str()).await.unwrap();
+    assert_eq!(done.instances[0].state, InstanceState::Terminated);
+    // the name is free again
+    t.root.submit(job("web", 100)).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_job_nothing_fits_is_not_deployable_with_both_tiers_reasons() {
+    let t = tiers(2).await;
+    // fits the aggregate's total, not the one node's free CPU
+    let view = t.root.submit(job("huge", 64_000)).await.unwrap();
+    wait_state(&t.root, view.id.as_str(), JobState::NotDeployable).await;
+    let job = t.root.job(view.id.as_str()).await.unwrap();
+    assert!(!job.unschedulable.is_empty());
+    let last = job.history.last().unwrap();
+    assert!(last.reason.contains("64000"), "{}", last.reason);
+    // terminating a job that never ran ends at once
+    let done = t.root.terminate(view.id.as_str()).await.unwrap();
+    assert_eq!(done.state, JobState::Terminated);
+}
+
+#[tokio::test]
+async fn a_cluster_refusal_sends_the_job_back_and_the_root_explains_it() {
+    let t = tiers(2).await;
+    // take the node's CPU so the cluster refuses what the root's (stale) aggregate allows
+    let first = t.root.submit(job("first", 1500)).await.unwrap();
+    let second = t.root.submit(job("second", 1500)).await.unwrap();
+    wait_state(&t.root, first.id.as_str(), JobState::Running).await;
+    wait_state(&t.root, second.id.as_str(), JobState::NotDeployable).await;
+    let refused = t.root.job(second.id.as_str()).await.unwrap();
+    let reasons: Vec<&str> = refused.history.iter().map(|h| h.reason.as_str()).collect();
+    // submitted right after the first, it was scheduled on the aggregate from before the
+    // first took the CPU: the cluster refused, the root found no other cluster
+    assert!(
+        reasons.iter().any(|r| r.contains("cluster edge refused")),
+        "{reasons:?}"
+    );
+    assert!(!refused.unschedulable.is_empty());
+}
+
+#[tokio::test]
+async fn unknown_ids_are_not_found_and_a_lost_node_marks_its_instances_lost() {
+    let t = tiers(4).await;
+    assert_eq!(t.root.job("nope").await.unwrap_err().code(), "not_found");
+    assert_eq!(
+        t.root.terminate("nope").await.unwrap_err().code(),
+        "not_found"
+    );
+    assert_eq!(
+        t.root.cluster("nope").await.unwrap_err().code(),
+        "not_found"
+    );
+
+    let view = t.root.submit(job("web", 1000)).await.unwrap();
+    wait_state(&t.root, view.id.as_str(), JobState::Running).await;
+    assert!(t.node_hub.cut("worker-1"));
+    let id = view.id.to_string();
+    wait(&t.root, |root| {
+        let id = id.clone();
+        async move { root.job(&id).await.unwrap().instances[0].state == InstanceState::Lost }
+    })
+    .await;
+}
