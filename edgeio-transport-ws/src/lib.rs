@@ -51,13 +51,31 @@
 //! # });
 //! ```
 //!
-//! The REST router and the typed HTTP client of the root API are later slices of issue 8;
-//! this crate does not have them yet.
+//!
+//! # The root's REST API
+//!
+//! * [`router`] maps HTTP onto a [`RootApi`](edgeio_core::engine::api::RootApi) (`/api/v1/jobs`,
+//!   `/api/v1/clusters` …, plus `/healthz`); every error is one JSON shape, [`ErrorResponse`].
+//!   [`health_router`] is `/healthz` alone, for the binaries that serve no API.
+//! * [`RootClient`] is its typed client, one async method per `RootApi` operation; failures
+//!   are [`ClientError`]s.
+//! * With the `testing` feature, [`testing::FakeRootApi`](crate::testing) is an in-memory
+//!   `RootApi` to test both against.
+//!
+//! The routes, status codes and error shape are listed in [`rest`] and the README.
 
 mod client;
 mod registrar;
+pub mod rest;
+mod rest_client;
 mod server;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use client::{register, Registration, WsChild, WsClientConfig};
 pub use registrar::Registrar;
+pub use rest::{
+    health_router, router, router_with_runtimes, ErrorDetail, ErrorInfo, ErrorResponse,
+};
+pub use rest_client::{ClientError, LogBytes, RootClient, CONNECT_TIMEOUT, REQUEST_TIMEOUT};
 pub use server::{serve, ServerHandle, WsParent, WsServerConfig};

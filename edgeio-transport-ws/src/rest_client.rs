@@ -1,0 +1,453 @@
+//! [`RootClient`]: a typed HTTP client of the root's REST API (see [`crate::rest`]), with one
+//! method per [`RootApi`](edgeio_core::engine::api::RootApi) operation.
+//!
+//! Every failure is a [`ClientError`]: the server's refusal with its JSON body
+//! ([`ClientError::Api`]), a server that cannot be reached ([`ClientError::Unreachable`]),
+//! a bad URL, or an answer that does not decode. Proxies are taken from the usual
+//! `HTTP_PROXY` / `NO_PROXY` environment variables.
+
+use crate::rest::{ErrorResponse, Health};
+use bytes::Bytes;
+use edgeio_core::engine::api::{ClusterView, JobView, LogsQuery, NodeView};
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use reqwest::header::CONTENT_TYPE;
+use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
+use serde::de::DeserializeOwned;
+use std::error::Error as _;
+use std::time::Duration;
+
+/// How long connecting to the server may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one request may take, answer included (following logs is not bounded).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest JSON answer read; a bigger one is a [`ClientError::Decode`], not a memory blow-up.
+const MAX_ANSWER_BYTES: usize = 64 << 20;
+/// Largest error body read; ours are a few hundred bytes, a proxy's page may be more.
+const MAX_ERROR_BYTES: usize = 64 << 10;
+
+/// Why a call of [`RootClient`] failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The server answered with an error status; `body` is its JSON error (or, when a proxy
+    /// answered with something else, one built from the status). Displays as the message,
+    /// then each detail as `field: value: rule`.
+    #[error("{body}")]
+    Api {
+        /// The HTTP status.
+        status: u16,
+        /// The error.
+        body: ErrorResponse,
+    },
+    /// The server could not be reached, or the connection broke: refused, timed out, reset.
+    #[error("cannot reach {url}: {reason}")]
+    Unreachable {
+        /// The server's URL.
+        url: String,
+        /// What happened, e.g. `connection refused`.
+        reason: String,
+    },
+    /// The server URL breaks a rule.
+    #[error("server url {url:?} is not valid: {rule}")]
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+        /// The rule it breaks.
+        rule: String,
+    },
+    /// The URL asks for something this client cannot do yet (`https://`: no TLS yet).
+    #[error("server url {url:?}: {what} is not supported yet; {hint}")]
+    Unsupported {
+        /// The URL as given.
+        url: String,
+        /// What is not supported.
+        what: String,
+        /// What to do instead.
+        hint: String,
+    },
+    /// The answer was not what the API promises (not JSON of the right shape, too large).
+    #[error("cannot read the answer to {request}: {reason}")]
+    Decode {
+        /// The request, as `GET /api/v1/jobs`.
+        request: String,
+        /// What is wrong with the answer.
+        reason: String,
+    },
+}
+
+impl ClientError {
+    /// The HTTP status of an [`ClientError::Api`] error.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// The error code of an [`ClientError::Api`] error (see [`crate::rest::code`]).
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Api { body, .. } => Some(&body.error.code),
+            _ => None,
+        }
+    }
+}
+
+/// Log bytes as they arrive from the server.
+pub type LogBytes = BoxStream<'static, Result<Bytes, ClientError>>;
+
+/// A client of the root's REST API at one `http://HOST:PORT`. Cheap to clone (clones share
+/// the connection pool).
+#[derive(Debug, Clone)]
+pub struct RootClient {
+    /// `http://HOST:PORT[/PREFIX]`, without a trailing slash.
+    base: String,
+    http: reqwest::Client,
+}
+
+impl RootClient {
+    /// A client of the root at `base_url`: `http://HOST:PORT`, optionally with a path prefix
+    /// (a reverse proxy's). Nothing is sent yet. `https://` is [`ClientError::Unsupported`]
+    /// (no TLS yet); other mistakes are [`ClientError::InvalidUrl`] naming the rule.
+    pub fn new(base_url: &str) -> Result<RootClient, ClientError> {
+        let base = check_base_url(base_url)?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .build()
+            .map_err(|e| ClientError::InvalidUrl {
+                url: base_url.to_string(),
+                rule: format!("cannot build an http client: {e}"),
+            })?;
+        Ok(RootClient { base, http })
+    }
+
+    /// The server's URL, without a trailing slash.
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    /// `GET /healthz`: Ok when the server answers that it is up.
+    pub async fn health(&self) -> Result<(), ClientError> {
+        let _: Health = self.json(Method::GET, "/healthz".to_string(), None).await?;
+        Ok(())
+    }
+
+    /// `POST /api/v1/jobs`: submits a descriptor (`content_type` is `application/yaml` or
+    /// `application/json`) and returns the accepted job, in REQUESTED.
+    pub async fn submit(&self, body: Vec<u8>, content_type: &str) -> Result<JobView, ClientError> {
+        self.json(
+            Method::POST,
+            "/api/v1/jobs".to_string(),
+            Some((body, content_type)),
+        )
+        .await
+    }
+
+    /// `GET /api/v1/jobs`: every job, oldest first.
+    pub async fn jobs(&self) -> Result<Vec<JobView>, ClientError> {
+        self.json(Method::GET, "/api/v1/jobs".to_string(), None)
+            .await
+    }
+
+    /// `GET /api/v1/jobs/{id}`: one job.
+    pub async fn job(&self, id: &str) -> Result<JobView, ClientError> {
+        self.json(Method::GET, format!("/api/v1/jobs/{}", segment(id)), None)
+            .await
+    }
+
+    /// `DELETE /api/v1/jobs/{id}`: starts terminating a job; returns it, in TERMINATING.
+    pub async fn terminate(&self, id: &str) -> Result<JobView, ClientError> {
+        self.json(
+            Method::DELETE,
+            format!("/api/v1/jobs/{}", segment(id)),
+            None,
+        )
+        .await
+    }
+
+    /// `GET /api/v1/clusters`: every cluster.
+    pub async fn clusters(&self) -> Result<Vec<ClusterView>, ClientError> {
+        self.json(Method::GET, "/api/v1/clusters".to_string(), None)
+            .await
+    }
+
+    /// `GET /api/v1/clusters/{id}`: one cluster.
+    pub async fn cluster(&self, id: &str) -> Result<ClusterView, ClientError> {
+        self.json(
+            Method::GET,
+            format!("/api/v1/clusters/{}", segment(id)),
+            None,
+        )
+        .await
+    }
+
+    /// `GET /api/v1/clusters/{id}/nodes`: the nodes of a cluster.
+    pub async fn nodes(&self, cluster: &str) -> Result<Vec<NodeView>, ClientError> {
+        let path = format!("/api/v1/clusters/{}/nodes", segment(cluster));
+        self.json(Method::GET, path, None).await
+    }
+
+    /// `GET /api/v1/jobs/{id}/logs`: the job's log bytes as they arrive. Without `follow`
+    /// the stream ends with the logs kept and the whole read is bounded by
+    /// [`REQUEST_TIMEOUT`]; with it the stream stays open until the server ends it or it is
+    /// dropped.
+    pub async fn logs(&self, id: &str, query: LogsQuery) -> Result<LogBytes, ClientError> {
+        let mut path = format!("/api/v1/jobs/{}/logs", segment(id));
+        let mut params = Vec::new();
+        if let Some(tail) = query.tail {
+            params.push(format!("tail={tail}"));
+        }
+        if query.follow {
+            params.push("follow=true".to_string());
+        }
+        if !params.is_empty() {
+            path.push('?');
+            path.push_str(&params.join("&"));
+        }
+        let mut request = self.http.get(self.url(&path)?);
+        if !query.follow {
+            request = request.timeout(REQUEST_TIMEOUT);
+        }
+        let response = self.send(request).await?;
+        let url = self.base.clone();
+        Ok(response
+            .bytes_stream()
+            .map(move |chunk| {
+                chunk.map_err(|e| ClientError::Unreachable {
+                    url: url.clone(),
+                    reason: format!("the log stream broke: {}", reason_of(&e)),
+                })
+            })
+            .boxed())
+    }
+
+    fn url(&self, path: &str) -> Result<Url, ClientError> {
+        let text = format!("{}{path}", self.base);
+        Url::parse(&text).map_err(|e| ClientError::InvalidUrl {
+            url: text,
+            rule: e.to_string(),
+        })
+    }
+
+    /// Sends a request bounded by [`REQUEST_TIMEOUT`] and decodes its JSON answer.
+    async fn json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: String,
+        body: Option<(Vec<u8>, &str)>,
+    ) -> Result<T, ClientError> {
+        let request_name = format!("{method} {path}");
+        let mut request = self
+            .http
+            .request(method, self.url(&path)?)
+            .timeout(REQUEST_TIMEOUT);
+        if let Some((bytes, content_type)) = body {
+            request = request.header(CONTENT_TYPE, content_type).body(bytes);
+        }
+        let mut response = self.send(request).await?;
+        let bytes = match read_limited(&mut response, MAX_ANSWER_BYTES).await {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => {
+                return Err(ClientError::Decode {
+                    request: request_name,
+                    reason: format!("it is larger than {MAX_ANSWER_BYTES} bytes"),
+                })
+            }
+            Err(e) => return Err(self.unreachable(&e)),
+        };
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
+            request: request_name,
+            reason: e.to_string(),
+        })
+    }
+
+    /// Sends `request`; a success status is the response, anything else an error.
+    async fn send(&self, request: RequestBuilder) -> Result<Response, ClientError> {
+        let mut response = request.send().await.map_err(|e| self.unreachable(&e))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let bytes = read_limited(&mut response, MAX_ERROR_BYTES)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let body = serde_json::from_slice::<ErrorResponse>(&bytes)
+            .unwrap_or_else(|_| foreign_error(status, &bytes));
+        Err(ClientError::Api {
+            status: status.as_u16(),
+            body,
+        })
+    }
+
+    fn unreachable(&self, e: &reqwest::Error) -> ClientError {
+        ClientError::Unreachable {
+            url: self.base.clone(),
+            reason: reason_of(e),
+        }
+    }
+}
+
+/// Checks `http://HOST[:PORT][/PREFIX]` and returns it without a trailing slash.
+fn check_base_url(text: &str) -> Result<String, ClientError> {
+    let invalid = |rule: &str| ClientError::InvalidUrl {
+        url: text.to_string(),
+        rule: rule.to_string(),
+    };
+    let url = Url::parse(text).map_err(|e| invalid(&format!("{e}; expected http://HOST:PORT")))?;
+    match url.scheme() {
+        "http" => {}
+        "https" => {
+            return Err(ClientError::Unsupported {
+                url: text.to_string(),
+                what: "https (TLS)".to_string(),
+                hint: "use http://HOST:PORT on a trusted network".to_string(),
+            })
+        }
+        _ => {
+            return Err(invalid(
+                "the scheme must be http://, as in http://HOST:PORT",
+            ))
+        }
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(invalid("it needs a host, as in http://HOST:PORT"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid("user information is not supported"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid("it must not have a query or a fragment"));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_string())
+}
+
+/// Percent-encodes one path segment, so an id can never change the path it is put in.
+fn segment(id: &str) -> String {
+    let mut out = String::with_capacity(id.len());
+    for byte in id.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// Reads the body, `None` when it is larger than `limit` (the rest is not read).
+async fn read_limited(
+    response: &mut Response,
+    limit: usize,
+) -> Result<Option<Vec<u8>>, reqwest::Error> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if bytes.len().saturating_add(chunk.len()) > limit {
+            return Ok(None);
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(Some(bytes))
+}
+
+/// An error body for an answer that is not ours (a proxy's page, an old server).
+fn foreign_error(status: StatusCode, bytes: &[u8]) -> ErrorResponse {
+    use crate::rest::code;
+    let code = match status {
+        StatusCode::BAD_REQUEST => code::INVALID,
+        StatusCode::NOT_FOUND => code::NOT_FOUND,
+        StatusCode::CONFLICT => code::CONFLICT,
+        StatusCode::METHOD_NOT_ALLOWED => code::METHOD_NOT_ALLOWED,
+        StatusCode::PAYLOAD_TOO_LARGE => code::PAYLOAD_TOO_LARGE,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => code::UNSUPPORTED_MEDIA_TYPE,
+        StatusCode::NOT_IMPLEMENTED => code::UNSUPPORTED,
+        StatusCode::SERVICE_UNAVAILABLE => code::UNAVAILABLE,
+        _ => "http_error",
+    };
+    let text: String = String::from_utf8_lossy(bytes)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .take(200)
+        .collect();
+    let message = if text.is_empty() {
+        format!("HTTP {status}")
+    } else {
+        format!("HTTP {status}: {text}")
+    };
+    ErrorResponse::new(code, message, Vec::new())
+}
+
+/// What went wrong, in words (`connection refused`) rather than reqwest's outer layers.
+fn reason_of(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        return if e.is_connect() {
+            format!("no connection within {} s", CONNECT_TIMEOUT.as_secs())
+        } else {
+            format!("no answer within {} s", REQUEST_TIMEOUT.as_secs())
+        };
+    }
+    let mut deepest = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => "connection refused".to_string(),
+                std::io::ErrorKind::ConnectionReset => "connection reset".to_string(),
+                std::io::ErrorKind::ConnectionAborted => "connection aborted".to_string(),
+                std::io::ErrorKind::TimedOut => "timed out".to_string(),
+                _ => io.to_string(),
+            };
+        }
+        deepest = s.to_string();
+        source = s.source();
+    }
+    deepest
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_urls_are_checked() {
+        assert_eq!(
+            check_base_url("http://127.0.0.1:7070/").unwrap(),
+            "http://127.0.0.1:7070"
+        );
+        assert_eq!(
+            check_base_url("http://root.local:7070/edgeio").unwrap(),
+            "http://root.local:7070/edgeio"
+        );
+        for (url, rule) in [
+            ("127.0.0.1:7070", "expected http://HOST:PORT"),
+            ("ftp://a:1", "the scheme must be http://"),
+            ("http://u:p@a:1", "user information"),
+            ("http://a:1/?x=1", "query"),
+        ] {
+            let text = check_base_url(url).unwrap_err().to_string();
+            assert!(text.contains(url) && text.contains(rule), "{url}: {text}");
+        }
+        let https = check_base_url("https://a:1").unwrap_err();
+        assert!(matches!(https, ClientError::Unsupported { .. }), "{https}");
+    }
+
+    #[test]
+    fn ids_cannot_escape_their_segment() {
+        assert_eq!(segment("job-1.a_b~"), "job-1.a_b~");
+        assert_eq!(segment("../x y"), "..%2Fx%20y");
+    }
+
+    #[test]
+    fn foreign_errors_keep_the_status_and_a_short_text() {
+        let body = foreign_error(StatusCode::BAD_GATEWAY, b"<html>\n bad   gateway</html>");
+        assert_eq!(body.error.code, "http_error");
+        assert_eq!(
+            body.error.message,
+            "HTTP 502 Bad Gateway: <html> bad gateway</html>"
+        );
+    }
+}
