@@ -22,6 +22,9 @@
 /// The `edgectl` command-line client, as a function tests can call.
 pub mod cli;
 
+#[cfg(feature = "roles")]
+pub mod roles;
+
 pub use edgeio_core::{job, model, reliable, runtime, scheduler, state, store, transport, wire};
 
 /// The test kit: in-memory transport, memory store, fake runtime, mocks, conformance suites.

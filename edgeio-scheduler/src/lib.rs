@@ -37,5 +37,7 @@ pub mod scores;
 
 pub use config::{PolicyKind, SchedulerConfig};
 pub use filters::FilterChain;
-pub use policies::{BestFit, FirstFit, LeastLoaded, LocationAware, Spread, WeightedPolicy};
+pub use policies::{
+    BestFit, FirstFit, LeastLoaded, LocationAware, LocationFirst, Spread, WeightedPolicy,
+};
 pub use scores::{Score, ScoreContext, Weighted};

@@ -37,3 +37,35 @@ impl Scheduler for LocationAware {
         }
     }
 }
+
+/// The root's rule as the issue states it: [`LocationAware`] for a job that names a
+/// `cluster_location`, the configured policy for every other job.
+#[derive(Clone)]
+pub struct LocationFirst {
+    /// Places jobs that name a location.
+    pub located: LocationAware,
+    /// Places the others.
+    pub otherwise: std::sync::Arc<dyn Scheduler>,
+}
+
+impl std::fmt::Debug for LocationFirst {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocationFirst")
+            .field("otherwise", &self.otherwise.name())
+            .finish()
+    }
+}
+
+impl Scheduler for LocationFirst {
+    fn name(&self) -> &str {
+        self.otherwise.name()
+    }
+
+    fn place(&self, job: &JobSpec, set: &CandidateSet) -> Result<Placement, SchedulerError> {
+        if job.cluster_location.is_some() {
+            self.located.place(job, set)
+        } else {
+            self.otherwise.place(job, set)
+        }
+    }
+}

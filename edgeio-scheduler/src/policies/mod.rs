@@ -11,7 +11,7 @@ mod weighted;
 pub use best_fit::BestFit;
 pub use first_fit::FirstFit;
 pub use least_loaded::LeastLoaded;
-pub use location_aware::LocationAware;
+pub use location_aware::{LocationAware, LocationFirst};
 pub use spread::Spread;
 pub use weighted::WeightedPolicy;
 

@@ -1,0 +1,65 @@
+//! `cluster`: An edgeio cluster orchestrator: registers with the root, runs an MQTT broker for its workers, schedules jobs on them.
+//!
+//! `cargo run --example cluster --features roles -- --help` lists every option; each flag is
+//! also an environment variable (`EDGEIO_CLUSTER_<FLAG>`). Stops cleanly on Ctrl-C or SIGTERM.
+
+use clap::Parser;
+use edgeio::roles::{interrupted, start_cluster, ClusterOptions};
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cluster",
+    version,
+    about = "An edgeio cluster orchestrator: registers with the root, runs an MQTT broker for its workers, schedules jobs on them."
+)]
+struct Cli {
+    #[command(flatten)]
+    options: ClusterOptions,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=off")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("cluster: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let mut running = match start_cluster(cli.options).await {
+            Ok(running) => running,
+            Err(e) => {
+                eprintln!("cluster: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        eprintln!("cluster: {} up ({})", running.id, running.url);
+        tokio::select! {
+            _ = interrupted() => {
+                eprintln!("cluster: stopping");
+                running.stop(Duration::from_secs(15)).await;
+                ExitCode::SUCCESS
+            }
+            result = running.wait() => match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("cluster: {e}");
+                    ExitCode::FAILURE
+                }
+            },
+        }
+    })
+}

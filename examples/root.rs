@@ -1,0 +1,65 @@
+//! `root`: The edgeio root orchestrator: REST API for users, WebSocket for clusters, root scheduler.
+//!
+//! `cargo run --example root --features roles -- --help` lists every option; each flag is
+//! also an environment variable (`EDGEIO_ROOT_<FLAG>`). Stops cleanly on Ctrl-C or SIGTERM.
+
+use clap::Parser;
+use edgeio::roles::{interrupted, start_root, RootOptions};
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "root",
+    version,
+    about = "The edgeio root orchestrator: REST API for users, WebSocket for clusters, root scheduler."
+)]
+struct Cli {
+    #[command(flatten)]
+    options: RootOptions,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=off")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("root: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let mut running = match start_root(cli.options).await {
+            Ok(running) => running,
+            Err(e) => {
+                eprintln!("root: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        eprintln!("root: {} up ({})", running.id, running.url);
+        tokio::select! {
+            _ = interrupted() => {
+                eprintln!("root: stopping");
+                running.stop(Duration::from_secs(15)).await;
+                ExitCode::SUCCESS
+            }
+            result = running.wait() => match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("root: {e}");
+                    ExitCode::FAILURE
+                }
+            },
+        }
+    })
+}

@@ -1,0 +1,65 @@
+//! `worker`: An edgeio worker: registers with its cluster, runs native programs (and Docker containers where an engine answers). Opens no port.
+//!
+//! `cargo run --example worker --features roles -- --help` lists every option; each flag is
+//! also an environment variable (`EDGEIO_WORKER_<FLAG>`). Stops cleanly on Ctrl-C or SIGTERM.
+
+use clap::Parser;
+use edgeio::roles::{interrupted, start_worker, WorkerOptions};
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "worker",
+    version,
+    about = "An edgeio worker: registers with its cluster, runs native programs (and Docker containers where an engine answers). Opens no port."
+)]
+struct Cli {
+    #[command(flatten)]
+    options: WorkerOptions,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=off")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("worker: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let mut running = match start_worker(cli.options).await {
+            Ok(running) => running,
+            Err(e) => {
+                eprintln!("worker: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        eprintln!("worker: {} up ({})", running.id, running.url);
+        tokio::select! {
+            _ = interrupted() => {
+                eprintln!("worker: stopping");
+                running.stop(Duration::from_secs(15)).await;
+                ExitCode::SUCCESS
+            }
+            result = running.wait() => match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("worker: {e}");
+                    ExitCode::FAILURE
+                }
+            },
+        }
+    })
+}

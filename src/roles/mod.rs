@@ -1,0 +1,15 @@
+//! The three roles of the reference binaries (`root`, `cluster`, `worker`) as functions that
+//! compose the crates: options (clap, with an environment variable per flag), start-up with
+//! one-line errors, and a [`Running`] handle that stops cleanly. The example binaries are thin
+//! `main`s over these; `quickstart` starts all three in one process; tests start them as
+//! separate processes.
+
+mod cluster;
+mod common;
+mod root;
+mod worker;
+
+pub use cluster::{start_cluster, ClusterOptions};
+pub use common::{interrupted, parse_duration, parse_labels, parse_location, RoleError, Running};
+pub use root::{start_root, RootOptions};
+pub use worker::{start_worker, WorkerOptions};
