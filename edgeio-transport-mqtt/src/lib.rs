@@ -53,6 +53,8 @@ mod child;
 pub mod config;
 mod link;
 mod parent;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use broker::{BrokerHandle, EmbeddedBroker};
 pub use child::{MqttChild, CHILD_INBOX_CAPACITY};

@@ -9,8 +9,6 @@ use edgeio_core::wire::{Envelope, Message, NodeStatus};
 use edgeio_transport_mqtt::{
     BrokerConfig, ChildConfig, EmbeddedBroker, LinkConfig, MqttChild, MqttParent, ParentConfig,
 };
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -104,114 +102,8 @@ pub async fn eventually(what: &str, limit: Duration, mut condition: impl FnMut()
     }
 }
 
-/// A free loopback port (free when probed).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
-/// Waits until `addr` accepts TCP connections, within [`WAIT`]; false if `alive` says the
-/// server died first.
-fn accepts(addr: SocketAddr, mut alive: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + WAIT;
-    while Instant::now() < deadline {
-        if !alive() {
-            return false;
-        }
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
-}
-
-fn mosquitto_program() -> &'static str {
-    if std::path::Path::new("/usr/sbin/mosquitto").is_file() {
-        "/usr/sbin/mosquitto"
-    } else {
-        "mosquitto"
-    }
-}
-
-/// A Mosquitto process of this test, on its own loopback port; killed on drop.
-pub struct Mosquitto {
-    process: Option<Child>,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl Mosquitto {
-    /// Starts Mosquitto on a free port (a few tries, in case a port is taken meanwhile).
-    pub fn start() -> Mosquitto {
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let mut mosquitto = Mosquitto {
-            process: None,
-            port: 0,
-            dir,
-        };
-        for _ in 0..3 {
-            mosquitto.port = free_port();
-            if mosquitto.restart() {
-                return mosquitto;
-            }
-        }
-        panic!("mosquitto did not start on three ports in a row");
-    }
-
-    /// (Re)starts the broker on its port; false when it does not accept connections.
-    pub fn restart(&mut self) -> bool {
-        self.kill();
-        let config = self.dir.path().join("mosquitto.conf");
-        std::fs::write(
-            &config,
-            format!("listener {} 127.0.0.1\nallow_anonymous true\n", self.port),
-        )
-        .expect("mosquitto config written");
-        let log = std::fs::File::create(self.dir.path().join("mosquitto.log"))
-            .expect("mosquitto log created");
-        let process = Command::new(mosquitto_program())
-            .arg("-c")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log handle"))
-            .stderr(log)
-            .spawn()
-            .expect("mosquitto starts");
-        self.process = Some(process);
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
-        let process = self.process.as_mut().expect("just set");
-        let up = accepts(addr, || matches!(process.try_wait(), Ok(None)));
-        if !up {
-            self.kill();
-        }
-        up
-    }
-
-    /// Kills the broker (SIGKILL) and reaps it.
-    pub fn kill(&mut self) {
-        if let Some(mut process) = self.process.take() {
-            let _ = process.kill();
-            let _ = process.wait();
-        }
-    }
-
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    pub fn url(&self) -> String {
-        format!("mqtt://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
+#[allow(unused_imports)]
+pub use edgeio_transport_mqtt::testing::{free_port, Mosquitto};
 
 /// The conformance fixture: one parent on a broker, children connected with an
 /// announcement (their ChildUp).
