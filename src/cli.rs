@@ -2,8 +2,12 @@
 //!
 //! [`run`](crate::cli::run) takes the arguments and the three standard streams and returns
 //! the exit code: 0 when all went well, 2 for bad input (a descriptor that does not validate,
-//! a file that cannot be read, a usage error), 1 when the system itself failed. Problems go
-//! to stderr, one line each; results go to stdout.
+//! a file that cannot be read, a usage error, a request the server refused with 4xx), 1 when
+//! the system itself failed (no server at `--server`, a 5xx). Problems go to stderr, one line
+//! each; results go to stdout.
+//!
+//! `validate` works offline. `deploy`, `get`, `describe`, `logs` and `delete` talk to the
+//! root's REST API at `--server` (or `EDGEIO_SERVER`, default `http://127.0.0.1:7070`).
 //!
 //! ```
 //! let mut out = Vec::new();
@@ -18,20 +22,28 @@
 //! assert!(String::from_utf8_lossy(&out).contains("\"cpu_millis\": 2000"));
 //! ```
 
+mod remote;
+mod render;
+
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use edgeio_core::job::{parse_descriptor, DescriptorError, JobSpec, MAX_DESCRIPTOR_BYTES};
 use edgeio_core::model::{check_id, KnownRuntimes};
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Exit code: everything went well.
 pub const EXIT_OK: i32 = 0;
-/// Exit code: the system failed (could not write output, internal error).
+/// Exit code: the system failed (could not write output, no server, a server error).
 pub const EXIT_FAILURE: i32 = 1;
-/// Exit code: bad input (invalid descriptor, unreadable file, usage error).
+/// Exit code: bad input (invalid descriptor, unreadable file, usage error, a request the
+/// server refused: 400, 404, 409, 413, 415).
 pub const EXIT_BAD_INPUT: i32 = 2;
+
+/// The root's address when neither `--server` nor `EDGEIO_SERVER` says otherwise (the
+/// root's default port).
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7070";
 
 /// The name stdin is reported under.
 const STDIN_NAME: &str = "<stdin>";
@@ -44,16 +56,27 @@ const STDIN_NAME: &str = "<stdin>";
     disable_help_subcommand = true
 )]
 struct Cli {
-    /// Format of results on stdout.
-    #[arg(short, long, value_enum, default_value_t = Output::Yaml, global = true)]
-    output: Output,
+    /// Format of results on stdout [default: yaml for validate, table for get, text for
+    /// describe]
+    #[arg(short, long, value_enum, global = true)]
+    output: Option<Output>,
+
+    /// The root orchestrator's REST API.
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL",
+        env = "EDGEIO_SERVER",
+        hide_env_values = true,
+        default_value = DEFAULT_SERVER
+    )]
+    server: String,
 
     #[command(subcommand)]
     command: Command,
 }
 
-// One variant per subcommand; each carries its own arguments struct so that deploy, list and
-// the others slot in beside `validate` without touching it.
+// One variant per subcommand; each carries its own arguments struct.
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Check a job descriptor (v0.1 or v1, YAML or JSON) and print it normalized.
@@ -61,6 +84,19 @@ enum Command {
     /// Every problem is reported on stderr, one line each, naming the field, the value
     /// found and the rule it breaks; the exit code is then 2.
     Validate(ValidateArgs),
+    /// Submit a job descriptor to the root; prints the job's id and state.
+    ///
+    /// A descriptor the root refuses is reported on stderr, one line per problem, as
+    /// `validate` reports it; the exit code is then 2.
+    Deploy(DeployArgs),
+    /// List jobs, clusters or nodes.
+    Get(GetArgs),
+    /// Show a job in detail: instances, full history, and why it could not be placed.
+    Describe(DescribeArgs),
+    /// Print a job's logs.
+    Logs(LogsArgs),
+    /// Terminate a job; prints its id and TERMINATING.
+    Delete(DeleteArgs),
 }
 
 #[derive(Debug, Args)]
@@ -75,6 +111,92 @@ struct ValidateArgs {
     runtimes: Vec<String>,
 }
 
+#[derive(Debug, Args)]
+struct DeployArgs {
+    /// The descriptor file (`.json` is sent as JSON, anything else as YAML); `-` reads
+    /// standard input.
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    file: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct GetArgs {
+    /// What to list.
+    #[arg(value_enum)]
+    resource: Resource,
+
+    /// Only what belongs to this cluster (for nodes: ask this cluster only; without it,
+    /// every cluster is asked).
+    #[arg(long, value_name = "ID")]
+    cluster: Option<String>,
+
+    /// Ask again every second and print what changed, until Ctrl-C.
+    #[arg(short, long)]
+    watch: bool,
+}
+
+/// What `get` lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Resource {
+    /// Jobs, oldest first.
+    #[value(alias = "job")]
+    Jobs,
+    /// Clusters.
+    #[value(alias = "cluster")]
+    Clusters,
+    /// Worker nodes, as their clusters report them.
+    #[value(alias = "node")]
+    Nodes,
+}
+
+/// What `describe` and `delete` act on (jobs only, for now).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Kind {
+    /// A job.
+    Job,
+}
+
+#[derive(Debug, Args)]
+struct DescribeArgs {
+    /// What to describe.
+    #[arg(value_enum)]
+    kind: Kind,
+
+    /// Its id.
+    #[arg(value_name = "ID")]
+    id: String,
+
+    /// Ask again every second and print the job when it changed, until Ctrl-C.
+    #[arg(short, long)]
+    watch: bool,
+}
+
+#[derive(Debug, Args)]
+struct LogsArgs {
+    /// The job's id.
+    #[arg(value_name = "JOB")]
+    job: String,
+
+    /// Keep printing new lines as they are written, until Ctrl-C.
+    #[arg(short, long)]
+    follow: bool,
+
+    /// Only the last N lines.
+    #[arg(long, value_name = "N")]
+    tail: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+struct DeleteArgs {
+    /// What to delete.
+    #[arg(value_enum)]
+    kind: Kind,
+
+    /// Its id.
+    #[arg(value_name = "ID")]
+    id: String,
+}
+
 /// Output formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Output {
@@ -82,6 +204,8 @@ enum Output {
     Yaml,
     /// JSON, for programs.
     Json,
+    /// Columns (get) or text (describe), for people.
+    Table,
 }
 
 fn runtime_name(name: &str) -> Result<String, String> {
@@ -110,9 +234,28 @@ where
             };
         }
     };
-    match cli.command {
-        Command::Validate(args) => validate(&args, cli.output, stdin, out, err),
-    }
+    let command = match cli.command {
+        Command::Validate(args) => {
+            let output = match cli.output {
+                None | Some(Output::Yaml) => Output::Yaml,
+                Some(Output::Json) => Output::Json,
+                Some(Output::Table) => {
+                    let _ = writeln!(err, "edgectl: validate prints yaml or json, not a table");
+                    return EXIT_BAD_INPUT;
+                }
+            };
+            return validate(&args, output, stdin, out, err);
+        }
+        Command::Deploy(args) => match remote::read_descriptor(&args.file, stdin, err) {
+            Ok(descriptor) => remote::Remote::Deploy(descriptor),
+            Err(code) => return code,
+        },
+        Command::Get(args) => remote::Remote::Get(args),
+        Command::Describe(args) => remote::Remote::Describe(args),
+        Command::Logs(args) => remote::Remote::Logs(args),
+        Command::Delete(args) => remote::Remote::Delete(args),
+    };
+    remote::run(&cli.server, cli.output, command, out, err)
 }
 
 fn validate(
@@ -122,20 +265,7 @@ fn validate(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> i32 {
-    let from_stdin = args.file.as_os_str() == "-";
-    let name = if from_stdin {
-        STDIN_NAME.to_string()
-    } else {
-        args.file.display().to_string()
-    };
-    let read = if from_stdin {
-        read_limited(stdin, None)
-    } else {
-        File::open(&args.file).and_then(|mut file| {
-            let size = file.metadata().ok().map(|m| m.len());
-            read_limited(&mut file, size)
-        })
-    };
+    let (name, read) = read_file(&args.file, stdin);
     let mut known = KnownRuntimes::default();
     for runtime in &args.runtimes {
         known.register(runtime);
@@ -168,6 +298,30 @@ fn validate(
             }
         },
         Err(e) => report(err, &name, &e.problems()),
+    }
+}
+
+/// Reads `file` (`-` = stdin) up to one byte past the limit; returns the name to report
+/// problems under, and what was read.
+fn read_file(file: &Path, stdin: &mut dyn Read) -> (String, io::Result<Input>) {
+    if file.as_os_str() == "-" {
+        return (STDIN_NAME.to_string(), read_limited(stdin, None));
+    }
+    let read = File::open(file).and_then(|mut opened| {
+        let size = opened.metadata().ok().map(|m| m.len());
+        read_limited(&mut opened, size)
+    });
+    (file.display().to_string(), read)
+}
+
+/// Writes `text` to stdout; a failed write is the system's failure.
+fn write_text(out: &mut dyn Write, err: &mut dyn Write, text: &str) -> i32 {
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            let _ = writeln!(err, "edgectl: cannot write the output: {e}");
+            EXIT_FAILURE
+        }
     }
 }
 
@@ -216,7 +370,7 @@ fn io_reason(e: &io::Error) -> String {
 
 fn render(spec: &JobSpec, output: Output) -> Result<String, String> {
     match output {
-        Output::Yaml => serde_yaml_ng::to_string(spec).map_err(|e| e.to_string()),
+        Output::Yaml | Output::Table => serde_yaml_ng::to_string(spec).map_err(|e| e.to_string()),
         Output::Json => serde_json::to_string_pretty(spec)
             .map(|mut text| {
                 text.push('\n');

@@ -11,7 +11,7 @@
 //! | `scheduler` (default) | `edgeio-scheduler`, as [`schedulers`] | built: six policies |
 //! | `store` | `edgeio-store`, as [`stores`] | built: embedded (redb) and etcd |
 //! | `transport-mqtt` | `edgeio-transport-mqtt`, as [`transport_mqtt`] | built: channel + embedded broker |
-//! | `transport-ws` | `edgeio-transport-ws`, as [`transport_ws`] | built: registration + channel; REST API not yet |
+//! | `transport-ws` (default) | `edgeio-transport-ws`, as [`transport_ws`] | built: registration + channel, the root's REST router and client; `edgectl` ([`cli`]) needs it |
 //! | `runtime-docker` | `edgeio-runtime-docker`, as [`runtime_docker`] | built |
 //! | `runtime-mirage` | `edgeio-runtime-mirage`, as [`runtime_mirage`] | built (qemu; Solo5 tenders by unit tests) |
 //! | `runtime-process` | `edgeio-runtime-process`, as [`runtime_process`] | built |
@@ -19,7 +19,10 @@
 //!
 //! See `ARCHITECTURE.md` in the repository for the map of crates, traits and data flow.
 
-/// The `edgectl` command-line client, as a function tests can call.
+/// The `edgectl` command-line client, as a function tests can call. It speaks to the root
+/// through the REST client of `edgeio-transport-ws`, so it needs the `transport-ws` feature
+/// (a default one).
+#[cfg(feature = "transport-ws")]
 pub mod cli;
 
 #[cfg(feature = "roles")]

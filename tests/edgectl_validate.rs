@@ -1,6 +1,8 @@
 //! `edgectl validate`: good descriptors print normalized, broken ones exit 2 with one line per
 //! problem naming the field or the reason. Runs the CLI in-process through `edgeio::cli::run`.
 
+#![cfg(feature = "transport-ws")]
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
