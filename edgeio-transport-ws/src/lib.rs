@@ -51,7 +51,6 @@
 //! # });
 //! ```
 //!
-//!
 //! # The root's REST API
 //!
 //! * [`router`] maps HTTP onto a [`RootApi`](edgeio_core::engine::api::RootApi) (`/api/v1/jobs`,
