@@ -309,6 +309,7 @@ impl ClusterState {
             labels: self.config.labels.clone(),
             location: self.config.location.clone(),
             node_names: ready.iter().map(|n| n.id.clone()).collect(),
+            node_labels: Vec::new(),
         };
         for node in ready {
             agg.total = agg.total.saturating_add(&node.total);
@@ -318,6 +319,11 @@ impl ClusterState {
                 > (agg.largest_free.cpu_millis, agg.largest_free.memory_bytes)
             {
                 agg.largest_free = node.free;
+            }
+            if !node.capabilities.labels.is_empty()
+                && !agg.node_labels.contains(&node.capabilities.labels)
+            {
+                agg.node_labels.push(node.capabilities.labels.clone());
             }
             if !agg.architectures.contains(&node.capabilities.arch) {
                 agg.architectures.push(node.capabilities.arch.clone());

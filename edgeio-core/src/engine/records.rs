@@ -155,13 +155,23 @@ pub struct ClusterRecord {
 
 impl ClusterRecord {
     /// The cluster as the root scheduler sees it, when it has reported an aggregate: its free
-    /// resources are those of its emptiest node, since one instance needs one node that fits.
-    pub fn candidate(&self, now_ms: u64) -> Option<Candidate> {
+    /// resources are those of its emptiest node, since one instance needs one node that fits;
+    /// its labels are its own plus those of a node matching `selector`, when one does.
+    pub fn candidate(&self, now_ms: u64, selector: &Labels) -> Option<Candidate> {
         let agg = self.aggregate.as_ref()?;
         let mut c = Candidate::new(self.id.clone(), agg.total);
         c.free = agg.largest_free;
         c.labels = self.labels.clone();
         c.labels.extend(agg.labels.clone());
+        if !selector.is_empty() {
+            let matching = agg
+                .node_labels
+                .iter()
+                .find(|set| selector.iter().all(|(k, v)| set.get(k) == Some(v)));
+            if let Some(set) = matching {
+                c.labels.extend(set.clone());
+            }
+        }
         c.location = self.location.clone().or_else(|| agg.location.clone());
         c.architectures = agg.architectures.clone();
         c.runtimes = agg.runtimes.clone();

@@ -12,7 +12,7 @@ use super::records::{
     advance, new_job_id, ClusterRecord, InstanceRecord, JobRecord, CLUSTERS, JOBS,
 };
 use crate::job::{FieldError, JobSpec};
-use crate::model::{check_id, CandidateSet, JobId, Tier};
+use crate::model::{check_id, CandidateSet, JobId, Labels, Tier};
 use crate::reliable::{CommandOutcome, ReliableConfig, ReliableParent};
 use crate::scheduler::{Scheduler, SchedulerError, Unschedulable};
 use crate::state::{ClusterState, JobState, Lifecycle, StateMachine};
@@ -223,12 +223,12 @@ impl RootState {
         }
     }
 
-    fn candidates(&self, refused: &[String]) -> CandidateSet {
+    fn candidates(&self, refused: &[String], selector: &Labels) -> CandidateSet {
         let now = now_ms();
         let mut set = CandidateSet::for_tier(Tier::Clusters);
         for record in self.clusters.values() {
             if record.lifecycle.state() == ClusterState::Active && !refused.contains(&record.id) {
-                if let Some(candidate) = record.candidate(now) {
+                if let Some(candidate) = record.candidate(now, selector) {
                     set.insert(candidate);
                 }
             }
@@ -244,7 +244,7 @@ impl RootState {
         if job.lifecycle.state() != JobState::Requested {
             return;
         }
-        let set = self.candidates(&job.refused_by);
+        let set = self.candidates(&job.refused_by, &job.spec.node_selector);
         let mut spec = job.spec.clone();
         let placed = match &job.spec.worker_node {
             Some(node) if spec.cluster.is_none() => {

@@ -152,6 +152,10 @@ pub struct ClusterAggregate {
     /// The ids of its READY nodes, so the root can route a job pinned to one (`worker_node`).
     #[serde(default)]
     pub node_names: Vec<String>,
+    /// The distinct label sets of its READY nodes, so the root can tell whether some node
+    /// matches a job's `node_selector`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub node_labels: Vec<Labels>,
 }
 
 /// `deploy`: run a job (root → cluster) or one instance of it (cluster → node).

@@ -106,6 +106,7 @@ fn examples() -> Vec<Message> {
             labels: Default::default(),
             location: Some(Location::named("Garching")),
             node_names: vec!["node-a".into(), "node-b".into()],
+            node_labels: vec![[("zone".to_string(), "garching".to_string())].into()],
         }),
         Message::Deploy(Box::new(Deploy {
             job: job_id(),

@@ -1,0 +1,372 @@
+//! The three tiers as separate OS processes over real protocols on loopback: the built
+//! `root`, two `cluster`s (one with its embedded broker, one on Debian's Mosquitto) and three
+//! `worker`s. Five jobs pinned so they land on different clusters and nodes all reach
+//! RUNNING; `mosquitto_sub` sees the workers' status on the cluster's broker; a job nothing
+//! can hold is NOT_DEPLOYABLE with the schedulers' reasons; a bad descriptor is a 400 naming
+//! the field; terminating leaves no process of a job behind.
+#![cfg(all(feature = "roles", feature = "testing"))]
+
+use edgeio::state::JobState;
+use edgeio::testing::require;
+use edgeio::transport_mqtt::testing::{free_port, Mosquitto};
+use edgeio::transport_ws::RootClient;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const RUNNING_WITHIN: Duration = Duration::from_secs(60);
+
+/// The example binaries, built by the same `cargo test`/`nextest` run (or built here).
+fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test's path");
+    // target/<profile>/deps/three_tiers-<hash> → target/<profile>/examples/<name>
+    let profile = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    let path = profile.join("examples").join(name);
+    if !path.is_file() {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--all-features", "--example", name])
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building example {name} failed");
+    }
+    path
+}
+
+/// A child process killed (and reaped) on drop, its output kept in a log file.
+struct Proc {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn start(name: &str, program: &str, args: &[String], dir: &Path) -> Proc {
+        let log = dir.join(format!("{name}.log"));
+        let out = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(binary(program))
+            .args(args)
+            .env("RUST_LOG", "info,rumqttd=off")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("log handle"))
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{name} starts: {e}"));
+        Proc {
+            name: name.to_string(),
+            child,
+            log,
+        }
+    }
+
+    fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    fn stop(&mut self) -> bool {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn until<T>(what: &str, procs: &mut [Proc], mut probe: impl AsyncFnMut() -> Option<T>) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(found) = probe().await {
+            return found;
+        }
+        for p in procs.iter_mut() {
+            assert!(
+                p.alive(),
+                "{} died while waiting for {what}:\n{}",
+                p.name,
+                p.log()
+            );
+        }
+        if started.elapsed() > RUNNING_WITHIN {
+            let logs: Vec<String> = procs
+                .iter()
+                .map(|p| format!("--- {} ---\n{}", p.name, p.log()))
+                .collect();
+            panic!(
+                "{what} did not happen within {RUNNING_WITHIN:?}\n{}",
+                logs.join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn job(name: &str, sleep_arg: &str, pin: &str) -> String {
+    format!(
+        "api_version: v1\njob_name: {name}\nimage: /bin/sleep\nimage_runtime: native\n\
+         args: [\"{sleep_arg}\"]\nrequirements:\n  cpu: 50m\n  memory: 8Mi\n{pin}\n"
+    )
+}
+
+fn processes_running(pattern: &str) -> Vec<String> {
+    let out = Command::new("pgrep")
+        .args(["-f", pattern])
+        .output()
+        .expect("pgrep runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn root_two_clusters_and_three_workers_run_jobs_as_separate_processes() {
+    if !require::mosquitto() {
+        return;
+    }
+    let mosquitto = Mosquitto::start();
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let d = |sub: &str| dir.path().join(sub).display().to_string();
+    let root_port = free_port();
+    let root_url = format!("http://127.0.0.1:{root_port}");
+    let a_port = free_port();
+    let a_broker = free_port();
+    let b_port = free_port();
+
+    let mut procs = vec![Proc::start(
+        "root",
+        "root",
+        &[
+            "--listen".into(),
+            format!("127.0.0.1:{root_port}"),
+            "--data".into(),
+            d("root"),
+            "--scheduler".into(),
+            "least-loaded".into(),
+            "--aggregate-interval".into(),
+            "300ms".into(),
+        ],
+        dir.path(),
+    )];
+    let client = RootClient::new(&root_url).unwrap();
+    until("the root answering /healthz", &mut procs, async || {
+        client.health().await.ok()
+    })
+    .await;
+
+    let cluster = |name: &str, port: u16, broker: Vec<String>, location: &str| {
+        let mut args = vec![
+            "--root".into(),
+            root_url.clone(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--name".into(),
+            name.into(),
+            "--location".into(),
+            location.into(),
+            "--data".into(),
+            d(name),
+            "--status-interval".into(),
+            "300ms".into(),
+            "--missed-heartbeats".into(),
+            "10".into(),
+        ];
+        args.extend(broker);
+        Proc::start(name, "cluster", &args, dir.path())
+    };
+    procs.push(cluster(
+        "cluster-a",
+        a_port,
+        vec!["--mqtt-listen".into(), format!("127.0.0.1:{a_broker}")],
+        "Garching@48.25,11.65",
+    ));
+    procs.push(cluster(
+        "cluster-b",
+        b_port,
+        vec!["--broker".into(), mosquitto.url()],
+        "Munich@48.14,11.58",
+    ));
+    for port in [a_port, b_port] {
+        let cluster = RootClient::new(&format!("http://127.0.0.1:{port}")).unwrap();
+        until("a cluster answering /healthz", &mut procs, async || {
+            cluster.health().await.ok()
+        })
+        .await;
+    }
+    let worker = |name: &str, port: u16, labels: &str| {
+        Proc::start(
+            name,
+            "worker",
+            &[
+                "--cluster".into(),
+                format!("http://127.0.0.1:{port}"),
+                "--name".into(),
+                name.into(),
+                "--labels".into(),
+                labels.into(),
+                "--allow-native".into(),
+                "/bin/sleep".into(),
+                "--data".into(),
+                d(name),
+                "--docker=false".into(),
+            ],
+            dir.path(),
+        )
+    };
+    procs.push(worker("w1", a_port, "zone=a"));
+    procs.push(worker("w2", a_port, "zone=a,disk=ssd"));
+    procs.push(worker("w3", b_port, "zone=b"));
+
+    until(
+        "both clusters reporting their workers",
+        &mut procs,
+        async || {
+            let clusters = client.clusters().await.ok()?;
+            let ready = |id: &str, n: u32| {
+                clusters
+                    .iter()
+                    .any(|c| c.id == id && c.aggregate.as_ref().is_some_and(|a| a.ready_nodes == n))
+            };
+            (ready("cluster-a", 2) && ready("cluster-b", 1)).then_some(())
+        },
+    )
+    .await;
+
+    // the workers' status reaches the broker, as the real Mosquitto client sees it
+    let sub = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &mosquitto.port().to_string()])
+        .args(["-t", "edgeio/nodes/+/info", "-C", "1", "-W", "20"])
+        .output()
+        .expect("mosquitto_sub runs");
+    let seen = String::from_utf8_lossy(&sub.stdout);
+    assert!(
+        seen.contains("\"node_status\""),
+        "mosquitto_sub saw: {seen:?} {:?}",
+        sub.stderr
+    );
+    assert!(seen.contains("\"from\":\"w3\""), "{seen}");
+
+    // five jobs, forced onto different clusters and nodes
+    let marker = format!("{}", 7_000_000 + std::process::id() % 1_000_000);
+    let jobs = [
+        ("on-w1", "worker_node: w1", "cluster-a", "w1"),
+        ("on-w2", "worker_node: w2", "cluster-a", "w2"),
+        ("on-w3", "worker_node: w3", "cluster-b", "w3"),
+        (
+            "zone-b",
+            "cluster: cluster-b\nnode_selector:\n  zone: b",
+            "cluster-b",
+            "w3",
+        ),
+        (
+            "ssd",
+            "node_selector:\n  disk: ssd\ncluster: cluster-a",
+            "cluster-a",
+            "w2",
+        ),
+    ];
+    let mut ids = Vec::new();
+    for (name, pin, _, _) in &jobs {
+        let view = client
+            .submit(job(name, &marker, pin).into_bytes(), "application/yaml")
+            .await
+            .unwrap_or_else(|e| panic!("deploy {name}: {e}"));
+        assert_eq!(view.state, JobState::Requested);
+        ids.push(view.id.to_string());
+    }
+    for ((name, _, cluster, node), id) in jobs.iter().zip(&ids) {
+        let view = until(&format!("job {name} RUNNING"), &mut procs, async || {
+            let view = client.job(id).await.ok()?;
+            assert!(
+                !matches!(view.state, JobState::Failed | JobState::NotDeployable),
+                "{name}: {:#?}",
+                view.history
+            );
+            (view.state == JobState::Running).then_some(view)
+        })
+        .await;
+        assert_eq!(view.cluster.as_deref(), Some(*cluster), "{name}");
+        assert_eq!(view.instances[0].node.as_deref(), Some(*node), "{name}");
+    }
+    assert_eq!(processes_running(&format!("sleep {marker}")).len(), 5);
+
+    // nodes are asked of each cluster through the one root address
+    let nodes = client.nodes("cluster-a").await.unwrap();
+    let mut names: Vec<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["w1", "w2"]);
+
+    // nothing can hold this one: NOT_DEPLOYABLE, with the root scheduler's reasons
+    let huge = client
+        .submit(
+            job("huge", &marker, "")
+                .replace("cpu: 50m", "cpu: 500")
+                .into_bytes(),
+            "application/yaml",
+        )
+        .await
+        .unwrap();
+    let huge = until("job huge NOT_DEPLOYABLE", &mut procs, async || {
+        let view = client.job(huge.id.as_str()).await.ok()?;
+        (view.state == JobState::NotDeployable).then_some(view)
+    })
+    .await;
+    assert!(!huge.unschedulable.is_empty());
+    let reason = &huge.history.last().unwrap().reason;
+    assert!(reason.contains("cpu") || reason.contains("CPU"), "{reason}");
+
+    // a bad descriptor: 400 naming the field, and no job created
+    let before = client.jobs().await.unwrap().len();
+    let err = client
+        .submit(
+            b"api_version: v1\njob_name: bad\nimage_runtime: native\n".to_vec(),
+            "application/yaml",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(400), "{err}");
+    assert!(err.to_string().contains("image"), "{err}");
+    assert_eq!(client.jobs().await.unwrap().len(), before);
+
+    // terminate everything: the jobs end TERMINATED and no process of theirs is left
+    for id in &ids {
+        client.terminate(id).await.unwrap();
+    }
+    for id in &ids {
+        until(&format!("job {id} TERMINATED"), &mut procs, async || {
+            let view = client.job(id).await.ok()?;
+            (view.state == JobState::Terminated).then_some(())
+        })
+        .await;
+    }
+    until("the jobs' processes gone", &mut procs, async || {
+        processes_running(&format!("sleep {marker}"))
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+
+    // clean shutdown, children first
+    for p in procs.iter_mut().rev() {
+        let name = p.name.clone();
+        assert!(p.stop(), "{name} did not stop cleanly:\n{}", p.log());
+    }
+}
