@@ -141,6 +141,8 @@ fn cluster(id: &str, location: &str) -> ClusterView {
             runtimes: Vec::new(),
             labels: Default::default(),
             location: None,
+            node_names: vec!["node-1".into()],
+            node_labels: Vec::new(),
         }),
         last_seen_ms: 1,
     }
