@@ -370,3 +370,83 @@ async fn root_two_clusters_and_three_workers_run_jobs_as_separate_processes() {
         assert!(p.stop(), "{name} did not stop cleanly:\n{}", p.log());
     }
 }
+
+#[test]
+fn quickstart_deploys_its_sample_and_shuts_down_cleanly() {
+    let out = Command::new(binary("quickstart"))
+        .arg("--once")
+        .env("RUST_LOG", "error,rumqttd=off")
+        .output()
+        .expect("quickstart runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("root API      http://127.0.0.1:"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("  RUNNING\n"), "{stdout}");
+    assert!(
+        stdout.contains("runs on cluster quickstart, node quickstart-worker"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("jobs:\n  hello-"), "{stdout}");
+    assert!(stdout.trim_end().ends_with("stopped"), "{stdout}");
+}
+
+/// Runs a role binary that must fail at once; returns its stderr.
+fn fails(program: &str, args: &[&str]) -> String {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let out = Command::new(binary(program))
+        .args(args)
+        .current_dir(dir.path())
+        .env("RUST_LOG", "off")
+        .output()
+        .expect("runs");
+    assert!(!out.status.success(), "{program} {args:?} succeeded");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn the_binaries_refuse_bad_flags_busy_ports_and_unreachable_parents_in_one_line() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let err = fails("root", &["--listen", &format!("127.0.0.1:{port}")]);
+    assert_eq!(
+        err.trim(),
+        format!("root: cannot listen on 127.0.0.1:{port} for the root API: the port is in use")
+    );
+
+    let err = fails(
+        "worker",
+        &["--cluster", &format!("http://127.0.0.1:{}", free_port())],
+    );
+    assert!(
+        err.trim()
+            .starts_with("worker: cannot register with the cluster at http://127.0.0.1:"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+
+    let err = fails(
+        "cluster",
+        &[
+            "--root",
+            "ftp://example",
+            "--mqtt-listen",
+            "127.0.0.1:0",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+    );
+    assert!(err.contains("ftp://example"), "{err}");
+
+    let err = fails("cluster", &["--location", "x@200,0"]);
+    assert!(err.contains("coordinates must be LAT,LON"), "{err}");
+    let err = fails("cluster", &["--status-interval", "soon"]);
+    assert!(err.contains("write e.g. 500ms"), "{err}");
+    let err = fails("root", &["--listen", "nowhere"]);
+    assert!(err.contains("nowhere"), "{err}");
+    let err = fails("root", &["--scheduler", "random"]);
+    assert!(err.contains("first-fit"), "{err}");
+}
