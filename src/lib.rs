@@ -16,6 +16,7 @@
 //! | `runtime-mirage` | `edgeio-runtime-mirage`, as [`runtime_mirage`] | built (qemu; Solo5 tenders by unit tests) |
 //! | `runtime-process` | `edgeio-runtime-process`, as [`runtime_process`] | built |
 //! | `testing` | the test kit of `edgeio-core` (fakes, mocks, conformance suites) | built |
+//! | `roles` (default) | the reference roles root, cluster, worker ([`roles`]) that `examples/` run | built |
 //!
 //! See `ARCHITECTURE.md` in the repository for the map of crates, traits and data flow.
 
@@ -28,7 +29,9 @@ pub mod cli;
 #[cfg(feature = "roles")]
 pub mod roles;
 
-pub use edgeio_core::{job, model, reliable, runtime, scheduler, state, store, transport, wire};
+pub use edgeio_core::{
+    engine, job, model, reliable, runtime, scheduler, state, store, transport, wire,
+};
 
 /// The test kit: in-memory transport, memory store, fake runtime, mocks, conformance suites.
 #[cfg(feature = "testing")]
