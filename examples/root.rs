@@ -3,8 +3,8 @@
 //! `cargo run --example root --features roles -- --help` lists every option; each flag is
 //! also an environment variable (`EDGEIO_ROOT_<FLAG>`). Stops cleanly on Ctrl-C or SIGTERM.
 
-use clap::Parser;
-use edgeio::roles::{interrupted, start_root, RootOptions};
+use clap::{CommandFactory, Parser};
+use edgeio::roles::{interrupted, load_config_file, start_root, RootOptions};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -15,12 +15,22 @@ use std::time::Duration;
     about = "The edgeio root orchestrator: REST API for users, WebSocket for clusters, root scheduler."
 )]
 struct Cli {
+    /// A YAML file of options, flag names as keys (`listen: 127.0.0.1:7070`); flags and
+    /// environment variables override it.
+    #[arg(long, env = "EDGEIO_ROOT_CONFIG", value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
+
     #[command(flatten)]
     options: RootOptions,
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Err(e) = load_config_file("root", &Cli::command(), &args) {
+        eprintln!("root: {e}");
+        return ExitCode::from(2);
+    }
+    let cli = Cli::parse_from(args);
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

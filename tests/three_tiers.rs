@@ -450,3 +450,30 @@ fn the_binaries_refuse_bad_flags_busy_ports_and_unreachable_parents_in_one_line(
     let err = fails("root", &["--scheduler", "random"]);
     assert!(err.contains("first-fit"), "{err}");
 }
+
+#[test]
+fn a_config_file_sets_options_and_its_mistakes_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let good = dir.path().join("root.yaml");
+    std::fs::write(
+        &good,
+        format!("listen: 127.0.0.1:{port}\nscheduler: spread\n"),
+    )
+    .unwrap();
+    // the file's listen address is used (and found busy)
+    let err = fails("root", &["--config", good.to_str().unwrap()]);
+    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "listen: 127.0.0.1:0\ncolour: blue\n").unwrap();
+    let err = fails("root", &["--config", bad.to_str().unwrap()]);
+    assert!(err.contains("colour: not an option of root"), "{err}");
+
+    let err = fails("worker", &["--config", "/nonexistent/worker.yaml"]);
+    assert!(
+        err.contains("cannot read the config file /nonexistent/worker.yaml"),
+        "{err}"
+    );
+}

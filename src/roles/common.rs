@@ -3,7 +3,7 @@
 use edgeio_core::model::{Labels, Location};
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -227,4 +227,92 @@ mod tests {
             .contains("coordinates"));
         assert!(parse_location("@1,2").unwrap_err().contains("needs a name"));
     }
+}
+
+/// Reads a role's optional config file into its environment variables, so that clap sees
+/// them with the usual precedence: flags, then the environment, then the file, then defaults.
+///
+/// The file is YAML: a mapping from flag names (`listen`, `status-interval`, `allow-native`
+/// …) to values; lists become comma-separated. It is named by `--config FILE` (or
+/// `EDGEIO_<BIN>_CONFIG`). A key that is no flag of the binary, or a value that is not a
+/// scalar or a list of scalars, is an error naming the file, the key and the rule.
+pub fn load_config_file(
+    bin: &str,
+    command: &clap::Command,
+    args: &[std::ffi::OsString],
+) -> Result<(), RoleError> {
+    let env_name = |flag: &str| {
+        format!(
+            "EDGEIO_{}_{}",
+            bin.to_uppercase(),
+            flag.to_uppercase().replace('-', "_")
+        )
+    };
+    let from_args = args
+        .windows(2)
+        .find_map(|w| (w[0] == "--config").then(|| PathBuf::from(&w[1])));
+    let from_eq = args.iter().find_map(|a| {
+        a.to_str()
+            .and_then(|a| a.strip_prefix("--config="))
+            .map(PathBuf::from)
+    });
+    let Some(path) = from_args
+        .or(from_eq)
+        .or_else(|| std::env::var_os(env_name("config")).map(PathBuf::from))
+    else {
+        return Ok(());
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        RoleError::new(format!(
+            "cannot read the config file {}: {e}",
+            path.display()
+        ))
+    })?;
+    let bad = |key: &str, rule: &str| {
+        RoleError::new(format!("config file {}: {key}: {rule}", path.display()))
+    };
+    let map: serde_yaml_ng::Mapping = serde_yaml_ng::from_str(&text)
+        .map_err(|e| bad("(file)", &format!("not a YAML mapping of flags: {e}")))?;
+    let flags: Vec<String> = command
+        .get_arguments()
+        .filter_map(|a| a.get_long().map(str::to_string))
+        .filter(|f| f != "config" && f != "help" && f != "version")
+        .collect();
+    for (key, value) in map {
+        let Some(key) = key.as_str().map(str::to_string) else {
+            return Err(bad(&format!("{key:?}"), "keys must be flag names"));
+        };
+        if !flags.contains(&key) {
+            return Err(bad(
+                &key,
+                &format!("not an option of {bin} (options: {})", flags.join(", ")),
+            ));
+        }
+        let scalar = |v: &serde_yaml_ng::Value| match v {
+            serde_yaml_ng::Value::String(s) => Some(s.clone()),
+            serde_yaml_ng::Value::Number(n) => Some(n.to_string()),
+            serde_yaml_ng::Value::Bool(b) => Some(b.to_string()),
+            _ => None,
+        };
+        let text = match &value {
+            serde_yaml_ng::Value::Sequence(items) => items
+                .iter()
+                .map(scalar)
+                .collect::<Option<Vec<_>>>()
+                .map(|v| v.join(",")),
+            other => scalar(other),
+        }
+        .ok_or_else(|| {
+            bad(
+                &key,
+                "the value must be a string, number, boolean or a list of them",
+            )
+        })?;
+        let name = env_name(&key);
+        if std::env::var_os(&name).is_none() {
+            // set from `main` before any thread starts, and read by clap right after
+            std::env::set_var(name, text);
+        }
+    }
+    Ok(())
 }

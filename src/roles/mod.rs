@@ -10,6 +10,8 @@ mod root;
 mod worker;
 
 pub use cluster::{start_cluster, ClusterOptions};
-pub use common::{interrupted, parse_duration, parse_labels, parse_location, RoleError, Running};
+pub use common::{
+    interrupted, load_config_file, parse_duration, parse_labels, parse_location, RoleError, Running,
+};
 pub use root::{start_root, RootOptions};
 pub use worker::{start_worker, WorkerOptions};
