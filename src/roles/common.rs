@@ -204,31 +204,6 @@ pub async fn interrupted() {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn flags_parse_and_refuse_with_the_rule() {
-        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
-        assert!(parse_duration("fast")
-            .unwrap_err()
-            .contains("write e.g. 500ms"));
-        assert!(parse_duration("0s").unwrap_err().contains("more than zero"));
-        let labels = parse_labels("zone=a, gpu=yes").unwrap();
-        assert_eq!(labels["zone"], "a");
-        assert!(parse_labels("zone").unwrap_err().contains("KEY=VALUE"));
-        let here = parse_location("Garching@48.25,11.65").unwrap();
-        assert_eq!(here.latitude, Some(48.25));
-        assert_eq!(parse_location("Munich").unwrap().latitude, None);
-        assert!(parse_location("x@200,0")
-            .unwrap_err()
-            .contains("coordinates"));
-        assert!(parse_location("@1,2").unwrap_err().contains("needs a name"));
-    }
-}
-
 /// Reads a role's optional config file into its environment variables, so that clap sees
 /// them with the usual precedence: flags, then the environment, then the file, then defaults.
 ///
@@ -315,4 +290,29 @@ pub fn load_config_file(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_parse_and_refuse_with_the_rule() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
+        assert!(parse_duration("fast")
+            .unwrap_err()
+            .contains("write e.g. 500ms"));
+        assert!(parse_duration("0s").unwrap_err().contains("more than zero"));
+        let labels = parse_labels("zone=a, gpu=yes").unwrap();
+        assert_eq!(labels["zone"], "a");
+        assert!(parse_labels("zone").unwrap_err().contains("KEY=VALUE"));
+        let here = parse_location("Garching@48.25,11.65").unwrap();
+        assert_eq!(here.latitude, Some(48.25));
+        assert_eq!(parse_location("Munich").unwrap().latitude, None);
+        assert!(parse_location("x@200,0")
+            .unwrap_err()
+            .contains("coordinates"));
+        assert!(parse_location("@1,2").unwrap_err().contains("needs a name"));
+    }
 }
