@@ -347,3 +347,41 @@ async fn unknown_ids_are_not_found_and_a_lost_node_marks_its_instances_lost() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn followed_logs_stream_new_lines_through_the_tiers_until_the_reader_leaves() {
+    let t = tiers(4).await;
+    let view = t.root.submit(job("chatty", 100)).await.unwrap();
+    wait_state(&t.root, view.id.as_str(), JobState::Running).await;
+    let instance = t.root.job(view.id.as_str()).await.unwrap().instances[0]
+        .id
+        .clone();
+    t.runtime.emit_log(&instance, "before").unwrap();
+    let follow = LogsQuery {
+        tail: None,
+        follow: true,
+    };
+    let mut logs = t.root.logs(view.id.as_str(), follow).await.unwrap();
+    let mut seen = String::new();
+    let mut n = 0;
+    tokio::time::timeout(DEADLINE, async {
+        while !seen.contains("line 3") {
+            // new lines keep coming while the stream is open
+            if seen.contains("before") && n < 4 {
+                n += 1;
+                t.runtime.emit_log(&instance, &format!("line {n}")).unwrap();
+            }
+            let chunk = logs.next().await.expect("the stream stays open").unwrap();
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("followed lines within the deadline; saw {seen:?}"));
+    assert!(seen.starts_with("before\nline 1\n"), "{seen:?}");
+    // the reader leaves: the root forgets the stream and the cancel travels down
+    drop(logs);
+    // a new follow still works afterwards
+    let mut again = t.root.logs(view.id.as_str(), follow).await.unwrap();
+    let first = tokio::time::timeout(DEADLINE, again.next()).await.unwrap();
+    assert!(String::from_utf8_lossy(&first.unwrap().unwrap()).contains("before"));
+}

@@ -78,6 +78,8 @@ struct ClusterState {
     jobs: BTreeMap<String, JobRecord>,
     /// Logs queries sent to a worker: their id → the root's query id.
     relayed: HashMap<String, String>,
+    /// Followed logs: the root's query id → the node and the id of the query relayed to it.
+    following: HashMap<String, (String, String)>,
 }
 
 type Fx = Effects<Tag>;
@@ -565,7 +567,19 @@ impl ClusterState {
                 };
                 let ask = self.up(Message::Query(what.clone()));
                 self.relayed.insert(ask.id.clone(), query.id.clone());
+                if matches!(what, Query::Logs { follow: true, .. }) {
+                    self.following
+                        .insert(query.id.clone(), (node.clone(), ask.id.clone()));
+                }
                 fx.send_down.push((node, ask));
+                return;
+            }
+            Query::Cancel { query: id } => {
+                if let Some((node, asked)) = self.following.remove(id) {
+                    self.relayed.remove(&asked);
+                    let cancel = self.up(Message::Query(Query::Cancel { query: asked }));
+                    fx.send_down.push((node, cancel));
+                }
                 return;
             }
         };
@@ -573,10 +587,15 @@ impl ClusterState {
     }
 
     fn on_query_reply(&mut self, reply: QueryReply, fx: &mut Fx) {
-        if let Some(re) = self.relayed.remove(&reply.re) {
-            fx.send_up
-                .push(self.up(Message::QueryReply(QueryReply { re, ..reply })));
+        let Some(re) = self.relayed.get(&reply.re).cloned() else {
+            return;
+        };
+        if !reply.more {
+            self.relayed.remove(&reply.re);
+            self.following.remove(&re);
         }
+        fx.send_up
+            .push(self.up(Message::QueryReply(QueryReply { re, ..reply })));
     }
 
     fn check_heartbeats(&mut self, fx: &mut Fx) {
@@ -731,6 +750,7 @@ impl ClusterEngine {
                     candidates,
                     jobs,
                     relayed: HashMap::new(),
+                    following: HashMap::new(),
                 }),
                 store,
                 persist: tokio::sync::Mutex::new(()),

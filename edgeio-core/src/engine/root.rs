@@ -76,6 +76,8 @@ struct RootState {
     reserving: Vec<String>,
     /// Queries sent to clusters, waiting for their reply.
     queries: HashMap<String, oneshot::Sender<Result<serde_json::Value, ApiError>>>,
+    /// Followed logs: query id → the reader's end.
+    streams: HashMap<String, mpsc::Sender<Result<bytes::Bytes, ApiError>>>,
 }
 
 fn job_key(id: &str) -> String {
@@ -430,6 +432,31 @@ impl RootState {
     }
 
     fn on_query_reply(&mut self, reply: QueryReply) {
+        if let Some(reader) = self.streams.get(&reply.re) {
+            let more = reply.more;
+            let item = match (reply.result, reply.error) {
+                (_, Some(error)) => Err(ApiError::Unavailable {
+                    reason: error.message,
+                }),
+                (Some(value), None) => Ok(bytes::Bytes::from(
+                    value.as_str().unwrap_or_default().to_string(),
+                )),
+                (None, None) => Ok(bytes::Bytes::new()),
+            };
+            let failed = item.is_err();
+            let delivered = match reader.try_send(item) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    warn!(query = %reply.re, "a log reader fell too far behind; its stream ends");
+                    false
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            };
+            if !more || failed || !delivered {
+                self.streams.remove(&reply.re);
+            }
+            return;
+        }
         let Some(waiting) = self.queries.remove(&reply.re) else {
             return;
         };
@@ -730,13 +757,6 @@ impl RootApi for RootHandle {
     }
 
     async fn logs(&self, job: &str, query: LogsQuery) -> Result<LogStream, ApiError> {
-        if query.follow {
-            return Err(ApiError::Unsupported {
-                what: "follow".into(),
-                reason: "following logs through cluster and root is not built yet; poll with tail"
-                    .into(),
-            });
-        }
         let (id, cluster) = {
             let state = self.shared.state();
             let record = state
@@ -748,21 +768,89 @@ impl RootApi for RootHandle {
         let Some(cluster) = cluster else {
             return Ok(Box::pin(futures::stream::empty()));
         };
-        let value = self
-            .ask(
-                &cluster,
-                Query::Logs {
-                    job: id,
-                    tail: query.tail,
-                },
-            )
-            .await?;
+        let logs = Query::Logs {
+            job: id,
+            tail: query.tail,
+            follow: query.follow,
+        };
+        if query.follow {
+            return self.follow(&cluster, logs).await;
+        }
+        let value = self.ask(&cluster, logs).await?;
         let text = value.as_str().unwrap_or_default().to_string();
         Ok(Box::pin(futures::stream::once(async move {
             Ok(bytes::Bytes::from(text))
         })))
     }
 }
+
+/// Ends a followed log when its reader goes: forgets the stream and tells the cluster.
+struct FollowGuard {
+    shared: Arc<Shared>,
+    cluster: String,
+    query: String,
+}
+
+impl Drop for FollowGuard {
+    fn drop(&mut self) {
+        let (envelope, down) = {
+            let mut state = self.shared.state();
+            state.streams.remove(&self.query);
+            let cancel = Query::Cancel {
+                query: self.query.clone(),
+            };
+            (state.msg(Message::Query(cancel)), self.shared.down())
+        };
+        let (Some(down), Ok(runtime)) = (down, tokio::runtime::Handle::try_current()) else {
+            return;
+        };
+        let cluster = self.cluster.clone();
+        runtime.spawn(async move {
+            let _ = down.send(&cluster, &envelope).await;
+        });
+    }
+}
+
+impl RootHandle {
+    async fn follow(&self, cluster: &str, logs: Query) -> Result<LogStream, ApiError> {
+        let (tx, rx) = mpsc::channel(FOLLOW_BUFFER);
+        let envelope = {
+            let mut state = self.shared.state();
+            let active = state
+                .clusters
+                .get(cluster)
+                .is_some_and(|c| c.lifecycle.state() == ClusterState::Active);
+            if !active {
+                return Err(ApiError::Unavailable {
+                    reason: format!("cluster {cluster} is not ACTIVE"),
+                });
+            }
+            let envelope = state.msg(Message::Query(logs));
+            state.streams.insert(envelope.id.clone(), tx);
+            envelope
+        };
+        let guard = FollowGuard {
+            shared: self.shared.clone(),
+            cluster: cluster.to_string(),
+            query: envelope.id.clone(),
+        };
+        let down = self.shared.down().ok_or_else(|| ApiError::Unavailable {
+            reason: "the root engine is not running".into(),
+        })?;
+        down.send(cluster, &envelope)
+            .await
+            .map_err(|e| ApiError::Unavailable {
+                reason: format!("cannot reach cluster {cluster}: {e}"),
+            })?;
+        let stream = futures::stream::unfold((rx, guard), |(mut rx, guard)| async move {
+            rx.recv().await.map(|item| (item, (rx, guard)))
+        });
+        Ok(Box::pin(stream))
+    }
+}
+
+/// How many chunks of a followed log may wait for a slow reader before its stream ends.
+const FOLLOW_BUFFER: usize = 256;
 
 /// The root engine.
 pub struct RootEngine {
@@ -810,6 +898,7 @@ impl RootEngine {
                     jobs,
                     reserving: Vec::new(),
                     queries: HashMap::new(),
+                    streams: HashMap::new(),
                 }),
                 store,
                 persist: tokio::sync::Mutex::new(()),

@@ -135,6 +135,8 @@ pub struct Worker {
     transport: Arc<dyn ChildTransport>,
     runtimes: BTreeMap<RuntimeKind, Arc<dyn Runtime>>,
     local: BTreeMap<InstanceId, Local>,
+    /// Followed logs being streamed, by query id.
+    follows: std::collections::HashMap<String, tokio::task::AbortHandle>,
 }
 
 impl Worker {
@@ -149,6 +151,7 @@ impl Worker {
             transport,
             runtimes: runtimes.into_iter().map(|r| (r.kind(), r)).collect(),
             local: BTreeMap::new(),
+            follows: std::collections::HashMap::new(),
         }
     }
 
@@ -303,15 +306,29 @@ impl Worker {
     /// Answers a logs query with the last lines of the job's instances here, cut to
     /// [`MAX_LOG_REPLY_BYTES`] so the reply fits in one message.
     async fn on_query(&mut self, query: Envelope) -> Result<(), TransportError> {
-        let Message::Query(Query::Logs { job, tail }) = &query.body else {
-            let error = ErrorBody {
-                code: "unsupported".into(),
-                message: format!("a worker answers only logs queries, not {:?}", query.body),
-            };
-            return self
-                .transport
-                .send(&query.reply(&self.config.node_id, Err(error)))
-                .await;
+        let (job, tail) = match &query.body {
+            Message::Query(Query::Cancel { query: id }) => {
+                if let Some(task) = self.follows.remove(id) {
+                    task.abort();
+                }
+                return Ok(());
+            }
+            Message::Query(Query::Logs {
+                job,
+                tail,
+                follow: true,
+            }) => return self.follow_logs(&query, job, *tail).await,
+            Message::Query(Query::Logs { job, tail, .. }) => (job, tail),
+            _ => {
+                let error = ErrorBody {
+                    code: "unsupported".into(),
+                    message: format!("a worker answers only logs queries, not {:?}", query.body),
+                };
+                return self
+                    .transport
+                    .send(&query.reply(&self.config.node_id, Err(error)))
+                    .await;
+            }
         };
         let mut text = String::new();
         let mut found = false;
@@ -356,6 +373,78 @@ impl Worker {
         self.transport
             .send(&query.reply(&self.config.node_id, result))
             .await
+    }
+
+    /// Streams the job's logs as `query_reply`s with `more` until the instances' logs end or
+    /// the query is cancelled; the last reply has `more: false`.
+    async fn follow_logs(
+        &mut self,
+        query: &Envelope,
+        job: &JobId,
+        tail: Option<usize>,
+    ) -> Result<(), TransportError> {
+        let mut streams = Vec::new();
+        for (id, local) in self.local.iter().filter(|(_, l)| &l.job == job) {
+            if let Some(runtime) = self.runtimes.get(&local.kind) {
+                let options = LogOptions { tail, follow: true };
+                match runtime.logs(id, options).await {
+                    Ok(lines) => streams.push(lines),
+                    Err(e) => warn!(instance = %id, error = %e, "cannot follow logs"),
+                }
+            }
+        }
+        if streams.is_empty() {
+            let error = ErrorBody {
+                code: "not_found".into(),
+                message: format!("job {job} has no instance on node {}", self.config.node_id),
+            };
+            return self
+                .transport
+                .send(&query.reply(&self.config.node_id, Err(error)))
+                .await;
+        }
+        self.follows.retain(|_, task| !task.is_finished());
+        let transport = self.transport.clone();
+        let node = self.config.node_id.clone();
+        let re = query.id.clone();
+        let task = tokio::spawn(async move {
+            let mut lines = futures::stream::select_all(streams).ready_chunks(256);
+            let reply = |text: String, more: bool| {
+                Envelope::new(
+                    &node,
+                    Message::QueryReply(crate::wire::QueryReply {
+                        re: re.clone(),
+                        result: Some(serde_json::Value::String(text)),
+                        error: None,
+                        more,
+                    }),
+                )
+            };
+            while let Some(chunk) = lines.next().await {
+                let mut text = String::new();
+                for line in chunk.into_iter().flatten() {
+                    // one line longer than a reply is cut, never the reply's neighbours
+                    let mut cut = line.text.len().min(MAX_LOG_REPLY_BYTES);
+                    while !line.text.is_char_boundary(cut) {
+                        cut -= 1;
+                    }
+                    if text.len() + cut >= MAX_LOG_REPLY_BYTES {
+                        let full = std::mem::take(&mut text);
+                        if transport.send(&reply(full, true)).await.is_err() {
+                            return;
+                        }
+                    }
+                    text.push_str(&line.text[..cut]);
+                    text.push('\n');
+                }
+                if !text.is_empty() && transport.send(&reply(text, true)).await.is_err() {
+                    return;
+                }
+            }
+            let _ = transport.send(&reply(String::new(), false)).await;
+        });
+        self.follows.insert(query.id.clone(), task.abort_handle());
+        Ok(())
     }
 
     async fn on_runtime_event(&mut self, event: RuntimeEvent) -> Result<(), TransportError> {

@@ -84,6 +84,7 @@ impl Envelope {
                 re: self.id.clone(),
                 result,
                 error,
+                more: false,
             }),
         )
     }

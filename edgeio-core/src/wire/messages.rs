@@ -258,6 +258,15 @@ pub enum Query {
         /// Only the last lines.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         tail: Option<usize>,
+        /// Keep sending new lines (several replies with `more`) until cancelled or the
+        /// instances end.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        follow: bool,
+    },
+    /// Stop answering the query with this id (a followed log the reader left).
+    Cancel {
+        /// The id of the query to stop.
+        query: String,
     },
 }
 
@@ -272,6 +281,9 @@ pub struct QueryReply {
     /// Why there is no answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorBody>,
+    /// More replies to the same query follow (a followed log); the last one has `false`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub more: bool,
 }
 
 /// `instance_event`: an instance changed state (sent at once, not on the next status tick).

@@ -156,11 +156,13 @@ fn examples() -> Vec<Message> {
         Message::Query(Query::Logs {
             job: job_id(),
             tail: Some(20),
+            follow: true,
         }),
         Message::QueryReply(QueryReply {
             re: "3f1c2d9e-0000-4000-8000-000000000000".into(),
             result: Some(serde_json::json!("hello\n")),
             error: None,
+            more: true,
         }),
     ]
 }
