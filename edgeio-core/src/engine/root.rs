@@ -182,7 +182,12 @@ impl RootState {
             .transition(ClusterState::Inactive, now_ms(), reason)
             .is_ok()
         {
-            warn!(cluster, reason, "cluster inactive");
+            // a cluster that said goodbye (close code 1000) is news, not a problem
+            if reason.contains("code 1000") {
+                info!(cluster, reason, "cluster inactive");
+            } else {
+                warn!(cluster, reason, "cluster inactive");
+            }
             fx.persist.push(cluster_key(cluster));
         }
         // queries to it will not be answered
