@@ -477,3 +477,127 @@ fn a_config_file_sets_options_and_its_mistakes_are_named() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_comes_back_under_its_id_and_adopts_what_it_ran() {
+    use edgeio::state::InstanceState;
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let d = |sub: &str| dir.path().join(sub).display().to_string();
+    let (root_port, cluster_port, broker_port) = (free_port(), free_port(), free_port());
+    let root_url = format!("http://127.0.0.1:{root_port}");
+    let mut procs = vec![Proc::start(
+        "root",
+        "root",
+        &[
+            "--listen".into(),
+            format!("127.0.0.1:{root_port}"),
+            "--data".into(),
+            d("root"),
+            "--aggregate-interval".into(),
+            "300ms".into(),
+        ],
+        dir.path(),
+    )];
+    let client = RootClient::new(&root_url).unwrap();
+    until("the root answering", &mut procs, async || {
+        client.health().await.ok()
+    })
+    .await;
+    procs.push(Proc::start(
+        "cluster",
+        "cluster",
+        &[
+            "--root".into(),
+            root_url.clone(),
+            "--listen".into(),
+            format!("127.0.0.1:{cluster_port}"),
+            "--mqtt-listen".into(),
+            format!("127.0.0.1:{broker_port}"),
+            "--data".into(),
+            d("cluster"),
+            "--status-interval".into(),
+            "300ms".into(),
+        ],
+        dir.path(),
+    ));
+    let cluster = RootClient::new(&format!("http://127.0.0.1:{cluster_port}")).unwrap();
+    until("the cluster answering", &mut procs, async || {
+        cluster.health().await.ok()
+    })
+    .await;
+    let worker_args: Vec<String> = vec![
+        "--cluster".into(),
+        format!("http://127.0.0.1:{cluster_port}"),
+        "--name".into(),
+        "w1".into(),
+        "--allow-native".into(),
+        "/bin/sleep".into(),
+        "--data".into(),
+        d("w1"),
+        "--docker=false".into(),
+    ];
+    let mut worker = Proc::start("worker", "worker", &worker_args, dir.path());
+    until("the worker READY at the root", &mut procs, async || {
+        let clusters = client.clusters().await.ok()?;
+        clusters
+            .iter()
+            .any(|c| c.aggregate.as_ref().is_some_and(|a| a.ready_nodes == 1))
+            .then_some(())
+    })
+    .await;
+
+    let marker = format!("{}", 8_000_000 + std::process::id() % 1_000_000);
+    let view = client
+        .submit(
+            job("survivor", &marker, "").into_bytes(),
+            "application/yaml",
+        )
+        .await
+        .unwrap();
+    let id = view.id.to_string();
+    until("the job RUNNING", &mut procs, async || {
+        (client.job(&id).await.ok()?.state == JobState::Running).then_some(())
+    })
+    .await;
+    assert_eq!(processes_running(&format!("sleep {marker}")).len(), 1);
+
+    // the worker dies without a word: its will makes the node LOST, and the instance with it
+    let _ = worker.child.kill();
+    let _ = worker.child.wait();
+    until("the instance LOST", &mut procs, async || {
+        let job = client.job(&id).await.ok()?;
+        (job.instances[0].state == InstanceState::Lost).then_some(())
+    })
+    .await;
+    // the job's process outlived the worker
+    assert_eq!(processes_running(&format!("sleep {marker}")).len(), 1);
+
+    // back under the same id, it adopts the process instead of starting it again
+    procs.push(Proc::start(
+        "worker again",
+        "worker",
+        &worker_args,
+        dir.path(),
+    ));
+    until("the instance RUNNING again", &mut procs, async || {
+        let job = client.job(&id).await.ok()?;
+        (job.instances[0].state == InstanceState::Running).then_some(job)
+    })
+    .await;
+    let nodes = client.nodes("cluster-1").await.unwrap();
+    assert_eq!(nodes.len(), 1, "{nodes:?}");
+    assert_eq!(nodes[0].id, "w1");
+    assert_eq!(processes_running(&format!("sleep {marker}")).len(), 1);
+
+    client.terminate(&id).await.unwrap();
+    until("the job TERMINATED", &mut procs, async || {
+        (client.job(&id).await.ok()?.state == JobState::Terminated).then_some(())
+    })
+    .await;
+    until("its process gone", &mut procs, async || {
+        processes_running(&format!("sleep {marker}"))
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+}

@@ -254,6 +254,42 @@ impl ClusterState {
         }
         // Node records change with every status; they are written when their state changes,
         // not every interval, so an idle cluster does not write to disk once a second.
+        self.reconcile_lost(node, &status, fx);
+    }
+
+    /// An instance marked LOST with its node that the node, back again, reports alive (it
+    /// adopted it after a restart, or the link only blinked) is alive: recorded and told up.
+    fn reconcile_lost(&mut self, node: &str, status: &NodeStatus, fx: &mut Fx) {
+        let now = now_ms();
+        for report in &status.instances {
+            let Some(job) = self.jobs.get_mut(report.job.as_str()) else {
+                continue;
+            };
+            let Some(instance) = job.instance_mut(&report.instance) else {
+                continue;
+            };
+            if instance.lifecycle.state() != InstanceState::Lost
+                || instance.node.as_deref() != Some(node)
+                || report.state == InstanceState::Lost
+            {
+                continue;
+            }
+            let reason = format!("node {node} is back and reports it {}", report.state);
+            if advance(&mut instance.lifecycle, report.state, now, &reason).is_ok() {
+                fx.persist.push(Self::job_key(report.job.as_str()));
+                fx.send_up.push(Envelope::new(
+                    &self.config.id,
+                    Message::InstanceEvent(InstanceEvent {
+                        job: report.job.clone(),
+                        instance: report.instance.clone(),
+                        node: node.to_string(),
+                        state: report.state,
+                        exit_code: None,
+                        reason,
+                    }),
+                ));
+            }
+        }
     }
 
     /// What the live instances this cluster placed on `node` reserve.
