@@ -478,8 +478,10 @@ fn a_config_file_sets_options_and_its_mistakes_are_named() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_worker_comes_back_under_its_id_and_adopts_what_it_ran() {
+/// Root, cluster and one worker; deploys `descriptor`, SIGKILLs the worker, starts it again on
+/// the same data folder, and checks that it comes back under its id and adopts the job's
+/// process (`running()` counts them) instead of starting it twice; then terminates it.
+async fn worker_restart_scenario(descriptor: String, running: impl Fn() -> usize) {
     use edgeio::state::InstanceState;
     let dir = tempfile::tempdir().expect("a temporary directory");
     let d = |sub: &str| dir.path().join(sub).display().to_string();
@@ -534,7 +536,6 @@ async fn a_killed_worker_comes_back_under_its_id_and_adopts_what_it_ran() {
         "/bin/sleep".into(),
         "--data".into(),
         d("w1"),
-        "--docker=false".into(),
     ];
     let mut worker = Proc::start("worker", "worker", &worker_args, dir.path());
     until("the worker READY at the root", &mut procs, async || {
@@ -546,12 +547,8 @@ async fn a_killed_worker_comes_back_under_its_id_and_adopts_what_it_ran() {
     })
     .await;
 
-    let marker = format!("{}", 8_000_000 + std::process::id() % 1_000_000);
     let view = client
-        .submit(
-            job("survivor", &marker, "").into_bytes(),
-            "application/yaml",
-        )
+        .submit(descriptor.into_bytes(), "application/yaml")
         .await
         .unwrap();
     let id = view.id.to_string();
@@ -559,7 +556,7 @@ async fn a_killed_worker_comes_back_under_its_id_and_adopts_what_it_ran() {
         (client.job(&id).await.ok()?.state == JobState::Running).then_some(())
     })
     .await;
-    assert_eq!(processes_running(&format!("sleep {marker}")).len(), 1);
+    assert_eq!(running(), 1);
 
     // the worker dies without a word: its will makes the node LOST, and the instance with it
     let _ = worker.child.kill();
@@ -570,7 +567,7 @@ async fn a_killed_worker_comes_back_under_its_id_and_adopts_what_it_ran() {
     })
     .await;
     // the job's process outlived the worker
-    assert_eq!(processes_running(&format!("sleep {marker}")).len(), 1);
+    assert_eq!(running(), 1);
 
     // back under the same id, it adopts the process instead of starting it again
     procs.push(Proc::start(
@@ -587,7 +584,7 @@ async fn a_killed_worker_comes_back_under_its_id_and_adopts_what_it_ran() {
     let nodes = client.nodes("cluster-1").await.unwrap();
     assert_eq!(nodes.len(), 1, "{nodes:?}");
     assert_eq!(nodes[0].id, "w1");
-    assert_eq!(processes_running(&format!("sleep {marker}")).len(), 1);
+    assert_eq!(running(), 1);
 
     client.terminate(&id).await.unwrap();
     until("the job TERMINATED", &mut procs, async || {
@@ -595,9 +592,71 @@ async fn a_killed_worker_comes_back_under_its_id_and_adopts_what_it_ran() {
     })
     .await;
     until("its process gone", &mut procs, async || {
-        processes_running(&format!("sleep {marker}"))
-            .is_empty()
-            .then_some(())
+        (running() == 0).then_some(())
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_comes_back_under_its_id_and_adopts_its_native_process() {
+    let marker = format!("{}", 8_000_000 + std::process::id() % 1_000_000);
+    let pattern = format!("sleep {marker}");
+    worker_restart_scenario(job("survivor", &marker, ""), || {
+        processes_running(&pattern).len()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_comes_back_and_adopts_its_docker_container() {
+    use edgeio::runtime_docker::testing::{docker_ok, ensure_image, IMAGE};
+    if !require::docker() {
+        return;
+    }
+    ensure_image();
+    let name = format!("survivor-docker-{}", std::process::id());
+    let descriptor = format!(
+        "api_version: v1\njob_name: {name}\nimage: {IMAGE}\nimage_runtime: docker\n\
+         args: [\"sh\", \"-c\", \"trap 'exit 0' TERM; while true; do sleep 1 & wait $!; done\"]\n\
+         requirements:\n  cpu: 100m\n  memory: 32Mi\n"
+    );
+    // the job id starts with its name; containers carry it in their edgeio.job label
+    let filter = |all: bool| {
+        let mut args = vec!["ps", "-q"];
+        if all {
+            args.push("-a");
+        }
+        let ids = docker_ok(&[&args[..], &["--filter", "label=edgeio.job"]].concat());
+        ids.lines()
+            .filter(|c| {
+                docker_ok(&[
+                    "inspect",
+                    "-f",
+                    "{{index .Config.Labels \"edgeio.job\"}}",
+                    c,
+                ])
+                .starts_with(&name)
+            })
+            .count()
+    };
+    struct Sweep(String);
+    impl Drop for Sweep {
+        fn drop(&mut self) {
+            // containers of this test only, even when it failed half-way
+            let ids = docker_ok(&["ps", "-aq", "--filter", "label=edgeio.job"]);
+            for c in ids.lines() {
+                let job = docker_ok(&[
+                    "inspect",
+                    "-f",
+                    "{{index .Config.Labels \"edgeio.job\"}}",
+                    c,
+                ]);
+                if job.starts_with(&self.0) {
+                    let _ = docker_ok(&["rm", "-f", c]);
+                }
+            }
+        }
+    }
+    let _sweep = Sweep(name.clone());
+    worker_restart_scenario(descriptor, || filter(true)).await;
 }

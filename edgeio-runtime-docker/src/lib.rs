@@ -52,6 +52,8 @@ mod errors;
 mod events;
 mod logs;
 mod probe;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use config::{DockerConfig, DEFAULT_HOST, LABEL_NODE};
 pub use containers::MIN_MEMORY_BYTES;
