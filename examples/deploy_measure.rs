@@ -72,6 +72,7 @@ fn ping() -> Message {
         free: Default::default(),
         total: Default::default(),
         instances: Vec::new(),
+        usage: None,
     })
 }
 

@@ -9,7 +9,7 @@ use edgeio_core::engine::api::{ApiError, ClusterView, InstanceView, NodeView};
 use edgeio_core::model::{Arch, Capabilities, InstanceId, Location, Resources, Tier};
 use edgeio_core::scheduler::Unschedulable;
 use edgeio_core::state::{ClusterState, HistoryEntry, InstanceState, JobState, NodeState};
-use edgeio_core::wire::ClusterAggregate;
+use edgeio_core::wire::{ClusterAggregate, HostUsage};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -173,6 +173,10 @@ fn node(id: &str, cpu_millis: u64) -> NodeView {
         total: free,
         instances: 0,
         last_seen_ms: 1,
+        usage: (id == "n1").then_some(HostUsage {
+            cpu_permille: 125,
+            memory_permille: 431,
+        }),
     }
 }
 
@@ -347,10 +351,10 @@ fn get_clusters_and_nodes_print_tables() {
     assert_eq!(outcome.code, 0, "{}", outcome.stderr);
     assert_eq!(
         outcome.stdout,
-        "ID   NAME      STATE   CLUSTER     ARCH    FREE-CPU   FREE-MEM\n\
-         n1   n1-host   READY   cluster-a   arm64   1500m      1.5GiB\n\
-         n2   n2-host   READY   cluster-a   arm64   2          1.5GiB\n\
-         n3   n3-host   READY   cluster-b   arm64   250m       1.5GiB\n"
+        "ID   NAME      STATE   CLUSTER     ARCH    FREE-CPU   FREE-MEM   CPU%   MEM%\n\
+         n1   n1-host   READY   cluster-a   arm64   1500m      1.5GiB     12.5   43.1\n\
+         n2   n2-host   READY   cluster-a   arm64   2          1.5GiB     -      -\n\
+         n3   n3-host   READY   cluster-b   arm64   250m       1.5GiB     -      -\n"
     );
 
     let outcome = root.edgectl(

@@ -32,7 +32,7 @@
 //! # let result: Result<(), edgeio_core::transport::TransportError> = async {
 //! let broker = EmbeddedBroker::start(BrokerConfig::default())?; // a free loopback port
 //! let parent = MqttParent::connect(ParentConfig::new("cluster-a", broker.url())).await?;
-//! let status = NodeStatus { free: Resources::ZERO, total: Resources::ZERO, instances: vec![] };
+//! let status = NodeStatus { free: Resources::ZERO, total: Resources::ZERO, instances: vec![], usage: None };
 //! let announce = Envelope::new("node-1", Message::NodeStatus(status));
 //! let child = MqttChild::connect(ChildConfig::new("node-1", broker.url()), announce).await?;
 //! assert!(matches!(parent.recv().await?, ParentEvent::ChildUp { .. }));

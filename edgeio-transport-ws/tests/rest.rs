@@ -161,6 +161,7 @@ fn node(id: &str) -> NodeView {
         total,
         instances: 0,
         last_seen_ms: 1,
+        usage: None,
     }
 }
 

@@ -154,7 +154,12 @@ pub(crate) fn clusters_table(clusters: &[ClusterView]) -> String {
     table(&["ID", "NAME", "STATE", "NODES", "LOCATION"], &rows)
 }
 
-/// `get nodes`: ID NAME STATE CLUSTER ARCH FREE-CPU FREE-MEM.
+/// A share in thousandths as a percentage with one decimal, `-` when unknown.
+fn percent(permille: Option<u16>) -> String {
+    permille.map_or("-".into(), |p| format!("{}.{}", p / 10, p % 10))
+}
+
+/// `get nodes`: ID NAME STATE CLUSTER ARCH FREE-CPU FREE-MEM CPU% MEM%.
 pub(crate) fn nodes_table(nodes: &[ClusterNode]) -> String {
     let rows: Vec<Vec<String>> = nodes
         .iter()
@@ -167,12 +172,14 @@ pub(crate) fn nodes_table(nodes: &[ClusterNode]) -> String {
                 n.node.capabilities.arch.to_string(),
                 cpu(n.node.free.cpu_millis),
                 human_bytes(n.node.free.memory_bytes).replace(' ', ""),
+                percent(n.node.usage.map(|u| u.cpu_permille)),
+                percent(n.node.usage.map(|u| u.memory_permille)),
             ]
         })
         .collect();
     table(
         &[
-            "ID", "NAME", "STATE", "CLUSTER", "ARCH", "FREE-CPU", "FREE-MEM",
+            "ID", "NAME", "STATE", "CLUSTER", "ARCH", "FREE-CPU", "FREE-MEM", "CPU%", "MEM%",
         ],
         &rows,
     )

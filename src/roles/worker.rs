@@ -9,7 +9,9 @@ use edgeio_core::engine::worker::{Worker, WorkerConfig};
 use edgeio_core::model::{Arch, Capabilities, Labels, Location, Resources, RuntimeInfo};
 use edgeio_core::reliable::{ReliableChild, ReliableConfig};
 use edgeio_core::runtime::Runtime;
-use edgeio_core::wire::{ChannelKind, Envelope, Message, NodeStatus, PeerRole, RegisterRequest};
+use edgeio_core::wire::{
+    ChannelKind, Envelope, HostUsage, Message, NodeStatus, PeerRole, RegisterRequest,
+};
 use edgeio_runtime_process::{ProcessConfig, ProcessRuntime};
 use edgeio_transport_mqtt::{ChildConfig, MqttChild};
 use edgeio_transport_ws::{register, WsClientConfig};
@@ -96,6 +98,22 @@ fn capabilities(
         labels,
         location,
     }
+}
+
+/// The host's CPU use since the previous call and its memory in use, from sysinfo.
+fn usage_probe() -> edgeio_core::engine::worker::UsageProbe {
+    let mut system = sysinfo::System::new().ok();
+    Box::new(move || {
+        let system = system.as_mut()?;
+        system.refresh_cpu_usage();
+        system.refresh_memory();
+        let permille = |share: f64| (share * 1000.0).round().clamp(0.0, 1000.0) as u16;
+        let total = system.total_memory().max(1) as f64;
+        Some(HostUsage {
+            cpu_permille: permille(f64::from(system.global_cpu_usage()) / 100.0),
+            memory_permille: permille(system.used_memory() as f64 / total),
+        })
+    })
 }
 
 async fn runtimes(
@@ -207,6 +225,7 @@ pub async fn start_worker(options: WorkerOptions) -> Result<Running, RoleError> 
             free: total,
             total,
             instances: Vec::new(),
+            usage: None,
         }),
     );
     let link = MqttChild::connect(ChildConfig::new(reply.id.clone(), broker.clone()), announce)
@@ -216,7 +235,7 @@ pub async fn start_worker(options: WorkerOptions) -> Result<Running, RoleError> 
         Arc::new(link),
         ReliableConfig::default(),
     ));
-    let mut worker = Worker::new(config, link.clone(), runtimes);
+    let mut worker = Worker::new(config, link.clone(), runtimes).with_usage(usage_probe());
     let adopted = worker.adopt().await;
     if adopted > 0 {
         tracing::info!(adopted, "adopted instances from before a restart");

@@ -100,6 +100,9 @@ pub struct NodeView {
     pub total: Resources,
     /// How many instances it runs.
     pub instances: usize,
+    /// How busy its host is, as of its last status (when the worker measures it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<crate::wire::HostUsage>,
     /// When the cluster last heard from it (unix ms).
     pub last_seen_ms: u64,
 }

@@ -156,6 +156,7 @@ impl ClusterState {
                 free: total,
                 total,
                 instances: 0,
+                usage: None,
                 last_seen_ms: now,
             },
         };
@@ -244,6 +245,7 @@ impl ClusterState {
         // there is reserved either way
         record.free = status.free.min_each(&status.total.saturating_sub(&placed));
         record.total = status.total;
+        record.usage = status.usage;
         record.instances = status
             .instances
             .iter()

@@ -87,6 +87,9 @@ pub struct NodeRecord {
     pub total: Resources,
     /// Instances it reported running.
     pub instances: usize,
+    /// Its host's CPU and memory use as of its last status.
+    #[serde(default)]
+    pub usage: Option<crate::wire::HostUsage>,
     /// When the cluster last heard from it (unix ms).
     pub last_seen_ms: u64,
 }
@@ -129,6 +132,7 @@ impl NodeRecord {
             free: self.free,
             total: self.total,
             instances: self.instances,
+            usage: self.usage,
             last_seen_ms: self.last_seen_ms,
         }
     }

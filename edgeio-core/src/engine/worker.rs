@@ -12,7 +12,9 @@ use crate::model::{InstanceId, JobId, Resources, RuntimeKind};
 use crate::runtime::{LogOptions, RunState, Runtime, RuntimeEvent, LABEL_JOB};
 use crate::state::InstanceState;
 use crate::transport::{ChildTransport, TransportError};
-use crate::wire::{Envelope, ErrorBody, InstanceEvent, InstanceReport, Message, NodeStatus, Query};
+use crate::wire::{
+    Envelope, ErrorBody, HostUsage, InstanceEvent, InstanceReport, Message, NodeStatus, Query,
+};
 use futures::StreamExt;
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -137,7 +139,13 @@ pub struct Worker {
     local: BTreeMap<InstanceId, Local>,
     /// Followed logs being streamed, by query id.
     follows: std::collections::HashMap<String, tokio::task::AbortHandle>,
+    /// Measures the host before each status (see [`Worker::with_usage`]).
+    probe: Option<UsageProbe>,
+    usage: Option<HostUsage>,
 }
+
+/// Measures how busy the host is; called once per status interval.
+pub type UsageProbe = Box<dyn FnMut() -> Option<HostUsage> + Send + Sync>;
 
 impl Worker {
     /// A worker over `transport` (wrap it in [`crate::reliable::ReliableChild`]) with its runtimes.
@@ -152,7 +160,16 @@ impl Worker {
             runtimes: runtimes.into_iter().map(|r| (r.kind(), r)).collect(),
             local: BTreeMap::new(),
             follows: std::collections::HashMap::new(),
+            probe: None,
+            usage: None,
         }
+    }
+
+    /// Reports the host's CPU and memory use in every status, as `probe` measures it (the
+    /// engine reads no host counters itself: it names no platform crate).
+    pub fn with_usage(mut self, probe: UsageProbe) -> Worker {
+        self.probe = Some(probe);
+        self
     }
 
     /// What runs here, as the worker knows it.
@@ -221,6 +238,7 @@ impl Worker {
                     state: l.state,
                 })
                 .collect(),
+            usage: self.usage,
         }
     }
 
@@ -488,7 +506,12 @@ impl Worker {
         loop {
             tokio::select! {
                 _ = &mut shutdown => return Ok(()),
-                _ = tick.tick() => self.send(Message::NodeStatus(self.status())).await?,
+                _ = tick.tick() => {
+                    if let Some(probe) = self.probe.as_mut() {
+                        self.usage = probe();
+                    }
+                    self.send(Message::NodeStatus(self.status())).await?
+                }
                 Some(event) = events.next() => self.on_runtime_event(event).await?,
                 received = self.transport.recv() => match received {
                     Ok(envelope) if envelope.body.is_command() => self.on_command(envelope).await?,

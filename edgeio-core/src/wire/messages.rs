@@ -112,6 +112,15 @@ pub struct InstanceReport {
     pub state: InstanceState,
 }
 
+/// How busy a node's host is, in thousandths (integers keep messages comparable).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct HostUsage {
+    /// CPU in use over the last status interval, averaged over all cores: 0 ..= 1000.
+    pub cpu_permille: u16,
+    /// Memory in use: 0 ..= 1000.
+    pub memory_permille: u16,
+}
+
 /// `node_status`: a worker's periodic report (information channel).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeStatus {
@@ -122,6 +131,9 @@ pub struct NodeStatus {
     /// What it runs.
     #[serde(default)]
     pub instances: Vec<InstanceReport>,
+    /// How busy the host is, when the worker measures it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<HostUsage>,
 }
 
 /// `cluster_aggregate`: a cluster's periodic summary for the root scheduler.

@@ -8,8 +8,8 @@ pub use codec::{Codec, DecodeError, WireError, DEFAULT_MAX_MESSAGE_BYTES};
 pub use envelope::{now_ms, Envelope, PROTOCOL_VERSION};
 pub use messages::{
     Ack, Channel, ChannelKind, ChannelSettings, ClusterAggregate, Deploy, ErrorBody, ErrorMessage,
-    InstanceEvent, InstanceReport, Message, Migrate, MigrateTarget, Nack, NodeStatus, PeerRole,
-    Query, QueryReply, RegisterReply, RegisterRequest, Scale, Terminate, Topics,
+    HostUsage, InstanceEvent, InstanceReport, Message, Migrate, MigrateTarget, Nack, NodeStatus,
+    PeerRole, Query, QueryReply, RegisterReply, RegisterRequest, Scale, Terminate, Topics,
 };
 
 #[cfg(test)]

@@ -94,6 +94,10 @@ fn examples() -> Vec<Message> {
                 job: job_id(),
                 state: InstanceState::Running,
             }],
+            usage: Some(HostUsage {
+                cpu_permille: 125,
+                memory_permille: 431,
+            }),
         }),
         Message::ClusterAggregate(ClusterAggregate {
             nodes: 3,

@@ -23,6 +23,7 @@ async fn main() -> ExitCode {
             free: Resources::ZERO,
             total: Resources::ZERO,
             instances: Vec::new(),
+            usage: None,
         }),
     );
     let child =

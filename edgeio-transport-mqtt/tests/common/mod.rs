@@ -57,6 +57,7 @@ pub fn status(node: &str) -> Envelope {
             free: Resources::ZERO,
             total: Resources::ZERO,
             instances: Vec::new(),
+            usage: None,
         }),
     )
 }
