@@ -660,3 +660,133 @@ async fn a_killed_worker_comes_back_and_adopts_its_docker_container() {
     let _sweep = Sweep(name.clone());
     worker_restart_scenario(descriptor, || filter(true)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_workers_job_runs_elsewhere_and_its_duplicate_is_stopped_when_it_returns() {
+    use edgeio::state::InstanceState;
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let d = |sub: &str| dir.path().join(sub).display().to_string();
+    let (root_port, cluster_port, broker_port) = (free_port(), free_port(), free_port());
+    let root_url = format!("http://127.0.0.1:{root_port}");
+    let mut procs = vec![Proc::start(
+        "root",
+        "root",
+        &[
+            "--listen".into(),
+            format!("127.0.0.1:{root_port}"),
+            "--data".into(),
+            d("root"),
+            "--aggregate-interval".into(),
+            "300ms".into(),
+        ],
+        dir.path(),
+    )];
+    let client = RootClient::new(&root_url).unwrap();
+    until("the root answering", &mut procs, async || {
+        client.health().await.ok()
+    })
+    .await;
+    procs.push(Proc::start(
+        "cluster",
+        "cluster",
+        &[
+            "--root".into(),
+            root_url.clone(),
+            "--listen".into(),
+            format!("127.0.0.1:{cluster_port}"),
+            "--mqtt-listen".into(),
+            format!("127.0.0.1:{broker_port}"),
+            "--data".into(),
+            d("cluster"),
+            "--status-interval".into(),
+            "300ms".into(),
+        ],
+        dir.path(),
+    ));
+    let cluster = RootClient::new(&format!("http://127.0.0.1:{cluster_port}")).unwrap();
+    until("the cluster answering", &mut procs, async || {
+        cluster.health().await.ok()
+    })
+    .await;
+    let worker_args = |name: &str| -> Vec<String> {
+        vec![
+            "--cluster".into(),
+            format!("http://127.0.0.1:{cluster_port}"),
+            "--name".into(),
+            name.into(),
+            "--allow-native".into(),
+            "/bin/sleep".into(),
+            "--data".into(),
+            d(name),
+            "--docker=false".into(),
+        ]
+    };
+    let mut w1 = Proc::start("w1", "worker", &worker_args("w1"), dir.path());
+    procs.push(Proc::start("w2", "worker", &worker_args("w2"), dir.path()));
+    until("both workers READY", &mut procs, async || {
+        let clusters = client.clusters().await.ok()?;
+        clusters
+            .iter()
+            .any(|c| c.aggregate.as_ref().is_some_and(|a| a.ready_nodes == 2))
+            .then_some(())
+    })
+    .await;
+
+    let marker = format!("{}", 9_000_000 + std::process::id() % 1_000_000);
+    let pattern = format!("sleep {marker}");
+    let view = client
+        .submit(job("mover", &marker, "").into_bytes(), "application/yaml")
+        .await
+        .unwrap();
+    let id = view.id.to_string();
+    let first = until("the job RUNNING", &mut procs, async || {
+        let job = client.job(&id).await.ok()?;
+        (job.state == JobState::Running).then_some(job)
+    })
+    .await;
+    // first-fit in id order: w1
+    assert_eq!(first.instances[0].node.as_deref(), Some("w1"));
+
+    let _ = w1.child.kill();
+    let _ = w1.child.wait();
+    let moved = until("a replacement RUNNING on w2", &mut procs, async || {
+        let job = client.job(&id).await.ok()?;
+        let replaced = job
+            .instances
+            .iter()
+            .any(|i| i.node.as_deref() == Some("w2") && i.state == InstanceState::Running);
+        (replaced && job.state == JobState::Running).then_some(job)
+    })
+    .await;
+    assert_eq!(moved.instances[0].state, InstanceState::Lost);
+    let reasons: Vec<&str> = moved.history.iter().map(|h| h.reason.as_str()).collect();
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("replaces") && r.contains("node w1 lost")),
+        "{reasons:?}"
+    );
+    // the lost worker's process still runs on this machine, beside its replacement
+    assert_eq!(processes_running(&pattern).len(), 2);
+
+    // w1 comes back with the old instance: the newer placement wins
+    procs.push(Proc::start(
+        "w1 again",
+        "worker",
+        &worker_args("w1"),
+        dir.path(),
+    ));
+    until("the duplicate stopped", &mut procs, async || {
+        let job = client.job(&id).await.ok()?;
+        let old = job.instances[0].state == InstanceState::Terminated;
+        (old && processes_running(&pattern).len() == 1 && job.state == JobState::Running)
+            .then_some(())
+    })
+    .await;
+
+    client.terminate(&id).await.unwrap();
+    until("no process left", &mut procs, async || {
+        processes_running(&pattern).is_empty().then_some(())
+    })
+    .await;
+}

@@ -231,6 +231,112 @@ impl ClusterState {
                 fx.persist.push(Self::job_key(job.id.as_str()));
             }
         }
+        self.relocate_from(node, fx);
+    }
+
+    /// The free resources of READY nodes as the scheduler should see them now: the workers'
+    /// reports less what this cluster placed and has not seen reported yet.
+    fn refresh_candidates(&mut self) {
+        let now = now_ms();
+        for record in self.nodes.values() {
+            if record.lifecycle.state() == NodeState::Ready {
+                let free = record
+                    .free
+                    .min_each(&record.total.saturating_sub(&self.placed_on(&record.id)));
+                self.candidates
+                    .update_free(&record.id, free, record.candidate(now).data_age);
+            }
+        }
+    }
+
+    /// Places a replacement for every instance lost with `node`, on another node of this
+    /// cluster; one that no node can take stays LOST, with the scheduler's reason told up.
+    fn relocate_from(&mut self, node: &str, fx: &mut Fx) {
+        let lost: Vec<(String, InstanceId)> = self
+            .jobs
+            .values()
+            .filter(|j| j.lifecycle.state() != JobState::Terminating && j.is_live())
+            .flat_map(|j| {
+                j.instances
+                    .iter()
+                    .filter(|i| {
+                        i.node.as_deref() == Some(node)
+                            && i.lifecycle.state() == InstanceState::Lost
+                    })
+                    .map(|i| (j.id.to_string(), i.id.clone()))
+            })
+            .collect();
+        if lost.is_empty() {
+            return;
+        }
+        self.refresh_candidates();
+        let policy = self.scheduler.name().to_string();
+        let now = now_ms();
+        for (job_id, old) in lost {
+            let Some(job) = self.jobs.get(&job_id) else {
+                continue;
+            };
+            let spec = job.spec.clone();
+            let (reason, placed) = match self.scheduler.place(&spec, &self.candidates) {
+                Ok(p) => (
+                    format!(
+                        "replaces {old} (node {node} lost), placed on {} by {policy}",
+                        p.candidate
+                    ),
+                    Some(p.candidate),
+                ),
+                Err(e) => (
+                    format!("cannot replace {old} (node {node} lost): {e}"),
+                    None,
+                ),
+            };
+            let Some(target) = placed else {
+                warn!(job = %job_id, %reason, "instance not relocated");
+                continue;
+            };
+            self.candidates.reserve(&target, &spec.resources);
+            self.candidates.add_job(&target, &spec.name);
+            let Some(job) = self.jobs.get_mut(&job_id) else {
+                continue;
+            };
+            let id = InstanceId::new(format!("{}-{}", job.id, job.instances.len()))
+                .unwrap_or_else(|_| InstanceId::random());
+            info!(job = %job_id, instance = %id, node = %target, "relocating a lost instance");
+            job.instances.push(InstanceRecord {
+                id: id.clone(),
+                node: Some(target.clone()),
+                lifecycle: Lifecycle::new(InstanceState::Pending, now, &reason),
+                exit_code: None,
+            });
+            fx.persist.push(Self::job_key(&job_id));
+            fx.send_up.push(Envelope::new(
+                &self.config.id,
+                Message::InstanceEvent(InstanceEvent {
+                    job: job.id.clone(),
+                    instance: id.clone(),
+                    node: target.clone(),
+                    state: InstanceState::Pending,
+                    exit_code: None,
+                    reason,
+                }),
+            ));
+            let instance = InstanceSpec::for_job(id.clone(), job.id.clone(), &spec);
+            fx.commands.push((
+                target,
+                Envelope::new(
+                    &self.config.id,
+                    Message::Deploy(Box::new(Deploy {
+                        job: job.id.clone(),
+                        spec,
+                        instance: Some(instance),
+                    })),
+                ),
+                Tag::Deploy {
+                    job: job.id.clone(),
+                    instance: id,
+                },
+            ));
+        }
     }
 
     fn on_status(&mut self, node: &str, status: NodeStatus, fx: &mut Fx) {
@@ -274,6 +380,60 @@ impl ClusterState {
                 || instance.node.as_deref() != Some(node)
                 || report.state == InstanceState::Lost
             {
+                continue;
+            }
+            let replicas = job.spec.replicas as usize;
+            let others = job
+                .instances
+                .iter()
+                .filter(|i| {
+                    i.id != report.instance
+                        && !i.is_over()
+                        && !matches!(
+                            i.lifecycle.state(),
+                            InstanceState::Lost | InstanceState::Terminating
+                        )
+                })
+                .count();
+            let Some(instance) = job.instance_mut(&report.instance) else {
+                continue;
+            };
+            if others >= replicas {
+                // replaced while its node was away: the newer placement wins
+                let reason = format!("node {node} is back with it, but it was replaced meanwhile");
+                if advance(
+                    &mut instance.lifecycle,
+                    InstanceState::Terminating,
+                    now,
+                    &reason,
+                )
+                .is_ok()
+                {
+                    fx.persist.push(Self::job_key(report.job.as_str()));
+                    fx.send_up.push(Envelope::new(
+                        &self.config.id,
+                        Message::InstanceEvent(InstanceEvent {
+                            job: report.job.clone(),
+                            instance: report.instance.clone(),
+                            node: node.to_string(),
+                            state: InstanceState::Terminating,
+                            exit_code: None,
+                            reason,
+                        }),
+                    ));
+                    fx.commands.push((
+                        node.to_string(),
+                        Envelope::new(
+                            &self.config.id,
+                            Message::Terminate(Terminate {
+                                job: report.job.clone(),
+                                instance: Some(report.instance.clone()),
+                                grace_ms: self.config.grace.as_millis() as u64,
+                            }),
+                        ),
+                        Tag::Terminate,
+                    ));
+                }
                 continue;
             }
             let reason = format!("node {node} is back and reports it {}", report.state);
@@ -382,15 +542,7 @@ impl ClusterState {
             return command.ack(&self.config.id);
         }
         let now = now_ms();
-        for record in self.nodes.values() {
-            if record.lifecycle.state() == NodeState::Ready {
-                let free = record
-                    .free
-                    .min_each(&record.total.saturating_sub(&self.placed_on(&record.id)));
-                self.candidates
-                    .update_free(&record.id, free, record.candidate(now).data_age);
-            }
-        }
+        self.refresh_candidates();
         let spec = &deploy.spec;
         let mut set = self.candidates.clone();
         let mut placed = Vec::new();

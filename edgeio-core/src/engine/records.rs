@@ -304,6 +304,24 @@ impl JobRecord {
                 JobState::ScheduledNode,
                 format!("placed on {}", self.node_names().join(", ")),
             ),
+            // a replacement is on its way (an instance was lost with its node)
+            JobState::Running
+                if states
+                    .iter()
+                    .any(|s| matches!(s, InstanceState::Pending | InstanceState::Starting)) =>
+            {
+                let why = self
+                    .instances
+                    .iter()
+                    .rev()
+                    .find(|i| i.lifecycle.state() == InstanceState::Pending)
+                    .and_then(|i| i.lifecycle.history().first())
+                    .map_or_else(
+                        || "an instance is starting".to_string(),
+                        |h| h.reason.clone(),
+                    );
+                (JobState::ScheduledNode, why)
+            }
             _ => return None,
         };
         (implied.0 != state).then_some(implied)
