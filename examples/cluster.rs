@@ -1,12 +1,12 @@
 //! `cluster`: An edgeio cluster orchestrator: registers with the root, runs an MQTT broker for its workers, schedules jobs on them.
 //!
-//! `cargo run --example cluster --features roles -- --help` lists every option; each flag is
-//! also an environment variable (`EDGEIO_CLUSTER_<FLAG>`). Stops cleanly on Ctrl-C or SIGTERM.
+//! `cargo run --example cluster -- --help` lists every option; each flag is also an environment
+//! variable (`EDGEIO_CLUSTER_<FLAG>`) and may sit in a YAML file given with `--config`. Stops
+//! cleanly on Ctrl-C or SIGTERM.
 
-use clap::{CommandFactory, Parser};
-use edgeio::roles::{interrupted, load_config_file, start_cluster, ClusterOptions};
+use clap::Parser;
+use edgeio::roles::{role_main, start_cluster, ClusterOptions};
 use std::process::ExitCode;
-use std::time::Duration;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -15,7 +15,7 @@ use std::time::Duration;
     about = "An edgeio cluster orchestrator: registers with the root, runs an MQTT broker for its workers, schedules jobs on them."
 )]
 struct Cli {
-    /// A YAML file of options, flag names as keys (`listen: 127.0.0.1:7070`); flags and
+    /// A YAML file of options, flag names as keys (`name: edge-1`); flags and
     /// environment variables override it.
     #[arg(long, env = "EDGEIO_CLUSTER_CONFIG", value_name = "FILE")]
     config: Option<std::path::PathBuf>,
@@ -25,51 +25,5 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if let Err(e) = load_config_file("cluster", &Cli::command(), &args) {
-        eprintln!("cluster: {e}");
-        return ExitCode::from(2);
-    }
-    let cli = Cli::parse_from(args);
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=off")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("cluster: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(async {
-        let mut running = match start_cluster(cli.options).await {
-            Ok(running) => running,
-            Err(e) => {
-                eprintln!("cluster: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
-        eprintln!("cluster: {} up ({})", running.id, running.url);
-        tokio::select! {
-            _ = interrupted() => {
-                eprintln!("cluster: stopping");
-                running.stop(Duration::from_secs(15)).await;
-                ExitCode::SUCCESS
-            }
-            result = running.wait() => match result {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("cluster: {e}");
-                    ExitCode::FAILURE
-                }
-            },
-        }
-    })
+    role_main("cluster", false, |cli: Cli| cli.options, start_cluster)
 }

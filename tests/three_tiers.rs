@@ -478,13 +478,10 @@ fn a_config_file_sets_options_and_its_mistakes_are_named() {
     );
 }
 
-/// Root, cluster and one worker; deploys `descriptor`, SIGKILLs the worker, starts it again on
-/// the same data folder, and checks that it comes back under its id and adopts the job's
-/// process (`running()` counts them) instead of starting it twice; then terminates it.
-async fn worker_restart_scenario(descriptor: String, running: impl Fn() -> usize) {
-    use edgeio::state::InstanceState;
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let d = |sub: &str| dir.path().join(sub).display().to_string();
+/// A root and one cluster (embedded broker, status every 300 ms) as processes in `dir`:
+/// the processes, a client of the root, and the cluster's port.
+async fn root_and_cluster(dir: &Path) -> (Vec<Proc>, RootClient, u16) {
+    let d = |sub: &str| dir.join(sub).display().to_string();
     let (root_port, cluster_port, broker_port) = (free_port(), free_port(), free_port());
     let root_url = format!("http://127.0.0.1:{root_port}");
     let mut procs = vec![Proc::start(
@@ -498,7 +495,7 @@ async fn worker_restart_scenario(descriptor: String, running: impl Fn() -> usize
             "--aggregate-interval".into(),
             "300ms".into(),
         ],
-        dir.path(),
+        dir,
     )];
     let client = RootClient::new(&root_url).unwrap();
     until("the root answering", &mut procs, async || {
@@ -520,13 +517,24 @@ async fn worker_restart_scenario(descriptor: String, running: impl Fn() -> usize
             "--status-interval".into(),
             "300ms".into(),
         ],
-        dir.path(),
+        dir,
     ));
     let cluster = RootClient::new(&format!("http://127.0.0.1:{cluster_port}")).unwrap();
     until("the cluster answering", &mut procs, async || {
         cluster.health().await.ok()
     })
     .await;
+    (procs, client, cluster_port)
+}
+
+/// Root, cluster and one worker; deploys `descriptor`, SIGKILLs the worker, starts it again on
+/// the same data folder, and checks that it comes back under its id and adopts the job's
+/// process (`running()` counts them) instead of starting it twice; then terminates it.
+async fn worker_restart_scenario(descriptor: String, running: impl Fn() -> usize) {
+    use edgeio::state::InstanceState;
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let d = |sub: &str| dir.path().join(sub).display().to_string();
+    let (mut procs, client, cluster_port) = root_and_cluster(dir.path()).await;
     let worker_args: Vec<String> = vec![
         "--cluster".into(),
         format!("http://127.0.0.1:{cluster_port}"),
@@ -666,48 +674,7 @@ async fn a_killed_workers_job_runs_elsewhere_and_its_duplicate_is_stopped_when_i
     use edgeio::state::InstanceState;
     let dir = tempfile::tempdir().expect("a temporary directory");
     let d = |sub: &str| dir.path().join(sub).display().to_string();
-    let (root_port, cluster_port, broker_port) = (free_port(), free_port(), free_port());
-    let root_url = format!("http://127.0.0.1:{root_port}");
-    let mut procs = vec![Proc::start(
-        "root",
-        "root",
-        &[
-            "--listen".into(),
-            format!("127.0.0.1:{root_port}"),
-            "--data".into(),
-            d("root"),
-            "--aggregate-interval".into(),
-            "300ms".into(),
-        ],
-        dir.path(),
-    )];
-    let client = RootClient::new(&root_url).unwrap();
-    until("the root answering", &mut procs, async || {
-        client.health().await.ok()
-    })
-    .await;
-    procs.push(Proc::start(
-        "cluster",
-        "cluster",
-        &[
-            "--root".into(),
-            root_url.clone(),
-            "--listen".into(),
-            format!("127.0.0.1:{cluster_port}"),
-            "--mqtt-listen".into(),
-            format!("127.0.0.1:{broker_port}"),
-            "--data".into(),
-            d("cluster"),
-            "--status-interval".into(),
-            "300ms".into(),
-        ],
-        dir.path(),
-    ));
-    let cluster = RootClient::new(&format!("http://127.0.0.1:{cluster_port}")).unwrap();
-    until("the cluster answering", &mut procs, async || {
-        cluster.health().await.ok()
-    })
-    .await;
+    let (mut procs, client, cluster_port) = root_and_cluster(dir.path()).await;
     let worker_args = |name: &str| -> Vec<String> {
         vec![
             "--cluster".into(),

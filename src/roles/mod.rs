@@ -6,6 +6,7 @@
 
 mod cluster;
 mod common;
+mod main;
 mod root;
 mod worker;
 
@@ -13,5 +14,6 @@ pub use cluster::{start_cluster, ClusterOptions};
 pub use common::{
     interrupted, load_config_file, parse_duration, parse_labels, parse_location, RoleError, Running,
 };
+pub use main::role_main;
 pub use root::{start_root, RootOptions};
 pub use worker::{start_worker, WorkerOptions};

@@ -9,7 +9,7 @@
 //! round trip through the loop.
 
 use super::effects::Effects;
-use super::records::{advance, InstanceRecord, JobRecord, NodeRecord, JOBS, NODES};
+use super::records::{advance, load, InstanceRecord, JobRecord, NodeRecord, JOBS, NODES};
 use crate::job::InstanceSpec;
 use crate::model::{check_id, CandidateSet, InstanceId, Labels, Location, Resources, Tier};
 use crate::reliable::{CommandOutcome, ReliableConfig, ReliableParent};
@@ -909,27 +909,18 @@ impl ClusterEngine {
         let now = now_ms();
         let mut nodes = BTreeMap::new();
         let mut candidates = CandidateSet::for_tier(Tier::Nodes);
-        for kv in store.list(NODES).await?.items {
-            match serde_json::from_slice::<NodeRecord>(&kv.value) {
-                Ok(mut node) => {
-                    node.last_seen_ms = now;
-                    if node.lifecycle.state() == NodeState::Ready {
-                        candidates.insert(node.candidate(now));
-                    }
-                    nodes.insert(node.id.clone(), node);
-                }
-                Err(e) => warn!(key = %kv.key, error = %e, "skipping an unreadable node record"),
+        for mut node in load::<NodeRecord>(&*store, NODES).await? {
+            node.last_seen_ms = now;
+            if node.lifecycle.state() == NodeState::Ready {
+                candidates.insert(node.candidate(now));
             }
+            nodes.insert(node.id.clone(), node);
         }
-        let mut jobs = BTreeMap::new();
-        for kv in store.list(JOBS).await?.items {
-            match serde_json::from_slice::<JobRecord>(&kv.value) {
-                Ok(job) => {
-                    jobs.insert(job.id.to_string(), job);
-                }
-                Err(e) => warn!(key = %kv.key, error = %e, "skipping an unreadable job record"),
-            }
-        }
+        let jobs: BTreeMap<String, JobRecord> = load::<JobRecord>(&*store, JOBS)
+            .await?
+            .into_iter()
+            .map(|job| (job.id.to_string(), job))
+            .collect();
         let (tx, outcomes) = mpsc::unbounded_channel();
         Ok(ClusterEngine {
             shared: Arc::new(Shared {

@@ -339,6 +339,22 @@ impl JobRecord {
     }
 }
 
+/// Reads every record under `prefix`. An unreadable one is skipped with a warning naming its
+/// key: one damaged record must not keep an engine from starting with all the others.
+pub async fn load<T: serde::de::DeserializeOwned>(
+    store: &dyn crate::store::Store,
+    prefix: &str,
+) -> Result<Vec<T>, crate::store::StoreError> {
+    let mut records = Vec::new();
+    for kv in store.list(prefix).await?.items {
+        match serde_json::from_slice::<T>(&kv.value) {
+            Ok(record) => records.push(record),
+            Err(e) => tracing::warn!(key = %kv.key, error = %e, "skipping an unreadable record"),
+        }
+    }
+    Ok(records)
+}
+
 /// A readable, unique-enough id for a new job: its name and eight hex digits.
 pub fn new_job_id(name: &str) -> JobId {
     let suffix = uuid::Uuid::new_v4().simple().to_string();

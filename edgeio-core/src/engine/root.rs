@@ -9,7 +9,7 @@
 use super::api::{ApiError, ClusterView, JobView, LogStream, LogsQuery, NodeView, RootApi};
 use super::effects::{persist_all, Effects};
 use super::records::{
-    advance, new_job_id, ClusterRecord, InstanceRecord, JobRecord, CLUSTERS, JOBS,
+    advance, load, new_job_id, ClusterRecord, InstanceRecord, JobRecord, CLUSTERS, JOBS,
 };
 use crate::job::{FieldError, JobSpec};
 use crate::model::{check_id, CandidateSet, JobId, Labels, Tier};
@@ -873,26 +873,17 @@ impl RootEngine {
     ) -> Result<RootEngine, crate::store::StoreError> {
         let now = now_ms();
         let mut clusters = BTreeMap::new();
-        for kv in store.list(CLUSTERS).await?.items {
-            match serde_json::from_slice::<ClusterRecord>(&kv.value) {
-                Ok(mut c) => {
-                    let _ = c
-                        .lifecycle
-                        .transition(ClusterState::Inactive, now, "root restarted");
-                    clusters.insert(c.id.clone(), c);
-                }
-                Err(e) => warn!(key = %kv.key, error = %e, "skipping an unreadable cluster record"),
-            }
+        for mut c in load::<ClusterRecord>(&*store, CLUSTERS).await? {
+            let _ = c
+                .lifecycle
+                .transition(ClusterState::Inactive, now, "root restarted");
+            clusters.insert(c.id.clone(), c);
         }
-        let mut jobs = BTreeMap::new();
-        for kv in store.list(JOBS).await?.items {
-            match serde_json::from_slice::<JobRecord>(&kv.value) {
-                Ok(job) => {
-                    jobs.insert(job.id.to_string(), job);
-                }
-                Err(e) => warn!(key = %kv.key, error = %e, "skipping an unreadable job record"),
-            }
-        }
+        let jobs: BTreeMap<String, JobRecord> = load::<JobRecord>(&*store, JOBS)
+            .await?
+            .into_iter()
+            .map(|job| (job.id.to_string(), job))
+            .collect();
         let (tx, outcomes) = mpsc::unbounded_channel();
         Ok(RootEngine {
             shared: Arc::new(Shared {
