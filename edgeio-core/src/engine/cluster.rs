@@ -2,13 +2,13 @@
 //! the root's jobs on them with a [`Scheduler`], relays instance events up, and sends the root
 //! an aggregate of its nodes every `aggregate_interval`.
 //!
-//! State lives in one [`ClusterState`] behind a mutex; every change returns the effects it
-//! needs (records to persist, messages to send, commands to send reliably), which
-//! [`Shared::apply`] carries out. The registrar ([`ClusterEngine::registrar`]) and the loop
+//! State lives in one `ClusterState` behind a mutex; every change returns the effects it
+//! needs (records to persist, messages to send, commands to send reliably), which the
+//! engine's core (`effects::Core::apply`, shared with the root engine) carries out. The registrar ([`ClusterEngine::registrar`]) and the loop
 //! ([`ClusterEngine::run`]) both go through it, so the workers' WebSocket handshakes need no
 //! round trip through the loop.
 
-use super::effects::Effects;
+use super::effects::{Core, Effects, Outcome, Records};
 use super::records::{advance, load, InstanceRecord, JobRecord, NodeRecord, JOBS, NODES};
 use crate::job::InstanceSpec;
 use crate::model::{check_id, CandidateSet, InstanceId, Labels, Location, Resources, Tier};
@@ -25,7 +25,7 @@ use crate::wire::{
 use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
@@ -808,7 +808,9 @@ impl ClusterState {
             self.node_lost(&node, &reason, fx);
         }
     }
+}
 
+impl Records for ClusterState {
     fn value_of(&self, key: &str) -> Option<serde_json::Value> {
         if let Some(id) = key.strip_prefix(NODES) {
             return self
@@ -822,58 +824,7 @@ impl ClusterState {
     }
 }
 
-/// Everything the engine's tasks share.
-struct Shared {
-    state: Mutex<ClusterState>,
-    store: Arc<dyn Store>,
-    persist: tokio::sync::Mutex<()>,
-    outcomes: mpsc::UnboundedSender<(Tag, Result<CommandOutcome, TransportError>)>,
-    links: Mutex<Option<Links>>,
-}
-
-#[derive(Clone)]
-struct Links {
-    down: ReliableParent,
-    up: Arc<dyn ChildTransport>,
-}
-
-impl Shared {
-    fn state(&self) -> MutexGuard<'_, ClusterState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn links(&self) -> Option<Links> {
-        self.links.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    async fn apply(&self, fx: Fx) {
-        super::effects::persist_all(&self.persist, &*self.store, &fx.persist, |key| {
-            self.state().value_of(key)
-        })
-        .await;
-        let Some(links) = self.links() else {
-            return;
-        };
-        for envelope in fx.send_up {
-            if let Err(e) = links.up.send(&envelope).await {
-                warn!(kind = envelope.kind(), error = %e, "cannot send to the root");
-            }
-        }
-        for (node, envelope) in fx.send_down {
-            if let Err(e) = links.down.send(&node, &envelope).await {
-                warn!(node, kind = envelope.kind(), error = %e, "cannot send to a node");
-            }
-        }
-        for (node, envelope, tag) in fx.commands {
-            let down = links.down.clone();
-            let outcomes = self.outcomes.clone();
-            tokio::spawn(async move {
-                let outcome = down.command(&node, envelope).await;
-                let _ = outcomes.send((tag, outcome));
-            });
-        }
-    }
-}
+type Shared = Core<ClusterState, Tag>;
 
 /// Registers workers on behalf of the engine; hand it to the WebSocket server of `/ws/node`.
 #[derive(Clone)]
@@ -894,7 +845,7 @@ impl Registrar for ClusterRegistrar {
 /// The cluster engine.
 pub struct ClusterEngine {
     shared: Arc<Shared>,
-    outcomes: mpsc::UnboundedReceiver<(Tag, Result<CommandOutcome, TransportError>)>,
+    outcomes: mpsc::UnboundedReceiver<Outcome<Tag>>,
 }
 
 impl ClusterEngine {
@@ -921,23 +872,18 @@ impl ClusterEngine {
             .into_iter()
             .map(|job| (job.id.to_string(), job))
             .collect();
-        let (tx, outcomes) = mpsc::unbounded_channel();
+        let state = ClusterState {
+            config,
+            scheduler,
+            nodes,
+            candidates,
+            jobs,
+            relayed: HashMap::new(),
+            following: HashMap::new(),
+        };
+        let (core, outcomes) = Core::new(state, store);
         Ok(ClusterEngine {
-            shared: Arc::new(Shared {
-                state: Mutex::new(ClusterState {
-                    config,
-                    scheduler,
-                    nodes,
-                    candidates,
-                    jobs,
-                    relayed: HashMap::new(),
-                    following: HashMap::new(),
-                }),
-                store,
-                persist: tokio::sync::Mutex::new(()),
-                outcomes: tx,
-                links: Mutex::new(None),
-            }),
+            shared: Arc::new(core),
             outcomes,
         })
     }
@@ -980,10 +926,7 @@ impl ClusterEngine {
             )
         };
         let down = ReliableParent::new(down, reliable);
-        *self.shared.links.lock().unwrap_or_else(|e| e.into_inner()) = Some(Links {
-            down: down.clone(),
-            up: up.clone(),
-        });
+        self.shared.connect(down.clone(), Some(up.clone()));
         let mut aggregate_tick = tokio::time::interval(aggregate_every);
         aggregate_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut heartbeat_tick = tokio::time::interval(heartbeat_every);

@@ -7,7 +7,7 @@
 //! effects (records to persist, messages, commands), carried out after the lock is released.
 
 use super::api::{ApiError, ClusterView, JobView, LogStream, LogsQuery, NodeView, RootApi};
-use super::effects::{persist_all, Effects};
+use super::effects::{Core, Effects, Outcome, Records};
 use super::records::{
     advance, load, new_job_id, ClusterRecord, InstanceRecord, JobRecord, CLUSTERS, JOBS,
 };
@@ -26,7 +26,7 @@ use crate::wire::{
 use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
@@ -535,7 +535,9 @@ impl RootState {
         fx.persist.push(job_key(id));
         Ok(job.view())
     }
+}
 
+impl Records for RootState {
     fn value_of(&self, key: &str) -> Option<serde_json::Value> {
         if let Some(id) = key.strip_prefix(CLUSTERS) {
             return self
@@ -549,46 +551,7 @@ impl RootState {
     }
 }
 
-struct Shared {
-    state: Mutex<RootState>,
-    store: Arc<dyn Store>,
-    persist: tokio::sync::Mutex<()>,
-    outcomes: mpsc::UnboundedSender<(Tag, Result<CommandOutcome, TransportError>)>,
-    down: Mutex<Option<ReliableParent>>,
-}
-
-impl Shared {
-    fn state(&self) -> MutexGuard<'_, RootState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn down(&self) -> Option<ReliableParent> {
-        self.down.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    async fn apply(&self, fx: Fx) {
-        persist_all(&self.persist, &*self.store, &fx.persist, |key| {
-            self.state().value_of(key)
-        })
-        .await;
-        let Some(down) = self.down() else {
-            return;
-        };
-        for (cluster, envelope) in fx.send_down {
-            if let Err(e) = down.send(&cluster, &envelope).await {
-                warn!(cluster, kind = envelope.kind(), error = %e, "cannot send to a cluster");
-            }
-        }
-        for (cluster, envelope, tag) in fx.commands {
-            let down = down.clone();
-            let outcomes = self.outcomes.clone();
-            tokio::spawn(async move {
-                let outcome = down.command(&cluster, envelope).await;
-                let _ = outcomes.send((tag, outcome));
-            });
-        }
-    }
-}
+type Shared = Core<RootState, Tag>;
 
 /// The root engine's handle: the user API ([`RootApi`]) and the clusters' registrar. Cheap
 /// to clone.
@@ -860,7 +823,7 @@ const FOLLOW_BUFFER: usize = 256;
 /// The root engine.
 pub struct RootEngine {
     shared: Arc<Shared>,
-    outcomes: mpsc::UnboundedReceiver<(Tag, Result<CommandOutcome, TransportError>)>,
+    outcomes: mpsc::UnboundedReceiver<Outcome<Tag>>,
 }
 
 impl RootEngine {
@@ -884,23 +847,18 @@ impl RootEngine {
             .into_iter()
             .map(|job| (job.id.to_string(), job))
             .collect();
-        let (tx, outcomes) = mpsc::unbounded_channel();
+        let state = RootState {
+            config,
+            scheduler,
+            clusters,
+            jobs,
+            reserving: Vec::new(),
+            queries: HashMap::new(),
+            streams: HashMap::new(),
+        };
+        let (core, outcomes) = Core::new(state, store);
         Ok(RootEngine {
-            shared: Arc::new(Shared {
-                state: Mutex::new(RootState {
-                    config,
-                    scheduler,
-                    clusters,
-                    jobs,
-                    reserving: Vec::new(),
-                    queries: HashMap::new(),
-                    streams: HashMap::new(),
-                }),
-                store,
-                persist: tokio::sync::Mutex::new(()),
-                outcomes: tx,
-                down: Mutex::new(None),
-            }),
+            shared: Arc::new(core),
             outcomes,
         })
     }
@@ -922,7 +880,7 @@ impl RootEngine {
     ) -> Result<(), TransportError> {
         let reliable = self.shared.state().config.reliable.clone();
         let down = ReliableParent::new(down, reliable);
-        *self.shared.down.lock().unwrap_or_else(|e| e.into_inner()) = Some(down.clone());
+        self.shared.connect(down.clone(), None);
         tokio::pin!(shutdown);
         loop {
             let mut fx = Fx::default();
