@@ -8,10 +8,10 @@
 //! ([`ClusterEngine::run`]) both go through it, so the workers' WebSocket handshakes need no
 //! round trip through the loop.
 
-use super::effects::{Core, Effects, Outcome, Records};
+use super::effects::{record_json, Core, Effects, Outcome, Records};
 use super::records::{advance, load, InstanceRecord, JobRecord, NodeRecord, JOBS, NODES};
 use crate::job::InstanceSpec;
-use crate::model::{check_id, CandidateSet, InstanceId, Labels, Location, Resources, Tier};
+use crate::model::{check_id, CandidateSet, InstanceId, JobId, Labels, Location, Resources, Tier};
 use crate::reliable::{CommandOutcome, ReliableConfig, ReliableParent};
 use crate::scheduler::{Scheduler, SchedulerError};
 use crate::state::{InstanceState, JobState, Lifecycle, NodeState};
@@ -29,6 +29,28 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
+
+/// An `instance_event` from this cluster (`from`) for the root.
+fn instance_event(
+    from: &str,
+    job: &JobId,
+    instance: &InstanceId,
+    node: &str,
+    state: InstanceState,
+    reason: String,
+) -> Envelope {
+    Envelope::new(
+        from,
+        Message::InstanceEvent(InstanceEvent {
+            job: job.clone(),
+            instance: instance.clone(),
+            node: node.to_string(),
+            state,
+            exit_code: None,
+            reason,
+        }),
+    )
+}
 
 /// How the cluster engine runs.
 #[derive(Debug, Clone, PartialEq)]
@@ -62,10 +84,7 @@ impl ClusterConfig {
 /// What a command to a worker was for, so its outcome can be applied.
 #[derive(Debug, Clone)]
 enum Tag {
-    Deploy {
-        job: crate::model::JobId,
-        instance: InstanceId,
-    },
+    Deploy { job: JobId, instance: InstanceId },
     Terminate,
 }
 
@@ -214,16 +233,13 @@ impl ClusterState {
                 let why = format!("node {node} lost: {reason}");
                 if advance(&mut instance.lifecycle, InstanceState::Lost, now, &why).is_ok() {
                     changed = true;
-                    fx.send_up.push(Envelope::new(
+                    fx.send_up.push(instance_event(
                         &self.config.id,
-                        Message::InstanceEvent(InstanceEvent {
-                            job: job.id.clone(),
-                            instance: instance.id.clone(),
-                            node: node.to_string(),
-                            state: InstanceState::Lost,
-                            exit_code: None,
-                            reason: why,
-                        }),
+                        &job.id,
+                        &instance.id,
+                        node,
+                        InstanceState::Lost,
+                        why,
                     ));
                 }
             }
@@ -309,16 +325,13 @@ impl ClusterState {
                 exit_code: None,
             });
             fx.persist.push(Self::job_key(&job_id));
-            fx.send_up.push(Envelope::new(
+            fx.send_up.push(instance_event(
                 &self.config.id,
-                Message::InstanceEvent(InstanceEvent {
-                    job: job.id.clone(),
-                    instance: id.clone(),
-                    node: target.clone(),
-                    state: InstanceState::Pending,
-                    exit_code: None,
-                    reason,
-                }),
+                &job.id,
+                &id,
+                &target,
+                InstanceState::Pending,
+                reason,
             ));
             let instance = InstanceSpec::for_job(id.clone(), job.id.clone(), &spec);
             fx.commands.push((
@@ -410,16 +423,13 @@ impl ClusterState {
                 .is_ok()
                 {
                     fx.persist.push(Self::job_key(report.job.as_str()));
-                    fx.send_up.push(Envelope::new(
+                    fx.send_up.push(instance_event(
                         &self.config.id,
-                        Message::InstanceEvent(InstanceEvent {
-                            job: report.job.clone(),
-                            instance: report.instance.clone(),
-                            node: node.to_string(),
-                            state: InstanceState::Terminating,
-                            exit_code: None,
-                            reason,
-                        }),
+                        &report.job,
+                        &report.instance,
+                        node,
+                        InstanceState::Terminating,
+                        reason,
                     ));
                     fx.commands.push((
                         node.to_string(),
@@ -439,16 +449,13 @@ impl ClusterState {
             let reason = format!("node {node} is back and reports it {}", report.state);
             if advance(&mut instance.lifecycle, report.state, now, &reason).is_ok() {
                 fx.persist.push(Self::job_key(report.job.as_str()));
-                fx.send_up.push(Envelope::new(
+                fx.send_up.push(instance_event(
                     &self.config.id,
-                    Message::InstanceEvent(InstanceEvent {
-                        job: report.job.clone(),
-                        instance: report.instance.clone(),
-                        node: node.to_string(),
-                        state: report.state,
-                        exit_code: None,
-                        reason,
-                    }),
+                    &report.job,
+                    &report.instance,
+                    node,
+                    report.state,
+                    reason,
                 ));
             }
         }
@@ -600,15 +607,14 @@ impl ClusterState {
                 lifecycle: Lifecycle::new(InstanceState::Pending, now, &reason),
                 exit_code: None,
             });
-            fx.send_up
-                .push(self.up(Message::InstanceEvent(InstanceEvent {
-                    job: deploy.job.clone(),
-                    instance: id.clone(),
-                    node: node.clone(),
-                    state: InstanceState::Pending,
-                    exit_code: None,
-                    reason,
-                })));
+            fx.send_up.push(instance_event(
+                &self.config.id,
+                &deploy.job,
+                &id,
+                &node,
+                InstanceState::Pending,
+                reason,
+            ));
             let instance = InstanceSpec::for_job(id.clone(), deploy.job.clone(), spec);
             fx.commands.push((
                 node,
@@ -673,16 +679,13 @@ impl ClusterState {
                     now,
                     &reason,
                 );
-                fx.send_up.push(Envelope::new(
+                fx.send_up.push(instance_event(
                     &id,
-                    Message::InstanceEvent(InstanceEvent {
-                        job: t.job.clone(),
-                        instance: instance.id.clone(),
-                        node,
-                        state: InstanceState::Terminated,
-                        exit_code: None,
-                        reason,
-                    }),
+                    &t.job,
+                    &instance.id,
+                    &node,
+                    InstanceState::Terminated,
+                    reason,
                 ));
             }
         }
@@ -692,7 +695,7 @@ impl ClusterState {
 
     fn on_deploy_outcome(
         &mut self,
-        job: &crate::model::JobId,
+        job: &JobId,
         instance: &InstanceId,
         outcome: Result<CommandOutcome, TransportError>,
         fx: &mut Fx,
@@ -716,15 +719,14 @@ impl ClusterState {
         let node = i.node.clone().unwrap_or_default();
         if advance(&mut i.lifecycle, InstanceState::Failed, now_ms(), &reason).is_ok() {
             fx.persist.push(Self::job_key(job.as_str()));
-            fx.send_up
-                .push(self.up(Message::InstanceEvent(InstanceEvent {
-                    job: job.clone(),
-                    instance: instance.clone(),
-                    node,
-                    state: InstanceState::Failed,
-                    exit_code: None,
-                    reason,
-                })));
+            fx.send_up.push(instance_event(
+                &self.config.id,
+                job,
+                instance,
+                &node,
+                InstanceState::Failed,
+                reason,
+            ));
         }
     }
 
@@ -812,15 +814,7 @@ impl ClusterState {
 
 impl Records for ClusterState {
     fn value_of(&self, key: &str) -> Option<serde_json::Value> {
-        if let Some(id) = key.strip_prefix(NODES) {
-            return self
-                .nodes
-                .get(id)
-                .and_then(|n| serde_json::to_value(n).ok());
-        }
-        key.strip_prefix(JOBS)
-            .and_then(|id| self.jobs.get(id))
-            .and_then(|j| serde_json::to_value(j).ok())
+        record_json(key, NODES, &self.nodes).or_else(|| record_json(key, JOBS, &self.jobs))
     }
 }
 

@@ -60,6 +60,17 @@ pub(crate) async fn persist_all(
     }
 }
 
+/// The JSON of the record `key` names when it lies under `prefix` in `records` (keyed by id).
+pub(crate) fn record_json<T: serde::Serialize>(
+    key: &str,
+    prefix: &str,
+    records: &std::collections::BTreeMap<String, T>,
+) -> Option<serde_json::Value> {
+    key.strip_prefix(prefix)
+        .and_then(|id| records.get(id))
+        .and_then(|record| serde_json::to_value(record).ok())
+}
+
 /// Engine state that can write its records: the current JSON of a store key.
 pub(crate) trait Records {
     /// The record under `key` as it is now, `None` when there is none.

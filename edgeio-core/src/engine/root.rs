@@ -7,7 +7,7 @@
 //! effects (records to persist, messages, commands), carried out after the lock is released.
 
 use super::api::{ApiError, ClusterView, JobView, LogStream, LogsQuery, NodeView, RootApi};
-use super::effects::{Core, Effects, Outcome, Records};
+use super::effects::{record_json, Core, Effects, Outcome, Records};
 use super::records::{
     advance, load, new_job_id, ClusterRecord, InstanceRecord, JobRecord, CLUSTERS, JOBS,
 };
@@ -214,18 +214,9 @@ impl RootState {
             for job in waiting {
                 if let Some(record) = self.jobs.get_mut(&job) {
                     record.refused_by.clear();
-                    let reason = format!("cluster {cluster} has new nodes; retrying");
-                    if advance(
-                        &mut record.lifecycle,
-                        JobState::Requested,
-                        now_ms(),
-                        &reason,
-                    )
-                    .is_ok()
-                    {
-                        self.schedule(&job, fx);
-                    }
                 }
+                let reason = format!("cluster {cluster} has new nodes; retrying");
+                self.reschedule(&job, &reason, fx);
             }
         }
     }
@@ -241,6 +232,16 @@ impl RootState {
             }
         }
         set
+    }
+
+    /// Moves a job back to REQUESTED (recording `reason`) and schedules it again.
+    fn reschedule(&mut self, id: &str, reason: &str, fx: &mut Fx) {
+        let Some(record) = self.jobs.get_mut(id) else {
+            return;
+        };
+        if advance(&mut record.lifecycle, JobState::Requested, now_ms(), reason).is_ok() {
+            self.schedule(id, fx);
+        }
     }
 
     /// Places a REQUESTED job on a cluster, or marks it NOT_DEPLOYABLE with the reasons.
@@ -362,16 +363,7 @@ impl RootState {
         record.unschedulable.extend(unschedulable);
         record.cluster = None;
         let reason = format!("cluster {cluster} refused: {error}");
-        if advance(
-            &mut record.lifecycle,
-            JobState::Requested,
-            now_ms(),
-            &reason,
-        )
-        .is_ok()
-        {
-            self.schedule(job.as_str(), fx);
-        }
+        self.reschedule(job.as_str(), &reason, fx);
     }
 
     fn on_terminate_outcome(
@@ -539,15 +531,7 @@ impl RootState {
 
 impl Records for RootState {
     fn value_of(&self, key: &str) -> Option<serde_json::Value> {
-        if let Some(id) = key.strip_prefix(CLUSTERS) {
-            return self
-                .clusters
-                .get(id)
-                .and_then(|c| serde_json::to_value(c).ok());
-        }
-        key.strip_prefix(JOBS)
-            .and_then(|id| self.jobs.get(id))
-            .and_then(|j| serde_json::to_value(j).ok())
+        record_json(key, CLUSTERS, &self.clusters).or_else(|| record_json(key, JOBS, &self.jobs))
     }
 }
 
