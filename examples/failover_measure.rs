@@ -15,38 +15,16 @@
 use edgeio::state::{InstanceState, JobState};
 use edgeio::transport_ws::RootClient;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-struct Proc(Child);
+#[path = "support/procs.rs"]
+mod procs;
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use procs::{free_port, start_sibling, Proc};
 
 fn start(name: &str, args: &[String]) -> Proc {
-    let program = std::env::current_exe()
-        .expect("own path")
-        .with_file_name(name);
-    let child = Command::new(&program)
-        .args(args)
-        .env("RUST_LOG", "error,rumqttd=off")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
-    Proc(child)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    start_sibling(name, args, "error,rumqttd=off")
 }
 
 fn signal(pid: u32, sig: &str) {

@@ -11,41 +11,16 @@
 //! read from `/proc/PID/status` once a second; CPU is the process's user + system time over
 //! the window, as a share of one core. Linux only.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-struct Proc(Child);
+#[path = "support/procs.rs"]
+mod procs;
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use procs::{free_port, start_sibling, Proc};
 
-fn sibling(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("own path");
-    exe.with_file_name(name)
-}
-
-fn start(program: &Path, args: &[String]) -> Proc {
-    let child = Command::new(program)
-        .args(args)
-        .env("RUST_LOG", "warn,rumqttd=off")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
-    Proc(child)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+fn start(name: &str, args: &[String]) -> Proc {
+    start_sibling(name, args, "warn,rumqttd=off")
 }
 
 fn wait_port(port: u16) {
@@ -96,7 +71,7 @@ fn main() {
     let d = |s: &str| dir.join(s).display().to_string();
     let (root_port, cluster_port, broker_port) = (free_port(), free_port(), free_port());
     let _root = start(
-        &sibling("root"),
+        "root",
         &[
             "--listen".into(),
             format!("127.0.0.1:{root_port}"),
@@ -106,7 +81,7 @@ fn main() {
     );
     wait_port(root_port);
     let _cluster = start(
-        &sibling("cluster"),
+        "cluster",
         &[
             "--root".into(),
             format!("http://127.0.0.1:{root_port}"),
@@ -122,7 +97,7 @@ fn main() {
     );
     wait_port(cluster_port);
     let worker = start(
-        &sibling("worker"),
+        "worker",
         &[
             "--cluster".into(),
             format!("http://127.0.0.1:{cluster_port}"),
