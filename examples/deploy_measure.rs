@@ -216,6 +216,8 @@ async fn main() {
         data: dir.join("root"),
         scheduler: PolicyKind::LeastLoaded,
         aggregate_interval: Duration::from_millis(200),
+        missed_aggregates: 3,
+        cluster_timeout: Duration::from_secs(30),
     })
     .await
     .expect("root");

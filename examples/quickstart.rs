@@ -81,6 +81,8 @@ async fn run(cli: Cli, data: &Path) -> Result<(), String> {
         data: data.join("root"),
         scheduler: PolicyKind::FirstFit,
         aggregate_interval: Duration::from_millis(500),
+        missed_aggregates: 3,
+        cluster_timeout: Duration::from_secs(30),
     })
     .await
     .map_err(|e| e.to_string())?;

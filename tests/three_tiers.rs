@@ -6,136 +6,14 @@
 //! the field; terminating leaves no process of a job behind.
 #![cfg(all(feature = "roles", feature = "testing"))]
 
+mod support;
+
 use edgeio::state::JobState;
 use edgeio::testing::require;
 use edgeio::transport_mqtt::testing::{free_port, Mosquitto};
 use edgeio::transport_ws::RootClient;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-const RUNNING_WITHIN: Duration = Duration::from_secs(60);
-
-/// The example binaries, built by the same `cargo test`/`nextest` run (or built here).
-fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("the test's path");
-    // target/<profile>/deps/three_tiers-<hash> → target/<profile>/examples/<name>
-    let profile = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>");
-    let path = profile.join("examples").join(name);
-    if !path.is_file() {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "--all-features", "--example", name])
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building example {name} failed");
-    }
-    path
-}
-
-/// A child process killed (and reaped) on drop, its output kept in a log file.
-struct Proc {
-    name: String,
-    child: Child,
-    log: PathBuf,
-}
-
-impl Proc {
-    fn start(name: &str, program: &str, args: &[String], dir: &Path) -> Proc {
-        let log = dir.join(format!("{name}.log"));
-        let out = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(binary(program))
-            .args(args)
-            .env("RUST_LOG", "info,rumqttd=off")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("log handle"))
-            .stderr(out)
-            .spawn()
-            .unwrap_or_else(|e| panic!("{name} starts: {e}"));
-        Proc {
-            name: name.to_string(),
-            child,
-            log,
-        }
-    }
-
-    fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGTERM, then waits for a clean exit.
-    fn stop(&mut self) -> bool {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.success();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        false
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn until<T>(what: &str, procs: &mut [Proc], mut probe: impl AsyncFnMut() -> Option<T>) -> T {
-    let started = Instant::now();
-    loop {
-        if let Some(found) = probe().await {
-            return found;
-        }
-        for p in procs.iter_mut() {
-            assert!(
-                p.alive(),
-                "{} died while waiting for {what}:\n{}",
-                p.name,
-                p.log()
-            );
-        }
-        if started.elapsed() > RUNNING_WITHIN {
-            let logs: Vec<String> = procs
-                .iter()
-                .map(|p| format!("--- {} ---\n{}", p.name, p.log()))
-                .collect();
-            panic!(
-                "{what} did not happen within {RUNNING_WITHIN:?}\n{}",
-                logs.join("\n")
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn job(name: &str, sleep_arg: &str, pin: &str) -> String {
-    format!(
-        "api_version: v1\njob_name: {name}\nimage: /bin/sleep\nimage_runtime: native\n\
-         args: [\"{sleep_arg}\"]\nrequirements:\n  cpu: 50m\n  memory: 8Mi\n{pin}\n"
-    )
-}
-
-fn processes_running(pattern: &str) -> Vec<String> {
-    let out = Command::new("pgrep")
-        .args(["-f", pattern])
-        .output()
-        .expect("pgrep runs");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
+use std::process::Command;
+use support::{binary, job, processes_running, root_and_cluster, until, Proc};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn root_two_clusters_and_three_workers_run_jobs_as_separate_processes() {
@@ -480,53 +358,6 @@ fn a_config_file_sets_options_and_its_mistakes_are_named() {
 
 /// A root and one cluster (embedded broker, status every 300 ms) as processes in `dir`:
 /// the processes, a client of the root, and the cluster's port.
-async fn root_and_cluster(dir: &Path) -> (Vec<Proc>, RootClient, u16) {
-    let d = |sub: &str| dir.join(sub).display().to_string();
-    let (root_port, cluster_port, broker_port) = (free_port(), free_port(), free_port());
-    let root_url = format!("http://127.0.0.1:{root_port}");
-    let mut procs = vec![Proc::start(
-        "root",
-        "root",
-        &[
-            "--listen".into(),
-            format!("127.0.0.1:{root_port}"),
-            "--data".into(),
-            d("root"),
-            "--aggregate-interval".into(),
-            "300ms".into(),
-        ],
-        dir,
-    )];
-    let client = RootClient::new(&root_url).unwrap();
-    until("the root answering", &mut procs, async || {
-        client.health().await.ok()
-    })
-    .await;
-    procs.push(Proc::start(
-        "cluster",
-        "cluster",
-        &[
-            "--root".into(),
-            root_url.clone(),
-            "--listen".into(),
-            format!("127.0.0.1:{cluster_port}"),
-            "--mqtt-listen".into(),
-            format!("127.0.0.1:{broker_port}"),
-            "--data".into(),
-            d("cluster"),
-            "--status-interval".into(),
-            "300ms".into(),
-        ],
-        dir,
-    ));
-    let cluster = RootClient::new(&format!("http://127.0.0.1:{cluster_port}")).unwrap();
-    until("the cluster answering", &mut procs, async || {
-        cluster.health().await.ok()
-    })
-    .await;
-    (procs, client, cluster_port)
-}
-
 /// Root, cluster and one worker; deploys `descriptor`, SIGKILLs the worker, starts it again on
 /// the same data folder, and checks that it comes back under its id and adopts the job's
 /// process (`running()` counts them) instead of starting it twice; then terminates it.

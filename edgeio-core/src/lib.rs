@@ -28,9 +28,11 @@
 //! assert_eq!(job.worker_node.as_deref(), Some("e580"));
 //! ```
 
+pub mod backoff;
 pub mod engine;
 pub mod job;
 pub mod model;
+pub mod redial;
 pub mod reliable;
 pub mod runtime;
 pub mod scheduler;

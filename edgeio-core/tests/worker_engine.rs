@@ -47,6 +47,7 @@ fn deploy(id: &str) -> (InstanceSpec, Envelope) {
         job: spec.job.clone(),
         spec: job,
         instance: Some(spec.clone()),
+        first_instance: 0,
     }));
     (spec, Envelope::new("cluster", body))
 }
@@ -186,6 +187,7 @@ async fn a_deploy_that_cannot_start_is_nacked_and_reported_failed() {
         job: spec.job.clone(),
         spec: JobSpec::minimal("web", "fake:fail", "native", Resources::ZERO),
         instance: Some(spec.clone()),
+        first_instance: 0,
     }));
     let envelope = Envelope::new("cluster", body);
     hub.parent().send("node-1", &envelope).await.unwrap();

@@ -1,7 +1,7 @@
 //! The child (worker) side: one MQTT client per node, dialing its cluster's broker.
 
 use crate::config::{validate_id, BrokerUrl, ChildConfig};
-use crate::link::{event_loop, wait_up, Backoff, LinkState, LostNotice};
+use crate::link::{backoff, event_loop, wait_up, Backoff, LinkState, LostNotice};
 use async_trait::async_trait;
 use bytes::Bytes;
 use edgeio_core::transport::{ChildTransport, TransportError};
@@ -119,7 +119,7 @@ impl MqttChild {
             eventloop,
             inbox: tx,
             state: state_tx,
-            backoff: Backoff::new(&config.link),
+            backoff: backoff(&config.link),
             topics: topics.clone(),
             announce,
             announced: false,

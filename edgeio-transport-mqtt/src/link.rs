@@ -1,10 +1,9 @@
 //! What both sides share: client options, the reconnection backoff, the link state.
 
 use crate::config::{max_packet_bytes, BrokerUrl, LinkConfig};
+pub(crate) use edgeio_core::backoff::Backoff;
 use edgeio_core::transport::TransportError;
 use rumqttc::{EventLoop, LastWill, MqttOptions, NetworkOptions};
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -48,44 +47,12 @@ pub(crate) fn event_loop(
     (client, eventloop)
 }
 
-/// Exponential backoff with jitter, for reconnection.
-pub(crate) struct Backoff {
-    initial: Duration,
-    max: Duration,
-    next: Duration,
-    random: RandomState,
-    draws: u64,
-}
-
-impl Backoff {
-    pub(crate) fn new(config: &LinkConfig) -> Backoff {
-        let initial = Duration::from_millis(config.reconnect_initial_ms.max(1));
-        Backoff {
-            initial,
-            max: Duration::from_millis(config.reconnect_max_ms).max(initial),
-            next: initial,
-            random: RandomState::new(),
-            draws: 0,
-        }
-    }
-
-    pub(crate) fn reset(&mut self) {
-        self.next = self.initial;
-    }
-
-    /// The next wait: the current step plus up to 25% jitter, so that many children cut off
-    /// by one broker restart do not all reconnect in the same instant.
-    pub(crate) fn next_wait(&mut self) -> Duration {
-        let base = self.next;
-        self.next = (self.next * 2).min(self.max);
-        // RandomState is seeded randomly per instance; hashing a counter gives cheap,
-        // well-spread numbers without a dependency on a random number crate.
-        let mut hasher = self.random.build_hasher();
-        hasher.write_u64(self.draws);
-        self.draws += 1;
-        let fraction = (hasher.finish() % 1_000) as f64 / 4_000.0;
-        base + base.mul_f64(fraction)
-    }
+/// The reconnection backoff of `config`.
+pub(crate) fn backoff(config: &LinkConfig) -> Backoff {
+    Backoff::new(
+        Duration::from_millis(config.reconnect_initial_ms),
+        Duration::from_millis(config.reconnect_max_ms),
+    )
 }
 
 /// Waits until `state` is [`LinkState::Up`], at most `config.connect_timeout_ms`.
@@ -158,7 +125,7 @@ mod tests {
             reconnect_max_ms: 400,
             ..LinkConfig::default()
         };
-        let mut backoff = Backoff::new(&config);
+        let mut backoff = backoff(&config);
         let waits: Vec<u128> = (0..5).map(|_| backoff.next_wait().as_millis()).collect();
         for (wait, base) in waits.iter().zip([100u128, 200, 400, 400, 400]) {
             assert!(*wait >= base && *wait <= base + base / 4, "{waits:?}");

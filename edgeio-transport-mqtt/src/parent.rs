@@ -1,7 +1,7 @@
 //! The parent (cluster) side: one MQTT client that hears every node and commands each one.
 
 use crate::config::{validate_id, BrokerUrl, ParentConfig};
-use crate::link::{event_loop, wait_up, Backoff, LinkState, LostNotice};
+use crate::link::{backoff, event_loop, wait_up, Backoff, LinkState, LostNotice};
 use async_trait::async_trait;
 use edgeio_core::transport::{ParentEvent, ParentTransport, TransportError};
 use edgeio_core::wire::{Codec, Envelope};
@@ -109,7 +109,7 @@ impl MqttParent {
             events: tx,
             up: up.clone(),
             state: state_tx,
-            backoff: Backoff::new(&config.link),
+            backoff: backoff(&config.link),
             codec,
             url: url.clone(),
         };

@@ -29,6 +29,7 @@ fn event(node: &str, n: u32) -> Envelope {
             state: InstanceState::Running,
             exit_code: None,
             reason: format!("test event {n}"),
+            unschedulable: None,
         }),
     )
 }

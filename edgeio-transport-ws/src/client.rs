@@ -495,3 +495,43 @@ impl ChildTransport for WsChild {
         Ok(())
     }
 }
+
+/// Registers again on every dial, for [`edgeio_core::redial::Redial`]: a child whose link to
+/// its parent dropped dials in with the same request (carrying its kept id as
+/// `previous_id`, so the parent knows it again).
+#[derive(Debug, Clone)]
+pub struct WsDial {
+    /// The parent's `http://HOST:PORT`.
+    pub url: String,
+    /// How the child registers.
+    pub request: RegisterRequest,
+    /// Options of each dial.
+    pub config: WsClientConfig,
+}
+
+#[async_trait]
+impl edgeio_core::redial::Dial for WsDial {
+    async fn dial(&self) -> Result<Arc<dyn ChildTransport>, TransportError> {
+        let registration = register(
+            &self.url,
+            self.request.role,
+            self.request.clone(),
+            self.config.clone(),
+        )
+        .await?;
+        match registration.channel {
+            Some(channel) => Ok(Arc::new(channel)),
+            None => Err(TransportError::Unsupported {
+                transport: "ws",
+                what: format!(
+                    "re-dialing {} that answers with a {:?} channel",
+                    self.url, registration.reply.channel.kind
+                ),
+            }),
+        }
+    }
+
+    fn target(&self) -> String {
+        self.url.clone()
+    }
+}

@@ -71,7 +71,7 @@ mod server;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use client::{register, Registration, WsChild, WsClientConfig};
+pub use client::{register, Registration, WsChild, WsClientConfig, WsDial};
 pub use registrar::Registrar;
 pub use rest::{
     health_router, router, router_with_runtimes, ErrorDetail, ErrorInfo, ErrorResponse,

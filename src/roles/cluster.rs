@@ -8,6 +8,7 @@ use super::common::{
 use super::root::{build_scheduler, policy};
 use edgeio_core::engine::cluster::{ClusterConfig, ClusterEngine};
 use edgeio_core::model::{Labels, Location};
+use edgeio_core::redial::Redial;
 use edgeio_core::reliable::{ReliableChild, ReliableConfig};
 use edgeio_core::transport::ChildTransport;
 use edgeio_core::wire::{
@@ -16,11 +17,17 @@ use edgeio_core::wire::{
 use edgeio_scheduler::PolicyKind;
 use edgeio_store::StoreConfig;
 use edgeio_transport_mqtt::{BrokerConfig, BrokerUrl, EmbeddedBroker, MqttParent, ParentConfig};
-use edgeio_transport_ws::{register, serve, WsClientConfig, WsParent, WsServerConfig};
+use edgeio_transport_ws::{register, serve, WsClientConfig, WsDial, WsParent, WsServerConfig};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// First wait before dialing the root again after the link dropped; doubles up to
+/// [`REDIAL_MAX`], with jitter.
+const REDIAL_INITIAL: Duration = Duration::from_millis(100);
+/// Longest wait between two dials of the root.
+const REDIAL_MAX: Duration = Duration::from_secs(5);
 
 /// Options of `cluster`. Each flag is also an environment variable (`EDGEIO_CLUSTER_<FLAG>`).
 #[derive(Debug, Clone, clap::Args)]
@@ -125,7 +132,7 @@ pub async fn start_cluster(options: ClusterOptions) -> Result<Running, RoleError
     let registration = register(
         &options.root,
         PeerRole::Cluster,
-        request,
+        request.clone(),
         WsClientConfig::default(),
     )
     .await
@@ -190,6 +197,17 @@ pub async fn start_cluster(options: ClusterOptions) -> Result<Running, RoleError
         running.broker = Some(broker_url.clone());
     }
     let stopped = Running::stopped(&stop);
+    // the root may restart or the network blink: the link is dialed again (same id) with
+    // backoff and jitter, and the root re-syncs this cluster's jobs when it is back
+    let dial = WsDial {
+        url: options.root.clone(),
+        request: RegisterRequest {
+            previous_id: Some(id.clone()),
+            ..request
+        },
+        config: WsClientConfig::default(),
+    };
+    let up = Redial::new(Arc::new(dial), Arc::new(up), REDIAL_INITIAL, REDIAL_MAX);
     let up: Arc<dyn ChildTransport> =
         Arc::new(ReliableChild::new(Arc::new(up), ReliableConfig::default()));
     let closing = up.clone();

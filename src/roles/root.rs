@@ -31,6 +31,15 @@ pub struct RootOptions {
     /// How often clusters report their aggregate (the root tells them at registration).
     #[arg(long, env = "EDGEIO_ROOT_AGGREGATE_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub aggregate_interval: Duration,
+
+    /// A cluster silent for this many aggregate intervals is INACTIVE and gets no new work.
+    #[arg(long, env = "EDGEIO_ROOT_MISSED_AGGREGATES", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub missed_aggregates: u32,
+
+    /// A cluster INACTIVE for this long loses its jobs: the root places them on other
+    /// clusters (a cluster that comes back later has its copies terminated).
+    #[arg(long, env = "EDGEIO_ROOT_CLUSTER_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub cluster_timeout: Duration,
 }
 
 pub(crate) fn policy(text: &str) -> Result<PolicyKind, String> {
@@ -57,6 +66,8 @@ pub async fn start_root(options: RootOptions) -> Result<Running, RoleError> {
     });
     let config = RootConfig {
         aggregate_interval: options.aggregate_interval,
+        missed_aggregates: options.missed_aggregates,
+        cluster_timeout: options.cluster_timeout,
         ..RootConfig::default()
     };
     let engine = RootEngine::new(config, store, scheduler)

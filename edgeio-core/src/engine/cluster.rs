@@ -48,8 +48,66 @@ fn instance_event(
             state,
             exit_code: None,
             reason,
+            unschedulable: None,
         }),
     )
+}
+
+/// How far an instance has come, to tell a newer report from an older one.
+fn progress(state: InstanceState) -> u8 {
+    match state {
+        InstanceState::Pending => 0,
+        InstanceState::Starting | InstanceState::Restarting => 1,
+        InstanceState::Running => 2,
+        InstanceState::Lost => 3,
+        InstanceState::Exited | InstanceState::Terminating => 4,
+        InstanceState::Failed | InstanceState::Terminated => 5,
+    }
+}
+
+/// Records a new PENDING instance of `job` on `node`, tells the root, and commands the node
+/// to start it; returns its id.
+fn start_instance(
+    cluster: &str,
+    job: &mut JobRecord,
+    node: &str,
+    reason: String,
+    now: u64,
+    fx: &mut Fx,
+) -> InstanceId {
+    let id = job.next_instance_id();
+    job.instances.push(InstanceRecord {
+        id: id.clone(),
+        node: Some(node.to_string()),
+        lifecycle: Lifecycle::new(InstanceState::Pending, now, &reason),
+        exit_code: None,
+    });
+    fx.send_up.push(instance_event(
+        cluster,
+        &job.id,
+        &id,
+        node,
+        InstanceState::Pending,
+        reason,
+    ));
+    let instance = InstanceSpec::for_job(id.clone(), job.id.clone(), &job.spec);
+    fx.commands.push((
+        node.to_string(),
+        Envelope::new(
+            cluster,
+            Message::Deploy(Box::new(Deploy {
+                job: job.id.clone(),
+                spec: job.spec.clone(),
+                instance: Some(instance),
+                first_instance: 0,
+            })),
+        ),
+        Tag::Deploy {
+            job: job.id.clone(),
+            instance: id.clone(),
+        },
+    ));
+    id
 }
 
 /// How the cluster engine runs.
@@ -84,8 +142,15 @@ impl ClusterConfig {
 /// What a command to a worker was for, so its outcome can be applied.
 #[derive(Debug, Clone)]
 enum Tag {
-    Deploy { job: JobId, instance: InstanceId },
+    Deploy {
+        job: JobId,
+        instance: InstanceId,
+    },
     Terminate,
+    /// A terminate of something a node runs that this cluster no longer wants.
+    Stop {
+        instance: InstanceId,
+    },
 }
 
 /// The cluster's state: nodes, their candidates, jobs.
@@ -99,6 +164,8 @@ struct ClusterState {
     relayed: HashMap<String, String>,
     /// Followed logs: the root's query id → the node and the id of the query relayed to it.
     following: HashMap<String, (String, String)>,
+    /// Instances a node runs that this cluster asked it to stop (until the node answers).
+    stopping: std::collections::HashSet<InstanceId>,
 }
 
 type Fx = Effects<Tag>;
@@ -293,62 +360,46 @@ impl ClusterState {
                 continue;
             };
             let spec = job.spec.clone();
-            let (reason, placed) = match self.scheduler.place(&spec, &self.candidates) {
-                Ok(p) => (
-                    format!(
+            let (target, reason) = match self.scheduler.place(&spec, &self.candidates) {
+                Ok(p) => {
+                    let reason = format!(
                         "replaces {old} (node {node} lost), placed on {} by {policy}",
                         p.candidate
-                    ),
-                    Some(p.candidate),
-                ),
-                Err(e) => (
-                    format!("cannot replace {old} (node {node} lost): {e}"),
-                    None,
-                ),
-            };
-            let Some(target) = placed else {
-                warn!(job = %job_id, %reason, "instance not relocated");
-                continue;
+                    );
+                    (p.candidate, reason)
+                }
+                Err(e) => {
+                    // nothing here fits: the root is told, and places the job elsewhere
+                    let reason = format!("cannot replace {old} (node {node} lost): {e}");
+                    warn!(job = %job_id, %reason, "instance not relocated; escalating to the root");
+                    let mut event = instance_event(
+                        &self.config.id,
+                        &job.id,
+                        &old,
+                        node,
+                        InstanceState::Lost,
+                        reason.clone(),
+                    );
+                    if let Message::InstanceEvent(event) = &mut event.body {
+                        event.unschedulable = Some(match e {
+                            SchedulerError::Unschedulable(u) => u.in_tier(Tier::Nodes),
+                            other => crate::scheduler::Unschedulable::new(self.candidates.len())
+                                .in_tier(Tier::Nodes)
+                                .refused("spec", self.candidates.len(), other.to_string()),
+                        });
+                    }
+                    fx.send_up.push(event);
+                    continue;
+                }
             };
             self.candidates.reserve(&target, &spec.resources);
             self.candidates.add_job(&target, &spec.name);
             let Some(job) = self.jobs.get_mut(&job_id) else {
                 continue;
             };
-            let id = InstanceId::new(format!("{}-{}", job.id, job.instances.len()))
-                .unwrap_or_else(|_| InstanceId::random());
+            let id = start_instance(&self.config.id, job, &target, reason, now, fx);
             info!(job = %job_id, instance = %id, node = %target, "relocating a lost instance");
-            job.instances.push(InstanceRecord {
-                id: id.clone(),
-                node: Some(target.clone()),
-                lifecycle: Lifecycle::new(InstanceState::Pending, now, &reason),
-                exit_code: None,
-            });
             fx.persist.push(Self::job_key(&job_id));
-            fx.send_up.push(instance_event(
-                &self.config.id,
-                &job.id,
-                &id,
-                &target,
-                InstanceState::Pending,
-                reason,
-            ));
-            let instance = InstanceSpec::for_job(id.clone(), job.id.clone(), &spec);
-            fx.commands.push((
-                target,
-                Envelope::new(
-                    &self.config.id,
-                    Message::Deploy(Box::new(Deploy {
-                        job: job.id.clone(),
-                        spec,
-                        instance: Some(instance),
-                    })),
-                ),
-                Tag::Deploy {
-                    job: job.id.clone(),
-                    instance: id,
-                },
-            ));
         }
     }
 
@@ -376,10 +427,48 @@ impl ClusterState {
         // Node records change with every status; they are written when their state changes,
         // not every interval, so an idle cluster does not write to disk once a second.
         self.reconcile_lost(node, &status, fx);
+        self.stop_unwanted(node, &status, fx);
     }
 
-    /// An instance marked LOST with its node that the node, back again, reports alive (it
-    /// adopted it after a restart, or the link only blinked) is alive: recorded and told up.
+    /// Stops what `node` runs that this cluster no longer wants: an instance recorded as over
+    /// (terminated while its node was away, or replaced), or of a job it no longer keeps.
+    fn stop_unwanted(&mut self, node: &str, status: &NodeStatus, fx: &mut Fx) {
+        for report in &status.instances {
+            if !matches!(
+                report.state,
+                InstanceState::Pending | InstanceState::Starting | InstanceState::Running
+            ) || self.stopping.contains(&report.instance)
+            {
+                continue;
+            }
+            let wanted = self.jobs.get(report.job.as_str()).is_some_and(|job| {
+                job.instances.iter().any(|i| {
+                    i.id == report.instance && i.node.as_deref() == Some(node) && !i.is_over()
+                })
+            });
+            if wanted {
+                continue;
+            }
+            info!(node, instance = %report.instance, job = %report.job, "stopping an instance this cluster no longer keeps");
+            self.stopping.insert(report.instance.clone());
+            fx.commands.push((
+                node.to_string(),
+                self.up(Message::Terminate(Terminate {
+                    job: report.job.clone(),
+                    instance: Some(report.instance.clone()),
+                    grace_ms: self.config.grace.as_millis() as u64,
+                })),
+                Tag::Stop {
+                    instance: report.instance.clone(),
+                },
+            ));
+        }
+    }
+
+    /// Takes the node's report as the truth about its instances: a state whose event was
+    /// lost is recorded and told up; an instance marked LOST with its node that the node,
+    /// back again, reports alive (it adopted it after a restart, or the link only blinked) is
+    /// alive again, unless it was replaced meanwhile (then it is stopped: the newer wins).
     fn reconcile_lost(&mut self, node: &str, status: &NodeStatus, fx: &mut Fx) {
         let now = now_ms();
         for report in &status.instances {
@@ -389,10 +478,32 @@ impl ClusterState {
             let Some(instance) = job.instance_mut(&report.instance) else {
                 continue;
             };
-            if instance.lifecycle.state() != InstanceState::Lost
-                || instance.node.as_deref() != Some(node)
+            if instance.node.as_deref() != Some(node)
                 || report.state == InstanceState::Lost
+                || report.state == instance.lifecycle.state()
+                || instance.is_over()
             {
+                continue;
+            }
+            if instance.lifecycle.state() != InstanceState::Lost {
+                // an event lost on the way (the broker restarted): the status tells it again;
+                // only forward, since a status may be older than the last event
+                if progress(report.state) <= progress(instance.lifecycle.state()) {
+                    continue;
+                }
+                let reason = format!("node {node} reports it {}", report.state);
+                if advance(&mut instance.lifecycle, report.state, now, &reason).is_ok() {
+                    job.settle(now);
+                    fx.persist.push(Self::job_key(report.job.as_str()));
+                    fx.send_up.push(instance_event(
+                        &self.config.id,
+                        &report.job,
+                        &report.instance,
+                        node,
+                        report.state,
+                        reason,
+                    ));
+                }
                 continue;
             }
             let replicas = job.spec.replicas as usize;
@@ -492,6 +603,7 @@ impl ClusterState {
             if event.exit_code.is_some() {
                 instance.exit_code = event.exit_code;
             }
+            job.settle(now_ms());
             fx.persist.push(Self::job_key(job.id.as_str()));
         }
         let mut up = event;
@@ -545,7 +657,13 @@ impl ClusterState {
     }
 
     fn on_deploy(&mut self, command: &Envelope, deploy: &Deploy, fx: &mut Fx) -> Envelope {
-        if self.jobs.contains_key(deploy.job.as_str()) {
+        // a re-sent deploy of a job placed here already; one that was given back (terminated)
+        // and now comes again is placed anew
+        let placed_here = self
+            .jobs
+            .get(deploy.job.as_str())
+            .is_some_and(|j| j.is_live() && j.lifecycle.state() != JobState::Terminating);
+        if placed_here {
             return command.ack(&self.config.id);
         }
         let now = now_ms();
@@ -596,38 +714,11 @@ impl ClusterState {
             instances: Vec::new(),
             unschedulable: Vec::new(),
             refused_by: Vec::new(),
+            first_instance: deploy.first_instance,
         };
-        for (replica, node) in placed.into_iter().enumerate() {
-            let id = InstanceId::new(format!("{}-{replica}", deploy.job))
-                .unwrap_or_else(|_| InstanceId::random());
+        for node in placed {
             let reason = format!("placed on {node} by {policy}");
-            job.instances.push(InstanceRecord {
-                id: id.clone(),
-                node: Some(node.clone()),
-                lifecycle: Lifecycle::new(InstanceState::Pending, now, &reason),
-                exit_code: None,
-            });
-            fx.send_up.push(instance_event(
-                &self.config.id,
-                &deploy.job,
-                &id,
-                &node,
-                InstanceState::Pending,
-                reason,
-            ));
-            let instance = InstanceSpec::for_job(id.clone(), deploy.job.clone(), spec);
-            fx.commands.push((
-                node,
-                self.up(Message::Deploy(Box::new(Deploy {
-                    job: deploy.job.clone(),
-                    spec: spec.clone(),
-                    instance: Some(instance),
-                }))),
-                Tag::Deploy {
-                    job: deploy.job.clone(),
-                    instance: id,
-                },
-            ));
+            start_instance(&self.config.id, &mut job, &node, reason, now, fx);
         }
         self.jobs.insert(deploy.job.to_string(), job);
         fx.persist.push(Self::job_key(deploy.job.as_str()));
@@ -689,6 +780,7 @@ impl ClusterState {
                 ));
             }
         }
+        job.settle(now);
         fx.persist.push(Self::job_key(t.job.as_str()));
         command.ack(&id)
     }
@@ -765,6 +857,28 @@ impl ClusterState {
                 }
                 fx.send_down.push((node, ask));
                 return;
+            }
+            Query::Jobs => {
+                let events: Vec<InstanceEvent> = self
+                    .jobs
+                    .values()
+                    .filter(|j| j.is_live())
+                    .flat_map(|j| {
+                        j.instances.iter().map(|i| InstanceEvent {
+                            job: j.id.clone(),
+                            instance: i.id.clone(),
+                            node: i.node.clone().unwrap_or_default(),
+                            state: i.lifecycle.state(),
+                            exit_code: i.exit_code,
+                            reason: format!("re-synced from cluster {}", self.config.id),
+                            unschedulable: None,
+                        })
+                    })
+                    .collect();
+                serde_json::to_value(events).map_err(|e| ErrorBody {
+                    code: "internal".into(),
+                    message: e.to_string(),
+                })
             }
             Query::Cancel { query: id } => {
                 if let Some((node, asked)) = self.following.remove(id) {
@@ -874,6 +988,7 @@ impl ClusterEngine {
             jobs,
             relayed: HashMap::new(),
             following: HashMap::new(),
+            stopping: std::collections::HashSet::new(),
         };
         let (core, outcomes) = Core::new(state, store);
         Ok(ClusterEngine {
@@ -935,11 +1050,11 @@ impl ClusterEngine {
                     fx.send_up.push(state.up(Message::ClusterAggregate(state.aggregate())));
                 }
                 _ = heartbeat_tick.tick() => self.shared.state().check_heartbeats(&mut fx),
-                Some((tag, outcome)) = self.outcomes.recv() => {
-                    if let Tag::Deploy { job, instance } = tag {
-                        self.shared.state().on_deploy_outcome(&job, &instance, outcome, &mut fx);
-                    }
-                }
+                Some((tag, outcome)) = self.outcomes.recv() => match tag {
+                    Tag::Deploy { job, instance } => self.shared.state().on_deploy_outcome(&job, &instance, outcome, &mut fx),
+                    Tag::Stop { instance } => { self.shared.state().stopping.remove(&instance); }
+                    Tag::Terminate => {}
+                },
                 event = down.recv() => {
                     let mut state = self.shared.state();
                     match event? {

@@ -238,6 +238,10 @@ pub struct JobRecord {
     pub unschedulable: Vec<Unschedulable>,
     /// Clusters that refused it since it was last placed.
     pub refused_by: Vec<String>,
+    /// The number of its first instance in this record: a job that ran elsewhere before
+    /// continues the numbering, so an instance id names one placement only.
+    #[serde(default)]
+    pub first_instance: u32,
 }
 
 impl JobRecord {
@@ -325,6 +329,22 @@ impl JobRecord {
             _ => return None,
         };
         (implied.0 != state).then_some(implied)
+    }
+
+    /// Moves the job to the state its instances imply, step by step (see [`Self::implied_state`]).
+    pub fn settle(&mut self, now_ms: u64) {
+        while let Some((state, why)) = self.implied_state() {
+            if advance(&mut self.lifecycle, state, now_ms, &why).is_err() {
+                break;
+            }
+            tracing::info!(job = %self.id, state = %state, "job state");
+        }
+    }
+
+    /// The id for its next new instance.
+    pub fn next_instance_id(&self) -> InstanceId {
+        let n = self.first_instance as usize + self.instances.len();
+        InstanceId::new(format!("{}-{n}", self.id)).unwrap_or_else(|_| InstanceId::random())
     }
 
     /// The nodes its instances were placed on, in instance order, without repeats.

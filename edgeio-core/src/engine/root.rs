@@ -15,7 +15,7 @@ use crate::job::{FieldError, JobSpec};
 use crate::model::{check_id, CandidateSet, JobId, Labels, Tier};
 use crate::reliable::{CommandOutcome, ReliableConfig, ReliableParent};
 use crate::scheduler::{Scheduler, SchedulerError, Unschedulable};
-use crate::state::{ClusterState, JobState, Lifecycle, StateMachine};
+use crate::state::{ClusterState, InstanceState, JobState, Lifecycle, StateMachine};
 use crate::store::{Store, StoreExt};
 use crate::transport::{ParentEvent, ParentTransport, Registrar, TransportError};
 use crate::wire::{
@@ -44,6 +44,10 @@ pub struct RootConfig {
     pub query_timeout: Duration,
     /// Re-sending of commands to clusters.
     pub reliable: ReliableConfig,
+    /// A cluster silent for this many aggregate intervals is INACTIVE (its link may look up).
+    pub missed_aggregates: u32,
+    /// A cluster INACTIVE for this long loses its jobs: the root places them elsewhere.
+    pub cluster_timeout: Duration,
 }
 
 impl Default for RootConfig {
@@ -54,6 +58,8 @@ impl Default for RootConfig {
             grace: Duration::from_secs(10),
             query_timeout: Duration::from_secs(10),
             reliable: ReliableConfig::default(),
+            missed_aggregates: 3,
+            cluster_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -78,6 +84,8 @@ struct RootState {
     queries: HashMap<String, oneshot::Sender<Result<serde_json::Value, ApiError>>>,
     /// Followed logs: query id → the reader's end.
     streams: HashMap<String, mpsc::Sender<Result<bytes::Bytes, ApiError>>>,
+    /// Re-sync queries sent to clusters whose link came up: query id → cluster.
+    syncs: HashMap<String, String>,
 }
 
 fn job_key(id: &str) -> String {
@@ -158,6 +166,7 @@ impl RootState {
         })
     }
 
+    /// Heard from `cluster`: ACTIVE again if it was not, and then re-synced.
     fn cluster_up(&mut self, cluster: &str, fx: &mut Fx) {
         let Some(record) = self.clusters.get_mut(cluster) else {
             return;
@@ -166,10 +175,230 @@ impl RootState {
         if record.lifecycle.state() == ClusterState::Inactive
             && record
                 .lifecycle
-                .transition(ClusterState::Active, now_ms(), "link up")
+                .transition(ClusterState::Active, now_ms(), "heard from again")
                 .is_ok()
         {
             fx.persist.push(cluster_key(cluster));
+            self.sync(cluster, fx);
+        }
+    }
+
+    /// `cluster`'s link came up (it registered, or dialed in again): ACTIVE, and asked for
+    /// every job it keeps, so that what either side missed while apart is reconciled.
+    fn linked(&mut self, cluster: &str, fx: &mut Fx) {
+        let was_active = self
+            .clusters
+            .get(cluster)
+            .is_some_and(|c| c.lifecycle.state() == ClusterState::Active);
+        self.cluster_up(cluster, fx);
+        if was_active {
+            self.sync(cluster, fx);
+        }
+    }
+
+    fn sync(&mut self, cluster: &str, fx: &mut Fx) {
+        let query = self.msg(Message::Query(Query::Jobs));
+        self.syncs.insert(query.id.clone(), cluster.to_string());
+        fx.send_down.push((cluster.to_string(), query));
+    }
+
+    /// Reconciles the root's jobs with what `cluster` reports it keeps (one `instance_event`
+    /// per instance): states it missed are applied; a job the cluster runs that has moved
+    /// elsewhere (or ended, or is unknown) is terminated there, the newer placement winning;
+    /// a job waiting for a place is adopted back; a deploy the cluster never got is sent again;
+    /// a job the cluster no longer keeps is placed anew.
+    fn on_sync(&mut self, cluster: &str, reply: QueryReply, fx: &mut Fx) {
+        let events: Vec<InstanceEvent> = match reply.result.map(serde_json::from_value) {
+            Some(Ok(events)) => events,
+            Some(Err(e)) => {
+                warn!(cluster, error = %e, "unreadable re-sync answer");
+                return;
+            }
+            None => {
+                let error = reply.error.map(|e| e.message).unwrap_or_default();
+                warn!(cluster, %error, "cluster did not answer the re-sync");
+                return;
+            }
+        };
+        let mut reported: BTreeMap<JobId, Vec<InstanceEvent>> = BTreeMap::new();
+        for event in events {
+            reported.entry(event.job.clone()).or_default().push(event);
+        }
+        let now = now_ms();
+        for (job, events) in &reported {
+            let owner = self
+                .jobs
+                .get(job.as_str())
+                .map(|j| (j.cluster.clone(), j.lifecycle.state()));
+            match owner {
+                Some((Some(c), state)) if c == cluster => {
+                    for event in events {
+                        self.on_instance_event(cluster, event.clone(), fx);
+                    }
+                    if state == JobState::Terminating {
+                        fx.commands.push(self.terminate_command(cluster, job));
+                    }
+                }
+                Some((None, JobState::Requested | JobState::NotDeployable)) => {
+                    info!(job = %job, cluster, "adopting a job back from a cluster that kept it");
+                    if let Some(record) = self.jobs.get_mut(job.as_str()) {
+                        record.cluster = Some(cluster.to_string());
+                        record.refused_by.clear();
+                        let why = format!("cluster {cluster} is back and still runs it");
+                        let _ =
+                            advance(&mut record.lifecycle, JobState::ScheduledCluster, now, &why);
+                    }
+                    for event in events {
+                        self.on_instance_event(cluster, event.clone(), fx);
+                    }
+                    fx.persist.push(job_key(job.as_str()));
+                }
+                _ => {
+                    info!(job = %job, cluster, "terminating a job on a cluster it has left");
+                    for event in events {
+                        self.on_instance_event(cluster, event.clone(), fx);
+                    }
+                    fx.commands.push(self.terminate_command(cluster, job));
+                }
+            }
+        }
+        let missing: Vec<(String, JobState)> = self
+            .jobs
+            .values()
+            .filter(|j| {
+                j.is_live()
+                    && j.cluster.as_deref() == Some(cluster)
+                    && !reported.contains_key(&j.id)
+            })
+            .map(|j| (j.id.to_string(), j.lifecycle.state()))
+            .collect();
+        for (id, state) in missing {
+            match state {
+                JobState::ScheduledCluster => {
+                    if let Some(command) = self.deploy_command(&id, cluster) {
+                        fx.commands.push(command);
+                    }
+                }
+                JobState::Terminating => {
+                    if let Some(record) = self.jobs.get_mut(&id) {
+                        let why = format!("cluster {cluster} keeps nothing of it");
+                        let _ = advance(&mut record.lifecycle, JobState::Terminated, now, &why);
+                        fx.persist.push(job_key(&id));
+                    }
+                }
+                _ => {
+                    let why = format!("cluster {cluster} no longer keeps it");
+                    self.leave_cluster(&id, cluster, &why, fx);
+                }
+            }
+        }
+    }
+
+    /// Takes job `id` away from `cluster` (lost, or unable to keep it): its instances there
+    /// are LOST, and it is scheduled again over the other clusters.
+    fn leave_cluster(&mut self, id: &str, cluster: &str, reason: &str, fx: &mut Fx) {
+        let now = now_ms();
+        let Some(job) = self.jobs.get_mut(id) else {
+            return;
+        };
+        if job.cluster.as_deref() != Some(cluster) || !job.is_live() {
+            return;
+        }
+        warn!(job = id, cluster, reason, "moving a job to another cluster");
+        job.cluster = None;
+        for instance in job.instances.iter_mut().filter(|i| !i.is_over()) {
+            let _ = advance(&mut instance.lifecycle, InstanceState::Lost, now, reason);
+        }
+        fx.persist.push(job_key(id));
+        self.reschedule(id, reason, fx);
+    }
+
+    /// A terminate of all of `job` on `cluster`, as a command.
+    fn terminate_command(&self, cluster: &str, job: &JobId) -> (String, Envelope, Tag) {
+        (
+            cluster.to_string(),
+            self.msg(Message::Terminate(Terminate {
+                job: job.clone(),
+                instance: None,
+                grace_ms: self.config.grace.as_millis() as u64,
+            })),
+            Tag::Terminate { job: job.clone() },
+        )
+    }
+
+    /// A deploy of job `id` to `cluster`, as a command; its instances are numbered after
+    /// those the job had before.
+    fn deploy_command(&self, id: &str, cluster: &str) -> Option<(String, Envelope, Tag)> {
+        let job = self.jobs.get(id)?;
+        let deploy = Deploy {
+            job: job.id.clone(),
+            spec: job.spec.clone(),
+            instance: None,
+            first_instance: job.first_instance + job.instances.len() as u32,
+        };
+        Some((
+            cluster.to_string(),
+            self.msg(Message::Deploy(Box::new(deploy))),
+            Tag::Deploy {
+                job: job.id.clone(),
+                cluster: cluster.to_string(),
+            },
+        ))
+    }
+
+    /// Marks clusters silent for `missed_aggregates` intervals INACTIVE, and moves the jobs of
+    /// clusters INACTIVE for longer than `cluster_timeout`.
+    fn check_clusters(&mut self, fx: &mut Fx) {
+        let now = now_ms();
+        let silent_limit = (self.config.aggregate_interval * self.config.missed_aggregates.max(1))
+            .as_millis() as u64;
+        let timeout = self.config.cluster_timeout.as_millis() as u64;
+        let silent: Vec<String> = self
+            .clusters
+            .values()
+            .filter(|c| {
+                c.lifecycle.state() == ClusterState::Active
+                    && now.saturating_sub(c.last_seen_ms) > silent_limit
+            })
+            .map(|c| c.id.clone())
+            .collect();
+        for cluster in silent {
+            let reason = format!(
+                "no aggregate for {} intervals ({} ms)",
+                self.config.missed_aggregates, silent_limit
+            );
+            self.cluster_lost(&cluster, &reason, fx);
+        }
+        let gone: Vec<String> = self
+            .clusters
+            .values()
+            .filter(|c| {
+                c.lifecycle.state() == ClusterState::Inactive
+                    && c.lifecycle
+                        .history()
+                        .last()
+                        .is_some_and(|h| now.saturating_sub(h.at_ms) >= timeout)
+            })
+            .map(|c| c.id.clone())
+            .collect();
+        for cluster in gone {
+            let jobs: Vec<String> = self
+                .jobs
+                .values()
+                .filter(|j| {
+                    j.is_live()
+                        && j.cluster.as_deref() == Some(cluster.as_str())
+                        && j.lifecycle.state() != JobState::Terminating
+                })
+                .map(|j| j.id.to_string())
+                .collect();
+            for job in jobs {
+                let reason = format!(
+                    "cluster {cluster} INACTIVE for more than {:?}",
+                    self.config.cluster_timeout
+                );
+                self.leave_cluster(&job, &cluster, &reason, fx);
+            }
         }
     }
 
@@ -291,20 +520,9 @@ impl RootState {
                     return;
                 }
                 job.cluster = Some(p.candidate.clone());
-                let deploy = Deploy {
-                    job: job.id.clone(),
-                    spec: job.spec.clone(),
-                    instance: None,
-                };
-                let tag = Tag::Deploy {
-                    job: job.id.clone(),
-                    cluster: p.candidate.clone(),
-                };
-                fx.commands.push((
-                    p.candidate,
-                    Envelope::new(&self.config.id, Message::Deploy(Box::new(deploy))),
-                    tag,
-                ));
+                if let Some(command) = self.deploy_command(id, &p.candidate) {
+                    fx.commands.push(command);
+                }
             }
             Err(e) => {
                 let reason = match e {
@@ -397,6 +615,21 @@ impl RootState {
             debug!(cluster, job = %event.job, "event for an unknown job");
             return;
         };
+        let owner = job.cluster.as_deref() == Some(cluster);
+        if !owner {
+            // from a cluster the job has left: only the end of an instance it had is news
+            let ends = matches!(
+                event.state,
+                InstanceState::Terminating
+                    | InstanceState::Terminated
+                    | InstanceState::Failed
+                    | InstanceState::Exited
+            );
+            if !ends || job.instance_mut(&event.instance).is_none() {
+                debug!(cluster, job = %event.job, "event from a cluster the job has left");
+                return;
+            }
+        }
         let reason = if event.reason.is_empty() {
             format!("reported by {}", event.node)
         } else {
@@ -419,16 +652,46 @@ impl RootState {
                 exit_code: event.exit_code,
             }),
         }
-        while let Some((state, why)) = job.implied_state() {
-            if advance(&mut job.lifecycle, state, now, &why).is_err() {
-                break;
-            }
-            info!(job = %job.id, state = %state, "job state");
-        }
+        job.settle(now);
         fx.persist.push(job_key(event.job.as_str()));
+        let escalate = owner
+            && job.is_live()
+            && job.lifecycle.state() != JobState::Terminating
+            && job.spec.worker_node.is_none();
+        if let (Some(u), true) = (event.unschedulable, escalate) {
+            job.unschedulable.push(u);
+            let id = job.id.clone();
+            self.escalate(id.as_str(), cluster, &event.reason, fx);
+        }
     }
 
-    fn on_query_reply(&mut self, reply: QueryReply) {
+    /// `cluster` cannot replace an instance of job `id` on any of its nodes. When another
+    /// cluster can take the job, it moves there and `cluster` lets go of what is left of it;
+    /// otherwise it stays (its node may come back with the instance still running).
+    fn escalate(&mut self, id: &str, cluster: &str, why: &str, fx: &mut Fx) {
+        let Some(job) = self.jobs.get(id) else {
+            return;
+        };
+        let job_id = job.id.clone();
+        let others = self.candidates(&[cluster.to_string()], &job.spec.node_selector);
+        if let Err(e) = self.scheduler.place(&job.spec, &others) {
+            info!(job = id, cluster, reason = %e, "escalated, but no other cluster can take the job; it stays");
+            return;
+        }
+        if let Some(job) = self.jobs.get_mut(id) {
+            job.refused_by.clear();
+            job.refused_by.push(cluster.to_string());
+        }
+        fx.commands.push(self.terminate_command(cluster, &job_id));
+        let why = format!("escalated by cluster {cluster}: {why}");
+        self.leave_cluster(id, cluster, &why, fx);
+    }
+
+    fn on_query_reply(&mut self, reply: QueryReply, fx: &mut Fx) {
+        if let Some(cluster) = self.syncs.remove(&reply.re) {
+            self.on_sync(&cluster, reply, fx);
+            return;
+        }
         if let Some(reader) = self.streams.get(&reply.re) {
             let more = reply.more;
             let item = match (reply.result, reply.error) {
@@ -632,6 +895,7 @@ impl RootApi for RootHandle {
                 instances: Vec::new(),
                 unschedulable: Vec::new(),
                 refused_by: Vec::new(),
+                first_instance: 0,
             }
         };
         // written before it exists for anyone: a failed write leaves no half-created job
@@ -839,6 +1103,7 @@ impl RootEngine {
             reserving: Vec::new(),
             queries: HashMap::new(),
             streams: HashMap::new(),
+            syncs: HashMap::new(),
         };
         let (core, outcomes) = Core::new(state, store);
         Ok(RootEngine {
@@ -862,14 +1127,23 @@ impl RootEngine {
         down: Arc<dyn ParentTransport>,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), TransportError> {
-        let reliable = self.shared.state().config.reliable.clone();
+        let (reliable, check_every) = {
+            let state = self.shared.state();
+            (
+                state.config.reliable.clone(),
+                state.config.aggregate_interval,
+            )
+        };
         let down = ReliableParent::new(down, reliable);
         self.shared.connect(down.clone(), None);
+        let mut check_tick = tokio::time::interval(check_every);
+        check_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
         loop {
             let mut fx = Fx::default();
             tokio::select! {
                 _ = &mut shutdown => return Ok(()),
+                _ = check_tick.tick() => self.shared.state().check_clusters(&mut fx),
                 Some((tag, outcome)) = self.outcomes.recv() => {
                     let mut state = self.shared.state();
                     match tag {
@@ -880,12 +1154,12 @@ impl RootEngine {
                 event = down.recv() => {
                     let mut state = self.shared.state();
                     match event? {
-                        ParentEvent::ChildUp { child } => state.cluster_up(&child, &mut fx),
+                        ParentEvent::ChildUp { child } => state.linked(&child, &mut fx),
                         ParentEvent::ChildLost { child, reason } => state.cluster_lost(&child, &reason, &mut fx),
                         ParentEvent::Message { child, envelope } => match envelope.body {
                             Message::ClusterAggregate(agg) => state.on_aggregate(&child, agg, &mut fx),
                             Message::InstanceEvent(event) => state.on_instance_event(&child, event, &mut fx),
-                            Message::QueryReply(reply) => state.on_query_reply(reply),
+                            Message::QueryReply(reply) => state.on_query_reply(reply, &mut fx),
                             Message::Nack(nack) => {
                                 // a refusal whose command was abandoned; nothing waits for it
                                 debug!(cluster = %child, re = %nack.re, "late nack");

@@ -243,9 +243,18 @@ impl Worker {
     }
 
     async fn send(&self, body: Message) -> Result<(), TransportError> {
-        self.transport
-            .send(&Envelope::new(&self.config.node_id, body))
+        self.deliver(&Envelope::new(&self.config.node_id, body))
             .await
+    }
+
+    /// Sends to the cluster. A failure is logged, not fatal: while the link is down (the
+    /// broker restarts) the worker goes on running its instances; the cluster re-sends
+    /// unanswered commands, and the next status carries every instance's state.
+    async fn deliver(&self, envelope: &Envelope) -> Result<(), TransportError> {
+        if let Err(e) = self.transport.send(envelope).await {
+            warn!(kind = envelope.kind(), error = %e, "cannot send to the cluster");
+        }
+        Ok(())
     }
 
     async fn report(
@@ -265,6 +274,7 @@ impl Worker {
             state,
             exit_code,
             reason: reason.to_string(),
+            unschedulable: None,
         }))
         .await
     }
@@ -318,7 +328,7 @@ impl Worker {
             Some(error) => envelope.nack(&self.config.node_id, error),
             None => envelope.ack(&self.config.node_id),
         };
-        self.transport.send(&answer).await
+        self.deliver(&answer).await
     }
 
     /// Answers a logs query with the last lines of the job's instances here, cut to
@@ -343,8 +353,7 @@ impl Worker {
                     message: format!("a worker answers only logs queries, not {:?}", query.body),
                 };
                 return self
-                    .transport
-                    .send(&query.reply(&self.config.node_id, Err(error)))
+                    .deliver(&query.reply(&self.config.node_id, Err(error)))
                     .await;
             }
         };
@@ -388,8 +397,7 @@ impl Worker {
                 message: format!("job {job} has no instance on node {}", self.config.node_id),
             })
         };
-        self.transport
-            .send(&query.reply(&self.config.node_id, result))
+        self.deliver(&query.reply(&self.config.node_id, result))
             .await
     }
 
@@ -417,8 +425,7 @@ impl Worker {
                 message: format!("job {job} has no instance on node {}", self.config.node_id),
             };
             return self
-                .transport
-                .send(&query.reply(&self.config.node_id, Err(error)))
+                .deliver(&query.reply(&self.config.node_id, Err(error)))
                 .await;
         }
         self.follows.retain(|_, task| !task.is_finished());

@@ -180,6 +180,14 @@ pub struct Deploy {
     /// Set by a cluster when it asks a node for one instance.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance: Option<InstanceSpec>,
+    /// Set by the root when the job ran elsewhere before: the cluster numbers its instances
+    /// from here, so instance ids stay unique across the job's moves.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub first_instance: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// `terminate`: stop a job's instances, or one of them.
@@ -275,6 +283,9 @@ pub enum Query {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         follow: bool,
     },
+    /// Every live job a cluster keeps, as one `instance_event` per instance (root → cluster,
+    /// when the link comes up: the root re-syncs what it missed while it was down).
+    Jobs,
     /// Stop answering the query with this id (a followed log the reader left).
     Cancel {
         /// The id of the query to stop.
@@ -315,6 +326,10 @@ pub struct InstanceEvent {
     /// Why, for people.
     #[serde(default)]
     pub reason: String,
+    /// Set by a cluster that cannot replace this (lost or failed) instance on any of its
+    /// nodes, with its scheduler's explanation: the root places the job elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unschedulable: Option<Unschedulable>,
 }
 
 /// `error`: a message could not be handled (bad message, unknown kind …).

@@ -116,6 +116,7 @@ fn examples() -> Vec<Message> {
             job: job_id(),
             spec: spec(),
             instance: Some(InstanceSpec::for_job(instance.clone(), job_id(), &spec())),
+            first_instance: 0,
         })),
         Message::Terminate(Terminate {
             job: job_id(),
@@ -149,6 +150,7 @@ fn examples() -> Vec<Message> {
             state: InstanceState::Exited,
             exit_code: Some(137),
             reason: "killed: out of memory".into(),
+            unschedulable: None,
         }),
         Message::Error(ErrorMessage {
             re: Some("3f1c2d9e-0000-4000-8000-000000000000".into()),

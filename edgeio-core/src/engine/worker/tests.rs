@@ -16,6 +16,7 @@ fn deploy(s: &InstanceSpec) -> Message {
         job: s.job.clone(),
         spec: JobSpec::minimal(s.job.as_str(), "fake:run", s.kind.clone(), Resources::ZERO),
         instance: Some(s.clone()),
+        first_instance: 0,
     }))
 }
 

@@ -330,6 +330,7 @@ fn event(n: u32) -> Message {
         state: InstanceState::Running,
         exit_code: None,
         reason: format!("conformance message {n}"),
+        unschedulable: None,
     })
 }
 

@@ -1,0 +1,366 @@
+//! Chaos over real processes: SIGKILL a tier and check the result (not the log). Workers of
+//! the only fitting cluster die → the job moves to another cluster; a cluster manager dies →
+//! INACTIVE, its job re-placed after the timeout, its copy stopped when it returns; the root
+//! dies → jobs keep running and a restarted root has them intact; Mosquitto dies under load
+//! → no command is lost and none applied twice.
+#![cfg(all(feature = "roles", feature = "testing"))]
+
+mod support;
+
+use edgeio::state::{ClusterState, InstanceState, JobState};
+use edgeio::testing::require;
+use edgeio::transport_mqtt::testing::{free_port, Mosquitto};
+use edgeio::transport_ws::RootClient;
+use std::time::Duration;
+use support::{
+    cluster_args, job, processes_running, ready_nodes, root_answers, root_args, serves, until,
+    worker_args, Proc,
+};
+
+/// A marker no other test's `sleep` uses, so `pgrep` counts this test's processes only.
+fn marker(base: u32) -> String {
+    format!("{}", base + std::process::id() % 1_000_000)
+}
+
+/// Root, cluster-a (Garching) and cluster-b (Munich), one worker each: `wa`, `wb`.
+struct TwoClusters {
+    procs: Vec<Proc>,
+    client: RootClient,
+    a_args: Vec<String>,
+    wa_args: Vec<String>,
+}
+
+async fn two_clusters(dir: &std::path::Path, root_extra: &[&str]) -> TwoClusters {
+    let root_port = free_port();
+    let mut procs = vec![Proc::start(
+        "root",
+        "root",
+        &root_args(dir, root_port, root_extra),
+        dir,
+    )];
+    let client = RootClient::new(&format!("http://127.0.0.1:{root_port}")).unwrap();
+    root_answers(&client, &mut procs).await;
+    let (a_port, b_port) = (free_port(), free_port());
+    let a_args = cluster_args(
+        dir,
+        "cluster-a",
+        root_port,
+        a_port,
+        free_port(),
+        &["--location", "Garching@48.25,11.65"],
+    );
+    let b_args = cluster_args(
+        dir,
+        "cluster-b",
+        root_port,
+        b_port,
+        free_port(),
+        &["--location", "Munich@48.14,11.58"],
+    );
+    procs.push(Proc::start("cluster-a", "cluster", &a_args, dir));
+    procs.push(Proc::start("cluster-b", "cluster", &b_args, dir));
+    serves(a_port, &mut procs).await;
+    serves(b_port, &mut procs).await;
+    let wa_args = worker_args(dir, "wa", a_port);
+    procs.push(Proc::start("wa", "worker", &wa_args, dir));
+    procs.push(Proc::start(
+        "wb",
+        "worker",
+        &worker_args(dir, "wb", b_port),
+        dir,
+    ));
+    ready_nodes(&client, &mut procs, &["cluster-a", "cluster-b"], 1).await;
+    TwoClusters {
+        procs,
+        client,
+        a_args,
+        wa_args,
+    }
+}
+
+fn index(procs: &[Proc], name: &str) -> usize {
+    procs.iter().position(|p| p.name == name).expect("started")
+}
+
+/// Submits a job that prefers cluster-a (by location) and waits until it runs on `wa`.
+async fn deploy_on_a(t: &mut TwoClusters, name: &str, marker: &str) -> String {
+    let view = t
+        .client
+        .submit(
+            job(name, marker, "cluster_location: Garching").into_bytes(),
+            "application/yaml",
+        )
+        .await
+        .unwrap();
+    let id = view.id.to_string();
+    let client = &t.client;
+    let job = until("the job RUNNING on wa", &mut t.procs, async || {
+        let job = client.job(&id).await.ok()?;
+        (job.state == JobState::Running).then_some(job)
+    })
+    .await;
+    assert_eq!(job.cluster.as_deref(), Some("cluster-a"));
+    assert_eq!(job.instances[0].node.as_deref(), Some("wa"));
+    id
+}
+
+/// Waits until job `id` runs on `node` (of another cluster than before), returning its reasons.
+async fn running_on(client: &RootClient, procs: &mut [Proc], id: &str, node: &str) -> Vec<String> {
+    let what = format!("the job RUNNING on {node}");
+    let job = until(&what, procs, async || {
+        let job = client.job(id).await.ok()?;
+        let there = job
+            .instances
+            .iter()
+            .any(|i| i.node.as_deref() == Some(node) && i.state == InstanceState::Running);
+        (there && job.state == JobState::Running).then_some(job)
+    })
+    .await;
+    job.history.iter().map(|h| h.reason.clone()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_only_fitting_clusters_workers_die_the_job_moves_to_another_cluster() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut t = two_clusters(dir.path(), &[]).await;
+    let marker = marker(5_000_000);
+    let pattern = format!("sleep {marker}");
+    let id = deploy_on_a(&mut t, "escalated", &marker).await;
+
+    let wa = index(&t.procs, "wa");
+    t.procs[wa].kill();
+    t.procs.remove(wa);
+    let reasons = running_on(&t.client, &mut t.procs, &id, "wb").await;
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("escalated by cluster cluster-a")),
+        "{reasons:?}"
+    );
+    let job = t.client.job(&id).await.unwrap();
+    assert_eq!(job.cluster.as_deref(), Some("cluster-b"));
+    // ids stay unique across the move: the replacement continues the numbering
+    assert!(job.instances[1].id.as_str().ends_with("-1"), "{job:?}");
+    // the dead worker's process outlived it
+    assert_eq!(processes_running(&pattern).len(), 2);
+
+    // wa comes back with it: cluster-a let go of the job, so it stops that copy
+    t.procs
+        .push(Proc::start("wa again", "worker", &t.wa_args, dir.path()));
+    until("the old copy stopped", &mut t.procs, async || {
+        (processes_running(&pattern).len() == 1).then_some(())
+    })
+    .await;
+    t.client.terminate(&id).await.unwrap();
+    until("no process left", &mut t.procs, async || {
+        processes_running(&pattern).is_empty().then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_cluster_is_inactive_its_job_moves_after_the_timeout_and_its_copy_stops_on_return()
+{
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut t = two_clusters(dir.path(), &["--cluster-timeout", "2s"]).await;
+    let marker = marker(6_000_000);
+    let pattern = format!("sleep {marker}");
+    let id = deploy_on_a(&mut t, "orphaned", &marker).await;
+
+    let a = index(&t.procs, "cluster-a");
+    t.procs[a].kill();
+    t.procs.remove(a);
+    let client = &t.client;
+    until("cluster-a INACTIVE", &mut t.procs, async || {
+        (client.cluster("cluster-a").await.ok()?.state == ClusterState::Inactive).then_some(())
+    })
+    .await;
+    let reasons = running_on(&t.client, &mut t.procs, &id, "wb").await;
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("cluster cluster-a INACTIVE for more than")),
+        "{reasons:?}"
+    );
+    // wa still runs the first copy: its cluster is gone, not the worker
+    assert_eq!(processes_running(&pattern).len(), 2);
+
+    // cluster-a returns on its store: the root's re-sync finds the job moved and has it
+    // stopped there
+    t.procs.push(Proc::start(
+        "cluster-a again",
+        "cluster",
+        &t.a_args,
+        dir.path(),
+    ));
+    let client = &t.client;
+    until(
+        "cluster-a ACTIVE and its copy stopped",
+        &mut t.procs,
+        async || {
+            let active = client.cluster("cluster-a").await.ok()?.state == ClusterState::Active;
+            (active && processes_running(&pattern).len() == 1).then_some(())
+        },
+    )
+    .await;
+    let job = t.client.job(&id).await.unwrap();
+    assert_eq!(job.state, JobState::Running);
+    assert_eq!(job.cluster.as_deref(), Some("cluster-b"));
+    t.client.terminate(&id).await.unwrap();
+    until("no process left", &mut t.procs, async || {
+        processes_running(&pattern).is_empty().then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_root_leaves_jobs_running_and_restarted_on_its_store_has_them_intact() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let d = dir.path();
+    let (root_port, cluster_port) = (free_port(), free_port());
+    let root = root_args(d, root_port, &[]);
+    let mut procs = vec![Proc::start("root", "root", &root, d)];
+    let client = RootClient::new(&format!("http://127.0.0.1:{root_port}")).unwrap();
+    root_answers(&client, &mut procs).await;
+    let cluster = cluster_args(d, "cluster-1", root_port, cluster_port, free_port(), &[]);
+    procs.push(Proc::start("cluster-1", "cluster", &cluster, d));
+    serves(cluster_port, &mut procs).await;
+    procs.push(Proc::start(
+        "w1",
+        "worker",
+        &worker_args(d, "w1", cluster_port),
+        d,
+    ));
+    ready_nodes(&client, &mut procs, &["cluster-1"], 1).await;
+
+    let marker = marker(7_000_000);
+    let pattern = format!("sleep {marker}");
+    let view = client
+        .submit(job("steady", &marker, "").into_bytes(), "application/yaml")
+        .await
+        .unwrap();
+    let id = view.id.to_string();
+    until("the job RUNNING", &mut procs, async || {
+        (client.job(&id).await.ok()?.state == JobState::Running).then_some(())
+    })
+    .await;
+
+    procs[0].kill();
+    procs.remove(0);
+    // nothing below the root stops: the cluster keeps dialing, the job keeps running
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for p in procs.iter_mut() {
+        assert!(p.alive(), "{} died with the root:\n{}", p.name, p.log());
+    }
+    assert_eq!(processes_running(&pattern).len(), 1);
+
+    procs.insert(0, Proc::start("root again", "root", &root, d));
+    root_answers(&client, &mut procs).await;
+    ready_nodes(&client, &mut procs, &["cluster-1"], 1).await;
+    let job = client.job(&id).await.expect("the job survived the restart");
+    assert_eq!(job.state, JobState::Running);
+    assert_eq!(job.instances.len(), 1, "{job:?}");
+    // the link works both ways again: a new job runs, and termination reaches the worker
+    let second = client
+        .submit(job_text("after", &marker).into_bytes(), "application/yaml")
+        .await
+        .unwrap();
+    let second = second.id.to_string();
+    until("the new job RUNNING", &mut procs, async || {
+        (client.job(&second).await.ok()?.state == JobState::Running).then_some(())
+    })
+    .await;
+    assert_eq!(
+        processes_running(&pattern).len(),
+        2,
+        "nothing started twice"
+    );
+    client.terminate(&id).await.unwrap();
+    client.terminate(&second).await.unwrap();
+    until("no process left", &mut procs, async || {
+        processes_running(&pattern).is_empty().then_some(())
+    })
+    .await;
+}
+
+fn job_text(name: &str, marker: &str) -> String {
+    job(name, &format!("{marker}1"), "")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mosquitto_killed_and_restarted_under_load_loses_no_command_and_repeats_none() {
+    if !require::mosquitto() {
+        return;
+    }
+    let mut mosquitto = Mosquitto::start();
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let d = dir.path();
+    let (root_port, cluster_port) = (free_port(), free_port());
+    let mut procs = vec![Proc::start(
+        "root",
+        "root",
+        &root_args(d, root_port, &[]),
+        d,
+    )];
+    let client = RootClient::new(&format!("http://127.0.0.1:{root_port}")).unwrap();
+    root_answers(&client, &mut procs).await;
+    // heartbeats missed while the broker is down must not make the node LOST here
+    let cluster = cluster_args(
+        d,
+        "cluster-1",
+        root_port,
+        cluster_port,
+        0,
+        &["--broker", &mosquitto.url(), "--missed-heartbeats", "100"],
+    );
+    procs.push(Proc::start("cluster-1", "cluster", &cluster, d));
+    serves(cluster_port, &mut procs).await;
+    procs.push(Proc::start(
+        "w1",
+        "worker",
+        &worker_args(d, "w1", cluster_port),
+        d,
+    ));
+    ready_nodes(&client, &mut procs, &["cluster-1"], 1).await;
+
+    const JOBS: usize = 12;
+    let marker = marker(4_000_000);
+    let pattern = format!("sleep {marker}");
+    let mut ids = Vec::new();
+    for n in 0..JOBS {
+        if n == JOBS / 3 {
+            mosquitto.kill();
+        }
+        if n == 2 * JOBS / 3 {
+            assert!(mosquitto.restart(), "mosquitto restarts on its port");
+        }
+        let text = job(&format!("load-{n}"), &format!("{marker}{n:02}"), "");
+        let view = client
+            .submit(text.into_bytes(), "application/yaml")
+            .await
+            .unwrap();
+        ids.push(view.id.to_string());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    until("every job RUNNING", &mut procs, async || {
+        for id in &ids {
+            if client.job(id).await.ok()?.state != JobState::Running {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    assert_eq!(
+        processes_running(&pattern).len(),
+        JOBS,
+        "each job started exactly once"
+    );
+    for id in &ids {
+        client.terminate(id).await.unwrap();
+    }
+    until("no process left", &mut procs, async || {
+        processes_running(&pattern).is_empty().then_some(())
+    })
+    .await;
+}
