@@ -364,3 +364,76 @@ async fn mosquitto_killed_and_restarted_under_load_loses_no_command_and_repeats_
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashing_job_restarts_on_its_node_then_moves_to_another_then_fails_with_the_reason() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let d = dir.path();
+    let (root_port, cluster_port) = (free_port(), free_port());
+    let mut procs = vec![Proc::start(
+        "root",
+        "root",
+        &root_args(d, root_port, &[]),
+        d,
+    )];
+    let client = RootClient::new(&format!("http://127.0.0.1:{root_port}")).unwrap();
+    root_answers(&client, &mut procs).await;
+    let cluster = cluster_args(d, "cluster-1", root_port, cluster_port, free_port(), &[]);
+    procs.push(Proc::start("cluster-1", "cluster", &cluster, d));
+    serves(cluster_port, &mut procs).await;
+    procs.push(Proc::start(
+        "w1",
+        "worker",
+        &worker_args(d, "w1", cluster_port),
+        d,
+    ));
+    procs.push(Proc::start(
+        "w2",
+        "worker",
+        &worker_args(d, "w2", cluster_port),
+        d,
+    ));
+    ready_nodes(&client, &mut procs, &["cluster-1"], 2).await;
+
+    // `sleep not-a-number` exits with code 1 at once, every time
+    let policy = "restart:\n  policy: on-failure\n  limit: 1\n  backoff: 100ms";
+    let view = client
+        .submit(
+            job("crasher", "not-a-number", policy).into_bytes(),
+            "application/yaml",
+        )
+        .await
+        .unwrap();
+    let id = view.id.to_string();
+    let job = until("the job FAILED", &mut procs, async || {
+        let job = client.job(&id).await.ok()?;
+        (job.state == JobState::Failed).then_some(job)
+    })
+    .await;
+    let placements: Vec<(Option<&str>, InstanceState)> = job
+        .instances
+        .iter()
+        .map(|i| (i.node.as_deref(), i.state))
+        .collect();
+    assert_eq!(
+        placements,
+        [
+            (Some("w1"), InstanceState::Failed),
+            (Some("w2"), InstanceState::Failed)
+        ],
+        "{job:?}"
+    );
+    for instance in &job.instances {
+        // restarted once on its node before giving up there
+        let states: Vec<InstanceState> = instance.history.iter().map(|h| h.state).collect();
+        assert!(states.contains(&InstanceState::Restarting), "{states:?}");
+        assert_eq!(instance.exit_code, Some(1));
+    }
+    let moved = &job.instances[1].history[0].reason;
+    assert!(
+        moved.contains("replaces") && moved.contains("failed on w1"),
+        "{moved}"
+    );
+    let last = &job.history.last().unwrap().reason;
+    assert!(last.contains("restart limit 1 reached"), "{last}");
+}

@@ -361,7 +361,9 @@ fn a_config_file_sets_options_and_its_mistakes_are_named() {
 /// Root, cluster and one worker; deploys `descriptor`, SIGKILLs the worker, starts it again on
 /// the same data folder, and checks that it comes back under its id and adopts the job's
 /// process (`running()` counts them) instead of starting it twice; then terminates it.
-async fn worker_restart_scenario(descriptor: String, running: impl Fn() -> usize) {
+/// `node` names the worker: workers sharing one Docker engine (tests running side by side)
+/// need distinct ids, since a worker adopts the containers labelled with its own.
+async fn worker_restart_scenario(node: &str, descriptor: String, running: impl Fn() -> usize) {
     use edgeio::state::InstanceState;
     let dir = tempfile::tempdir().expect("a temporary directory");
     let d = |sub: &str| dir.path().join(sub).display().to_string();
@@ -370,11 +372,11 @@ async fn worker_restart_scenario(descriptor: String, running: impl Fn() -> usize
         "--cluster".into(),
         format!("http://127.0.0.1:{cluster_port}"),
         "--name".into(),
-        "w1".into(),
+        node.into(),
         "--allow-native".into(),
         "/bin/sleep".into(),
         "--data".into(),
-        d("w1"),
+        d(node),
     ];
     let mut worker = Proc::start("worker", "worker", &worker_args, dir.path());
     until("the worker READY at the root", &mut procs, async || {
@@ -422,7 +424,7 @@ async fn worker_restart_scenario(descriptor: String, running: impl Fn() -> usize
     .await;
     let nodes = client.nodes("cluster-1").await.unwrap();
     assert_eq!(nodes.len(), 1, "{nodes:?}");
-    assert_eq!(nodes[0].id, "w1");
+    assert_eq!(nodes[0].id, node);
     assert_eq!(running(), 1);
 
     client.terminate(&id).await.unwrap();
@@ -440,7 +442,7 @@ async fn worker_restart_scenario(descriptor: String, running: impl Fn() -> usize
 async fn a_killed_worker_comes_back_under_its_id_and_adopts_its_native_process() {
     let marker = format!("{}", 8_000_000 + std::process::id() % 1_000_000);
     let pattern = format!("sleep {marker}");
-    worker_restart_scenario(job("survivor", &marker, ""), || {
+    worker_restart_scenario("w-native", job("survivor", &marker, ""), || {
         processes_running(&pattern).len()
     })
     .await;
@@ -448,7 +450,7 @@ async fn a_killed_worker_comes_back_under_its_id_and_adopts_its_native_process()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_worker_comes_back_and_adopts_its_docker_container() {
-    use edgeio::runtime_docker::testing::{docker_ok, ensure_image, IMAGE};
+    use edgeio::runtime_docker::testing::{docker, docker_ok, ensure_image, IMAGE};
     if !require::docker() {
         return;
     }
@@ -459,45 +461,34 @@ async fn a_killed_worker_comes_back_and_adopts_its_docker_container() {
          args: [\"sh\", \"-c\", \"trap 'exit 0' TERM; while true; do sleep 1 & wait $!; done\"]\n\
          requirements:\n  cpu: 100m\n  memory: 32Mi\n"
     );
-    // the job id starts with its name; containers carry it in their edgeio.job label
-    let filter = |all: bool| {
-        let mut args = vec!["ps", "-q"];
+    // the job id starts with its name; containers carry it in their edgeio.job label. One
+    // `docker ps` lists ids and labels together: other tests remove their containers
+    // meanwhile, so a list-then-inspect would race with them.
+    fn containers(all: bool, job_prefix: &str) -> Vec<String> {
+        let mut args = vec!["ps", "--filter", "label=edgeio.job"];
         if all {
             args.push("-a");
         }
-        let ids = docker_ok(&[&args[..], &["--filter", "label=edgeio.job"]].concat());
-        ids.lines()
-            .filter(|c| {
-                docker_ok(&[
-                    "inspect",
-                    "-f",
-                    "{{index .Config.Labels \"edgeio.job\"}}",
-                    c,
-                ])
-                .starts_with(&name)
-            })
-            .count()
-    };
+        args.extend(["--format", "{{.ID}} {{.Label \"edgeio.job\"}}"]);
+        docker_ok(&args)
+            .lines()
+            .filter_map(|line| line.split_once(' '))
+            .filter(|(_, job)| job.starts_with(job_prefix))
+            .map(|(id, _)| id.to_string())
+            .collect()
+    }
+    let filter = |all: bool| containers(all, &name).len();
     struct Sweep(String);
     impl Drop for Sweep {
         fn drop(&mut self) {
             // containers of this test only, even when it failed half-way
-            let ids = docker_ok(&["ps", "-aq", "--filter", "label=edgeio.job"]);
-            for c in ids.lines() {
-                let job = docker_ok(&[
-                    "inspect",
-                    "-f",
-                    "{{index .Config.Labels \"edgeio.job\"}}",
-                    c,
-                ]);
-                if job.starts_with(&self.0) {
-                    let _ = docker_ok(&["rm", "-f", c]);
-                }
+            for c in containers(true, &self.0) {
+                let _ = docker(&["rm", "-f", &c]);
             }
         }
     }
     let _sweep = Sweep(name.clone());
-    worker_restart_scenario(descriptor, || filter(true)).await;
+    worker_restart_scenario("w-docker", descriptor, || filter(true)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

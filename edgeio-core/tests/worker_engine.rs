@@ -229,3 +229,64 @@ async fn a_restarted_worker_adopts_what_still_runs_instead_of_starting_it_again(
     assert_eq!(fake.deploy_count(), 1, "adopted, not started twice");
     task.abort();
 }
+
+#[tokio::test]
+async fn an_exited_instance_restarts_on_its_node_until_the_limit_then_fails() {
+    let hub = MemoryHub::new();
+    let parent = ReliableParent::new(Arc::new(hub.parent()), ReliableConfig::default());
+    let child = Arc::new(ReliableChild::new(
+        Arc::new(hub.connect("node-1").await.unwrap()),
+        ReliableConfig::default(),
+    ));
+    let fake = FakeRuntime::new();
+    let runtime: Arc<dyn Runtime> = Arc::new(fake.clone());
+    let worker = Worker::new(config(), child, vec![runtime]);
+    let task = tokio::spawn(worker.run(std::future::pending()));
+
+    let (spec, envelope) = deploy("web-0");
+    let Message::Deploy(mut body) = envelope.body else {
+        unreachable!("deploy() builds a deploy")
+    };
+    body.spec.restart = edgeio_core::job::RestartPolicy {
+        policy: edgeio_core::job::RestartKind::OnFailure,
+        limit: 1,
+        backoff_ms: 10,
+    };
+    let envelope = Envelope::new("cluster", Message::Deploy(body));
+    hub.parent().send("node-1", &envelope).await.unwrap();
+    next(&parent, |m| {
+        event(m).filter(|e| e.state == InstanceState::Running)
+    })
+    .await;
+
+    // first failure: EXITED, RESTARTING, then it runs again on this node
+    fake.exit(&spec.id, 2).unwrap();
+    let restarting = next(&parent, |m| {
+        event(m).filter(|e| e.state == InstanceState::Restarting)
+    })
+    .await;
+    assert!(
+        restarting.reason.contains("restart 1 of 1"),
+        "{restarting:?}"
+    );
+    next(&parent, |m| {
+        event(m).filter(|e| e.state == InstanceState::Running)
+    })
+    .await;
+    assert_eq!(fake.deploy_count(), 2);
+
+    // second failure: past the limit, FAILED with the reason (the cluster relocates it)
+    fake.exit(&spec.id, 2).unwrap();
+    let failed = next(&parent, |m| {
+        event(m).filter(|e| e.state == InstanceState::Failed)
+    })
+    .await;
+    assert!(
+        failed.reason.contains("restart limit 1 reached"),
+        "{failed:?}"
+    );
+    assert_eq!(failed.exit_code, Some(2));
+    next(&parent, |m| status(m).filter(|s| s.instances.is_empty())).await;
+    assert_eq!(fake.deploy_count(), 2);
+    task.abort();
+}

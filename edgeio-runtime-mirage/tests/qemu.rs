@@ -260,11 +260,21 @@ async fn a_fresh_runtime_reports_unikernels_that_ended_as_exited() {
             .expect("deploy");
     }
     // the looping one dies while no runtime watches it
-    for pid in env.processes() {
+    let pids = env.processes();
+    for &pid in &pids {
         let pid = rustix::process::Pid::from_raw(pid as i32).unwrap();
         rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
     }
     env.assert_no_process_left();
+    // an exiting process loses its command line before it is a zombie: wait for the end
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pids.iter().any(|&pid| pid_alive(pid)) {
+        assert!(
+            Instant::now() < deadline,
+            "{pids:?} still alive after SIGKILL"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 
     let second = env.runtime();
     let listed = second.list().await.expect("list");

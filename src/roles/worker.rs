@@ -116,31 +116,39 @@ fn usage_probe() -> edgeio_core::engine::worker::UsageProbe {
     })
 }
 
-async fn runtimes(
-    options: &WorkerOptions,
-    data: &Path,
-) -> Result<Vec<Arc<dyn Runtime>>, RoleError> {
-    let mut runtimes: Vec<Arc<dyn Runtime>> = Vec::new();
+/// The native runtime, confined to the programs the operator allowed.
+fn process_runtime(options: &WorkerOptions, data: &Path) -> Result<Arc<dyn Runtime>, RoleError> {
     let process = ProcessRuntime::new(ProcessConfig {
         state_dir: data.join("process"),
         allow: options.allow_native.clone(),
         ..ProcessConfig::default()
     })
     .map_err(|e| RoleError::new(format!("--allow-native: {e}")))?;
-    runtimes.push(Arc::new(process));
+    Ok(Arc::new(process))
+}
+
+/// Docker, when it is wanted and its engine answers. `node` is the worker's id once
+/// registered: containers are labelled with it, and only those are listed and watched, so
+/// workers sharing one engine never adopt, report or stop each other's containers.
+#[allow(unused_variables)]
+async fn docker_runtime(options: &WorkerOptions, node: Option<&str>) -> Option<Arc<dyn Runtime>> {
     #[cfg(feature = "runtime-docker")]
     if options.docker {
         use edgeio_runtime_docker::{DockerConfig, DockerRuntime};
-        match DockerRuntime::connect(DockerConfig::default()).await {
+        let config = DockerConfig {
+            node_id: node.map(str::to_string),
+            ..DockerConfig::default()
+        };
+        match DockerRuntime::connect(config).await {
             Ok(docker) if docker.probe().await.is_ok_and(|p| p.available) => {
-                runtimes.push(Arc::new(docker))
+                return Some(Arc::new(docker))
             }
             Ok(_) | Err(_) => {
                 tracing::info!("docker is not available; this worker offers native only")
             }
         }
     }
-    Ok(runtimes)
+    None
 }
 
 /// Starts a worker: registers with its cluster, connects to the broker the cluster named,
@@ -152,9 +160,13 @@ pub async fn start_worker(options: WorkerOptions) -> Result<Running, RoleError> 
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("edgeio-data/worker-{name}")));
     data_dir(&data)?;
-    let runtimes = runtimes(&options, &data).await?;
+    let process = process_runtime(&options, &data)?;
+    // Docker is probed for the capabilities here, and built again with the node id below
+    let probed: Vec<Arc<dyn Runtime>> = std::iter::once(process.clone())
+        .chain(docker_runtime(&options, None).await)
+        .collect();
     let mut infos = Vec::new();
-    for runtime in &runtimes {
+    for runtime in &probed {
         let version = match runtime.probe().await {
             Ok(p) => p.version.unwrap_or_default(),
             Err(_) => String::new(),
@@ -201,6 +213,11 @@ pub async fn start_worker(options: WorkerOptions) -> Result<Running, RoleError> 
     })?;
     let reply = registration.reply;
     write_id(&id_file, &reply.id)?;
+    let mut runtimes = vec![process];
+    if probed.len() > 1 {
+        runtimes.extend(docker_runtime(&options, Some(&reply.id)).await);
+    }
+    drop(probed);
     if reply.channel.kind != ChannelKind::Mqtt {
         return Err(RoleError::new(format!(
             "the cluster at {} offers a {:?} channel; this worker talks MQTT",

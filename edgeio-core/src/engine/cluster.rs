@@ -403,6 +403,71 @@ impl ClusterState {
         }
     }
 
+    /// Places a replacement for an instance that FAILED on `node` (its restarts there are used
+    /// up, or it could not start) on another READY node with at least the same labels, never
+    /// one where the job failed before. When none can take it, the failure stands (the job
+    /// is FAILED with the reason).
+    fn relocate_failed(
+        &mut self,
+        job_id: &str,
+        old: &InstanceId,
+        node: &str,
+        why: &str,
+        fx: &mut Fx,
+    ) {
+        let Some(job) = self.jobs.get(job_id) else {
+            return;
+        };
+        if !job.is_live() || job.lifecycle.state() == JobState::Terminating {
+            return;
+        }
+        let tried: Vec<String> = job
+            .instances
+            .iter()
+            .filter(|i| i.lifecycle.state() == InstanceState::Failed)
+            .filter_map(|i| i.node.clone())
+            .collect();
+        let spec = job.spec.clone();
+        let labels = self
+            .nodes
+            .get(node)
+            .map(|n| n.capabilities.labels.clone())
+            .unwrap_or_default();
+        self.refresh_candidates();
+        let mut set = self.candidates.clone();
+        let unlike: Vec<String> = set
+            .iter()
+            .filter(|c| {
+                tried.contains(&c.id)
+                    || c.id == node
+                    || !labels.iter().all(|(k, v)| c.labels.get(k) == Some(v))
+            })
+            .map(|c| c.id.clone())
+            .collect();
+        for id in unlike {
+            set.remove(&id);
+        }
+        let placed = match self.scheduler.place(&spec, &set) {
+            Ok(p) => p.candidate,
+            Err(e) => {
+                info!(job = job_id, instance = %old, reason = %e, "no other node with the same labels can take a failed instance; it stays FAILED");
+                return;
+            }
+        };
+        self.candidates.reserve(&placed, &spec.resources);
+        self.candidates.add_job(&placed, &spec.name);
+        let policy = self.scheduler.name().to_string();
+        let reason =
+            format!("replaces {old} (failed on {node}: {why}), placed on {placed} by {policy}");
+        let now = now_ms();
+        let cluster = self.config.id.clone();
+        if let Some(job) = self.jobs.get_mut(job_id) {
+            let id = start_instance(&cluster, job, &placed, reason, now, fx);
+            info!(job = job_id, instance = %id, node = %placed, "relocating a failed instance");
+            fx.persist.push(Self::job_key(job_id));
+        }
+    }
+
     fn on_status(&mut self, node: &str, status: NodeStatus, fx: &mut Fx) {
         self.node_heard(node, fx);
         let now = now_ms();
@@ -591,20 +656,35 @@ impl ClusterState {
             debug!(node, job = %event.job, "event for a job this cluster does not know");
             return;
         };
+        let job_id = job.id.to_string();
+        let mut failed = false;
         if let Some(instance) = job.instance_mut(&event.instance) {
             let reason = if event.reason.is_empty() {
                 format!("reported by {node}")
             } else {
                 event.reason.clone()
             };
-            if let Err(e) = advance(&mut instance.lifecycle, event.state, now_ms(), &reason) {
-                debug!(instance = %event.instance, error = %e, "event does not move the instance");
+            let was = instance.lifecycle.state();
+            match advance(&mut instance.lifecycle, event.state, now_ms(), &reason) {
+                Ok(()) => {
+                    failed = was != InstanceState::Failed && event.state == InstanceState::Failed
+                }
+                Err(e) => {
+                    debug!(instance = %event.instance, error = %e, "event does not move the instance")
+                }
             }
             if event.exit_code.is_some() {
                 instance.exit_code = event.exit_code;
             }
+            fx.persist.push(Self::job_key(&job_id));
+        }
+        if failed {
+            // the replacement's PENDING goes up before the failure, so the root never sees
+            // the job with a failed instance and nothing to take its place
+            self.relocate_failed(&job_id, &event.instance, node, &event.reason, fx);
+        }
+        if let Some(job) = self.jobs.get_mut(&job_id) {
             job.settle(now_ms());
-            fx.persist.push(Self::job_key(job.id.as_str()));
         }
         let mut up = event;
         up.node = node.to_string();
@@ -811,6 +891,10 @@ impl ClusterState {
         let node = i.node.clone().unwrap_or_default();
         if advance(&mut i.lifecycle, InstanceState::Failed, now_ms(), &reason).is_ok() {
             fx.persist.push(Self::job_key(job.as_str()));
+            self.relocate_failed(job.as_str(), instance, &node, &reason, fx);
+            if let Some(record) = self.jobs.get_mut(job.as_str()) {
+                record.settle(now_ms());
+            }
             fx.send_up.push(instance_event(
                 &self.config.id,
                 job,

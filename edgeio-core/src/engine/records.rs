@@ -291,7 +291,25 @@ impl JobRecord {
                 (JobState::Terminated, "every instance stopped".to_string())
             }
             s if s.is_final() || s == JobState::Terminating => return None,
-            _ if states.contains(&InstanceState::Failed) => {
+            // failed with nothing to take its place (a relocated failure has a replacement;
+            // an exited one may be restarting)
+            _ if states.contains(&InstanceState::Failed)
+                && states
+                    .iter()
+                    .filter(|s| {
+                        matches!(
+                            s,
+                            InstanceState::Pending
+                                | InstanceState::Starting
+                                | InstanceState::Running
+                                | InstanceState::Restarting
+                                | InstanceState::Exited
+                                | InstanceState::Lost
+                        )
+                    })
+                    .count()
+                    < self.spec.replicas.max(1) as usize =>
+            {
                 let why = self
                     .instances
                     .iter()

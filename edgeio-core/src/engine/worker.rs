@@ -7,7 +7,7 @@
 //! ([`crate::reliable::ReliableChild`]); [`plan`] is idempotent as well, so a deploy of an
 //! instance that already runs has no second effect.
 
-use crate::job::InstanceSpec;
+use crate::job::{InstanceSpec, RestartKind, RestartPolicy};
 use crate::model::{InstanceId, JobId, Resources, RuntimeKind};
 use crate::runtime::{LogOptions, RunState, Runtime, RuntimeEvent, LABEL_JOB};
 use crate::state::InstanceState;
@@ -53,6 +53,62 @@ pub struct Local {
     pub state: InstanceState,
     /// What it reserves.
     pub resources: Resources,
+    /// How to start it again, with its job's restart policy; `None` for an instance adopted
+    /// after a restart of the worker (its spec went with the old process), which is not
+    /// restarted here.
+    pub restart: Option<(InstanceSpec, RestartPolicy)>,
+    /// Restarts on this node so far.
+    pub restarts: u32,
+    /// Its previous run is being cleared away for a restart: the runtime's `Removed` of that
+    /// run, which arrives after the restart began, is not news.
+    pub clearing: bool,
+}
+
+/// What to do when an instance's process ended on its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AfterExit {
+    /// Nothing: it is done (a clean exit the policy does not restart).
+    Done,
+    /// Start it again on this node after this wait.
+    Restart(Duration),
+    /// Give up on this node: the instance is FAILED here (the cluster relocates it).
+    GiveUp(String),
+}
+
+/// Decides what an exit with `code` (`None`: killed by a signal) means under `policy`, after
+/// `restarts` restarts on this node. Pure: the waits double from `backoff_ms` (capped at an
+/// hour), and `on-failure` and `always` stop at `limit`.
+pub fn after_exit(policy: &RestartPolicy, code: Option<i32>, restarts: u32) -> AfterExit {
+    let failed = code != Some(0);
+    let how = match code {
+        Some(c) => format!("exited with code {c}"),
+        None => "was killed by a signal".to_string(),
+    };
+    let wanted = match policy.policy {
+        RestartKind::Never => {
+            return if failed {
+                AfterExit::GiveUp(format!("{how}; restart policy never"))
+            } else {
+                AfterExit::Done
+            }
+        }
+        RestartKind::OnFailure => failed,
+        RestartKind::Always => true,
+    };
+    if !wanted {
+        return AfterExit::Done;
+    }
+    if restarts >= policy.limit {
+        return AfterExit::GiveUp(format!(
+            "{how}; restart limit {} reached on this node",
+            policy.limit
+        ));
+    }
+    let wait = policy
+        .backoff_ms
+        .saturating_mul(1u64 << restarts.min(32))
+        .min(3_600_000);
+    AfterExit::Restart(Duration::from_millis(wait))
 }
 
 /// What a command asks of this worker.
@@ -141,6 +197,9 @@ pub struct Worker {
     follows: std::collections::HashMap<String, tokio::task::AbortHandle>,
     /// Measures the host before each status (see [`Worker::with_usage`]).
     probe: Option<UsageProbe>,
+    /// Restarts whose backoff is over arrive here.
+    restart_tx: tokio::sync::mpsc::UnboundedSender<InstanceId>,
+    restart_rx: tokio::sync::mpsc::UnboundedReceiver<InstanceId>,
     usage: Option<HostUsage>,
 }
 
@@ -154,12 +213,15 @@ impl Worker {
         transport: Arc<dyn ChildTransport>,
         runtimes: Vec<Arc<dyn Runtime>>,
     ) -> Worker {
+        let (restart_tx, restart_rx) = tokio::sync::mpsc::unbounded_channel();
         Worker {
             config,
             transport,
             runtimes: runtimes.into_iter().map(|r| (r.kind(), r)).collect(),
             local: BTreeMap::new(),
             follows: std::collections::HashMap::new(),
+            restart_tx,
+            restart_rx,
             probe: None,
             usage: None,
         }
@@ -206,6 +268,9 @@ impl Worker {
                         // the spec is gone with the old process; the cluster's status view
                         // of this node corrects the reservation on its next schedule
                         resources: Resources::ZERO,
+                        restart: None,
+                        restarts: 0,
+                        clearing: false,
                     },
                 );
                 adopted += 1;
@@ -281,6 +346,10 @@ impl Worker {
 
     async fn on_command(&mut self, envelope: Envelope) -> Result<(), TransportError> {
         let kinds: Vec<RuntimeKind> = self.runtimes.keys().cloned().collect();
+        let policy = match &envelope.body {
+            Message::Deploy(deploy) => deploy.spec.restart,
+            _ => RestartPolicy::default(),
+        };
         let mut refusal = None;
         for action in plan(&envelope.body, &self.local, &kinds) {
             match action {
@@ -296,6 +365,9 @@ impl Worker {
                             kind: spec.kind.clone(),
                             state: InstanceState::Starting,
                             resources: spec.resources,
+                            restart: Some((spec.clone(), policy)),
+                            restarts: 0,
+                            clearing: false,
                         },
                     );
                     if let Err(e) = runtime.deploy(&spec).await {
@@ -477,11 +549,30 @@ impl Worker {
             debug!(instance = %event.id, "event for an instance this worker does not run");
             return Ok(());
         };
+        if local.clearing {
+            let old_run = matches!(event.state, RunState::Exited { .. } | RunState::Removed);
+            // the old run's removal, or (a runtime that reports none) the new run's start,
+            // ends the clearing
+            if event.state == RunState::Removed || !old_run {
+                if let Some(local) = self.local.get_mut(&event.id) {
+                    local.clearing = false;
+                }
+            }
+            if old_run {
+                return Ok(());
+            }
+        }
+        let Some(local) = self.local.get(&event.id) else {
+            return Ok(());
+        };
         let terminating = local.state == InstanceState::Terminating;
-        let state = match (&event.state, terminating) {
+        let state = match (&event.state, terminating, local.state) {
             // the process ending is part of the termination asked for; TERMINATED follows
-            (RunState::Exited { .. }, true) => return Ok(()),
-            (s, _) => instance_state(s),
+            (RunState::Exited { .. }, true, _) => return Ok(()),
+            // the old run being cleared away before a restart, or after giving up
+            (RunState::Exited { .. } | RunState::Removed, _, InstanceState::Restarting)
+            | (_, _, InstanceState::Failed) => return Ok(()),
+            (s, _, _) => instance_state(s),
         };
         if state == local.state {
             return Ok(());
@@ -496,6 +587,98 @@ impl Worker {
             self.local.remove(&event.id);
         } else if let Some(local) = self.local.get_mut(&event.id) {
             local.state = state;
+        }
+        if state == InstanceState::Exited {
+            self.after_exit(&event.id, exit_code).await?;
+        }
+        Ok(())
+    }
+
+    /// Applies the restart policy to an instance whose process ended on its own: schedules
+    /// a restart on this node, or gives up (FAILED, and the runtime's leftovers removed) so
+    /// that the cluster relocates it.
+    async fn after_exit(
+        &mut self,
+        id: &InstanceId,
+        code: Option<i32>,
+    ) -> Result<(), TransportError> {
+        let Some(local) = self.local.get_mut(id) else {
+            return Ok(());
+        };
+        let Some((_, policy)) = &local.restart else {
+            return Ok(());
+        };
+        let node = self.config.node_id.clone();
+        match after_exit(policy, code, local.restarts) {
+            AfterExit::Done => Ok(()),
+            AfterExit::Restart(wait) => {
+                local.restarts += 1;
+                local.state = InstanceState::Restarting;
+                let reason = format!(
+                    "restart {} of {} on {node} in {wait:?}",
+                    local.restarts, policy.limit
+                );
+                let (tx, id2) = (self.restart_tx.clone(), id.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep(wait).await;
+                    let _ = tx.send(id2);
+                });
+                self.report(id, InstanceState::Restarting, None, &reason)
+                    .await
+            }
+            AfterExit::GiveUp(why) => {
+                local.state = InstanceState::Failed;
+                let kind = local.kind.clone();
+                let reason = format!("{why} ({node})");
+                self.report(id, InstanceState::Failed, code, &reason)
+                    .await?;
+                if let Some(runtime) = self.runtimes.get(&kind) {
+                    // what the runtime keeps of it (an exited container) goes
+                    if let Err(e) = runtime.terminate(id, Duration::ZERO).await {
+                        debug!(instance = %id, error = %e, "nothing left to remove");
+                    }
+                }
+                self.local.remove(id);
+                Ok(())
+            }
+        }
+    }
+
+    /// Starts an instance again after its backoff, unless it was stopped meanwhile.
+    async fn restart(&mut self, id: InstanceId) -> Result<(), TransportError> {
+        let Some(local) = self.local.get(&id) else {
+            return Ok(());
+        };
+        let (Some((spec, _)), InstanceState::Restarting) = (&local.restart, local.state) else {
+            return Ok(());
+        };
+        let Some(runtime) = self.runtimes.get(&local.kind).cloned() else {
+            return Ok(());
+        };
+        let spec = spec.clone();
+        // the old run is cleared first: the runtime keeps one instance per id
+        if let Some(local) = self.local.get_mut(&id) {
+            local.clearing = true;
+        }
+        if let Err(e) = runtime.terminate(&id, Duration::ZERO).await {
+            debug!(instance = %id, error = %e, "nothing to clear before the restart");
+            if let Some(local) = self.local.get_mut(&id) {
+                local.clearing = false;
+            }
+        }
+        if let Some(local) = self.local.get_mut(&id) {
+            local.state = InstanceState::Starting;
+        }
+        self.report(&id, InstanceState::Starting, None, "restarting")
+            .await?;
+        if let Err(e) = runtime.deploy(&spec).await {
+            if let Some(local) = self.local.get_mut(&id) {
+                local.state = InstanceState::Failed;
+            }
+            let reason = format!("restart failed: {e}");
+            self.report(&id, InstanceState::Failed, None, &reason)
+                .await?;
+            self.local.remove(&id);
         }
         Ok(())
     }
@@ -520,6 +703,7 @@ impl Worker {
                     self.send(Message::NodeStatus(self.status())).await?
                 }
                 Some(event) = events.next() => self.on_runtime_event(event).await?,
+                Some(id) = self.restart_rx.recv() => self.restart(id).await?,
                 received = self.transport.recv() => match received {
                     Ok(envelope) if envelope.body.is_command() => self.on_command(envelope).await?,
                     Ok(envelope) if matches!(envelope.body, Message::Query(_)) => self.on_query(envelope).await?,

@@ -26,6 +26,9 @@ fn running(job: &str) -> Local {
         kind: "native".into(),
         state: InstanceState::Running,
         resources: Resources::ZERO,
+        restart: None,
+        restarts: 0,
+        clearing: false,
     }
 }
 
@@ -103,5 +106,50 @@ fn cluster_decisions_are_refused_by_a_worker() {
     });
     assert!(
         matches!(&plan(&scale, &BTreeMap::new(), &[])[..], [Action::Refuse(e)] if e.code == "unsupported")
+    );
+}
+
+#[test]
+fn exits_restart_with_doubling_backoff_up_to_the_limit_then_give_up() {
+    let policy = |policy, limit| RestartPolicy {
+        policy,
+        limit,
+        backoff_ms: 100,
+    };
+    let ms = Duration::from_millis;
+    let on_failure = policy(RestartKind::OnFailure, 2);
+    assert_eq!(after_exit(&on_failure, Some(0), 0), AfterExit::Done);
+    assert_eq!(
+        after_exit(&on_failure, Some(3), 0),
+        AfterExit::Restart(ms(100))
+    );
+    assert_eq!(
+        after_exit(&on_failure, None, 1),
+        AfterExit::Restart(ms(200))
+    );
+    let AfterExit::GiveUp(why) = after_exit(&on_failure, Some(3), 2) else {
+        panic!("past the limit");
+    };
+    assert_eq!(
+        why,
+        "exited with code 3; restart limit 2 reached on this node"
+    );
+    let always = policy(RestartKind::Always, 1);
+    assert_eq!(after_exit(&always, Some(0), 0), AfterExit::Restart(ms(100)));
+    assert!(matches!(
+        after_exit(&always, Some(0), 1),
+        AfterExit::GiveUp(_)
+    ));
+    let never = policy(RestartKind::Never, 5);
+    assert_eq!(after_exit(&never, Some(0), 0), AfterExit::Done);
+    let AfterExit::GiveUp(why) = after_exit(&never, None, 0) else {
+        panic!("a failure with never gives up at once");
+    };
+    assert_eq!(why, "was killed by a signal; restart policy never");
+    // a huge limit does not overflow the wait
+    let huge = policy(RestartKind::Always, u32::MAX);
+    assert_eq!(
+        after_exit(&huge, Some(1), 60),
+        AfterExit::Restart(Duration::from_secs(3600))
     );
 }
