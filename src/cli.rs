@@ -6,7 +6,8 @@
 //! the system itself failed (no server at `--server`, a 5xx). Problems go to stderr, one line
 //! each; results go to stdout.
 //!
-//! `validate` works offline. `deploy`, `get`, `describe`, `logs` and `delete` talk to the
+//! `validate` works offline. `deploy`, `get`, `describe`, `logs`, `delete`, `scale` and
+//! `migrate` talk to the
 //! root's REST API at `--server` (or `EDGEIO_SERVER`, default `http://127.0.0.1:7070`).
 //!
 //! ```
@@ -97,6 +98,47 @@ enum Command {
     Logs(LogsArgs),
     /// Terminate a job; prints its id and TERMINATING.
     Delete(DeleteArgs),
+    /// Change a job's number of replicas; prints its id and SCALING.
+    ///
+    /// More replicas are placed on the job's cluster (all or none: when they do not fit,
+    /// the count stays and `describe` shows why); fewer stop the newest first.
+    Scale(ScaleArgs),
+    /// Move a running job make-before-break; prints its id and MIGRATING.
+    ///
+    /// The new instance runs before the old one is stopped. Without --node or --cluster it
+    /// goes anywhere else: another node of its cluster, else another cluster. `describe`
+    /// shows each move with its reason.
+    Migrate(MigrateArgs),
+}
+
+#[derive(Debug, Args)]
+struct ScaleArgs {
+    /// The job's id.
+    #[arg(value_name = "JOB")]
+    job: String,
+
+    /// The number of replicas wanted (1 to 1000).
+    #[arg(value_name = "REPLICAS", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    replicas: u32,
+}
+
+#[derive(Debug, Args)]
+struct MigrateArgs {
+    /// The job's id.
+    #[arg(value_name = "JOB")]
+    job: String,
+
+    /// To this node (of the job's cluster or another).
+    #[arg(long, value_name = "NODE", conflicts_with = "cluster")]
+    node: Option<String>,
+
+    /// To this cluster.
+    #[arg(long, value_name = "CLUSTER")]
+    cluster: Option<String>,
+
+    /// Only this instance (default: the job's running one).
+    #[arg(long, value_name = "INSTANCE")]
+    instance: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -254,6 +296,8 @@ where
         Command::Describe(args) => remote::Remote::Describe(args),
         Command::Logs(args) => remote::Remote::Logs(args),
         Command::Delete(args) => remote::Remote::Delete(args),
+        Command::Scale(args) => remote::Remote::Scale(args),
+        Command::Migrate(args) => remote::Remote::Migrate(args),
     };
     remote::run(&cli.server, cli.output, command, out, err)
 }

@@ -437,3 +437,69 @@ async fn a_crashing_job_restarts_on_its_node_then_moves_to_another_then_fails_wi
     let last = &job.history.last().unwrap().reason;
     assert!(last.contains("restart limit 1 reached"), "{last}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_migrates_to_another_cluster_make_before_break_and_scales_there() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut t = two_clusters(dir.path(), &[]).await;
+    let marker = marker(3_000_000);
+    let pattern = format!("sleep {marker}");
+    let id = deploy_on_a(&mut t, "traveller", &marker).await;
+
+    let moving = t
+        .client
+        .migrate(&id, None, Some("cluster-b"), None)
+        .await
+        .unwrap();
+    assert_eq!(moving.state, JobState::Migrating);
+    let reasons = running_on(&t.client, &mut t.procs, &id, "wb").await;
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("migrated to cluster cluster-b")),
+        "{reasons:?}"
+    );
+    let client = &t.client;
+    until("the old instance stopped", &mut t.procs, async || {
+        let job = client.job(&id).await.ok()?;
+        let old = job.instances[0].state == InstanceState::Terminated;
+        (old && processes_running(&pattern).len() == 1).then_some(())
+    })
+    .await;
+    let job = t.client.job(&id).await.unwrap();
+    assert_eq!(job.cluster.as_deref(), Some("cluster-b"));
+    // the new one ran before the old one was told to stop
+    let started = job.instances[1]
+        .history
+        .iter()
+        .find(|h| h.state == InstanceState::Running)
+        .unwrap()
+        .at_ms;
+    let stopping = job.instances[0]
+        .history
+        .iter()
+        .find(|h| h.state == InstanceState::Terminating)
+        .unwrap()
+        .at_ms;
+    assert!(started <= stopping, "{job:?}");
+
+    // two replicas on cluster-b's one node, then back to one
+    t.client.scale(&id, 2).await.unwrap();
+    let client = &t.client;
+    until("two replicas running", &mut t.procs, async || {
+        let job = client.job(&id).await.ok()?;
+        (job.state == JobState::Running && processes_running(&pattern).len() == 2).then_some(())
+    })
+    .await;
+    t.client.scale(&id, 1).await.unwrap();
+    until("one replica left", &mut t.procs, async || {
+        let job = client.job(&id).await.ok()?;
+        (job.state == JobState::Running && processes_running(&pattern).len() == 1).then_some(())
+    })
+    .await;
+    t.client.terminate(&id).await.unwrap();
+    until("no process left", &mut t.procs, async || {
+        processes_running(&pattern).is_empty().then_some(())
+    })
+    .await;
+}

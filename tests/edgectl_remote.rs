@@ -458,6 +458,31 @@ fn delete_prints_terminating() {
 }
 
 #[test]
+fn scale_and_migrate_print_the_new_state() {
+    let root = Root::start();
+    root.deploy_thesis();
+    let outcome = root.edgectl(&["scale", "job-1", "3"], b"");
+    assert_eq!(outcome.code, 0, "{}", outcome.stderr);
+    assert_eq!(outcome.stdout, "job-1 SCALING\n");
+    let outcome = root.edgectl(&["migrate", "job-1", "--node", "e580"], b"");
+    assert_eq!(outcome.code, 0, "{}", outcome.stderr);
+    assert_eq!(outcome.stdout, "job-1 MIGRATING\n");
+    let outcome = root.edgectl(&["migrate", "job-1"], b"");
+    assert_eq!(outcome.code, 0, "{}", outcome.stderr);
+    // usage errors before any request: a count out of range, both targets at once
+    for args in [
+        &["scale", "job-1", "0"][..],
+        &["scale", "job-1", "many"],
+        &["migrate", "job-1", "--node", "a", "--cluster", "b"],
+    ] {
+        let outcome = root.edgectl(args, b"");
+        assert_eq!(outcome.code, 2, "{args:?}: {}", outcome.stderr);
+    }
+    let outcome = root.edgectl(&["scale", "job-9", "2"], b"");
+    assert_eq!(outcome.code, 2, "an unknown job is the user's mistake");
+}
+
+#[test]
 fn logs_are_printed_as_they_are() {
     let root = Root::start();
     root.deploy_thesis();

@@ -62,6 +62,12 @@ impl Drop for Tiers {
 
 /// One root, one cluster (`edge`), one worker with `cores` cores.
 async fn tiers(cores: u32) -> Tiers {
+    tiers_of(cores, 1).await
+}
+
+/// One root, one cluster (`edge`), `workers` workers (`worker-1` …) with `cores` cores each,
+/// sharing one fake runtime.
+async fn tiers_of(cores: u32, workers: usize) -> Tiers {
     let mut tasks = Vec::new();
     let root_config = RootConfig {
         aggregate_interval: Duration::from_millis(100),
@@ -129,48 +135,54 @@ async fn tiers(cores: u32) -> Tiers {
         let _ = cluster.run(cluster_down, up, std::future::pending()).await;
     }));
 
-    let reply = registrar
-        .register(RegisterRequest {
-            role: PeerRole::Node,
-            name: "worker-1".into(),
-            previous_id: None,
-            capabilities: Some(capabilities(cores)),
-            location: None,
-            labels: Default::default(),
-        })
-        .await
-        .unwrap();
-    assert_eq!(reply.id, "worker-1");
     let runtime = FakeRuntime::new();
-    let worker_link = Arc::new(ReliableChild::new(
-        Arc::new(node_hub.connect("worker-1").await.unwrap()),
-        reliable(),
-    ));
-    let worker = Worker::new(
-        WorkerConfig {
-            node_id: "worker-1".into(),
-            status_interval: Duration::from_millis(100),
-            grace: Duration::from_secs(1),
-            total: Resources {
-                cpu_millis: u64::from(cores) * 1000,
-                memory_bytes: 4 << 30,
-                ..Resources::ZERO
+    let names: Vec<String> = (1..=workers).map(|n| format!("worker-{n}")).collect();
+    for name in &names {
+        let reply = registrar
+            .register(RegisterRequest {
+                role: PeerRole::Node,
+                name: name.clone(),
+                previous_id: None,
+                capabilities: Some(capabilities(cores)),
+                location: None,
+                labels: Default::default(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(&reply.id, name);
+        let worker_link = Arc::new(ReliableChild::new(
+            Arc::new(node_hub.connect(name).await.unwrap()),
+            reliable(),
+        ));
+        let worker = Worker::new(
+            WorkerConfig {
+                node_id: name.clone(),
+                status_interval: Duration::from_millis(100),
+                grace: Duration::from_secs(1),
+                total: Resources {
+                    cpu_millis: u64::from(cores) * 1000,
+                    memory_bytes: 4 << 30,
+                    ..Resources::ZERO
+                },
             },
-        },
-        worker_link,
-        vec![Arc::new(runtime.clone()) as Arc<dyn Runtime>],
-    );
-    tasks.push(tokio::spawn(async move {
-        let _ = worker.run(std::future::pending()).await;
-    }));
+            worker_link,
+            vec![Arc::new(runtime.clone()) as Arc<dyn Runtime>],
+        );
+        tasks.push(tokio::spawn(async move {
+            let _ = worker.run(std::future::pending()).await;
+        }));
+    }
 
-    // wait until the root has an aggregate naming the worker
-    wait(&handle, |root| async move {
-        let clusters = root.clusters().await.unwrap();
-        clusters
-            .first()
-            .and_then(|c| c.aggregate.as_ref())
-            .is_some_and(|a| a.node_names == ["worker-1"])
+    // wait until the root has an aggregate naming the workers
+    wait(&handle, |root| {
+        let names = names.clone();
+        async move {
+            let clusters = root.clusters().await.unwrap();
+            clusters
+                .first()
+                .and_then(|c| c.aggregate.as_ref())
+                .is_some_and(|a| a.node_names == names)
+        }
     })
     .await;
     Tiers {
@@ -384,4 +396,163 @@ async fn followed_logs_stream_new_lines_through_the_tiers_until_the_reader_leave
     let mut again = t.root.logs(view.id.as_str(), follow).await.unwrap();
     let first = tokio::time::timeout(DEADLINE, again.next()).await.unwrap();
     assert!(String::from_utf8_lossy(&first.unwrap().unwrap()).contains("before"));
+}
+
+fn running_on(job: &edgeio_core::engine::api::JobView) -> Vec<String> {
+    job.instances
+        .iter()
+        .filter(|i| i.state == InstanceState::Running)
+        .filter_map(|i| i.node.clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn scaling_up_places_more_and_scaling_down_stops_the_newest_first() {
+    let t = tiers_of(4, 2).await;
+    let view = t.root.submit(job("web", 500)).await.unwrap();
+    let id = view.id.to_string();
+    wait_state(&t.root, &id, JobState::Running).await;
+
+    let scaled = t.root.scale(&id, 3).await.unwrap();
+    assert_eq!(scaled.state, JobState::Scaling);
+    wait(&t.root, |root| {
+        let id = id.clone();
+        async move {
+            let job = root.job(&id).await.unwrap();
+            job.state == JobState::Running && running_on(&job).len() == 3
+        }
+    })
+    .await;
+
+    t.root.scale(&id, 1).await.unwrap();
+    wait(&t.root, |root| {
+        let id = id.clone();
+        async move {
+            let job = root.job(&id).await.unwrap();
+            job.state == JobState::Running && running_on(&job).len() == 1
+        }
+    })
+    .await;
+    let job = t.root.job(&id).await.unwrap();
+    // the first instance stayed; the two newest went
+    assert_eq!(job.instances[0].state, InstanceState::Running);
+    assert!(job.instances[1..]
+        .iter()
+        .all(|i| i.state == InstanceState::Terminated));
+    let reasons: Vec<&str> = job.history.iter().map(|h| h.reason.as_str()).collect();
+    assert!(reasons.contains(&"scaled to 3 replicas"), "{reasons:?}");
+    assert!(reasons.contains(&"scaled to 1 replicas"), "{reasons:?}");
+
+    // bad counts are refused naming the field; more than fits is refused by the cluster
+    // and the count stays
+    assert_eq!(t.root.scale(&id, 0).await.unwrap_err().code(), "invalid");
+    assert_eq!(
+        t.root.scale("nope", 2).await.unwrap_err().code(),
+        "not_found"
+    );
+    t.root.scale(&id, 40).await.unwrap();
+    wait(&t.root, |root| {
+        let id = id.clone();
+        async move {
+            let job = root.job(&id).await.unwrap();
+            job.state == JobState::Running && job.spec.replicas == 1
+        }
+    })
+    .await;
+    let job = t.root.job(&id).await.unwrap();
+    let last = &job.history.last().unwrap().reason;
+    assert!(last.contains("scale to 40 refused"), "{last}");
+    assert!(!job.unschedulable.is_empty());
+}
+
+#[tokio::test]
+async fn migrating_starts_the_new_instance_before_it_stops_the_old_one() {
+    use edgeio_core::wire::MigrateTarget;
+    let t = tiers_of(4, 2).await;
+    let view = t.root.submit(job("mover", 500)).await.unwrap();
+    let id = view.id.to_string();
+    wait_state(&t.root, &id, JobState::Running).await;
+    let first = t.root.job(&id).await.unwrap();
+    let from = first.instances[0].node.clone().unwrap();
+    let to = if from == "worker-1" {
+        "worker-2"
+    } else {
+        "worker-1"
+    };
+
+    let moving = t
+        .root
+        .migrate(&id, MigrateTarget::Node(to.into()), None)
+        .await
+        .unwrap();
+    assert_eq!(moving.state, JobState::Migrating);
+    wait(&t.root, |root| {
+        let id = id.clone();
+        async move {
+            let job = root.job(&id).await.unwrap();
+            job.state == JobState::Running && job.instances[0].state == InstanceState::Terminated
+        }
+    })
+    .await;
+    let job = t.root.job(&id).await.unwrap();
+    assert_eq!(running_on(&job), [to]);
+    // make-before-break: the new one ran before the old one was asked to stop
+    let new_running = job.instances[1]
+        .history
+        .iter()
+        .find(|h| h.state == InstanceState::Running)
+        .unwrap()
+        .at_ms;
+    let old_stopping = job.instances[0]
+        .history
+        .iter()
+        .find(|h| h.state == InstanceState::Terminating)
+        .unwrap();
+    assert!(new_running <= old_stopping.at_ms);
+    assert!(
+        old_stopping.reason.contains("migration"),
+        "{}",
+        old_stopping.reason
+    );
+    let states: Vec<JobState> = job.history.iter().map(|h| h.state).collect();
+    assert!(
+        states.ends_with(&[JobState::Migrating, JobState::Running]),
+        "{states:?}"
+    );
+
+    // to where it already is, or to nowhere: refused, and nothing moves
+    let same = t
+        .root
+        .migrate(&id, MigrateTarget::Node(to.into()), None)
+        .await;
+    assert_eq!(same.unwrap_err().code(), "invalid");
+    assert_eq!(
+        t.root
+            .migrate(&id, MigrateTarget::Cluster("edge".into()), None)
+            .await
+            .unwrap_err()
+            .code(),
+        "invalid"
+    );
+    assert_eq!(
+        t.root
+            .migrate(&id, MigrateTarget::Node("ghost".into()), None)
+            .await
+            .unwrap_err()
+            .code(),
+        "not_found"
+    );
+    // anywhere else: the other node, since this cluster has one
+    t.root
+        .migrate(&id, MigrateTarget::Anywhere, None)
+        .await
+        .unwrap();
+    wait(&t.root, |root| {
+        let (id, from) = (id.clone(), from.clone());
+        async move {
+            let job = root.job(&id).await.unwrap();
+            job.state == JobState::Running && running_on(&job) == [from]
+        }
+    })
+    .await;
 }

@@ -16,6 +16,7 @@
 //! The router does no work of its own beyond reading and checking requests: the descriptor
 //! is parsed here (so a bad one never reaches the engine), everything else is the trait's.
 
+mod actions;
 mod error;
 
 pub use error::{code, ErrorDetail, ErrorInfo, ErrorResponse};
@@ -26,7 +27,7 @@ use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
 use axum::http::header::{CONTENT_TYPE, LOCATION};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use edgeio_core::engine::api::{JobView, LogsQuery, RootApi};
 use edgeio_core::job::{parse_descriptor, DescriptorError, MAX_DESCRIPTOR_BYTES};
@@ -81,6 +82,8 @@ pub fn router_with_runtimes(api: Arc<dyn RootApi>, known: KnownRuntimes) -> Rout
         .route("/api/v1/jobs", get(list_jobs).post(submit_job))
         .route("/api/v1/jobs/{id}", get(get_job).delete(delete_job))
         .route("/api/v1/jobs/{id}/logs", get(job_logs))
+        .route("/api/v1/jobs/{id}/scale", post(actions::scale_job))
+        .route("/api/v1/jobs/{id}/migrate", post(actions::migrate_job))
         .route("/api/v1/clusters", get(list_clusters))
         .route("/api/v1/clusters/{id}", get(get_cluster))
         .route("/api/v1/clusters/{id}/nodes", get(list_nodes))

@@ -166,6 +166,44 @@ impl RootClient {
         .await
     }
 
+    /// `POST /api/v1/jobs/{id}/scale`: changes the number of replicas; returns the job, in
+    /// SCALING.
+    pub async fn scale(&self, id: &str, replicas: u32) -> Result<JobView, ClientError> {
+        let body = serde_json::json!({ "replicas": replicas }).to_string();
+        self.json(
+            Method::POST,
+            format!("/api/v1/jobs/{}/scale", segment(id)),
+            Some((body.into_bytes(), "application/json")),
+        )
+        .await
+    }
+
+    /// `POST /api/v1/jobs/{id}/migrate`: moves the job (or `instance`) make-before-break to
+    /// `node`, to `cluster`, or anywhere else when both are `None`; returns it, in MIGRATING.
+    pub async fn migrate(
+        &self,
+        id: &str,
+        node: Option<&str>,
+        cluster: Option<&str>,
+        instance: Option<&str>,
+    ) -> Result<JobView, ClientError> {
+        let mut body = serde_json::Map::new();
+        for (key, value) in [("node", node), ("cluster", cluster), ("instance", instance)] {
+            if let Some(value) = value {
+                body.insert(key.into(), value.into());
+            }
+        }
+        self.json(
+            Method::POST,
+            format!("/api/v1/jobs/{}/migrate", segment(id)),
+            Some((
+                serde_json::Value::Object(body).to_string().into_bytes(),
+                "application/json",
+            )),
+        )
+        .await
+    }
+
     /// `GET /api/v1/clusters`: every cluster.
     pub async fn clusters(&self) -> Result<Vec<ClusterView>, ClientError> {
         self.json(Method::GET, "/api/v1/clusters".to_string(), None)

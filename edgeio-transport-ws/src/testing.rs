@@ -215,6 +215,37 @@ impl RootApi for FakeRootApi {
         Ok(job.clone())
     }
 
+    async fn scale(&self, id: &str, replicas: u32) -> Result<JobView, ApiError> {
+        let mut state = self.take_failure()?;
+        let job = find_job(&mut state, id)?;
+        job.spec.replicas = replicas;
+        job.state = JobState::Scaling;
+        job.history.push(HistoryEntry {
+            state: JobState::Scaling,
+            at_ms: now_ms(),
+            reason: format!("scale to {replicas} replicas requested"),
+        });
+        Ok(job.clone())
+    }
+
+    async fn migrate(
+        &self,
+        id: &str,
+        target: edgeio_core::wire::MigrateTarget,
+        instance: Option<edgeio_core::model::InstanceId>,
+    ) -> Result<JobView, ApiError> {
+        let mut state = self.take_failure()?;
+        let job = find_job(&mut state, id)?;
+        job.state = JobState::Migrating;
+        let which = instance.map_or_else(String::new, |i| format!(" ({i})"));
+        job.history.push(HistoryEntry {
+            state: JobState::Migrating,
+            at_ms: now_ms(),
+            reason: format!("migrate to {target:?}{which} requested"),
+        });
+        Ok(job.clone())
+    }
+
     async fn clusters(&self) -> Result<Vec<ClusterView>, ApiError> {
         Ok(self.take_failure()?.clusters.clone())
     }

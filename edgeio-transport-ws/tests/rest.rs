@@ -649,3 +649,74 @@ async fn a_proxy_page_is_an_api_error_not_a_decode_error() {
     );
     server.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test]
+async fn scale_and_migrate_take_json_and_name_each_bad_field() {
+    let root = Root::start().await;
+    root.client
+        .submit(THESIS.into(), "application/yaml")
+        .await
+        .expect("submit");
+    let post = |path: &'static str, body: &'static str| {
+        let root = &root;
+        async move {
+            root.raw(
+                reqwest::Method::POST,
+                path,
+                Some("application/json"),
+                body.as_bytes().to_vec(),
+            )
+            .await
+        }
+    };
+    let scaled = root.client.scale("job-1", 3).await.expect("scale");
+    assert_eq!(scaled.state, JobState::Scaling);
+    assert_eq!(scaled.spec.replicas, 3);
+    let moved = root
+        .client
+        .migrate("job-1", Some("e580"), None, None)
+        .await
+        .expect("migrate");
+    assert_eq!(moved.state, JobState::Migrating);
+    let (status, _, json) = post("/api/v1/jobs/job-1/migrate", "{}").await;
+    assert_eq!(status, 202, "{json}");
+
+    for (body, field) in [
+        (r#"{"replicas": 0}"#, "replicas"),
+        (r#"{"replicas": 1001}"#, "replicas"),
+        (r#"{"replicas": -2}"#, "replicas"),
+        (r#"{"replicas": 2.5}"#, "replicas"),
+        (r#"{"replicas": "3"}"#, "replicas"),
+        (r#"{}"#, "replicas"),
+        (r#"{"replicas": 2, "zone": "a"}"#, "zone"),
+        (r#"[2]"#, "body"),
+        (r#"{"replicas": "#, "body"),
+    ] {
+        let (status, _, json) = post("/api/v1/jobs/job-1/scale", body).await;
+        assert_eq!(status, 400, "{body}: {json}");
+        let details = error_shape(&json, "invalid");
+        assert_eq!(details[0]["field"], field, "{body}: {json}");
+    }
+    for (body, field) in [
+        (r#"{"node": "a", "cluster": "b"}"#, "cluster"),
+        (r#"{"node": 7}"#, "node"),
+        (r#"{"instance": "a/b"}"#, "instance"),
+        (r#"{"where": "x"}"#, "where"),
+    ] {
+        let (status, _, json) = post("/api/v1/jobs/job-1/migrate", body).await;
+        assert_eq!(status, 400, "{body}: {json}");
+        let details = error_shape(&json, "invalid");
+        assert_eq!(details[0]["field"], field, "{body}: {json}");
+    }
+    let (status, _, json) = root
+        .raw(
+            reqwest::Method::POST,
+            "/api/v1/jobs/job-1/scale",
+            Some("text/plain"),
+            b"3".to_vec(),
+        )
+        .await;
+    assert_eq!(status, 415, "{json}");
+    let (status, _, json) = post("/api/v1/jobs/nope/scale", r#"{"replicas": 2}"#).await;
+    assert_eq!(status, 404, "{json}");
+}

@@ -5,7 +5,7 @@
 use super::render::{self, ClusterNode};
 use super::{
     io_reason, read_file, report, write_text, DeleteArgs, DescribeArgs, GetArgs, Input, Kind,
-    LogsArgs, Output, Resource, EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK,
+    LogsArgs, MigrateArgs, Output, Resource, ScaleArgs, EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK,
 };
 use edgeio_core::engine::api::LogsQuery;
 use edgeio_core::job::MAX_DESCRIPTOR_BYTES;
@@ -38,6 +38,8 @@ pub(super) enum Remote {
     Describe(DescribeArgs),
     Logs(LogsArgs),
     Delete(DeleteArgs),
+    Scale(ScaleArgs),
+    Migrate(MigrateArgs),
 }
 
 /// Why a remote subcommand failed as a whole.
@@ -83,6 +85,21 @@ pub(super) fn run(
             Remote::Describe(args) => describe(&client, &args, output, out, err).await,
             Remote::Logs(args) => logs(&client, &args, out, err).await,
             Remote::Delete(args) => delete(&client, &args, output, out, err).await,
+            Remote::Scale(args) => {
+                let answer = client.scale(&args.job, args.replicas).await;
+                print_state(answer, output, out, err)
+            }
+            Remote::Migrate(args) => {
+                let answer = client
+                    .migrate(
+                        &args.job,
+                        args.node.as_deref(),
+                        args.cluster.as_deref(),
+                        args.instance.as_deref(),
+                    )
+                    .await;
+                print_state(answer, output, out, err)
+            }
         }
     })
 }
@@ -387,7 +404,17 @@ async fn delete(
     err: &mut dyn Write,
 ) -> i32 {
     let Kind::Job = args.kind;
-    match client.terminate(&args.id).await {
+    print_state(client.terminate(&args.id).await, output, out, err)
+}
+
+/// Prints a job's id and state (or the job in JSON or YAML), or the error.
+fn print_state(
+    answer: Result<edgeio_core::engine::api::JobView, ClientError>,
+    output: Option<Output>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> i32 {
+    match answer {
         Ok(view) => match output {
             Some(format @ (Output::Json | Output::Yaml)) => print_as(&view, format, out, err),
             _ => write_text(out, err, &format!("{} {}\n", view.id, view.state)),

@@ -215,4 +215,33 @@ pub trait RootApi: Send + Sync {
 
     /// The logs of a job's instances, fetched from their workers through their cluster.
     async fn logs(&self, job: &str, query: LogsQuery) -> Result<LogStream, ApiError>;
+
+    /// Changes a job's number of replicas (1 ..= [`MAX_REPLICAS`](crate::job::MAX_REPLICAS)):
+    /// the job goes SCALING; its cluster places the missing ones (all or none) or terminates
+    /// the newest beyond the count; RUNNING again once the count runs. A refusal (no room)
+    /// restores the old count, with the reason in the history.
+    async fn scale(&self, job: &str, replicas: u32) -> Result<JobView, ApiError> {
+        let _ = (job, replicas);
+        Err(ApiError::Unsupported {
+            what: "scale".into(),
+            reason: "this API implementation does not scale jobs".into(),
+        })
+    }
+
+    /// Moves a RUNNING job (or one of its instances) make-before-break: to a node (of its
+    /// cluster or another), to another cluster, or anywhere else. The job goes MIGRATING;
+    /// the old instance is terminated once the new one runs; RUNNING again after. A move
+    /// that cannot be made leaves the job where it ran, with the reason in the history.
+    async fn migrate(
+        &self,
+        job: &str,
+        target: crate::wire::MigrateTarget,
+        instance: Option<crate::model::InstanceId>,
+    ) -> Result<JobView, ApiError> {
+        let _ = (job, target, instance);
+        Err(ApiError::Unsupported {
+            what: "migrate".into(),
+            reason: "this API implementation does not migrate jobs".into(),
+        })
+    }
 }

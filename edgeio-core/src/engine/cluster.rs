@@ -9,7 +9,9 @@
 //! round trip through the loop.
 
 use super::effects::{record_json, Core, Effects, Outcome, Records};
-use super::records::{advance, load, InstanceRecord, JobRecord, NodeRecord, JOBS, NODES};
+use super::records::{
+    advance, load, InstanceRecord, JobRecord, Migration, NodeRecord, JOBS, NODES,
+};
 use crate::job::InstanceSpec;
 use crate::model::{check_id, CandidateSet, InstanceId, JobId, Labels, Location, Resources, Tier};
 use crate::reliable::{CommandOutcome, ReliableConfig, ReliableParent};
@@ -19,8 +21,8 @@ use crate::store::Store;
 use crate::transport::{ChildTransport, ParentEvent, ParentTransport, Registrar, TransportError};
 use crate::wire::{
     now_ms, ChannelKind, ChannelSettings, ClusterAggregate, Deploy, Envelope, ErrorBody,
-    InstanceEvent, Message, Nack, NodeStatus, PeerRole, Query, QueryReply, RegisterReply,
-    RegisterRequest, Terminate, Topics,
+    InstanceEvent, Message, Migrate, MigrateTarget, Nack, NodeStatus, PeerRole, Query, QueryReply,
+    RegisterReply, RegisterRequest, Scale, Terminate, Topics,
 };
 use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap};
@@ -81,6 +83,7 @@ fn start_instance(
         node: Some(node.to_string()),
         lifecycle: Lifecycle::new(InstanceState::Pending, now, &reason),
         exit_code: None,
+        replaces: None,
     });
     fx.send_up.push(instance_event(
         cluster,
@@ -421,6 +424,14 @@ impl ClusterState {
         if !job.is_live() || job.lifecycle.state() == JobState::Terminating {
             return;
         }
+        if job
+            .instances
+            .iter()
+            .any(|i| &i.id == old && i.replaces.is_some())
+        {
+            // a migration that failed: the instance it was to replace runs on
+            return;
+        }
         let tried: Vec<String> = job
             .instances
             .iter()
@@ -678,10 +689,18 @@ impl ClusterState {
             }
             fx.persist.push(Self::job_key(&job_id));
         }
+        let migrating = self
+            .jobs
+            .get(&job_id)
+            .and_then(|j| j.instances.iter().find(|i| i.id == event.instance))
+            .is_some_and(|i| i.replaces.is_some());
         if failed {
             // the replacement's PENDING goes up before the failure, so the root never sees
             // the job with a failed instance and nothing to take its place
             self.relocate_failed(&job_id, &event.instance, node, &event.reason, fx);
+        }
+        if migrating && event.state == InstanceState::Running {
+            self.finish_migration(&job_id, &event.instance, fx);
         }
         if let Some(job) = self.jobs.get_mut(&job_id) {
             job.settle(now_ms());
@@ -795,6 +814,7 @@ impl ClusterState {
             unschedulable: Vec::new(),
             refused_by: Vec::new(),
             first_instance: deploy.first_instance,
+            migration: None,
         };
         for node in placed {
             let reason = format!("placed on {node} by {policy}");
@@ -803,6 +823,336 @@ impl ClusterState {
         self.jobs.insert(deploy.job.to_string(), job);
         fx.persist.push(Self::job_key(deploy.job.as_str()));
         command.ack(&self.config.id)
+    }
+
+    /// A refusal of `command` with `code` and `message`.
+    fn refuse(&self, command: &Envelope, code: &str, message: String) -> Envelope {
+        command.nack(
+            &self.config.id,
+            ErrorBody {
+                code: code.into(),
+                message,
+            },
+        )
+    }
+
+    /// A refusal of `command` because nothing fits, with the scheduler's explanation.
+    fn unschedulable(
+        &self,
+        command: &Envelope,
+        what: &str,
+        u: crate::scheduler::Unschedulable,
+    ) -> Envelope {
+        let u = u.in_tier(Tier::Nodes);
+        Envelope::new(
+            &self.config.id,
+            Message::Nack(Nack {
+                re: command.id.clone(),
+                error: ErrorBody {
+                    code: "unschedulable".into(),
+                    message: format!("cluster {}: {what}: {u}", self.config.id),
+                },
+                unschedulable: Some(u),
+            }),
+        )
+    }
+
+    /// `scale`: places the replicas missing (all or none: a nack with the scheduler's reasons
+    /// when not all fit), or terminates the newest ones beyond the count.
+    fn on_scale(&mut self, command: &Envelope, scale: &Scale, fx: &mut Fx) -> Envelope {
+        let Some(job) = self.jobs.get(scale.job.as_str()) else {
+            return self.refuse(
+                command,
+                "not_found",
+                format!("job {} is not on this cluster", scale.job),
+            );
+        };
+        if !job.is_live() || job.lifecycle.state() == JobState::Terminating {
+            return self.refuse(
+                command,
+                "conflict",
+                format!("job {} is {}", scale.job, job.lifecycle.state()),
+            );
+        }
+        let alive: Vec<(InstanceId, Option<String>)> = job
+            .instances
+            .iter()
+            .filter(|i| !i.is_over() && i.lifecycle.state() != InstanceState::Terminating)
+            .map(|i| (i.id.clone(), i.node.clone()))
+            .collect();
+        let wanted = scale.replicas as usize;
+        let mut spec = job.spec.clone();
+        spec.replicas = scale.replicas;
+        let now = now_ms();
+        let why = format!(
+            "scale from {} to {} replicas",
+            job.spec.replicas, scale.replicas
+        );
+        if wanted > alive.len() {
+            self.refresh_candidates();
+            let mut set = self.candidates.clone();
+            let mut targets = Vec::new();
+            for _ in alive.len()..wanted {
+                match self.scheduler.place(&spec, &set) {
+                    Ok(p) => {
+                        set.reserve(&p.candidate, &spec.resources);
+                        set.add_job(&p.candidate, &spec.name);
+                        targets.push(p.candidate);
+                    }
+                    Err(SchedulerError::Unschedulable(u)) => {
+                        let what = format!("cannot place {} more replicas", wanted - alive.len());
+                        return self.unschedulable(command, &what, u);
+                    }
+                    Err(e) => return self.refuse(command, "invalid", e.to_string()),
+                }
+            }
+            self.candidates = set;
+            let policy = self.scheduler.name().to_string();
+            let cluster = self.config.id.clone();
+            let Some(job) = self.jobs.get_mut(scale.job.as_str()) else {
+                return command.ack(&cluster);
+            };
+            job.spec = spec;
+            let _ = advance(&mut job.lifecycle, JobState::Scaling, now, &why);
+            for node in targets {
+                let reason = format!("{why}: placed on {node} by {policy}");
+                start_instance(&cluster, job, &node, reason, now, fx);
+            }
+        } else {
+            let ready: Vec<String> = self
+                .nodes
+                .values()
+                .filter(|n| n.lifecycle.state() == NodeState::Ready)
+                .map(|n| n.id.clone())
+                .collect();
+            let grace = self.config.grace.as_millis() as u64;
+            let cluster = self.config.id.clone();
+            let Some(job) = self.jobs.get_mut(scale.job.as_str()) else {
+                return command.ack(&cluster);
+            };
+            job.spec = spec;
+            let _ = advance(&mut job.lifecycle, JobState::Scaling, now, &why);
+            // the newest go first: the oldest have run longest and proved themselves
+            for (id, node) in alive
+                .into_iter()
+                .skip(wanted)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+            {
+                let node = node.unwrap_or_default();
+                let reason = format!("{why}: the newest go first");
+                let reachable = ready.contains(&node);
+                let to = if reachable {
+                    InstanceState::Terminating
+                } else {
+                    InstanceState::Terminated
+                };
+                if let Some(i) = job.instance_mut(&id) {
+                    let _ = advance(&mut i.lifecycle, to, now, &reason);
+                }
+                fx.send_up
+                    .push(instance_event(&cluster, &job.id, &id, &node, to, reason));
+                if reachable {
+                    fx.commands.push((
+                        node,
+                        Envelope::new(
+                            &cluster,
+                            Message::Terminate(Terminate {
+                                job: job.id.clone(),
+                                instance: Some(id),
+                                grace_ms: grace,
+                            }),
+                        ),
+                        Tag::Terminate,
+                    ));
+                }
+            }
+        }
+        if let Some(job) = self.jobs.get_mut(scale.job.as_str()) {
+            job.settle(now);
+        }
+        fx.persist.push(Self::job_key(scale.job.as_str()));
+        command.ack(&self.config.id)
+    }
+
+    /// `migrate` inside this cluster: starts the instance anew on the target node (or on any
+    /// other node that fits) and terminates the old one once the new one runs
+    /// (make-before-break). Moves to another cluster are the root's.
+    fn on_migrate(&mut self, command: &Envelope, m: &Migrate, fx: &mut Fx) -> Envelope {
+        let Some(job) = self.jobs.get(m.job.as_str()) else {
+            return self.refuse(
+                command,
+                "not_found",
+                format!("job {} is not on this cluster", m.job),
+            );
+        };
+        if job.lifecycle.state() != JobState::Running
+            && job.lifecycle.state() != JobState::Migrating
+        {
+            return self.refuse(
+                command,
+                "conflict",
+                format!(
+                    "job {} is {}; only a RUNNING job migrates",
+                    m.job,
+                    job.lifecycle.state()
+                ),
+            );
+        }
+        let old = job.instances.iter().find(|i| match &m.instance {
+            Some(id) => &i.id == id,
+            None => i.lifecycle.state() == InstanceState::Running,
+        });
+        let Some(old) = old.filter(|i| !i.is_over()) else {
+            let which = m
+                .instance
+                .as_ref()
+                .map_or("a running instance".to_string(), |i| {
+                    format!("live instance {i}")
+                });
+            return self.refuse(
+                command,
+                "not_found",
+                format!("job {} has no {which} here", m.job),
+            );
+        };
+        let (old_id, from) = (old.id.clone(), old.node.clone().unwrap_or_default());
+        let spec = job.spec.clone();
+        self.refresh_candidates();
+        let mut set = self.candidates.clone();
+        let target = match &m.target {
+            MigrateTarget::Node(node) if node == &from => {
+                return self.refuse(
+                    command,
+                    "invalid",
+                    format!("instance {old_id} already runs on node {node}"),
+                );
+            }
+            MigrateTarget::Node(node) => {
+                if set.get(node).is_none() {
+                    return self.refuse(
+                        command,
+                        "not_found",
+                        format!(
+                            "node {node} is not a READY node of cluster {}",
+                            self.config.id
+                        ),
+                    );
+                }
+                let others: Vec<String> = set
+                    .iter()
+                    .filter(|c| &c.id != node)
+                    .map(|c| c.id.clone())
+                    .collect();
+                for id in others {
+                    set.remove(&id);
+                }
+                format!("node {node}")
+            }
+            MigrateTarget::Anywhere => {
+                set.remove(&from);
+                "another node".to_string()
+            }
+            MigrateTarget::Cluster(c) => {
+                return self.refuse(
+                    command,
+                    "unsupported",
+                    format!(
+                        "moving to cluster {c} is decided by the root, not by cluster {}",
+                        self.config.id
+                    ),
+                );
+            }
+        };
+        let placed = match self.scheduler.place(&spec, &set) {
+            Ok(p) => p.candidate,
+            Err(SchedulerError::Unschedulable(u)) => {
+                return self.unschedulable(command, &format!("cannot move {old_id} to {target}"), u)
+            }
+            Err(e) => return self.refuse(command, "invalid", e.to_string()),
+        };
+        self.candidates.reserve(&placed, &spec.resources);
+        self.candidates.add_job(&placed, &spec.name);
+        let now = now_ms();
+        let cluster = self.config.id.clone();
+        let Some(job) = self.jobs.get_mut(m.job.as_str()) else {
+            return command.ack(&cluster);
+        };
+        let why = format!("migrate {old_id} from {from} to {placed}");
+        if advance(&mut job.lifecycle, JobState::Migrating, now, &why).is_ok()
+            && job.migration.is_none()
+        {
+            job.migration = Some(Migration {
+                first_new: job.instances.len(),
+                target: placed.clone(),
+                from_cluster: None,
+            });
+        }
+        let reason = format!("{why} (make-before-break)");
+        let id = start_instance(&cluster, job, &placed, reason, now, fx);
+        if let Some(new) = job.instance_mut(&id) {
+            new.replaces = Some(old_id);
+        }
+        info!(job = %m.job, instance = %id, node = %placed, "migrating");
+        fx.persist.push(Self::job_key(m.job.as_str()));
+        command.ack(&cluster)
+    }
+
+    /// A migration's new instance runs: the one it replaces is terminated now.
+    fn finish_migration(&mut self, job_id: &str, new: &InstanceId, fx: &mut Fx) {
+        let grace = self.config.grace.as_millis() as u64;
+        let cluster = self.config.id.clone();
+        let Some(job) = self.jobs.get_mut(job_id) else {
+            return;
+        };
+        let Some(old) = job
+            .instances
+            .iter()
+            .find(|i| &i.id == new)
+            .and_then(|i| i.replaces.clone())
+        else {
+            return;
+        };
+        let Some(instance) = job.instance_mut(&old) else {
+            return;
+        };
+        if instance.is_over() || instance.lifecycle.state() == InstanceState::Terminating {
+            return;
+        }
+        let node = instance.node.clone().unwrap_or_default();
+        let reason = format!("replaced by {new}, which runs (migration)");
+        if advance(
+            &mut instance.lifecycle,
+            InstanceState::Terminating,
+            now_ms(),
+            &reason,
+        )
+        .is_err()
+        {
+            return;
+        }
+        fx.send_up.push(instance_event(
+            &cluster,
+            &job.id,
+            &old,
+            &node,
+            InstanceState::Terminating,
+            reason,
+        ));
+        fx.commands.push((
+            node,
+            Envelope::new(
+                &cluster,
+                Message::Terminate(Terminate {
+                    job: job.id.clone(),
+                    instance: Some(old),
+                    grace_ms: grace,
+                }),
+            ),
+            Tag::Terminate,
+        ));
+        fx.persist.push(Self::job_key(job_id));
     }
 
     fn on_terminate(&mut self, command: &Envelope, t: &Terminate, fx: &mut Fx) -> Envelope {
@@ -1159,6 +1509,8 @@ impl ClusterEngine {
                         let answer = match &envelope.body {
                             Message::Deploy(deploy) => Some(state.on_deploy(&envelope, deploy, &mut fx)),
                             Message::Terminate(t) => Some(state.on_terminate(&envelope, t, &mut fx)),
+                            Message::Scale(scale) => Some(state.on_scale(&envelope, scale, &mut fx)),
+                            Message::Migrate(m) => Some(state.on_migrate(&envelope, m, &mut fx)),
                             Message::Query(q) => { state.on_query(&envelope, q, &mut fx); None }
                             other if other.is_command() => Some(envelope.nack(&state.config.id, ErrorBody {
                                 code: "unsupported".into(),

@@ -209,6 +209,10 @@ pub struct InstanceRecord {
     pub lifecycle: Lifecycle<InstanceState>,
     /// Exit code of its last exit.
     pub exit_code: Option<i32>,
+    /// The instance it takes over from (a migration): that one is terminated once this one
+    /// runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<InstanceId>,
 }
 
 impl InstanceRecord {
@@ -242,6 +246,22 @@ pub struct JobRecord {
     /// continues the numbering, so an instance id names one placement only.
     #[serde(default)]
     pub first_instance: u32,
+    /// The migration under way, while the job is MIGRATING.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration: Option<Migration>,
+}
+
+/// A make-before-break move in progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Migration {
+    /// Instances from this index on are the new placement; those before it, the old one.
+    pub first_new: usize,
+    /// Where to, for people.
+    pub target: String,
+    /// At the root, when the move goes to another cluster: the cluster it leaves, told to
+    /// terminate the job once the new placement runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_cluster: Option<String>,
 }
 
 impl JobRecord {
@@ -286,6 +306,15 @@ impl JobRecord {
         let state = self.lifecycle.state();
         let states: Vec<InstanceState> =
             self.instances.iter().map(|i| i.lifecycle.state()).collect();
+        match state {
+            JobState::Migrating => return self.implied_by_change(),
+            JobState::Scaling => {
+                if let Some(done) = self.implied_by_change() {
+                    return Some(done);
+                }
+            }
+            _ => {}
+        }
         let implied = match state {
             JobState::Terminating if self.instances.iter().all(InstanceRecord::is_over) => {
                 (JobState::Terminated, "every instance stopped".to_string())
@@ -346,6 +375,10 @@ impl JobRecord {
             }
             _ => return None,
         };
+        if state == JobState::Scaling && implied.0 != JobState::Failed {
+            // a change of count ends when the count is reached, not when some replicas run
+            return None;
+        }
         (implied.0 != state).then_some(implied)
     }
 
@@ -356,6 +389,78 @@ impl JobRecord {
                 break;
             }
             tracing::info!(job = %self.id, state = %state, "job state");
+        }
+        if self.lifecycle.state() != JobState::Migrating {
+            self.migration = None;
+        }
+    }
+
+    /// What a MIGRATING or SCALING job's instances imply: RUNNING once the move or the
+    /// change of count is complete (or a move failed and the old placement stays).
+    fn implied_by_change(&self) -> Option<(JobState, String)> {
+        let counts = |from: usize, pick: &dyn Fn(InstanceState) -> bool| {
+            self.instances
+                .iter()
+                .skip(from)
+                .filter(|i| pick(i.lifecycle.state()))
+                .count()
+        };
+        match self.lifecycle.state() {
+            JobState::Migrating => {
+                let m = self.migration.as_ref()?;
+                let new = &self.instances.get(m.first_new..)?;
+                let old_gone = self.instances[..m.first_new].iter().all(|i| {
+                    i.is_over()
+                        || matches!(
+                            i.lifecycle.state(),
+                            InstanceState::Terminating | InstanceState::Lost
+                        )
+                });
+                if new
+                    .iter()
+                    .any(|i| i.lifecycle.state() == InstanceState::Running)
+                    && old_gone
+                {
+                    let ids: Vec<&str> = new.iter().map(|i| i.id.as_str()).collect();
+                    return Some((
+                        JobState::Running,
+                        format!("migrated to {}: {} runs", m.target, ids.join(", ")),
+                    ));
+                }
+                if !new.is_empty() && new.iter().all(InstanceRecord::is_over) {
+                    let why = new
+                        .last()
+                        .and_then(|i| i.lifecycle.history().last())
+                        .map(|h| h.reason.clone())
+                        .unwrap_or_default();
+                    return Some((
+                        JobState::Running,
+                        format!(
+                            "migration to {} abandoned, the old placement stays: {why}",
+                            m.target
+                        ),
+                    ));
+                }
+                None
+            }
+            JobState::Scaling => {
+                let running = counts(0, &|s| s == InstanceState::Running);
+                let moving = counts(0, &|s| {
+                    matches!(
+                        s,
+                        InstanceState::Pending
+                            | InstanceState::Starting
+                            | InstanceState::Terminating
+                    )
+                });
+                (running == self.spec.replicas as usize && moving == 0).then(|| {
+                    (
+                        JobState::Running,
+                        format!("scaled to {} replicas", self.spec.replicas),
+                    )
+                })
+            }
+            _ => None,
         }
     }
 

@@ -9,10 +9,10 @@
 use super::api::{ApiError, ClusterView, JobView, LogStream, LogsQuery, NodeView, RootApi};
 use super::effects::{record_json, Core, Effects, Outcome, Records};
 use super::records::{
-    advance, load, new_job_id, ClusterRecord, InstanceRecord, JobRecord, CLUSTERS, JOBS,
+    advance, load, new_job_id, ClusterRecord, InstanceRecord, JobRecord, Migration, CLUSTERS, JOBS,
 };
-use crate::job::{FieldError, JobSpec};
-use crate::model::{check_id, CandidateSet, JobId, Labels, Tier};
+use crate::job::{FieldError, JobSpec, MAX_REPLICAS};
+use crate::model::{check_id, CandidateSet, InstanceId, JobId, Labels, Tier};
 use crate::reliable::{CommandOutcome, ReliableConfig, ReliableParent};
 use crate::scheduler::{Scheduler, SchedulerError, Unschedulable};
 use crate::state::{ClusterState, InstanceState, JobState, Lifecycle, StateMachine};
@@ -20,8 +20,8 @@ use crate::store::{Store, StoreExt};
 use crate::transport::{ParentEvent, ParentTransport, Registrar, TransportError};
 use crate::wire::{
     now_ms, ChannelKind, ChannelSettings, ClusterAggregate, Deploy, Envelope, ErrorBody,
-    InstanceEvent, Message, PeerRole, Query, QueryReply, RegisterReply, RegisterRequest, Terminate,
-    DEFAULT_MAX_MESSAGE_BYTES,
+    InstanceEvent, Message, Migrate, MigrateTarget, PeerRole, Query, QueryReply, RegisterReply,
+    RegisterRequest, Scale, Terminate, DEFAULT_MAX_MESSAGE_BYTES,
 };
 use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap};
@@ -69,6 +69,8 @@ impl Default for RootConfig {
 enum Tag {
     Deploy { job: JobId, cluster: String },
     Terminate { job: JobId },
+    Scale { job: JobId, from: u32 },
+    Migrate { job: JobId, anywhere: bool },
 }
 
 type Fx = Effects<Tag>;
@@ -86,6 +88,20 @@ struct RootState {
     streams: HashMap<String, mpsc::Sender<Result<bytes::Bytes, ApiError>>>,
     /// Re-sync queries sent to clusters whose link came up: query id → cluster.
     syncs: HashMap<String, String>,
+}
+
+/// The refusal in a command's outcome, if it was refused: why, and the scheduler's
+/// explanation when nothing fit.
+fn refusal(
+    cluster: &str,
+    outcome: Result<CommandOutcome, TransportError>,
+) -> Option<(String, Option<Unschedulable>)> {
+    match outcome {
+        Ok(CommandOutcome::Acked) => None,
+        Ok(CommandOutcome::Nacked(e)) => Some((e.message, None)),
+        Ok(CommandOutcome::Unschedulable(e, u)) => Some((e.message, Some(*u))),
+        Err(e) => Some((format!("cluster {cluster} could not be reached: {e}"), None)),
+    }
 }
 
 fn job_key(id: &str) -> String {
@@ -552,13 +568,337 @@ impl RootState {
         outcome: Result<CommandOutcome, TransportError>,
         fx: &mut Fx,
     ) {
-        let (error, unschedulable) = match outcome {
-            Ok(CommandOutcome::Acked) => return,
-            Ok(CommandOutcome::Nacked(e)) => (e.message, None),
-            Ok(CommandOutcome::Unschedulable(e, u)) => (e.message, Some(*u)),
-            Err(e) => (format!("cluster {cluster} could not be reached: {e}"), None),
+        let Some((error, unschedulable)) = refusal(cluster, outcome) else {
+            return;
         };
+        let moving_here = self.jobs.get(job.as_str()).is_some_and(|j| {
+            j.cluster.as_deref() == Some(cluster)
+                && j.migration
+                    .as_ref()
+                    .is_some_and(|m| m.from_cluster.is_some())
+        });
+        if moving_here {
+            self.abandon_migration(
+                job.as_str(),
+                &format!("cluster {cluster} refused: {error}"),
+                unschedulable,
+            );
+            return;
+        }
         self.refused(job, cluster, error, unschedulable, fx);
+    }
+
+    fn on_scale_outcome(
+        &mut self,
+        job: &JobId,
+        from: u32,
+        outcome: Result<CommandOutcome, TransportError>,
+        fx: &mut Fx,
+    ) {
+        let cluster = self
+            .jobs
+            .get(job.as_str())
+            .and_then(|j| j.cluster.clone())
+            .unwrap_or_default();
+        let Some((error, unschedulable)) = refusal(&cluster, outcome) else {
+            return;
+        };
+        let Some(record) = self.jobs.get_mut(job.as_str()) else {
+            return;
+        };
+        if record.lifecycle.state() != JobState::Scaling {
+            return;
+        }
+        // spreading the extra replicas over other clusters is not built: the count stays
+        let to = record.spec.replicas;
+        record.spec.replicas = from;
+        record.unschedulable.extend(unschedulable);
+        let why = format!("scale to {to} refused by cluster {cluster}: {error}; it keeps {from}");
+        let _ = advance(&mut record.lifecycle, JobState::Running, now_ms(), &why);
+        warn!(job = %job, %why, "scale refused");
+        record.settle(now_ms());
+        fx.persist.push(job_key(job.as_str()));
+    }
+
+    fn on_migrate_outcome(
+        &mut self,
+        job: &JobId,
+        anywhere: bool,
+        outcome: Result<CommandOutcome, TransportError>,
+        fx: &mut Fx,
+    ) {
+        let cluster = self
+            .jobs
+            .get(job.as_str())
+            .and_then(|j| j.cluster.clone())
+            .unwrap_or_default();
+        let Some((error, unschedulable)) = refusal(&cluster, outcome) else {
+            return;
+        };
+        let why = format!("cluster {cluster} cannot move it: {error}");
+        if anywhere {
+            // no other node there: another cluster, make-before-break
+            let others = self.jobs.get(job.as_str()).map(|j| {
+                let set = self.candidates(std::slice::from_ref(&cluster), &j.spec.node_selector);
+                self.scheduler.place(&j.spec, &set)
+            });
+            if let Some(Ok(p)) = others {
+                info!(job = %job, to = %p.candidate, %why, "migrating to another cluster");
+                self.migrate_across(job.as_str(), &p.candidate, None, fx);
+                return;
+            }
+        }
+        self.abandon_migration(job.as_str(), &why, unschedulable);
+        fx.persist.push(job_key(job.as_str()));
+    }
+
+    /// Ends a migration that could not be made: the job stays where it ran, RUNNING.
+    fn abandon_migration(&mut self, id: &str, why: &str, unschedulable: Option<Unschedulable>) {
+        let Some(job) = self.jobs.get_mut(id) else {
+            return;
+        };
+        if job.lifecycle.state() != JobState::Migrating {
+            return;
+        }
+        if let Some(from) = job.migration.as_ref().and_then(|m| m.from_cluster.clone()) {
+            job.cluster = Some(from);
+        }
+        job.unschedulable.extend(unschedulable);
+        let why = format!("migration abandoned, it stays where it ran: {why}");
+        warn!(job = id, %why, "migration abandoned");
+        let _ = advance(&mut job.lifecycle, JobState::Running, now_ms(), &why);
+        job.settle(now_ms());
+    }
+
+    /// Starts moving job `id` to `cluster` make-before-break (pinned to `node` there, when
+    /// given): deployed there first; the cluster it leaves is told to terminate it once an
+    /// instance of the new placement runs.
+    fn migrate_across(&mut self, id: &str, cluster: &str, node: Option<&str>, fx: &mut Fx) {
+        let now = now_ms();
+        let Some(job) = self.jobs.get_mut(id) else {
+            return;
+        };
+        let target = match node {
+            Some(n) => format!("node {n} of cluster {cluster}"),
+            None => format!("cluster {cluster}"),
+        };
+        let why = format!("migrate to {target} requested");
+        let _ = advance(&mut job.lifecycle, JobState::Migrating, now, &why);
+        job.migration = Some(Migration {
+            first_new: job.instances.len(),
+            target,
+            from_cluster: job.cluster.replace(cluster.to_string()),
+        });
+        if let Some((to, mut envelope, tag)) = self.deploy_command(id, cluster) {
+            if let (Some(n), Message::Deploy(deploy)) = (node, &mut envelope.body) {
+                deploy.spec.worker_node = Some(n.to_string());
+            }
+            fx.commands.push((to, envelope, tag));
+        }
+        fx.persist.push(job_key(id));
+    }
+
+    /// Validates and starts a scale (see [`RootApi::scale`]).
+    fn scale(&mut self, id: &str, replicas: u32, fx: &mut Fx) -> Result<JobView, ApiError> {
+        if !(1..=MAX_REPLICAS).contains(&replicas) {
+            return Err(ApiError::Invalid {
+                message: format!("replicas: {replicas} is out of range"),
+                details: vec![FieldError {
+                    path: "replicas".into(),
+                    value: replicas.to_string(),
+                    rule: format!("must be a whole number from 1 to {MAX_REPLICAS} (terminate a job to stop it)"),
+                }],
+            });
+        }
+        let root = self.config.id.clone();
+        let job = self.jobs.get_mut(id).ok_or_else(|| ApiError::NotFound {
+            kind: "job",
+            id: id.to_string(),
+        })?;
+        let state = job.lifecycle.state();
+        let from = job.spec.replicas;
+        match state {
+            _ if from == replicas && !state.is_final() => return Ok(job.view()),
+            JobState::Requested | JobState::NotDeployable => {
+                job.spec.replicas = replicas;
+                fx.persist.push(job_key(id));
+                if state == JobState::NotDeployable {
+                    let why = format!("scaled from {from} to {replicas} replicas; retrying");
+                    self.reschedule(id, &why, fx);
+                }
+            }
+            JobState::ScheduledNode | JobState::Running => {
+                let Some(cluster) = job.cluster.clone() else {
+                    return Err(ApiError::Conflict {
+                        message: format!("job {id} has no cluster yet"),
+                        details: Vec::new(),
+                    });
+                };
+                job.spec.replicas = replicas;
+                let why = format!("scale from {from} to {replicas} replicas requested");
+                let _ = advance(&mut job.lifecycle, JobState::Scaling, now_ms(), &why);
+                fx.commands.push((
+                    cluster,
+                    Envelope::new(&root, Message::Scale(Scale { job: job.id.clone(), replicas })),
+                    Tag::Scale { job: job.id.clone(), from },
+                ));
+                fx.persist.push(job_key(id));
+            }
+            other => {
+                return Err(ApiError::Conflict {
+                    message: format!("job {id} is {other}; it scales when REQUESTED, NOT_DEPLOYABLE, SCHEDULED_NODE or RUNNING"),
+                    details: vec![FieldError {
+                        path: "job".into(),
+                        value: id.to_string(),
+                        rule: "must be placed or waiting, and not moving".into(),
+                    }],
+                })
+            }
+        }
+        Ok(self
+            .jobs
+            .get(id)
+            .map(JobRecord::view)
+            .expect("the job just changed"))
+    }
+
+    /// Validates and starts a migration (see [`RootApi::migrate`]).
+    fn migrate(
+        &mut self,
+        id: &str,
+        target: MigrateTarget,
+        instance: Option<InstanceId>,
+        fx: &mut Fx,
+    ) -> Result<JobView, ApiError> {
+        let job = self.jobs.get(id).ok_or_else(|| ApiError::NotFound {
+            kind: "job",
+            id: id.to_string(),
+        })?;
+        let state = job.lifecycle.state();
+        let cluster = job.cluster.clone().filter(|_| state == JobState::Running);
+        let Some(cluster) = cluster else {
+            return Err(ApiError::Conflict {
+                message: format!("job {id} is {state}; only a RUNNING job migrates"),
+                details: Vec::new(),
+            });
+        };
+        if let Some(i) = &instance {
+            if !job.instances.iter().any(|x| &x.id == i && !x.is_over()) {
+                return Err(ApiError::NotFound {
+                    kind: "instance",
+                    id: i.to_string(),
+                });
+            }
+        }
+        let invalid = |message: String, field: &str, value: &str, rule: &str| ApiError::Invalid {
+            message,
+            details: vec![FieldError {
+                path: field.into(),
+                value: value.into(),
+                rule: rule.into(),
+            }],
+        };
+        let within = |target: MigrateTarget, anywhere: bool| {
+            let body = Message::Migrate(Migrate {
+                job: job.id.clone(),
+                instance: instance.clone(),
+                target,
+            });
+            (body, anywhere)
+        };
+        let job_id = job.id.clone();
+        let (message, anywhere) = match &target {
+            MigrateTarget::Node(node) => {
+                let there = job
+                    .instances
+                    .iter()
+                    .filter(|i| !i.is_over() && instance.as_ref().is_none_or(|only| only == &i.id));
+                if there.clone().count() > 0
+                    && there.into_iter().all(|i| i.node.as_deref() == Some(node))
+                {
+                    return Err(invalid(
+                        format!("job {id} already runs on node {node}"),
+                        "node",
+                        node,
+                        "must be another node than the one it runs on",
+                    ));
+                }
+                let owner = self.clusters.values().find(|c| {
+                    c.lifecycle.state() == ClusterState::Active
+                        && c.aggregate
+                            .as_ref()
+                            .is_some_and(|a| a.node_names.contains(node))
+                });
+                let Some(owner) = owner.map(|c| c.id.clone()) else {
+                    return Err(ApiError::NotFound {
+                        kind: "node",
+                        id: node.clone(),
+                    });
+                };
+                if owner != cluster {
+                    self.migrate_across(id, &owner, Some(node), fx);
+                    return Ok(self.jobs.get(id).map(JobRecord::view).expect("a known job"));
+                }
+                within(target.clone(), false)
+            }
+            MigrateTarget::Cluster(c) => {
+                let Some(record) = self.clusters.get(c) else {
+                    return Err(ApiError::NotFound {
+                        kind: "cluster",
+                        id: c.clone(),
+                    });
+                };
+                if c == &cluster {
+                    return Err(invalid(
+                        format!("job {id} already runs on cluster {c}"),
+                        "cluster",
+                        c,
+                        "must be another cluster than the job's (or name a node)",
+                    ));
+                }
+                if record.lifecycle.state() != ClusterState::Active {
+                    return Err(ApiError::Unavailable {
+                        reason: format!("cluster {c} is INACTIVE"),
+                    });
+                }
+                self.migrate_across(id, c, None, fx);
+                return Ok(self.jobs.get(id).map(JobRecord::view).expect("a known job"));
+            }
+            MigrateTarget::Anywhere => within(target.clone(), true),
+        };
+        let now = now_ms();
+        let root = self.config.id.clone();
+        let Some(job) = self.jobs.get_mut(id) else {
+            return Err(ApiError::NotFound {
+                kind: "job",
+                id: id.to_string(),
+            });
+        };
+        let text = match &target {
+            MigrateTarget::Node(n) => format!("node {n}"),
+            _ => "another node or cluster".to_string(),
+        };
+        let _ = advance(
+            &mut job.lifecycle,
+            JobState::Migrating,
+            now,
+            &format!("migrate to {text} requested"),
+        );
+        job.migration = Some(Migration {
+            first_new: job.instances.len(),
+            target: text,
+            from_cluster: None,
+        });
+        fx.commands.push((
+            cluster,
+            Envelope::new(&root, message),
+            Tag::Migrate {
+                job: job_id,
+                anywhere,
+            },
+        ));
+        fx.persist.push(job_key(id));
+        Ok(job.view())
     }
 
     fn refused(
@@ -650,7 +990,35 @@ impl RootState {
                 node: Some(event.node.clone()),
                 lifecycle: Lifecycle::new(event.state, now, &reason),
                 exit_code: event.exit_code,
+                replaces: None,
             }),
+        }
+        let arrived = owner
+            && event.state == InstanceState::Running
+            && job
+                .migration
+                .as_ref()
+                .is_some_and(|m| m.from_cluster.is_some());
+        if arrived {
+            // make-before-break across clusters: the new placement runs, the old one goes
+            let from = job.migration.as_mut().and_then(|m| m.from_cluster.take());
+            if let Some(from) = from {
+                let id = job.id.clone();
+                info!(job = %id, from = %from, to = cluster, "migrated; the old cluster lets go");
+                let command = (
+                    from.clone(),
+                    Envelope::new(
+                        &self.config.id,
+                        Message::Terminate(Terminate {
+                            job: id.clone(),
+                            instance: None,
+                            grace_ms: self.config.grace.as_millis() as u64,
+                        }),
+                    ),
+                    Tag::Terminate { job: id },
+                );
+                fx.commands.push(command);
+            }
         }
         job.settle(now);
         fx.persist.push(job_key(event.job.as_str()));
@@ -896,6 +1264,7 @@ impl RootApi for RootHandle {
                 unschedulable: Vec::new(),
                 refused_by: Vec::new(),
                 first_instance: 0,
+                migration: None,
             }
         };
         // written before it exists for anyone: a failed write leaves no half-created job
@@ -942,6 +1311,25 @@ impl RootApi for RootHandle {
     async fn terminate(&self, id: &str) -> Result<JobView, ApiError> {
         let mut fx = Fx::default();
         let view = self.shared.state().terminate(id, &mut fx)?;
+        self.shared.apply(fx).await;
+        Ok(view)
+    }
+
+    async fn scale(&self, id: &str, replicas: u32) -> Result<JobView, ApiError> {
+        let mut fx = Fx::default();
+        let view = self.shared.state().scale(id, replicas, &mut fx)?;
+        self.shared.apply(fx).await;
+        Ok(view)
+    }
+
+    async fn migrate(
+        &self,
+        id: &str,
+        target: MigrateTarget,
+        instance: Option<InstanceId>,
+    ) -> Result<JobView, ApiError> {
+        let mut fx = Fx::default();
+        let view = self.shared.state().migrate(id, target, instance, &mut fx)?;
         self.shared.apply(fx).await;
         Ok(view)
     }
@@ -1149,6 +1537,8 @@ impl RootEngine {
                     match tag {
                         Tag::Deploy { job, cluster } => state.on_deploy_outcome(&job, &cluster, outcome, &mut fx),
                         Tag::Terminate { job } => state.on_terminate_outcome(&job, outcome, &mut fx),
+                        Tag::Scale { job, from } => state.on_scale_outcome(&job, from, outcome, &mut fx),
+                        Tag::Migrate { job, anywhere } => state.on_migrate_outcome(&job, anywhere, outcome, &mut fx),
                     }
                 }
                 event = down.recv() => {

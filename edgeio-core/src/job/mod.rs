@@ -7,5 +7,5 @@ pub mod units;
 pub use descriptor::{parse_descriptor, DescriptorError, FieldError, MAX_DESCRIPTOR_BYTES};
 pub use spec::{
     ApiVersion, Dependency, DependencyCondition, InstanceSpec, JobSpec, PortMapping, Protocol,
-    RestartKind, RestartPolicy,
+    RestartKind, RestartPolicy, MAX_REPLICAS,
 };

@@ -55,6 +55,9 @@ pub struct PortMapping {
     pub protocol: Protocol,
 }
 
+/// The most replicas a job may ask for (in its descriptor, or when scaled).
+pub const MAX_REPLICAS: u32 = 1000;
+
 /// When a node restarts an instance whose process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -43,7 +43,6 @@ const MAX_JOB_NAME: usize = 63;
 const MAX_IMAGE: usize = 1024;
 const MAX_LOCATION_NAME: usize = 128;
 const MAX_LABEL_KEY: usize = 253;
-const MAX_REPLICAS: i128 = 1000;
 const MAX_GPUS: i128 = 64;
 const MAX_RESTART_LIMIT: i128 = 100;
 const ARCH_NAMES: &str =
@@ -209,7 +208,7 @@ impl Checker<'_> {
             .and_then(|n| self.requirements("requirements", n))
             .unwrap_or_default();
         let replicas = present(&fields, "replicas")
-            .and_then(|n| self.integer("replicas", n, 1, MAX_REPLICAS))
+            .and_then(|n| self.integer("replicas", n, 1, i128::from(crate::job::MAX_REPLICAS)))
             .and_then(|r| u32::try_from(r).ok())
             .unwrap_or(1);
         let ports = present(&fields, "ports")
