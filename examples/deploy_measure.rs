@@ -18,7 +18,7 @@
 //! SCHEDULED_NODE → RUNNING (the deploy over MQTT, the process start, events up).
 
 use edgeio::roles::{
-    start_cluster, start_root, start_worker, ClusterOptions, RootOptions, WorkerOptions,
+    start_cluster, start_root, start_worker, ClusterOptions, RootOptions, RootStore, WorkerOptions,
 };
 use edgeio::state::JobState;
 use edgeio::store::Store;
@@ -218,6 +218,7 @@ async fn main() {
         aggregate_interval: Duration::from_millis(200),
         missed_aggregates: 3,
         cluster_timeout: Duration::from_secs(30),
+        store: RootStore::Embedded,
     })
     .await
     .expect("root");

@@ -12,7 +12,7 @@
 
 use clap::Parser;
 use edgeio::roles::{
-    interrupted, start_cluster, start_root, start_worker, ClusterOptions, RootOptions,
+    interrupted, start_cluster, start_root, start_worker, ClusterOptions, RootOptions, RootStore,
     WorkerOptions,
 };
 use edgeio::state::JobState;
@@ -83,6 +83,7 @@ async fn run(cli: Cli, data: &Path) -> Result<(), String> {
         aggregate_interval: Duration::from_millis(500),
         missed_aggregates: 3,
         cluster_timeout: Duration::from_secs(30),
+        store: RootStore::Embedded,
     })
     .await
     .map_err(|e| e.to_string())?;

@@ -503,3 +503,91 @@ async fn a_job_migrates_to_another_cluster_make_before_break_and_scales_there() 
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_roots_on_etcd_the_standby_takes_over_when_the_leader_is_killed() {
+    use edgeio::stores::testing::{fresh_prefix, EtcdServer};
+    if !require::etcd() {
+        return;
+    }
+    let etcd = EtcdServer::start().expect("etcd starts");
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let d = dir.path();
+    let member = etcd.endpoint.trim_start_matches("http://").to_string();
+    let store = format!("etcd://{member}/{}", fresh_prefix("roots"));
+    let (a_port, b_port, cluster_port) = (free_port(), free_port(), free_port());
+    let root = |port: u16| root_args(d, port, &["--store", &store]);
+    let mut procs = vec![Proc::start("root-a", "root", &root(a_port), d)];
+    let a = RootClient::new(&format!("http://127.0.0.1:{a_port}")).unwrap();
+    root_answers(&a, &mut procs).await;
+    // the second waits as a standby: it does not serve
+    procs.push(Proc::start("root-b", "root", &root(b_port), d));
+    let b = RootClient::new(&format!("http://127.0.0.1:{b_port}")).unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(b.health().await.is_err(), "a standby serves nothing");
+
+    let roots = format!("http://127.0.0.1:{a_port},http://127.0.0.1:{b_port}");
+    let mut cluster = cluster_args(d, "cluster-1", a_port, cluster_port, free_port(), &[]);
+    let at = cluster.iter().position(|a| a == "--root").unwrap();
+    cluster[at + 1] = roots;
+    procs.push(Proc::start("cluster-1", "cluster", &cluster, d));
+    serves(cluster_port, &mut procs).await;
+    procs.push(Proc::start(
+        "w1",
+        "worker",
+        &worker_args(d, "w1", cluster_port),
+        d,
+    ));
+    ready_nodes(&a, &mut procs, &["cluster-1"], 1).await;
+
+    let marker = marker(2_000_000);
+    let pattern = format!("sleep {marker}");
+    let id = a
+        .submit(job("ha", &marker, "").into_bytes(), "application/yaml")
+        .await
+        .unwrap()
+        .id
+        .to_string();
+    until("the job RUNNING", &mut procs, async || {
+        (a.job(&id).await.ok()?.state == JobState::Running).then_some(())
+    })
+    .await;
+
+    // the leader dies: the standby wins the election, reads the state from etcd, serves,
+    // and the cluster dials it
+    procs[0].kill();
+    procs.remove(0);
+    ready_nodes(&b, &mut procs, &["cluster-1"], 1).await;
+    let job = b
+        .job(&id)
+        .await
+        .expect("the job is known to the new leader");
+    assert_eq!(job.state, JobState::Running);
+    assert_eq!(
+        processes_running(&pattern).len(),
+        1,
+        "nothing started twice"
+    );
+    let second = b
+        .submit(
+            job_text("after-failover", &marker).into_bytes(),
+            "application/yaml",
+        )
+        .await
+        .unwrap()
+        .id
+        .to_string();
+    until(
+        "a new job RUNNING through the new leader",
+        &mut procs,
+        async || (b.job(&second).await.ok()?.state == JobState::Running).then_some(()),
+    )
+    .await;
+    assert_eq!(processes_running(&pattern).len(), 2);
+    b.terminate(&id).await.unwrap();
+    b.terminate(&second).await.unwrap();
+    until("no process left", &mut procs, async || {
+        processes_running(&pattern).is_empty().then_some(())
+    })
+    .await;
+}

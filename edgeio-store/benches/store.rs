@@ -6,9 +6,6 @@
 //!
 //! `cargo bench -p edgeio-store --bench store`
 
-#[path = "../tests/support/mod.rs"]
-mod support;
-
 use bytes::Bytes;
 use criterion::{Criterion, Throughput};
 use edgeio_core::store::{Precondition, Store};
@@ -303,7 +300,7 @@ fn main() {
     let mut backends = vec![Backend::Embedded(embedded)];
     let mut etcd_server = None;
     let etcd_note = match edgeio_core::testing::require::command_succeeds("etcd", &["--version"])
-        .and_then(|()| support::EtcdServer::start())
+        .and_then(|()| edgeio_store::testing::EtcdServer::start())
     {
         Err(reason) => Some(format!("etcd rows skipped: {reason}")),
         Ok(server) => {

@@ -34,6 +34,8 @@ mod config;
 pub mod embedded;
 mod error;
 pub mod etcd;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use config::StoreConfig;
 pub use embedded::{EmbeddedOptions, EmbeddedStore};

@@ -4,6 +4,7 @@
 //!
 //! Each test first asks `require::etcd()`: without etcd it is skipped with a printed reason,
 //! or fails when `EDGEIO_REQUIRE` names etcd (as in CI).
+#![cfg(feature = "testing")]
 
 mod support;
 

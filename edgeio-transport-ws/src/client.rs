@@ -498,40 +498,64 @@ impl ChildTransport for WsChild {
 
 /// Registers again on every dial, for [`edgeio_core::redial::Redial`]: a child whose link to
 /// its parent dropped dials in with the same request (carrying its kept id as
-/// `previous_id`, so the parent knows it again).
+/// `previous_id`, so the parent knows it again). With several parent URLs (replicas of a
+/// root), each dial tries them in order and keeps the first that answers.
 #[derive(Debug, Clone)]
 pub struct WsDial {
-    /// The parent's `http://HOST:PORT`.
-    pub url: String,
+    /// The parents' `http://HOST:PORT`, in order of preference.
+    pub urls: Vec<String>,
     /// How the child registers.
     pub request: RegisterRequest,
     /// Options of each dial.
     pub config: WsClientConfig,
 }
 
+impl WsDial {
+    /// Registers with the first parent that answers; the error names each one tried.
+    pub async fn register(&self) -> Result<Registration, TransportError> {
+        let mut failures = Vec::new();
+        for url in &self.urls {
+            match register(
+                url,
+                self.request.role,
+                self.request.clone(),
+                self.config.clone(),
+            )
+            .await
+            {
+                Ok(registration) => return Ok(registration),
+                // a refusal is the parent's answer, not a reason to ask another
+                Err(e @ TransportError::Invalid { .. }) => return Err(e),
+                Err(e) => failures.push(format!("{url}: {e}")),
+            }
+        }
+        Err(TransportError::Unavailable {
+            reason: if failures.is_empty() {
+                "no parent URL to dial".to_string()
+            } else {
+                failures.join("; ")
+            },
+        })
+    }
+}
+
 #[async_trait]
 impl edgeio_core::redial::Dial for WsDial {
     async fn dial(&self) -> Result<Arc<dyn ChildTransport>, TransportError> {
-        let registration = register(
-            &self.url,
-            self.request.role,
-            self.request.clone(),
-            self.config.clone(),
-        )
-        .await?;
+        let registration = self.register().await?;
         match registration.channel {
             Some(channel) => Ok(Arc::new(channel)),
             None => Err(TransportError::Unsupported {
                 transport: "ws",
                 what: format!(
-                    "re-dialing {} that answers with a {:?} channel",
-                    self.url, registration.reply.channel.kind
+                    "re-dialing a parent that answers with a {:?} channel",
+                    registration.reply.channel.kind
                 ),
             }),
         }
     }
 
     fn target(&self) -> String {
-        self.url.clone()
+        self.urls.join(",")
     }
 }

@@ -17,7 +17,7 @@ use edgeio_core::wire::{
 use edgeio_scheduler::PolicyKind;
 use edgeio_store::StoreConfig;
 use edgeio_transport_mqtt::{BrokerConfig, BrokerUrl, EmbeddedBroker, MqttParent, ParentConfig};
-use edgeio_transport_ws::{register, serve, WsClientConfig, WsDial, WsParent, WsServerConfig};
+use edgeio_transport_ws::{serve, WsClientConfig, WsDial, WsParent, WsServerConfig};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -32,7 +32,8 @@ const REDIAL_MAX: Duration = Duration::from_secs(5);
 /// Options of `cluster`. Each flag is also an environment variable (`EDGEIO_CLUSTER_<FLAG>`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct ClusterOptions {
-    /// The root's `http://HOST:PORT` (the WebSocket path is derived).
+    /// The root's `http://HOST:PORT` (the WebSocket path is derived); several, comma-separated,
+    /// for root replicas: the first that answers is used, and the others on reconnection.
     #[arg(
         long,
         env = "EDGEIO_CLUSTER_ROOT",
@@ -129,14 +130,19 @@ pub async fn start_cluster(options: ClusterOptions) -> Result<Running, RoleError
         location: options.location.clone(),
         labels: options.labels.clone(),
     };
-    let registration = register(
-        &options.root,
-        PeerRole::Cluster,
-        request.clone(),
-        WsClientConfig::default(),
-    )
-    .await
-    .map_err(|e| {
+    // several roots (replicas on etcd): the first that answers; the others on each redial
+    let urls: Vec<String> = options
+        .root
+        .split(',')
+        .map(|u| u.trim().to_string())
+        .filter(|u| !u.is_empty())
+        .collect();
+    let mut dial = WsDial {
+        urls,
+        request: request.clone(),
+        config: WsClientConfig::default(),
+    };
+    let registration = dial.register().await.map_err(|e| {
         RoleError::new(format!(
             "cannot register with the root at {}: {e}",
             options.root
@@ -199,14 +205,7 @@ pub async fn start_cluster(options: ClusterOptions) -> Result<Running, RoleError
     let stopped = Running::stopped(&stop);
     // the root may restart or the network blink: the link is dialed again (same id) with
     // backoff and jitter, and the root re-syncs this cluster's jobs when it is back
-    let dial = WsDial {
-        url: options.root.clone(),
-        request: RegisterRequest {
-            previous_id: Some(id.clone()),
-            ..request
-        },
-        config: WsClientConfig::default(),
-    };
+    dial.request.previous_id = Some(id.clone());
     let up = Redial::new(Arc::new(dial), Arc::new(up), REDIAL_INITIAL, REDIAL_MAX);
     let up: Arc<dyn ChildTransport> =
         Arc::new(ReliableChild::new(Arc::new(up), ReliableConfig::default()));

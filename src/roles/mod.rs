@@ -15,5 +15,5 @@ pub use common::{
     interrupted, load_config_file, parse_duration, parse_labels, parse_location, RoleError, Running,
 };
 pub use main::role_main;
-pub use root::{start_root, RootOptions};
+pub use root::{parse_store, start_root, RootOptions, RootStore};
 pub use worker::{start_worker, WorkerOptions};

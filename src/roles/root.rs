@@ -40,7 +40,68 @@ pub struct RootOptions {
     /// clusters (a cluster that comes back later has its copies terminated).
     #[arg(long, env = "EDGEIO_ROOT_CLUSTER_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub cluster_timeout: Duration,
+
+    /// Where the root keeps its state: `embedded` (a file under --data) or
+    /// `etcd://HOST:PORT[,HOST:PORT…][/PREFIX]`. On etcd several roots form an active/standby
+    /// group: the one that wins etcd's election serves; the others wait, and the next one
+    /// takes over (with the state in etcd) within a few seconds of the leader's death.
+    #[arg(long, env = "EDGEIO_ROOT_STORE", default_value = "embedded", value_parser = parse_store)]
+    pub store: RootStore,
 }
+
+/// Where a root keeps its state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootStore {
+    /// A redb file under the data folder.
+    Embedded,
+    /// etcd, shared by root replicas.
+    Etcd {
+        /// `http://HOST:PORT` of each etcd member.
+        endpoints: Vec<String>,
+        /// The key prefix of this root group.
+        prefix: String,
+    },
+}
+
+/// Reads `embedded` or `etcd://HOST:PORT[,HOST:PORT…][/PREFIX]`.
+pub fn parse_store(text: &str) -> Result<RootStore, String> {
+    let text = text.trim();
+    if text == "embedded" {
+        return Ok(RootStore::Embedded);
+    }
+    let Some(rest) = text.strip_prefix("etcd://") else {
+        return Err(format!(
+            "{text:?} is not a store; write embedded or etcd://HOST:PORT[,HOST:PORT…][/PREFIX]"
+        ));
+    };
+    let (hosts, prefix) = match rest.split_once('/') {
+        Some((hosts, prefix)) if !prefix.trim_matches('/').is_empty() => {
+            (hosts, format!("{}/", prefix.trim_matches('/')))
+        }
+        Some((hosts, _)) => (hosts, DEFAULT_PREFIX.to_string()),
+        None => (rest, DEFAULT_PREFIX.to_string()),
+    };
+    let mut endpoints = Vec::new();
+    for host in hosts.split(',').map(str::trim) {
+        let port = host.rsplit_once(':').map(|(h, p)| (h, p.parse::<u16>()));
+        match port {
+            Some((h, Ok(p))) if !h.is_empty() && p > 0 => endpoints.push(format!("http://{host}")),
+            _ => {
+                return Err(format!(
+                    "etcd member {host:?} in {text:?} must be HOST:PORT with a port from 1 to 65535"
+                ))
+            }
+        }
+    }
+    Ok(RootStore::Etcd { endpoints, prefix })
+}
+
+/// The key prefix of a root group on etcd when the URL names none.
+const DEFAULT_PREFIX: &str = "edgeio/root/";
+/// The etcd election the root replicas run in.
+const ELECTION: &str = "leader";
+/// A leader that cannot renew its lease for this long loses the leadership.
+const LEASE_TTL: Duration = Duration::from_secs(3);
 
 pub(crate) fn policy(text: &str) -> Result<PolicyKind, String> {
     text.parse::<PolicyKind>().map_err(|e| e.to_string())
@@ -55,11 +116,25 @@ pub(crate) fn build_scheduler(kind: PolicyKind) -> Result<Arc<dyn Scheduler>, Ro
 /// Starts a root: opens its store, binds its address, serves the API and `/ws/cluster`.
 pub async fn start_root(options: RootOptions) -> Result<Running, RoleError> {
     data_dir(&options.data)?;
-    let path = options.data.join("root.redb");
-    let store = StoreConfig::embedded(&path)
+    let (config, path) = match &options.store {
+        RootStore::Embedded => {
+            let path = options.data.join("root.redb");
+            (StoreConfig::embedded(&path), path.display().to_string())
+        }
+        RootStore::Etcd { endpoints, prefix } => (
+            StoreConfig::etcd(endpoints.clone(), prefix.clone()),
+            format!("etcd {} under {prefix}", endpoints.join(",")),
+        ),
+    };
+    let store = config
         .open()
         .await
-        .map_err(|e| RoleError::new(format!("cannot open the store {}: {e}", path.display())))?;
+        .map_err(|e| RoleError::new(format!("cannot open the store {path}: {e}")))?;
+    // on etcd, only the leader of the group serves: the others wait here
+    let keeper = match &options.store {
+        RootStore::Embedded => None,
+        RootStore::Etcd { .. } => Some(lead(&store, &format!("http://{}", options.listen)).await?),
+    };
     let scheduler: Arc<dyn Scheduler> = Arc::new(LocationFirst {
         located: LocationAware::default(),
         otherwise: build_scheduler(options.scheduler)?,
@@ -72,7 +147,7 @@ pub async fn start_root(options: RootOptions) -> Result<Running, RoleError> {
     };
     let engine = RootEngine::new(config, store, scheduler)
         .await
-        .map_err(|e| RoleError::new(format!("cannot read the store {}: {e}", path.display())))?;
+        .map_err(|e| RoleError::new(format!("cannot read the store {path}: {e}")))?;
     let handle = engine.handle();
     let ws = WsParent::new("root", Arc::new(handle.clone()), WsServerConfig::default());
     let app = ws
@@ -84,6 +159,9 @@ pub async fn start_root(options: RootOptions) -> Result<Running, RoleError> {
     let (stop, _) = tokio::sync::watch::channel(false);
     let mut running = Running::new(server.url(), "root".into(), stop.clone());
     let stopped = Running::stopped(&stop);
+    if let Some(keeper) = keeper {
+        running.spawn(keeper);
+    }
     running.spawn(async move {
         let result = engine.run(Arc::new(ws), stopped).await;
         let _ = server.shutdown().await;
@@ -91,4 +169,80 @@ pub async fn start_root(options: RootOptions) -> Result<Running, RoleError> {
     });
     tracing::info!(url = %running.url, "root listening");
     Ok(running)
+}
+
+/// Waits until this replica (`candidate`, its URL) leads the root group on `store`, then
+/// returns the task that keeps its lease alive: it ends with an error when the lease is lost,
+/// which stops the replica, so that two never act as leader at once.
+async fn lead(
+    store: &Arc<dyn edgeio_core::store::Store>,
+    candidate: &str,
+) -> Result<impl std::future::Future<Output = Result<(), RoleError>> + Send + 'static, RoleError> {
+    let lease = store
+        .grant_lease(LEASE_TTL)
+        .await
+        .map_err(|e| RoleError::new(format!("cannot take a lease on etcd: {e}")))?;
+    // the lease is renewed while waiting, or a standby would lose it before it leads
+    let renew = {
+        let store = store.clone();
+        async move {
+            let mut tick = tokio::time::interval(LEASE_TTL / 3);
+            loop {
+                tick.tick().await;
+                if let Err(e) = store.keep_alive(lease).await {
+                    return RoleError::new(format!(
+                        "lost the leadership: the etcd lease could not be renewed ({e})"
+                    ));
+                }
+            }
+        }
+    };
+    let mut renew = Box::pin(renew);
+    if let Ok(Some(leader)) = store.leader(ELECTION).await {
+        tracing::info!(%leader, "standby: another root leads; waiting");
+    }
+    tokio::select! {
+        won = store.campaign(ELECTION, candidate, lease) => {
+            won.map_err(|e| RoleError::new(format!("cannot run for leadership on etcd: {e}")))?;
+        }
+        lost = &mut renew => return Err(lost),
+    }
+    tracing::info!(candidate, "this root leads");
+    Ok(async move { Err(renew.await) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stores_parse_and_refuse_with_the_rule() {
+        assert_eq!(parse_store("embedded").unwrap(), RootStore::Embedded);
+        assert_eq!(
+            parse_store("etcd://10.0.0.1:2379,10.0.0.2:2379/prod").unwrap(),
+            RootStore::Etcd {
+                endpoints: vec!["http://10.0.0.1:2379".into(), "http://10.0.0.2:2379".into()],
+                prefix: "prod/".into(),
+            }
+        );
+        assert_eq!(
+            parse_store("etcd://etcd:2379").unwrap(),
+            RootStore::Etcd {
+                endpoints: vec!["http://etcd:2379".into()],
+                prefix: DEFAULT_PREFIX.into(),
+            }
+        );
+        let bad = parse_store("redis://x:1").unwrap_err();
+        assert!(bad.contains("embedded or etcd://"), "{bad}");
+        for text in [
+            "etcd://",
+            "etcd://host",
+            "etcd://host:0",
+            "etcd://:2379",
+            "etcd://h:99999",
+        ] {
+            let e = parse_store(text).unwrap_err();
+            assert!(e.contains("HOST:PORT"), "{text}: {e}");
+        }
+    }
 }
