@@ -30,7 +30,9 @@ struct TwoClusters {
     wa_args: Vec<String>,
 }
 
-async fn two_clusters(dir: &std::path::Path, root_extra: &[&str]) -> TwoClusters {
+/// `wb_allows` is the program `wb` may run (`/bin/sleep` like `wa`, or another to make it
+/// refuse the jobs).
+async fn two_clusters(dir: &std::path::Path, root_extra: &[&str], wb_allows: &str) -> TwoClusters {
     let root_port = free_port();
     let mut procs = vec![Proc::start(
         "root",
@@ -63,12 +65,14 @@ async fn two_clusters(dir: &std::path::Path, root_extra: &[&str]) -> TwoClusters
     serves(b_port, &mut procs).await;
     let wa_args = worker_args(dir, "wa", a_port);
     procs.push(Proc::start("wa", "worker", &wa_args, dir));
-    procs.push(Proc::start(
-        "wb",
-        "worker",
-        &worker_args(dir, "wb", b_port),
-        dir,
-    ));
+    let mut wb_args = worker_args(dir, "wb", b_port);
+    let at = wb_args
+        .iter()
+        .position(|a| a == "--allow-native")
+        .expect("flag")
+        + 1;
+    wb_args[at] = wb_allows.to_string();
+    procs.push(Proc::start("wb", "worker", &wb_args, dir));
     ready_nodes(&client, &mut procs, &["cluster-a", "cluster-b"], 1).await;
     TwoClusters {
         procs,
@@ -122,7 +126,7 @@ async fn running_on(client: &RootClient, procs: &mut [Proc], id: &str, node: &st
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_the_only_fitting_clusters_workers_die_the_job_moves_to_another_cluster() {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let mut t = two_clusters(dir.path(), &[]).await;
+    let mut t = two_clusters(dir.path(), &[], "/bin/sleep").await;
     let marker = marker(5_000_000);
     let pattern = format!("sleep {marker}");
     let id = deploy_on_a(&mut t, "escalated", &marker).await;
@@ -162,7 +166,7 @@ async fn when_the_only_fitting_clusters_workers_die_the_job_moves_to_another_clu
 async fn a_killed_cluster_is_inactive_its_job_moves_after_the_timeout_and_its_copy_stops_on_return()
 {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let mut t = two_clusters(dir.path(), &["--cluster-timeout", "2s"]).await;
+    let mut t = two_clusters(dir.path(), &["--cluster-timeout", "2s"], "/bin/sleep").await;
     let marker = marker(6_000_000);
     let pattern = format!("sleep {marker}");
     let id = deploy_on_a(&mut t, "orphaned", &marker).await;
@@ -441,7 +445,7 @@ async fn a_crashing_job_restarts_on_its_node_then_moves_to_another_then_fails_wi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_migrates_to_another_cluster_make_before_break_and_scales_there() {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let mut t = two_clusters(dir.path(), &[]).await;
+    let mut t = two_clusters(dir.path(), &[], "/bin/sleep").await;
     let marker = marker(3_000_000);
     let pattern = format!("sleep {marker}");
     let id = deploy_on_a(&mut t, "traveller", &marker).await;
@@ -588,6 +592,41 @@ async fn two_roots_on_etcd_the_standby_takes_over_when_the_leader_is_killed() {
     b.terminate(&second).await.unwrap();
     until("no process left", &mut procs, async || {
         processes_running(&pattern).is_empty().then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_whose_new_placement_fails_leaves_the_job_where_it_ran() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    // wb may run /bin/true only: it refuses the job
+    let mut t = two_clusters(dir.path(), &[], "/bin/true").await;
+    let marker = marker(1_000_000);
+    let pattern = format!("sleep {marker}");
+    let id = deploy_on_a(&mut t, "homebody", &marker).await;
+    t.client
+        .migrate(&id, None, Some("cluster-b"), None)
+        .await
+        .unwrap();
+    let client = &t.client;
+    let job = until("the migration abandoned", &mut t.procs, async || {
+        let job = client.job(&id).await.ok()?;
+        (job.state == JobState::Running
+            && job
+                .history
+                .iter()
+                .any(|h| h.reason.contains("migration abandoned")))
+        .then_some(job)
+    })
+    .await;
+    assert_eq!(job.cluster.as_deref(), Some("cluster-a"), "{job:?}");
+    assert_eq!(job.instances[0].state, InstanceState::Running);
+    assert_eq!(processes_running(&pattern).len(), 1);
+    t.client.terminate(&id).await.unwrap();
+    let client = &t.client;
+    until("the job TERMINATED", &mut t.procs, async || {
+        let done = client.job(&id).await.ok()?.state == JobState::Terminated;
+        (done && processes_running(&pattern).is_empty()).then_some(())
     })
     .await;
 }

@@ -9,12 +9,28 @@ use std::time::{Duration, Instant};
 /// How long the broker may take to accept connections.
 const WAIT: Duration = Duration::from_secs(10);
 
-/// A free loopback port (free when probed).
+/// Ports handed out by [`free_port`]: below Linux's ephemeral range (32768–60999 by
+/// default), from which outgoing connections take their source ports. A port chosen there
+/// can be taken by any client socket before the server that is to listen on it binds.
+const TEST_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A free loopback port (free when probed), outside the ephemeral range, picked at random so
+/// that tests running side by side rarely probe the same one.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    use std::hash::{BuildHasher, Hasher};
+    static DRAWS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let random = std::collections::hash_map::RandomState::new();
+    for _ in 0..1_000 {
+        let mut hasher = random.build_hasher();
+        hasher.write_u64(DRAWS.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        hasher.write_u32(std::process::id());
+        let span = u64::from(TEST_PORTS.end - TEST_PORTS.start);
+        let port = TEST_PORTS.start + (hasher.finish() % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {TEST_PORTS:?} after 1,000 tries")
 }
 
 /// Waits until `addr` accepts TCP connections, within [`WAIT`]; false if `alive` says the

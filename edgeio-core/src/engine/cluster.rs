@@ -699,15 +699,18 @@ impl ClusterState {
             // the job with a failed instance and nothing to take its place
             self.relocate_failed(&job_id, &event.instance, node, &event.reason, fx);
         }
-        if migrating && event.state == InstanceState::Running {
-            self.finish_migration(&job_id, &event.instance, fx);
+        let arrived = migrating && event.state == InstanceState::Running;
+        let new = event.instance.clone();
+        let mut up = event;
+        up.node = node.to_string();
+        fx.send_up.push(self.up(Message::InstanceEvent(up)));
+        // the root hears that the new instance runs before it hears the old one stop
+        if arrived {
+            self.finish_migration(&job_id, &new, fx);
         }
         if let Some(job) = self.jobs.get_mut(&job_id) {
             job.settle(now_ms());
         }
-        let mut up = event;
-        up.node = node.to_string();
-        fx.send_up.push(self.up(Message::InstanceEvent(up)));
     }
 
     fn aggregate(&self) -> ClusterAggregate {

@@ -993,6 +993,27 @@ impl RootState {
                 replaces: None,
             }),
         }
+        // across clusters, the new placement ended without ever running: the job stays on
+        // the cluster it left, and the new one lets go of what it placed
+        let failed_across = owner
+            && job.migration.as_ref().is_some_and(|m| {
+                m.from_cluster.is_some()
+                    && job.instances.len() > m.first_new
+                    && job.instances[m.first_new..]
+                        .iter()
+                        .all(InstanceRecord::is_over)
+            });
+        if failed_across {
+            let id = job.id.clone();
+            let why = format!(
+                "the new placement on cluster {cluster} ended: {}",
+                event.reason
+            );
+            fx.commands.push(self.terminate_command(cluster, &id));
+            self.abandon_migration(id.as_str(), &why, None);
+            fx.persist.push(job_key(id.as_str()));
+            return;
+        }
         let arrived = owner
             && event.state == InstanceState::Running
             && job
