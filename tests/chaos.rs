@@ -82,6 +82,46 @@ async fn two_clusters(dir: &std::path::Path, root_extra: &[&str], wb_allows: &st
     }
 }
 
+/// Root, `cluster-1` (its own broker unless `cluster_extra` names `--broker`) and native
+/// workers named `workers`, all READY; with the root's arguments, to restart it.
+struct OneCluster {
+    procs: Vec<Proc>,
+    client: RootClient,
+    root: Vec<String>,
+}
+
+async fn one_cluster(d: &std::path::Path, cluster_extra: &[&str], workers: &[&str]) -> OneCluster {
+    let (root_port, cluster_port) = (free_port(), free_port());
+    let root = root_args(d, root_port, &[]);
+    let mut procs = vec![Proc::start("root", "root", &root, d)];
+    let client = RootClient::new(&format!("http://127.0.0.1:{root_port}")).unwrap();
+    root_answers(&client, &mut procs).await;
+    let cluster = cluster_args(
+        d,
+        "cluster-1",
+        root_port,
+        cluster_port,
+        free_port(),
+        cluster_extra,
+    );
+    procs.push(Proc::start("cluster-1", "cluster", &cluster, d));
+    serves(cluster_port, &mut procs).await;
+    for name in workers {
+        procs.push(Proc::start(
+            name,
+            "worker",
+            &worker_args(d, name, cluster_port),
+            d,
+        ));
+    }
+    ready_nodes(&client, &mut procs, &["cluster-1"], workers.len() as u32).await;
+    OneCluster {
+        procs,
+        client,
+        root,
+    }
+}
+
 fn index(procs: &[Proc], name: &str) -> usize {
     procs.iter().position(|p| p.name == name).expect("started")
 }
@@ -221,21 +261,11 @@ async fn a_killed_cluster_is_inactive_its_job_moves_after_the_timeout_and_its_co
 async fn a_killed_root_leaves_jobs_running_and_restarted_on_its_store_has_them_intact() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let d = dir.path();
-    let (root_port, cluster_port) = (free_port(), free_port());
-    let root = root_args(d, root_port, &[]);
-    let mut procs = vec![Proc::start("root", "root", &root, d)];
-    let client = RootClient::new(&format!("http://127.0.0.1:{root_port}")).unwrap();
-    root_answers(&client, &mut procs).await;
-    let cluster = cluster_args(d, "cluster-1", root_port, cluster_port, free_port(), &[]);
-    procs.push(Proc::start("cluster-1", "cluster", &cluster, d));
-    serves(cluster_port, &mut procs).await;
-    procs.push(Proc::start(
-        "w1",
-        "worker",
-        &worker_args(d, "w1", cluster_port),
-        d,
-    ));
-    ready_nodes(&client, &mut procs, &["cluster-1"], 1).await;
+    let OneCluster {
+        mut procs,
+        client,
+        root,
+    } = one_cluster(d, &[], &["w1"]).await;
 
     let marker = marker(7_000_000);
     let pattern = format!("sleep {marker}");
@@ -299,33 +329,12 @@ async fn mosquitto_killed_and_restarted_under_load_loses_no_command_and_repeats_
     let mut mosquitto = Mosquitto::start();
     let dir = tempfile::tempdir().expect("a temporary directory");
     let d = dir.path();
-    let (root_port, cluster_port) = (free_port(), free_port());
-    let mut procs = vec![Proc::start(
-        "root",
-        "root",
-        &root_args(d, root_port, &[]),
-        d,
-    )];
-    let client = RootClient::new(&format!("http://127.0.0.1:{root_port}")).unwrap();
-    root_answers(&client, &mut procs).await;
     // heartbeats missed while the broker is down must not make the node LOST here
-    let cluster = cluster_args(
-        d,
-        "cluster-1",
-        root_port,
-        cluster_port,
-        0,
-        &["--broker", &mosquitto.url(), "--missed-heartbeats", "100"],
-    );
-    procs.push(Proc::start("cluster-1", "cluster", &cluster, d));
-    serves(cluster_port, &mut procs).await;
-    procs.push(Proc::start(
-        "w1",
-        "worker",
-        &worker_args(d, "w1", cluster_port),
-        d,
-    ));
-    ready_nodes(&client, &mut procs, &["cluster-1"], 1).await;
+    let broker = mosquitto.url();
+    let extra = ["--broker", &broker, "--missed-heartbeats", "100"];
+    let OneCluster {
+        mut procs, client, ..
+    } = one_cluster(d, &extra, &["w1"]).await;
 
     const JOBS: usize = 12;
     let marker = marker(4_000_000);
@@ -373,31 +382,9 @@ async fn mosquitto_killed_and_restarted_under_load_loses_no_command_and_repeats_
 async fn a_crashing_job_restarts_on_its_node_then_moves_to_another_then_fails_with_the_reason() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let d = dir.path();
-    let (root_port, cluster_port) = (free_port(), free_port());
-    let mut procs = vec![Proc::start(
-        "root",
-        "root",
-        &root_args(d, root_port, &[]),
-        d,
-    )];
-    let client = RootClient::new(&format!("http://127.0.0.1:{root_port}")).unwrap();
-    root_answers(&client, &mut procs).await;
-    let cluster = cluster_args(d, "cluster-1", root_port, cluster_port, free_port(), &[]);
-    procs.push(Proc::start("cluster-1", "cluster", &cluster, d));
-    serves(cluster_port, &mut procs).await;
-    procs.push(Proc::start(
-        "w1",
-        "worker",
-        &worker_args(d, "w1", cluster_port),
-        d,
-    ));
-    procs.push(Proc::start(
-        "w2",
-        "worker",
-        &worker_args(d, "w2", cluster_port),
-        d,
-    ));
-    ready_nodes(&client, &mut procs, &["cluster-1"], 2).await;
+    let OneCluster {
+        mut procs, client, ..
+    } = one_cluster(d, &[], &["w1", "w2"]).await;
 
     // `sleep not-a-number` exits with code 1 at once, every time
     let policy = "restart:\n  policy: on-failure\n  limit: 1\n  backoff: 100ms";

@@ -55,6 +55,23 @@ fn instance_event(
     )
 }
 
+/// A terminate of one `instance` of `job` on `node`, as a command from `cluster`.
+fn stop_instance(
+    cluster: &str,
+    node: &str,
+    job: &JobId,
+    instance: &InstanceId,
+    grace_ms: u64,
+    tag: Tag,
+) -> (String, Envelope, Tag) {
+    let body = Message::Terminate(Terminate {
+        job: job.clone(),
+        instance: Some(instance.clone()),
+        grace_ms,
+    });
+    (node.to_string(), Envelope::new(cluster, body), tag)
+}
+
 /// How far an instance has come, to tell a newer report from an older one.
 fn progress(state: InstanceState) -> u8 {
     match state {
@@ -502,7 +519,7 @@ impl ClusterState {
         }
         // Node records change with every status; they are written when their state changes,
         // not every interval, so an idle cluster does not write to disk once a second.
-        self.reconcile_lost(node, &status, fx);
+        self.reconcile_reports(node, &status, fx);
         self.stop_unwanted(node, &status, fx);
     }
 
@@ -527,13 +544,12 @@ impl ClusterState {
             }
             info!(node, instance = %report.instance, job = %report.job, "stopping an instance this cluster no longer keeps");
             self.stopping.insert(report.instance.clone());
-            fx.commands.push((
-                node.to_string(),
-                self.up(Message::Terminate(Terminate {
-                    job: report.job.clone(),
-                    instance: Some(report.instance.clone()),
-                    grace_ms: self.config.grace.as_millis() as u64,
-                })),
+            fx.commands.push(stop_instance(
+                &self.config.id,
+                node,
+                &report.job,
+                &report.instance,
+                self.config.grace.as_millis() as u64,
                 Tag::Stop {
                     instance: report.instance.clone(),
                 },
@@ -545,7 +561,7 @@ impl ClusterState {
     /// lost is recorded and told up; an instance marked LOST with its node that the node,
     /// back again, reports alive (it adopted it after a restart, or the link only blinked) is
     /// alive again, unless it was replaced meanwhile (then it is stopped: the newer wins).
-    fn reconcile_lost(&mut self, node: &str, status: &NodeStatus, fx: &mut Fx) {
+    fn reconcile_reports(&mut self, node: &str, status: &NodeStatus, fx: &mut Fx) {
         let now = now_ms();
         for report in &status.instances {
             let Some(job) = self.jobs.get_mut(report.job.as_str()) else {
@@ -561,80 +577,71 @@ impl ClusterState {
             {
                 continue;
             }
-            if instance.lifecycle.state() != InstanceState::Lost {
-                // an event lost on the way (the broker restarted): the status tells it again;
-                // only forward, since a status may be older than the last event
-                if progress(report.state) <= progress(instance.lifecycle.state()) {
-                    continue;
-                }
-                let reason = format!("node {node} reports it {}", report.state);
-                if advance(&mut instance.lifecycle, report.state, now, &reason).is_ok() {
-                    job.settle(now);
-                    fx.persist.push(Self::job_key(report.job.as_str()));
-                    fx.send_up.push(instance_event(
-                        &self.config.id,
-                        &report.job,
-                        &report.instance,
-                        node,
-                        report.state,
-                        reason,
-                    ));
-                }
+            let was_lost = instance.lifecycle.state() == InstanceState::Lost;
+            // an event lost on the way (the broker restarted) is told again by the status; only
+            // forward, since a status may be older than the last event
+            if !was_lost && progress(report.state) <= progress(instance.lifecycle.state()) {
                 continue;
             }
-            let replicas = job.spec.replicas as usize;
-            let others = job
-                .instances
-                .iter()
-                .filter(|i| {
-                    i.id != report.instance
-                        && !i.is_over()
-                        && !matches!(
-                            i.lifecycle.state(),
-                            InstanceState::Lost | InstanceState::Terminating
-                        )
-                })
-                .count();
+            if was_lost {
+                let others = job
+                    .instances
+                    .iter()
+                    .filter(|i| {
+                        i.id != report.instance
+                            && !i.is_over()
+                            && !matches!(
+                                i.lifecycle.state(),
+                                InstanceState::Lost | InstanceState::Terminating
+                            )
+                    })
+                    .count();
+                if others >= job.spec.replicas as usize {
+                    // replaced while its node was away: the newer placement wins
+                    let reason =
+                        format!("node {node} is back with it, but it was replaced meanwhile");
+                    let Some(instance) = job.instance_mut(&report.instance) else {
+                        continue;
+                    };
+                    if advance(
+                        &mut instance.lifecycle,
+                        InstanceState::Terminating,
+                        now,
+                        &reason,
+                    )
+                    .is_ok()
+                    {
+                        fx.persist.push(Self::job_key(report.job.as_str()));
+                        fx.send_up.push(instance_event(
+                            &self.config.id,
+                            &report.job,
+                            &report.instance,
+                            node,
+                            InstanceState::Terminating,
+                            reason,
+                        ));
+                        fx.commands.push(stop_instance(
+                            &self.config.id,
+                            node,
+                            &report.job,
+                            &report.instance,
+                            self.config.grace.as_millis() as u64,
+                            Tag::Terminate,
+                        ));
+                    }
+                    continue;
+                }
+            }
+            let reason = if was_lost {
+                format!("node {node} is back and reports it {}", report.state)
+            } else {
+                format!("node {node} reports it {}", report.state)
+            };
             let Some(instance) = job.instance_mut(&report.instance) else {
                 continue;
             };
-            if others >= replicas {
-                // replaced while its node was away: the newer placement wins
-                let reason = format!("node {node} is back with it, but it was replaced meanwhile");
-                if advance(
-                    &mut instance.lifecycle,
-                    InstanceState::Terminating,
-                    now,
-                    &reason,
-                )
-                .is_ok()
-                {
-                    fx.persist.push(Self::job_key(report.job.as_str()));
-                    fx.send_up.push(instance_event(
-                        &self.config.id,
-                        &report.job,
-                        &report.instance,
-                        node,
-                        InstanceState::Terminating,
-                        reason,
-                    ));
-                    fx.commands.push((
-                        node.to_string(),
-                        Envelope::new(
-                            &self.config.id,
-                            Message::Terminate(Terminate {
-                                job: report.job.clone(),
-                                instance: Some(report.instance.clone()),
-                                grace_ms: self.config.grace.as_millis() as u64,
-                            }),
-                        ),
-                        Tag::Terminate,
-                    ));
-                }
-                continue;
-            }
-            let reason = format!("node {node} is back and reports it {}", report.state);
             if advance(&mut instance.lifecycle, report.state, now, &reason).is_ok() {
+                job.settle(now);
                 fx.persist.push(Self::job_key(report.job.as_str()));
                 fx.send_up.push(instance_event(
                     &self.config.id,
@@ -957,18 +964,8 @@ impl ClusterState {
                 fx.send_up
                     .push(instance_event(&cluster, &job.id, &id, &node, to, reason));
                 if reachable {
-                    fx.commands.push((
-                        node,
-                        Envelope::new(
-                            &cluster,
-                            Message::Terminate(Terminate {
-                                job: job.id.clone(),
-                                instance: Some(id),
-                                grace_ms: grace,
-                            }),
-                        ),
-                        Tag::Terminate,
-                    ));
+                    let stop = stop_instance(&cluster, &node, &job.id, &id, grace, Tag::Terminate);
+                    fx.commands.push(stop);
                 }
             }
         }
@@ -1143,16 +1140,12 @@ impl ClusterState {
             InstanceState::Terminating,
             reason,
         ));
-        fx.commands.push((
-            node,
-            Envelope::new(
-                &cluster,
-                Message::Terminate(Terminate {
-                    job: job.id.clone(),
-                    instance: Some(old),
-                    grace_ms: grace,
-                }),
-            ),
+        fx.commands.push(stop_instance(
+            &cluster,
+            &node,
+            &job.id,
+            &old,
+            grace,
             Tag::Terminate,
         ));
         fx.persist.push(Self::job_key(job_id));
@@ -1181,18 +1174,9 @@ impl ClusterState {
                 .get(&node)
                 .is_some_and(|n| n.lifecycle.state() == NodeState::Ready);
             if reachable {
-                fx.commands.push((
-                    node,
-                    Envelope::new(
-                        &id,
-                        Message::Terminate(Terminate {
-                            job: t.job.clone(),
-                            instance: Some(instance.id.clone()),
-                            grace_ms: t.grace_ms,
-                        }),
-                    ),
-                    Tag::Terminate,
-                ));
+                let stop =
+                    stop_instance(&id, &node, &t.job, &instance.id, t.grace_ms, Tag::Terminate);
+                fx.commands.push(stop);
             } else {
                 // nothing to stop where nothing is reachable; if the node comes back with
                 // it still running, its report is answered with a terminate (issue 9)

@@ -104,6 +104,21 @@ fn refusal(
     }
 }
 
+/// A terminate of all of `job` on `cluster`, as a command from the root `config` describes.
+/// A free function, so that it can be built while a job record is borrowed.
+fn terminate_command(config: &RootConfig, cluster: &str, job: &JobId) -> (String, Envelope, Tag) {
+    let body = Message::Terminate(Terminate {
+        job: job.clone(),
+        instance: None,
+        grace_ms: config.grace.as_millis() as u64,
+    });
+    (
+        cluster.to_string(),
+        Envelope::new(&config.id, body),
+        Tag::Terminate { job: job.clone() },
+    )
+}
+
 fn job_key(id: &str) -> String {
     format!("{JOBS}{id}")
 }
@@ -252,7 +267,8 @@ impl RootState {
                         self.on_instance_event(cluster, event.clone(), fx);
                     }
                     if state == JobState::Terminating {
-                        fx.commands.push(self.terminate_command(cluster, job));
+                        fx.commands
+                            .push(terminate_command(&self.config, cluster, job));
                     }
                 }
                 Some((None, JobState::Requested | JobState::NotDeployable)) => {
@@ -274,7 +290,8 @@ impl RootState {
                     for event in events {
                         self.on_instance_event(cluster, event.clone(), fx);
                     }
-                    fx.commands.push(self.terminate_command(cluster, job));
+                    fx.commands
+                        .push(terminate_command(&self.config, cluster, job));
                 }
             }
         }
@@ -327,19 +344,6 @@ impl RootState {
         }
         fx.persist.push(job_key(id));
         self.reschedule(id, reason, fx);
-    }
-
-    /// A terminate of all of `job` on `cluster`, as a command.
-    fn terminate_command(&self, cluster: &str, job: &JobId) -> (String, Envelope, Tag) {
-        (
-            cluster.to_string(),
-            self.msg(Message::Terminate(Terminate {
-                job: job.clone(),
-                instance: None,
-                grace_ms: self.config.grace.as_millis() as u64,
-            })),
-            Tag::Terminate { job: job.clone() },
-        )
     }
 
     /// A deploy of job `id` to `cluster`, as a command; its instances are numbered after
@@ -588,6 +592,14 @@ impl RootState {
         self.refused(job, cluster, error, unschedulable, fx);
     }
 
+    /// The cluster job `job` is placed on (empty when none), for messages about it.
+    fn cluster_of(&self, job: &JobId) -> String {
+        self.jobs
+            .get(job.as_str())
+            .and_then(|j| j.cluster.clone())
+            .unwrap_or_default()
+    }
+
     fn on_scale_outcome(
         &mut self,
         job: &JobId,
@@ -595,11 +607,7 @@ impl RootState {
         outcome: Result<CommandOutcome, TransportError>,
         fx: &mut Fx,
     ) {
-        let cluster = self
-            .jobs
-            .get(job.as_str())
-            .and_then(|j| j.cluster.clone())
-            .unwrap_or_default();
+        let cluster = self.cluster_of(job);
         let Some((error, unschedulable)) = refusal(&cluster, outcome) else {
             return;
         };
@@ -627,11 +635,7 @@ impl RootState {
         outcome: Result<CommandOutcome, TransportError>,
         fx: &mut Fx,
     ) {
-        let cluster = self
-            .jobs
-            .get(job.as_str())
-            .and_then(|j| j.cluster.clone())
-            .unwrap_or_default();
+        let cluster = self.cluster_of(job);
         let Some((error, unschedulable)) = refusal(&cluster, outcome) else {
             return;
         };
@@ -1009,7 +1013,8 @@ impl RootState {
                 "the new placement on cluster {cluster} ended: {}",
                 event.reason
             );
-            fx.commands.push(self.terminate_command(cluster, &id));
+            fx.commands
+                .push(terminate_command(&self.config, cluster, &id));
             self.abandon_migration(id.as_str(), &why, None);
             fx.persist.push(job_key(id.as_str()));
             return;
@@ -1026,19 +1031,8 @@ impl RootState {
             if let Some(from) = from {
                 let id = job.id.clone();
                 info!(job = %id, from = %from, to = cluster, "migrated; the old cluster lets go");
-                let command = (
-                    from.clone(),
-                    Envelope::new(
-                        &self.config.id,
-                        Message::Terminate(Terminate {
-                            job: id.clone(),
-                            instance: None,
-                            grace_ms: self.config.grace.as_millis() as u64,
-                        }),
-                    ),
-                    Tag::Terminate { job: id },
-                );
-                fx.commands.push(command);
+                fx.commands
+                    .push(terminate_command(&self.config, &from, &id));
             }
         }
         job.settle(now);
@@ -1071,7 +1065,8 @@ impl RootState {
             job.refused_by.clear();
             job.refused_by.push(cluster.to_string());
         }
-        fx.commands.push(self.terminate_command(cluster, &job_id));
+        fx.commands
+            .push(terminate_command(&self.config, cluster, &job_id));
         let why = format!("escalated by cluster {cluster}: {why}");
         self.leave_cluster(id, cluster, &why, fx);
     }
@@ -1124,8 +1119,6 @@ impl RootState {
     }
 
     fn terminate(&mut self, id: &str, fx: &mut Fx) -> Result<JobView, ApiError> {
-        let grace = self.config.grace.as_millis() as u64;
-        let root = self.config.id.clone();
         let job = self.jobs.get_mut(id).ok_or_else(|| ApiError::NotFound {
             kind: "job",
             id: id.to_string(),
@@ -1152,20 +1145,8 @@ impl RootState {
             {
                 // TERMINATED follows from the instances' events, or from the cluster's ack
                 // when it had placed nothing
-                fx.commands.push((
-                    cluster,
-                    Envelope::new(
-                        root,
-                        Message::Terminate(Terminate {
-                            job: job.id.clone(),
-                            instance: None,
-                            grace_ms: grace,
-                        }),
-                    ),
-                    Tag::Terminate {
-                        job: job.id.clone(),
-                    },
-                ));
+                fx.commands
+                    .push(terminate_command(&self.config, &cluster, &job.id));
             }
             _ => {
                 let _ = advance(
