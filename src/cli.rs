@@ -100,8 +100,9 @@ enum Command {
     Delete(DeleteArgs),
     /// Change a job's number of replicas; prints its id and SCALING.
     ///
-    /// More replicas are placed on the job's cluster (all or none: when they do not fit,
-    /// the count stays and `describe` shows why); fewer stop the newest first.
+    /// More replicas are placed on the job's cluster, or on another cluster when it has no
+    /// room (the job is then spread; when no cluster has room the count stays and `describe`
+    /// shows why); fewer stop the newest first.
     Scale(ScaleArgs),
     /// Move a running job make-before-break; prints its id and MIGRATING.
     ///

@@ -288,6 +288,7 @@ fn get_jobs_prints_a_table_or_json() {
         job.instances = vec![InstanceView {
             id: InstanceId::new("inst-1").expect("id"),
             node: Some("e580".into()),
+            cluster: None,
             state: InstanceState::Running,
             exit_code: None,
             history: Vec::new(),
@@ -403,6 +404,7 @@ fn describe_job_shows_instances_history_and_the_schedulers_reasons() {
         job.instances = vec![InstanceView {
             id: InstanceId::new("inst-1").expect("id"),
             node: Some("e580".into()),
+            cluster: None,
             state: InstanceState::Failed,
             exit_code: Some(137),
             history: vec![HistoryEntry {

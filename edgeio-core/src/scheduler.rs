@@ -83,6 +83,14 @@ pub struct Unschedulable {
     pub candidates: usize,
     /// Refusals, in the order the filters ran.
     pub refusals: Vec<Refusal>,
+    /// When several replicas were asked for: how many of them did fit before one did not
+    /// (a cluster that can take part of a job says so, and the root spreads the rest).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub fits: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Unschedulable {
@@ -92,6 +100,7 @@ impl Unschedulable {
             tier: Tier::Nodes,
             candidates,
             refusals: Vec::new(),
+            fits: 0,
         }
     }
 

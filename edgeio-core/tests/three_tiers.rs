@@ -49,6 +49,8 @@ struct Tiers {
     root: RootHandle,
     runtime: FakeRuntime,
     node_hub: MemoryHub,
+    /// Every cluster's node hub, in the order given (the first is `node_hub`).
+    hubs: Vec<MemoryHub>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -68,6 +70,13 @@ async fn tiers(cores: u32) -> Tiers {
 /// One root, one cluster (`edge`), `workers` workers (`worker-1` …) with `cores` cores each,
 /// sharing one fake runtime.
 async fn tiers_of(cores: u32, workers: usize) -> Tiers {
+    clusters(&[("edge", cores, workers)]).await
+}
+
+/// One root and the clusters given as (name, cores per worker, workers); the workers of
+/// `edge` are `worker-1` …, those of another cluster `{cluster}-worker-1` …; all share one
+/// fake runtime. `node_hub` is the first cluster's.
+async fn clusters(specs: &[(&str, u32, usize)]) -> Tiers {
     let mut tasks = Vec::new();
     let root_config = RootConfig {
         aggregate_interval: Duration::from_millis(100),
@@ -87,108 +96,122 @@ async fn tiers_of(cores: u32, workers: usize) -> Tiers {
     tasks.push(tokio::spawn(async move {
         let _ = root.run(root_down, std::future::pending()).await;
     }));
-
-    // the cluster registers (as over WS), then opens its channel
-    let reply = handle
-        .register(RegisterRequest {
-            role: PeerRole::Cluster,
-            name: "edge".into(),
-            previous_id: None,
-            capabilities: None,
-            location: None,
-            labels: Default::default(),
-        })
-        .await
-        .unwrap();
-    assert_eq!(reply.id, "edge");
-    let up = Arc::new(ReliableChild::new(
-        Arc::new(cluster_hub.connect("edge").await.unwrap()),
-        reliable(),
-    ));
-    let cluster_config = ClusterConfig {
-        id: "edge".into(),
-        channel: ChannelSettings {
-            kind: ChannelKind::Ws,
-            broker: None,
-            topics: None,
-            status_interval_ms: 100,
-            max_message_bytes: 1 << 20,
-        },
-        missed_heartbeats: 3,
-        aggregate_interval: Duration::from_millis(100),
-        location: None,
-        labels: Default::default(),
-        grace: Duration::from_secs(1),
-        reliable: reliable(),
-    };
-    let cluster = ClusterEngine::new(
-        cluster_config,
-        Arc::new(MemoryStore::new()),
-        Arc::new(SimpleScheduler),
-    )
-    .await
-    .unwrap();
-    let registrar = cluster.registrar();
-    let node_hub = MemoryHub::new();
-    let cluster_down = Arc::new(node_hub.parent());
-    tasks.push(tokio::spawn(async move {
-        let _ = cluster.run(cluster_down, up, std::future::pending()).await;
-    }));
-
     let runtime = FakeRuntime::new();
-    let names: Vec<String> = (1..=workers).map(|n| format!("worker-{n}")).collect();
-    for name in &names {
-        let reply = registrar
+    let mut hubs = Vec::new();
+    let mut expected = Vec::new();
+    for &(cluster_name, cores, workers) in specs {
+        // the cluster registers (as over WS), then opens its channel
+        let reply = handle
             .register(RegisterRequest {
-                role: PeerRole::Node,
-                name: name.clone(),
+                role: PeerRole::Cluster,
+                name: cluster_name.into(),
                 previous_id: None,
-                capabilities: Some(capabilities(cores)),
+                capabilities: None,
                 location: None,
                 labels: Default::default(),
             })
             .await
             .unwrap();
-        assert_eq!(&reply.id, name);
-        let worker_link = Arc::new(ReliableChild::new(
-            Arc::new(node_hub.connect(name).await.unwrap()),
+        assert_eq!(reply.id, cluster_name);
+        let up = Arc::new(ReliableChild::new(
+            Arc::new(cluster_hub.connect(cluster_name).await.unwrap()),
             reliable(),
         ));
-        let worker = Worker::new(
-            WorkerConfig {
-                node_id: name.clone(),
-                status_interval: Duration::from_millis(100),
-                grace: Duration::from_secs(1),
-                total: Resources {
-                    cpu_millis: u64::from(cores) * 1000,
-                    memory_bytes: 4 << 30,
-                    ..Resources::ZERO
-                },
+        let cluster_config = ClusterConfig {
+            id: cluster_name.into(),
+            channel: ChannelSettings {
+                kind: ChannelKind::Ws,
+                broker: None,
+                topics: None,
+                status_interval_ms: 100,
+                max_message_bytes: 1 << 20,
             },
-            worker_link,
-            vec![Arc::new(runtime.clone()) as Arc<dyn Runtime>],
-        );
+            missed_heartbeats: 3,
+            aggregate_interval: Duration::from_millis(100),
+            location: None,
+            labels: Default::default(),
+            grace: Duration::from_secs(1),
+            reliable: reliable(),
+        };
+        let cluster = ClusterEngine::new(
+            cluster_config,
+            Arc::new(MemoryStore::new()),
+            Arc::new(SimpleScheduler),
+        )
+        .await
+        .unwrap();
+        let registrar = cluster.registrar();
+        let node_hub = MemoryHub::new();
+        let cluster_down = Arc::new(node_hub.parent());
         tasks.push(tokio::spawn(async move {
-            let _ = worker.run(std::future::pending()).await;
+            let _ = cluster.run(cluster_down, up, std::future::pending()).await;
         }));
+
+        let names: Vec<String> = (1..=workers)
+            .map(|n| match cluster_name {
+                "edge" => format!("worker-{n}"),
+                other => format!("{other}-worker-{n}"),
+            })
+            .collect();
+        for name in &names {
+            let reply = registrar
+                .register(RegisterRequest {
+                    role: PeerRole::Node,
+                    name: name.clone(),
+                    previous_id: None,
+                    capabilities: Some(capabilities(cores)),
+                    location: None,
+                    labels: Default::default(),
+                })
+                .await
+                .unwrap();
+            assert_eq!(&reply.id, name);
+            let worker_link = Arc::new(ReliableChild::new(
+                Arc::new(node_hub.connect(name).await.unwrap()),
+                reliable(),
+            ));
+            let worker = Worker::new(
+                WorkerConfig {
+                    node_id: name.clone(),
+                    status_interval: Duration::from_millis(100),
+                    grace: Duration::from_secs(1),
+                    total: Resources {
+                        cpu_millis: u64::from(cores) * 1000,
+                        memory_bytes: 4 << 30,
+                        ..Resources::ZERO
+                    },
+                },
+                worker_link,
+                vec![Arc::new(runtime.clone()) as Arc<dyn Runtime>],
+            );
+            tasks.push(tokio::spawn(async move {
+                let _ = worker.run(std::future::pending()).await;
+            }));
+        }
+        hubs.push(node_hub);
+        expected.push((cluster_name.to_string(), names));
     }
 
-    // wait until the root has an aggregate naming the workers
+    // wait until the root has an aggregate naming the workers of every cluster
     wait(&handle, |root| {
-        let names = names.clone();
+        let expected = expected.clone();
         async move {
             let clusters = root.clusters().await.unwrap();
-            clusters
-                .first()
-                .and_then(|c| c.aggregate.as_ref())
-                .is_some_and(|a| a.node_names == names)
+            expected.iter().all(|(id, names)| {
+                clusters
+                    .iter()
+                    .find(|c| &c.id == id)
+                    .and_then(|c| c.aggregate.as_ref())
+                    .is_some_and(|a| &a.node_names == names)
+            })
         }
     })
     .await;
     Tiers {
         root: handle,
         runtime,
-        node_hub,
+        node_hub: hubs[0].clone(),
+        hubs,
         tasks,
     }
 }
@@ -555,4 +578,214 @@ async fn migrating_starts_the_new_instance_before_it_stops_the_old_one() {
         }
     })
     .await;
+}
+
+/// Waits until job `id` passes `check`; on timeout, fails showing the job.
+async fn wait_job(
+    root: &RootHandle,
+    id: &str,
+    check: impl Fn(&edgeio_core::engine::api::JobView) -> bool,
+) {
+    let found = tokio::time::timeout(DEADLINE, async {
+        loop {
+            if check(&root.job(id).await.unwrap()) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    if found.is_err() {
+        panic!("job {id} not as expected: {:#?}", root.job(id).await);
+    }
+}
+
+/// The clusters a job's running instances report, in instance order.
+fn running_clusters(job: &edgeio_core::engine::api::JobView) -> Vec<String> {
+    job.instances
+        .iter()
+        .filter(|i| i.state == InstanceState::Running)
+        .filter_map(|i| i.cluster.clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn replicas_no_one_cluster_can_take_are_spread_over_several() {
+    // each cluster has one worker with two cores; each replica needs one
+    let t = clusters(&[("edge-a", 2, 1), ("edge-b", 2, 1), ("edge-c", 2, 1)]).await;
+    let mut spec = job("web", 1000);
+    spec.replicas = 3;
+    let id = t.root.submit(spec).await.unwrap().id.to_string();
+    wait_state(&t.root, &id, JobState::Running).await;
+    let job = t.root.job(&id).await.unwrap();
+    let parts: Vec<(String, u32)> = job
+        .parts
+        .iter()
+        .map(|p| (p.cluster.clone(), p.replicas))
+        .collect();
+    assert_eq!(parts, [("edge-a".into(), 2), ("edge-b".into(), 1)]);
+    assert_eq!(job.cluster.as_deref(), Some("edge-a"));
+    let mut on = running_clusters(&job);
+    on.sort();
+    assert_eq!(on, ["edge-a", "edge-a", "edge-b"]);
+    // every instance id names one placement only, and says which cluster numbered it
+    let mut ids: Vec<String> = job.instances.iter().map(|i| i.id.to_string()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 3, "{ids:?}");
+    for i in &job.instances {
+        let cluster = i.cluster.as_deref().unwrap();
+        assert!(
+            i.id.as_str().starts_with(&format!("{id}.{cluster}-")),
+            "{}",
+            i.id
+        );
+    }
+    let reasons: Vec<&str> = job.history.iter().map(|h| h.reason.as_str()).collect();
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("spread over clusters edge-a (2), edge-b (1)")),
+        "{reasons:?}"
+    );
+
+    // one more fits on the newest part's cluster
+    t.root.scale(&id, 4).await.unwrap();
+    wait_job(&t.root, &id, |job| {
+        job.state == JobState::Running && running_on(job).len() == 4
+    })
+    .await;
+    // the fifth does not: it goes to a cluster that holds none yet
+    t.root.scale(&id, 5).await.unwrap();
+    wait_job(&t.root, &id, |job| {
+        job.state == JobState::Running && running_on(job).len() == 5
+    })
+    .await;
+    let job = t.root.job(&id).await.unwrap();
+    let parts: Vec<(String, u32)> = job
+        .parts
+        .iter()
+        .map(|p| (p.cluster.clone(), p.replicas))
+        .collect();
+    assert_eq!(
+        parts,
+        [
+            ("edge-a".into(), 2),
+            ("edge-b".into(), 2),
+            ("edge-c".into(), 1)
+        ]
+    );
+    // a sixth fits on the newest part's cluster again
+    t.root.scale(&id, 6).await.unwrap();
+    wait_job(&t.root, &id, |job| {
+        job.state == JobState::Running && running_on(job).len() == 6
+    })
+    .await;
+    // a seventh fits nowhere: refused with the reason, the count stays
+    t.root.scale(&id, 7).await.unwrap();
+    wait_job(&t.root, &id, |job| {
+        job.state == JobState::Running && job.spec.replicas == 6
+    })
+    .await;
+    let job = t.root.job(&id).await.unwrap();
+    assert_eq!(running_on(&job).len(), 6);
+    let last = &job.history.last().unwrap().reason;
+    assert!(last.contains("it keeps 6"), "{last}");
+    assert_eq!(job.parts.len(), 3);
+
+    // a spread job is not migrated as a whole
+    let refused = t
+        .root
+        .migrate(&id, edgeio_core::wire::MigrateTarget::Anywhere, None)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), "unsupported", "{refused}");
+
+    // scaling down lets go of the newest parts first: edge-c's, then edge-b's
+    t.root.scale(&id, 2).await.unwrap();
+    wait_job(&t.root, &id, |job| {
+        job.state == JobState::Running
+            && running_on(job).len() == 2
+            && job
+                .instances
+                .iter()
+                .all(|i| i.state == InstanceState::Running || i.state == InstanceState::Terminated)
+    })
+    .await;
+    let job = t.root.job(&id).await.unwrap();
+    assert_eq!(running_clusters(&job), ["edge-a", "edge-a"]);
+    assert_eq!(job.parts.len(), 1);
+
+    // terminating it reaches every cluster that held a part
+    t.root.terminate(&id).await.unwrap();
+    wait_state(&t.root, &id, JobState::Terminated).await;
+    assert!(t
+        .root
+        .job(&id)
+        .await
+        .unwrap()
+        .instances
+        .iter()
+        .all(|i| i.state == InstanceState::Terminated));
+}
+
+#[tokio::test]
+async fn a_spread_that_the_clusters_cannot_hold_together_is_not_deployable() {
+    let t = clusters(&[("edge-a", 2, 1), ("edge-b", 2, 1)]).await;
+    let mut spec = job("big", 1000);
+    spec.replicas = 5;
+    let id = t.root.submit(spec).await.unwrap().id.to_string();
+    wait_state(&t.root, &id, JobState::NotDeployable).await;
+    let job = t.root.job(&id).await.unwrap();
+    assert!(job.parts.is_empty() && job.instances.is_empty());
+    // each cluster said how many fit
+    let text: Vec<String> = job.unschedulable.iter().map(|u| u.to_string()).collect();
+    assert!(
+        job.unschedulable.iter().filter(|u| u.fits == 2).count() == 2,
+        "{text:?}"
+    );
+    assert_eq!(t.runtime.deploy_count(), 0);
+}
+
+#[tokio::test]
+async fn a_part_whose_cluster_cannot_keep_it_moves_to_a_cluster_that_holds_none() {
+    let t = clusters(&[("edge-a", 2, 1), ("edge-b", 2, 1), ("edge-c", 2, 1)]).await;
+    let mut spec = job("web", 1000);
+    spec.replicas = 3;
+    let id = t.root.submit(spec).await.unwrap().id.to_string();
+    wait_state(&t.root, &id, JobState::Running).await;
+    // edge-b's only worker goes: edge-b cannot replace its replica and says so
+    assert!(t.hubs[1].cut("edge-b-worker-1"));
+    wait_job(&t.root, &id, |job| {
+        let on: Vec<(&str, u32)> = job
+            .parts
+            .iter()
+            .map(|p| (p.cluster.as_str(), p.replicas))
+            .collect();
+        job.state == JobState::Running && on == [("edge-a", 2), ("edge-c", 1)]
+    })
+    .await;
+    let job = t.root.job(&id).await.unwrap();
+    let mut on = running_clusters(&job);
+    on.sort();
+    assert_eq!(on, ["edge-a", "edge-a", "edge-c"]);
+    let left: Vec<(&str, InstanceState)> = job
+        .instances
+        .iter()
+        .filter(|i| i.state != InstanceState::Running)
+        .map(|i| (i.cluster.as_deref().unwrap_or("-"), i.state))
+        .collect();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0].0, "edge-b");
+    assert!(
+        matches!(left[0].1, InstanceState::Lost | InstanceState::Terminated),
+        "{left:?}"
+    );
+    let reasons: Vec<&str> = job.history.iter().map(|h| h.reason.as_str()).collect();
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("escalated by cluster edge-b")),
+        "{reasons:?}"
+    );
 }

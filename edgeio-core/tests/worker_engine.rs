@@ -48,6 +48,7 @@ fn deploy(id: &str) -> (InstanceSpec, Envelope) {
         spec: job,
         instance: Some(spec.clone()),
         first_instance: 0,
+        instance_prefix: None,
     }));
     (spec, Envelope::new("cluster", body))
 }
@@ -188,6 +189,7 @@ async fn a_deploy_that_cannot_start_is_nacked_and_reported_failed() {
         spec: JobSpec::minimal("web", "fake:fail", "native", Resources::ZERO),
         instance: Some(spec.clone()),
         first_instance: 0,
+        instance_prefix: None,
     }));
     let envelope = Envelope::new("cluster", body);
     hub.parent().send("node-1", &envelope).await.unwrap();

@@ -180,6 +180,7 @@ impl RootApi for FakeRootApi {
                 reason: "submitted".to_string(),
             }],
             cluster: None,
+            parts: Vec::new(),
             instances: Vec::new(),
             unschedulable: Vec::new(),
             spec,

@@ -106,6 +106,23 @@ fn nodes_of(job: &JobView) -> String {
     }
 }
 
+/// The cluster a job runs on, or the clusters it is spread over (with each one's count of
+/// replicas when `counts`).
+fn clusters_of(job: &JobView, counts: bool) -> String {
+    if job.parts.is_empty() {
+        return or_dash(job.cluster.as_deref());
+    }
+    let parts: Vec<String> = job
+        .parts
+        .iter()
+        .map(|p| match counts {
+            true => format!("{} ({} replicas)", p.cluster, p.replicas),
+            false => p.cluster.clone(),
+        })
+        .collect();
+    parts.join(if counts { ", " } else { "," })
+}
+
 /// `get jobs`: ID NAME STATE CLUSTER NODE INSTANCES (running/replicas) AGE.
 pub(crate) fn jobs_table(jobs: &[JobView], now_ms: u64) -> String {
     let rows: Vec<Vec<String>> = jobs
@@ -121,7 +138,7 @@ pub(crate) fn jobs_table(jobs: &[JobView], now_ms: u64) -> String {
                 job.id.to_string(),
                 job.name.clone(),
                 job.state.to_string(),
-                or_dash(job.cluster.as_deref()),
+                clusters_of(job, false),
                 nodes_of(job),
                 format!("{running}/{}", job.spec.replicas),
                 age(now_ms, since),
@@ -193,7 +210,7 @@ pub(crate) fn describe_job(job: &JobView, now_ms: u64) -> String {
         ("Name", job.name.clone()),
         ("ID", job.id.to_string()),
         ("State", job.state.to_string()),
-        ("Cluster", or_dash(job.cluster.as_deref())),
+        ("Cluster", clusters_of(job, true)),
         ("Nodes", nodes_of(job)),
         (
             "Image",
@@ -290,5 +307,40 @@ mod tests {
             ],
         );
         assert_eq!(text, "ID      NAME\njob-1   a\nj\n");
+    }
+
+    #[test]
+    fn a_spread_job_names_every_cluster_holding_a_part() {
+        let spec = edgeio_core::job::JobSpec::minimal(
+            "web",
+            "img",
+            "native",
+            edgeio_core::model::Resources::ZERO,
+        );
+        let mut job = JobView {
+            id: edgeio_core::model::JobId::new("web-1").unwrap(),
+            name: "web".into(),
+            state: edgeio_core::state::JobState::Running,
+            history: Vec::new(),
+            cluster: Some("a".into()),
+            parts: Vec::new(),
+            instances: Vec::new(),
+            unschedulable: Vec::new(),
+            spec,
+        };
+        assert_eq!(clusters_of(&job, true), "a");
+        job.parts = vec![
+            edgeio_core::engine::api::PartView {
+                cluster: "a".into(),
+                replicas: 2,
+            },
+            edgeio_core::engine::api::PartView {
+                cluster: "b".into(),
+                replicas: 1,
+            },
+        ];
+        assert_eq!(clusters_of(&job, true), "a (2 replicas), b (1 replicas)");
+        assert_eq!(clusters_of(&job, false), "a,b");
+        assert!(describe_job(&job, 0).contains("Cluster:   a (2 replicas), b (1 replicas)\n"));
     }
 }

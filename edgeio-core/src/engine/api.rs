@@ -25,6 +25,9 @@ pub struct InstanceView {
     /// The node running it, once placed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// The cluster that reported it (a spread job has instances on several).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
     /// Its state now.
     pub state: InstanceState,
     /// Exit code of its last exit.
@@ -49,6 +52,10 @@ pub struct JobView {
     /// The cluster it was given to, once scheduled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
+    /// When no one cluster could take all its replicas: each cluster holding some, and how
+    /// many (`cluster` is then the first of them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<PartView>,
     /// Its instances (one per replica, plus ones being replaced).
     #[serde(default)]
     pub instances: Vec<InstanceView>,
@@ -57,6 +64,15 @@ pub struct JobView {
     pub unschedulable: Vec<Unschedulable>,
     /// The normalized spec it was submitted with.
     pub spec: JobSpec,
+}
+
+/// One cluster's share of a job spread over several.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartView {
+    /// The cluster.
+    pub cluster: String,
+    /// How many of the job's replicas it runs.
+    pub replicas: u32,
 }
 
 /// A cluster as users see it.
@@ -218,8 +234,10 @@ pub trait RootApi: Send + Sync {
 
     /// Changes a job's number of replicas (1 ..= [`MAX_REPLICAS`](crate::job::MAX_REPLICAS)):
     /// the job goes SCALING; its cluster places the missing ones (all or none) or terminates
-    /// the newest beyond the count; RUNNING again once the count runs. A refusal (no room)
-    /// restores the old count, with the reason in the history.
+    /// the newest beyond the count; RUNNING again once the count runs. Replicas its cluster
+    /// has no room for go to another cluster (the job is then spread, see
+    /// [`JobView::parts`]); when no cluster has room, the old count stays, with the reason in
+    /// the history. A spread job shrinks from its newest part.
     async fn scale(&self, job: &str, replicas: u32) -> Result<JobView, ApiError> {
         let _ = (job, replicas);
         Err(ApiError::Unsupported {

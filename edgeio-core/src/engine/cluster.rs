@@ -22,7 +22,7 @@ use crate::transport::{ChildTransport, ParentEvent, ParentTransport, Registrar, 
 use crate::wire::{
     now_ms, ChannelKind, ChannelSettings, ClusterAggregate, Deploy, Envelope, ErrorBody,
     InstanceEvent, Message, Migrate, MigrateTarget, Nack, NodeStatus, PeerRole, Query, QueryReply,
-    RegisterReply, RegisterRequest, Scale, Terminate, Topics,
+    RegisterReply, RegisterRequest, Scale, Terminate, Topics, MAX_PREFIX,
 };
 use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap};
@@ -101,6 +101,7 @@ fn start_instance(
         lifecycle: Lifecycle::new(InstanceState::Pending, now, &reason),
         exit_code: None,
         replaces: None,
+        cluster: None,
     });
     fx.send_up.push(instance_event(
         cluster,
@@ -120,6 +121,7 @@ fn start_instance(
                 spec: job.spec.clone(),
                 instance: Some(instance),
                 first_instance: 0,
+                instance_prefix: None,
             })),
         ),
         Tag::Deploy {
@@ -775,6 +777,22 @@ impl ClusterState {
         if placed_here {
             return command.ack(&self.config.id);
         }
+        if let Some(prefix) = &deploy.instance_prefix {
+            let part_of_job = prefix
+                .strip_prefix(deploy.job.as_str())
+                .is_some_and(|rest| rest.len() > 1 && rest.starts_with('.'));
+            let valid = check_id("instance prefix", prefix).is_ok() && prefix.len() <= MAX_PREFIX;
+            if !part_of_job || !valid {
+                return self.refuse(
+                    command,
+                    "invalid",
+                    format!(
+                        "instance_prefix: {prefix:?} must be the job's id {}, a '.', then letters, digits, '.', '_' or '-', at most {MAX_PREFIX} characters in all",
+                        deploy.job
+                    ),
+                );
+            }
+        }
         let now = now_ms();
         self.refresh_candidates();
         let spec = &deploy.spec;
@@ -788,8 +806,14 @@ impl ClusterState {
                     placed.push(p.candidate);
                 }
                 Err(SchedulerError::Unschedulable(u)) => {
-                    let u = u.in_tier(Tier::Nodes);
+                    let mut u = u.in_tier(Tier::Nodes);
+                    u.fits = placed.len() as u32;
                     info!(job = %deploy.job, explanation = %u, "refusing a job: no node fits");
+                    if spec.replicas > 1 {
+                        let what =
+                            format!("{} replicas asked, {} fit", spec.replicas, placed.len());
+                        return self.unschedulable(command, &what, u);
+                    }
                     return Envelope::new(
                         &self.config.id,
                         Message::Nack(Nack {
@@ -825,6 +849,9 @@ impl ClusterState {
             refused_by: Vec::new(),
             first_instance: deploy.first_instance,
             migration: None,
+            instance_prefix: deploy.instance_prefix.clone(),
+            parts: Vec::new(),
+            offers: Default::default(),
         };
         for node in placed {
             let reason = format!("placed on {node} by {policy}");
@@ -909,8 +936,13 @@ impl ClusterState {
                         set.add_job(&p.candidate, &spec.name);
                         targets.push(p.candidate);
                     }
-                    Err(SchedulerError::Unschedulable(u)) => {
-                        let what = format!("cannot place {} more replicas", wanted - alive.len());
+                    Err(SchedulerError::Unschedulable(mut u)) => {
+                        u.fits = targets.len() as u32;
+                        let what = format!(
+                            "cannot place {} more replicas ({} fit)",
+                            wanted - alive.len(),
+                            targets.len()
+                        );
                         return self.unschedulable(command, &what, u);
                     }
                     Err(e) => return self.refuse(command, "invalid", e.to_string()),

@@ -6,7 +6,7 @@
 //! state that is more than one step away (an event may report RUNNING for an instance the
 //! engine still knows as PENDING), through the table's shortest legal path.
 
-use super::api::{ClusterView, InstanceView, JobView, NodeView};
+use super::api::{ClusterView, InstanceView, JobView, NodeView, PartView};
 use crate::job::JobSpec;
 use crate::model::{Candidate, Capabilities, InstanceId, JobId, Labels, Location, Resources};
 use crate::scheduler::Unschedulable;
@@ -213,6 +213,10 @@ pub struct InstanceRecord {
     /// runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replaces: Option<InstanceId>,
+    /// At the root: the cluster that reported it (a job spread over clusters has instances
+    /// on several).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
 }
 
 impl InstanceRecord {
@@ -249,6 +253,28 @@ pub struct JobRecord {
     /// The migration under way, while the job is MIGRATING.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub migration: Option<Migration>,
+    /// At a cluster: what its instance ids start with, when it holds one part of a job
+    /// spread over clusters (see [`crate::wire::Deploy::instance_prefix`]); else the job's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_prefix: Option<String>,
+    /// At the root: the clusters holding the job and how many replicas each, when it is
+    /// spread over several because no one cluster could take them all. Empty when the job
+    /// lives on one cluster ([`Self::cluster`]); else `cluster` is the first part's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<Part>,
+    /// At the root, while it is being placed: clusters that refused all its replicas but
+    /// said how many they could take (cluster → count), so that it can be spread over them.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub offers: std::collections::BTreeMap<String, u32>,
+}
+
+/// One cluster's part of a job spread over several.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Part {
+    /// The cluster.
+    pub cluster: String,
+    /// How many of the job's replicas it runs.
+    pub replicas: u32,
 }
 
 /// A make-before-break move in progress.
@@ -270,6 +296,20 @@ impl JobRecord {
         !self.lifecycle.state().is_final()
     }
 
+    /// Whether `cluster` holds the job, or a part of it.
+    pub fn holds(&self, cluster: &str) -> bool {
+        self.cluster.as_deref() == Some(cluster) || self.parts.iter().any(|p| p.cluster == cluster)
+    }
+
+    /// The clusters holding the job (one, unless it is spread; none before it is placed).
+    pub fn clusters(&self) -> Vec<String> {
+        if self.parts.is_empty() {
+            self.cluster.iter().cloned().collect()
+        } else {
+            self.parts.iter().map(|p| p.cluster.clone()).collect()
+        }
+    }
+
     /// The instance with this id.
     pub fn instance_mut(&mut self, id: &InstanceId) -> Option<&mut InstanceRecord> {
         self.instances.iter_mut().find(|i| &i.id == id)
@@ -283,12 +323,21 @@ impl JobRecord {
             state: self.lifecycle.state(),
             history: self.lifecycle.history().to_vec(),
             cluster: self.cluster.clone(),
+            parts: self
+                .parts
+                .iter()
+                .map(|p| PartView {
+                    cluster: p.cluster.clone(),
+                    replicas: p.replicas,
+                })
+                .collect(),
             instances: self
                 .instances
                 .iter()
                 .map(|i| InstanceView {
                     id: i.id.clone(),
                     node: i.node.clone(),
+                    cluster: i.cluster.clone(),
                     state: i.lifecycle.state(),
                     exit_code: i.exit_code,
                     history: i.lifecycle.history().to_vec(),
@@ -467,7 +516,8 @@ impl JobRecord {
     /// The id for its next new instance.
     pub fn next_instance_id(&self) -> InstanceId {
         let n = self.first_instance as usize + self.instances.len();
-        InstanceId::new(format!("{}-{n}", self.id)).unwrap_or_else(|_| InstanceId::random())
+        let prefix = self.instance_prefix.as_deref().unwrap_or(self.id.as_str());
+        InstanceId::new(format!("{prefix}-{n}")).unwrap_or_else(|_| InstanceId::random())
     }
 
     /// The nodes its instances were placed on, in instance order, without repeats.

@@ -9,7 +9,8 @@
 use super::api::{ApiError, ClusterView, JobView, LogStream, LogsQuery, NodeView, RootApi};
 use super::effects::{record_json, Core, Effects, Outcome, Records};
 use super::records::{
-    advance, load, new_job_id, ClusterRecord, InstanceRecord, JobRecord, Migration, CLUSTERS, JOBS,
+    advance, load, new_job_id, ClusterRecord, InstanceRecord, JobRecord, Migration, Part, CLUSTERS,
+    JOBS,
 };
 use crate::job::{FieldError, JobSpec, MAX_REPLICAS};
 use crate::model::{check_id, CandidateSet, InstanceId, JobId, Labels, Tier};
@@ -21,7 +22,7 @@ use crate::transport::{ParentEvent, ParentTransport, Registrar, TransportError};
 use crate::wire::{
     now_ms, ChannelKind, ChannelSettings, ClusterAggregate, Deploy, Envelope, ErrorBody,
     InstanceEvent, Message, Migrate, MigrateTarget, PeerRole, Query, QueryReply, RegisterReply,
-    RegisterRequest, Scale, Terminate, DEFAULT_MAX_MESSAGE_BYTES,
+    RegisterRequest, Scale, Terminate, DEFAULT_MAX_MESSAGE_BYTES, MAX_PREFIX,
 };
 use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap};
@@ -67,10 +68,22 @@ impl Default for RootConfig {
 /// What a command to a cluster was for.
 #[derive(Debug, Clone)]
 enum Tag {
-    Deploy { job: JobId, cluster: String },
-    Terminate { job: JobId },
-    Scale { job: JobId, from: u32 },
-    Migrate { job: JobId, anywhere: bool },
+    Deploy {
+        job: JobId,
+        cluster: String,
+    },
+    Terminate {
+        job: JobId,
+    },
+    Scale {
+        job: JobId,
+        cluster: String,
+        from: u32,
+    },
+    Migrate {
+        job: JobId,
+        anywhere: bool,
+    },
 }
 
 type Fx = Effects<Tag>;
@@ -117,6 +130,21 @@ fn terminate_command(config: &RootConfig, cluster: &str, job: &JobId) -> (String
         Envelope::new(&config.id, body),
         Tag::Terminate { job: job.clone() },
     )
+}
+
+/// What the instances of `job`'s part on `cluster` are named after (see
+/// [`Deploy::instance_prefix`]): `{job}.{cluster}`, or a short hash of the cluster's name when
+/// that would make ids too long.
+fn part_prefix(job: &JobId, cluster: &str) -> String {
+    let plain = format!("{job}.{cluster}");
+    if plain.len() <= MAX_PREFIX {
+        return plain;
+    }
+    // FNV-1a: stable across runs and builds, unlike the std hasher
+    let hash = cluster.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("{job}.{:06x}", hash & 0xff_ffff)
 }
 
 fn job_key(id: &str) -> String {
@@ -260,9 +288,9 @@ impl RootState {
             let owner = self
                 .jobs
                 .get(job.as_str())
-                .map(|j| (j.cluster.clone(), j.lifecycle.state()));
+                .map(|j| (j.holds(cluster), j.cluster.clone(), j.lifecycle.state()));
             match owner {
-                Some((Some(c), state)) if c == cluster => {
+                Some((true, _, state)) => {
                     for event in events {
                         self.on_instance_event(cluster, event.clone(), fx);
                     }
@@ -271,7 +299,7 @@ impl RootState {
                             .push(terminate_command(&self.config, cluster, job));
                     }
                 }
-                Some((None, JobState::Requested | JobState::NotDeployable)) => {
+                Some((_, None, JobState::Requested | JobState::NotDeployable)) => {
                     info!(job = %job, cluster, "adopting a job back from a cluster that kept it");
                     if let Some(record) = self.jobs.get_mut(job.as_str()) {
                         record.cluster = Some(cluster.to_string());
@@ -298,11 +326,7 @@ impl RootState {
         let missing: Vec<(String, JobState)> = self
             .jobs
             .values()
-            .filter(|j| {
-                j.is_live()
-                    && j.cluster.as_deref() == Some(cluster)
-                    && !reported.contains_key(&j.id)
-            })
+            .filter(|j| j.is_live() && j.holds(cluster) && !reported.contains_key(&j.id))
             .map(|j| (j.id.to_string(), j.lifecycle.state()))
             .collect();
         for (id, state) in missing {
@@ -315,7 +339,16 @@ impl RootState {
                 JobState::Terminating => {
                     if let Some(record) = self.jobs.get_mut(&id) {
                         let why = format!("cluster {cluster} keeps nothing of it");
-                        let _ = advance(&mut record.lifecycle, JobState::Terminated, now, &why);
+                        let spread = !record.parts.is_empty();
+                        for i in record.instances.iter_mut().filter(|i| {
+                            !i.is_over() && (!spread || i.cluster.as_deref() == Some(cluster))
+                        }) {
+                            let _ = advance(&mut i.lifecycle, InstanceState::Terminated, now, &why);
+                        }
+                        if !spread {
+                            let _ = advance(&mut record.lifecycle, JobState::Terminated, now, &why);
+                        }
+                        record.settle(now);
                         fx.persist.push(job_key(&id));
                     }
                 }
@@ -334,11 +367,36 @@ impl RootState {
         let Some(job) = self.jobs.get_mut(id) else {
             return;
         };
-        if job.cluster.as_deref() != Some(cluster) || !job.is_live() {
+        if !job.holds(cluster) || !job.is_live() {
             return;
+        }
+        if let Some(at) = job.parts.iter().position(|p| p.cluster == cluster) {
+            let part = job.parts.remove(at);
+            if !job.parts.is_empty() {
+                // the other parts stay; this one's replicas go to yet another cluster
+                warn!(
+                    job = id,
+                    cluster, reason, "moving a part of a job to another cluster"
+                );
+                for instance in job
+                    .instances
+                    .iter_mut()
+                    .filter(|i| !i.is_over() && i.cluster.as_deref() == Some(cluster))
+                {
+                    let _ = advance(&mut instance.lifecycle, InstanceState::Lost, now, reason);
+                }
+                job.cluster = job.parts.first().map(|p| p.cluster.clone());
+                if !job.refused_by.iter().any(|c| c == cluster) {
+                    job.refused_by.push(cluster.to_string());
+                }
+                fx.persist.push(job_key(id));
+                self.place_part(id, part.replicas, reason, fx);
+                return;
+            }
         }
         warn!(job = id, cluster, reason, "moving a job to another cluster");
         job.cluster = None;
+        job.parts.clear();
         for instance in job.instances.iter_mut().filter(|i| !i.is_over()) {
             let _ = advance(&mut instance.lifecycle, InstanceState::Lost, now, reason);
         }
@@ -346,15 +404,226 @@ impl RootState {
         self.reschedule(id, reason, fx);
     }
 
+    /// Places `count` more replicas of spread job `id` on a cluster that holds none of it
+    /// yet (the rest of a part a cluster could not keep or take): true when one was found.
+    /// The deploy may still be refused; [`Self::part_refused`] goes on from there.
+    fn place_part(&mut self, id: &str, count: u32, reason: &str, fx: &mut Fx) -> bool {
+        let Some(job) = self.jobs.get(id) else {
+            return false;
+        };
+        let mut excluded = job.refused_by.clone();
+        excluded.extend(job.clusters());
+        let set = self.candidates(&excluded, &job.spec.node_selector);
+        let placed = self.scheduler.place(&job.spec, &set);
+        let Some(job) = self.jobs.get_mut(id) else {
+            return false;
+        };
+        match placed {
+            Ok(p) => {
+                info!(job = id, cluster = %p.candidate, count, reason, "placing part of a job");
+                if job.lifecycle.state() == JobState::Running {
+                    // the move shows in the job's history, with its reason
+                    let why = format!("{count} replicas go to cluster {}: {reason}", p.candidate);
+                    let _ = advance(&mut job.lifecycle, JobState::ScheduledNode, now_ms(), &why);
+                }
+                job.parts.push(Part {
+                    cluster: p.candidate.clone(),
+                    replicas: count,
+                });
+                job.cluster = job.parts.first().map(|p| p.cluster.clone());
+                fx.persist.push(job_key(id));
+                if let Some(command) = self.deploy_command(id, &p.candidate) {
+                    fx.commands.push(command);
+                }
+                true
+            }
+            Err(e) => {
+                if let SchedulerError::Unschedulable(u) = e {
+                    job.unschedulable.push(u.in_tier(Tier::Clusters));
+                }
+                let held: u32 = job.parts.iter().map(|p| p.replicas).sum();
+                warn!(
+                    job = id,
+                    count, held, reason, "no other cluster can take the rest of a spread job"
+                );
+                fx.persist.push(job_key(id));
+                false
+            }
+        }
+    }
+
+    /// `cluster` refused the part of spread job `id` it was given. When it could take some of
+    /// it, it gets that many and the rest goes elsewhere; when no cluster is left, a job still
+    /// being placed is given back (NOT_DEPLOYABLE, what was placed terminated), a scale-up
+    /// keeps the count it had, and a running job stays short until capacity appears.
+    fn part_refused(
+        &mut self,
+        id: &str,
+        cluster: &str,
+        error: &str,
+        unschedulable: Option<Unschedulable>,
+        fx: &mut Fx,
+    ) {
+        let now = now_ms();
+        let Some(job) = self.jobs.get_mut(id) else {
+            return;
+        };
+        let Some(at) = job.parts.iter().position(|p| p.cluster == cluster) else {
+            return;
+        };
+        let part = job.parts.remove(at);
+        let fits = unschedulable
+            .as_ref()
+            .map_or(0, |u| u.fits)
+            .min(part.replicas);
+        job.unschedulable.extend(unschedulable);
+        job.refused_by.push(cluster.to_string());
+        let reason = format!(
+            "cluster {cluster} refused {} replicas: {error}",
+            part.replicas
+        );
+        let mut rest = part.replicas;
+        if fits > 0 {
+            // it said how many it can take: those, and the rest elsewhere
+            job.parts.insert(
+                at,
+                Part {
+                    cluster: cluster.to_string(),
+                    replicas: fits,
+                },
+            );
+            rest -= fits;
+            if let Some(command) = self.deploy_command(id, cluster) {
+                fx.commands.push(command);
+            }
+        }
+        if let Some(job) = self.jobs.get_mut(id) {
+            job.cluster = job.parts.first().map(|p| p.cluster.clone());
+        }
+        fx.persist.push(job_key(id));
+        if self.place_part(id, rest, &reason, fx) {
+            return;
+        }
+        let Some(job) = self.jobs.get_mut(id) else {
+            return;
+        };
+        let ran = job
+            .lifecycle
+            .history()
+            .iter()
+            .any(|h| h.state == JobState::Running);
+        match job.lifecycle.state() {
+            JobState::Scaling => {
+                // the extra replicas found no place: the count they were added to stays
+                let from = job.spec.replicas - rest;
+                let why = format!("{reason}; no other cluster can take them: it keeps {from}");
+                job.spec.replicas = from;
+                if job.parts.len() == 1 {
+                    job.parts.clear();
+                }
+                let _ = advance(&mut job.lifecycle, JobState::Running, now, &why);
+                job.settle(now);
+            }
+            JobState::ScheduledCluster | JobState::ScheduledNode if !ran => {
+                let why = format!("{reason}; the other clusters cannot take them either");
+                let clusters = job.clusters();
+                job.parts.clear();
+                job.cluster = None;
+                for instance in job.instances.iter_mut().filter(|i| !i.is_over()) {
+                    let _ = advance(
+                        &mut instance.lifecycle,
+                        InstanceState::Terminating,
+                        now,
+                        &why,
+                    );
+                }
+                let _ = advance(&mut job.lifecycle, JobState::NotDeployable, now, &why);
+                let job_id = job.id.clone();
+                for c in clusters {
+                    fx.commands
+                        .push(terminate_command(&self.config, &c, &job_id));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Spreads REQUESTED job `id` over the clusters that said how many of its replicas they
+    /// can take, when together they can take all: true when it did.
+    fn spread(&mut self, id: &str, fx: &mut Fx) -> bool {
+        let now = now_ms();
+        let Some(job) = self.jobs.get_mut(id) else {
+            return false;
+        };
+        let wanted = job.spec.replicas;
+        let mut offers: Vec<(String, u32)> = std::mem::take(&mut job.offers)
+            .into_iter()
+            .filter(|(c, _)| {
+                self.clusters
+                    .get(c)
+                    .is_some_and(|r| r.lifecycle.state() == ClusterState::Active)
+            })
+            .collect();
+        if wanted < 2 || offers.iter().map(|(_, n)| *n).sum::<u32>() < wanted {
+            return false;
+        }
+        // the fewest clusters: the largest offers first
+        offers.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let mut left = wanted;
+        let mut parts = Vec::new();
+        for (cluster, n) in offers {
+            if left == 0 {
+                break;
+            }
+            let take = n.min(left);
+            parts.push(Part {
+                cluster,
+                replicas: take,
+            });
+            left -= take;
+        }
+        let text: Vec<String> = parts
+            .iter()
+            .map(|p| format!("{} ({})", p.cluster, p.replicas))
+            .collect();
+        let reason = format!(
+            "spread over clusters {}: no one cluster can take all {wanted} replicas",
+            text.join(", ")
+        );
+        if advance(&mut job.lifecycle, JobState::ScheduledCluster, now, &reason).is_err() {
+            return false;
+        }
+        info!(job = id, %reason, "spreading a job");
+        job.cluster = parts.first().map(|p| p.cluster.clone());
+        job.refused_by.clear();
+        let clusters: Vec<String> = parts.iter().map(|p| p.cluster.clone()).collect();
+        job.parts = parts;
+        for cluster in clusters {
+            if let Some(command) = self.deploy_command(id, &cluster) {
+                fx.commands.push(command);
+            }
+        }
+        fx.persist.push(job_key(id));
+        true
+    }
+
     /// A deploy of job `id` to `cluster`, as a command; its instances are numbered after
-    /// those the job had before.
+    /// those the job had before. A spread job's part goes with its own count and names its
+    /// instances after the cluster.
     fn deploy_command(&self, id: &str, cluster: &str) -> Option<(String, Envelope, Tag)> {
         let job = self.jobs.get(id)?;
+        let mut spec = job.spec.clone();
+        let mut instance_prefix = None;
+        if let Some(part) = job.parts.iter().find(|p| p.cluster == cluster) {
+            spec.replicas = part.replicas;
+            instance_prefix = Some(part_prefix(&job.id, cluster));
+        }
         let deploy = Deploy {
             job: job.id.clone(),
-            spec: job.spec.clone(),
+            spec,
             instance: None,
             first_instance: job.first_instance + job.instances.len() as u32,
+            instance_prefix,
         };
         Some((
             cluster.to_string(),
@@ -406,9 +675,7 @@ impl RootState {
                 .jobs
                 .values()
                 .filter(|j| {
-                    j.is_live()
-                        && j.cluster.as_deref() == Some(cluster.as_str())
-                        && j.lifecycle.state() != JobState::Terminating
+                    j.is_live() && j.holds(&cluster) && j.lifecycle.state() != JobState::Terminating
                 })
                 .map(|j| j.id.to_string())
                 .collect();
@@ -466,6 +733,30 @@ impl RootState {
                 }
                 let reason = format!("cluster {cluster} has new nodes; retrying");
                 self.reschedule(&job, &reason, fx);
+            }
+            // and spread jobs left short of replicas when a part found no other cluster
+            let short: Vec<(String, u32)> = self
+                .jobs
+                .values()
+                .filter(|j| {
+                    !j.parts.is_empty()
+                        && j.is_live()
+                        && !matches!(
+                            j.lifecycle.state(),
+                            JobState::Terminating | JobState::Scaling | JobState::Migrating
+                        )
+                })
+                .filter_map(|j| {
+                    let held: u32 = j.parts.iter().map(|p| p.replicas).sum();
+                    (held < j.spec.replicas).then(|| (j.id.to_string(), j.spec.replicas - held))
+                })
+                .collect();
+            for (job, missing) in short {
+                if let Some(record) = self.jobs.get_mut(&job) {
+                    record.refused_by.clear();
+                }
+                let reason = format!("cluster {cluster} has new nodes; placing what is missing");
+                self.place_part(&job, missing, &reason, fx);
             }
         }
     }
@@ -528,6 +819,10 @@ impl RootState {
             }
             _ => self.scheduler.place(&spec, &set),
         };
+        let offered = self.jobs.get(id).is_some_and(|j| !j.offers.is_empty());
+        if placed.is_err() && offered && self.spread(id, fx) {
+            return;
+        }
         let now = now_ms();
         let policy = self.scheduler.name().to_string();
         let Some(job) = self.jobs.get_mut(id) else {
@@ -545,6 +840,7 @@ impl RootState {
                 }
             }
             Err(e) => {
+                job.offers.clear();
                 let reason = match e {
                     SchedulerError::Unschedulable(u) => {
                         let u = u.in_tier(Tier::Clusters);
@@ -573,6 +869,13 @@ impl RootState {
         fx: &mut Fx,
     ) {
         let Some((error, unschedulable)) = refusal(cluster, outcome) else {
+            // taken: what other clusters offered while it was being placed is old news
+            if let Some(record) = self.jobs.get_mut(job.as_str()) {
+                if !record.offers.is_empty() {
+                    record.offers.clear();
+                    fx.persist.push(job_key(job.as_str()));
+                }
+            }
             return;
         };
         let moving_here = self.jobs.get(job.as_str()).is_some_and(|j| {
@@ -589,6 +892,14 @@ impl RootState {
             );
             return;
         }
+        let part = self
+            .jobs
+            .get(job.as_str())
+            .is_some_and(|j| j.parts.iter().any(|p| p.cluster == cluster));
+        if part {
+            self.part_refused(job.as_str(), cluster, &error, unschedulable, fx);
+            return;
+        }
         self.refused(job, cluster, error, unschedulable, fx);
     }
 
@@ -603,12 +914,12 @@ impl RootState {
     fn on_scale_outcome(
         &mut self,
         job: &JobId,
+        cluster: &str,
         from: u32,
         outcome: Result<CommandOutcome, TransportError>,
         fx: &mut Fx,
     ) {
-        let cluster = self.cluster_of(job);
-        let Some((error, unschedulable)) = refusal(&cluster, outcome) else {
+        let Some((error, unschedulable)) = refusal(cluster, outcome) else {
             return;
         };
         let Some(record) = self.jobs.get_mut(job.as_str()) else {
@@ -617,10 +928,31 @@ impl RootState {
         if record.lifecycle.state() != JobState::Scaling {
             return;
         }
-        // spreading the extra replicas over other clusters is not built: the count stays
         let to = record.spec.replicas;
-        record.spec.replicas = from;
         record.unschedulable.extend(unschedulable);
+        if to > from {
+            // the extra replicas go to a cluster that holds none of the job yet
+            let extra = to - from;
+            if record.parts.is_empty() {
+                record.parts.push(Part {
+                    cluster: cluster.to_string(),
+                    replicas: from,
+                });
+            } else if let Some(part) = record.parts.iter_mut().find(|p| p.cluster == cluster) {
+                part.replicas = part.replicas.saturating_sub(extra);
+            }
+            let why = format!("cluster {cluster} cannot take {extra} more: {error}");
+            if self.place_part(job.as_str(), extra, &why, fx) {
+                return;
+            }
+        }
+        let Some(record) = self.jobs.get_mut(job.as_str()) else {
+            return;
+        };
+        if record.parts.len() == 1 {
+            record.parts.clear();
+        }
+        record.spec.replicas = from;
         let why = format!("scale to {to} refused by cluster {cluster}: {error}; it keeps {from}");
         let _ = advance(&mut record.lifecycle, JobState::Running, now_ms(), &why);
         warn!(job = %job, %why, "scale refused");
@@ -741,11 +1073,56 @@ impl RootState {
                 job.spec.replicas = replicas;
                 let why = format!("scale from {from} to {replicas} replicas requested");
                 let _ = advance(&mut job.lifecycle, JobState::Scaling, now_ms(), &why);
-                fx.commands.push((
-                    cluster,
-                    Envelope::new(&root, Message::Scale(Scale { job: job.id.clone(), replicas })),
-                    Tag::Scale { job: job.id.clone(), from },
-                ));
+                // (cluster, its new count, or None: let go of its part)
+                let mut changes: Vec<(String, Option<u32>)> = Vec::new();
+                if job.parts.is_empty() {
+                    changes.push((cluster, Some(replicas)));
+                } else if replicas > from {
+                    // more: asked of the newest part's cluster first
+                    let last = job.parts.last_mut().expect("a spread job has parts");
+                    last.replicas += replicas - from;
+                    changes.push((last.cluster.clone(), Some(last.replicas)));
+                } else {
+                    // fewer: the newest parts shrink or go first
+                    let mut excess = from - replicas;
+                    while excess > 0 {
+                        let Some(last) = job.parts.last_mut() else {
+                            break;
+                        };
+                        if last.replicas <= excess {
+                            excess -= last.replicas;
+                            changes.push((last.cluster.clone(), None));
+                            job.parts.pop();
+                        } else {
+                            last.replicas -= excess;
+                            excess = 0;
+                            changes.push((last.cluster.clone(), Some(last.replicas)));
+                        }
+                    }
+                }
+                let job_id = job.id.clone();
+                for (cluster, count) in changes {
+                    match count {
+                        Some(n) => fx.commands.push((
+                            cluster.clone(),
+                            Envelope::new(
+                                &root,
+                                Message::Scale(Scale {
+                                    job: job_id.clone(),
+                                    replicas: n,
+                                }),
+                            ),
+                            Tag::Scale {
+                                job: job_id.clone(),
+                                cluster,
+                                from,
+                            },
+                        )),
+                        None => fx
+                            .commands
+                            .push(terminate_command(&self.config, &cluster, &job_id)),
+                    }
+                }
                 fx.persist.push(job_key(id));
             }
             other => {
@@ -786,6 +1163,15 @@ impl RootState {
                 details: Vec::new(),
             });
         };
+        if !job.parts.is_empty() {
+            return Err(ApiError::Unsupported {
+                what: "migrating a job spread over several clusters".into(),
+                reason: format!(
+                    "job {id} runs on clusters {}; scale it down to what one cluster holds, then migrate it",
+                    job.clusters().join(", ")
+                ),
+            });
+        }
         if let Some(i) = &instance {
             if !job.instances.iter().any(|x| &x.id == i && !x.is_over()) {
                 return Err(ApiError::NotFound {
@@ -922,6 +1308,9 @@ impl RootState {
             return;
         }
         record.refused_by.push(cluster.to_string());
+        if let Some(fits) = unschedulable.as_ref().map(|u| u.fits).filter(|n| *n > 0) {
+            record.offers.insert(cluster.to_string(), fits);
+        }
         record.unschedulable.extend(unschedulable);
         record.cluster = None;
         let reason = format!("cluster {cluster} refused: {error}");
@@ -959,7 +1348,7 @@ impl RootState {
             debug!(cluster, job = %event.job, "event for an unknown job");
             return;
         };
-        let owner = job.cluster.as_deref() == Some(cluster);
+        let owner = job.holds(cluster);
         if !owner {
             // from a cluster the job has left: only the end of an instance it had is news
             let ends = matches!(
@@ -985,6 +1374,7 @@ impl RootState {
                     debug!(instance = %event.instance, error = %e, "event does not move the instance");
                 }
                 instance.node = Some(event.node.clone());
+                instance.cluster = Some(cluster.to_string());
                 if event.exit_code.is_some() {
                     instance.exit_code = event.exit_code;
                 }
@@ -995,6 +1385,7 @@ impl RootState {
                 lifecycle: Lifecycle::new(event.state, now, &reason),
                 exit_code: event.exit_code,
                 replaces: None,
+                cluster: Some(cluster.to_string()),
             }),
         }
         // across clusters, the new placement ended without ever running: the job stays on
@@ -1056,7 +1447,9 @@ impl RootState {
             return;
         };
         let job_id = job.id.clone();
-        let others = self.candidates(&[cluster.to_string()], &job.spec.node_selector);
+        let mut held = job.clusters();
+        held.push(cluster.to_string());
+        let others = self.candidates(&held, &job.spec.node_selector);
         if let Err(e) = self.scheduler.place(&job.spec, &others) {
             info!(job = id, cluster, reason = %e, "escalated, but no other cluster can take the job; it stays");
             return;
@@ -1134,19 +1527,20 @@ impl RootState {
             now,
             "terminate requested",
         );
-        let placed = job
-            .cluster
-            .clone()
+        let placed = Some(job.clusters())
+            .filter(|c| !c.is_empty())
             .filter(|_| !matches!(state, JobState::Requested | JobState::NotDeployable));
         match placed {
-            Some(cluster)
+            Some(clusters)
                 if !job.instances.iter().all(InstanceRecord::is_over)
                     || job.instances.is_empty() =>
             {
                 // TERMINATED follows from the instances' events, or from the cluster's ack
                 // when it had placed nothing
-                fx.commands
-                    .push(terminate_command(&self.config, &cluster, &job.id));
+                for cluster in clusters {
+                    fx.commands
+                        .push(terminate_command(&self.config, &cluster, &job.id));
+                }
             }
             _ => {
                 let _ = advance(
@@ -1267,6 +1661,9 @@ impl RootApi for RootHandle {
                 refused_by: Vec::new(),
                 first_instance: 0,
                 migration: None,
+                instance_prefix: None,
+                parts: Vec::new(),
+                offers: BTreeMap::new(),
             }
         };
         // written before it exists for anyone: a failed write leaves no half-created job
@@ -1539,7 +1936,9 @@ impl RootEngine {
                     match tag {
                         Tag::Deploy { job, cluster } => state.on_deploy_outcome(&job, &cluster, outcome, &mut fx),
                         Tag::Terminate { job } => state.on_terminate_outcome(&job, outcome, &mut fx),
-                        Tag::Scale { job, from } => state.on_scale_outcome(&job, from, outcome, &mut fx),
+                        Tag::Scale { job, cluster, from } => {
+                state.on_scale_outcome(&job, &cluster, from, outcome, &mut fx)
+            }
                         Tag::Migrate { job, anywhere } => state.on_migrate_outcome(&job, anywhere, outcome, &mut fx),
                     }
                 }

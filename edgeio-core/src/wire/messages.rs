@@ -184,11 +184,20 @@ pub struct Deploy {
     /// from here, so instance ids stay unique across the job's moves.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub first_instance: u32,
+    /// Set by the root when the job is spread over several clusters and this deploy is one
+    /// part of it: the cluster names its instances `{prefix}-{n}` instead of `{job}-{n}`, so
+    /// that two clusters never number the same id. It must be the job's id, a `.`, and more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_prefix: Option<String>,
 }
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
 }
+
+/// The longest [`Deploy::instance_prefix`] a cluster accepts: with `-` and a number of up to
+/// eleven digits, an instance id stays within the 128 characters ids may have.
+pub const MAX_PREFIX: usize = 116;
 
 /// `terminate`: stop a job's instances, or one of them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -10,6 +10,7 @@ pub use messages::{
     Ack, Channel, ChannelKind, ChannelSettings, ClusterAggregate, Deploy, ErrorBody, ErrorMessage,
     HostUsage, InstanceEvent, InstanceReport, Message, Migrate, MigrateTarget, Nack, NodeStatus,
     PeerRole, Query, QueryReply, RegisterReply, RegisterRequest, Scale, Terminate, Topics,
+    MAX_PREFIX,
 };
 
 #[cfg(test)]

@@ -117,6 +117,7 @@ fn examples() -> Vec<Message> {
             spec: spec(),
             instance: Some(InstanceSpec::for_job(instance.clone(), job_id(), &spec())),
             first_instance: 0,
+            instance_prefix: None,
         })),
         Message::Terminate(Terminate {
             job: job_id(),

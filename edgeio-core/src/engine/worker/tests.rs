@@ -17,6 +17,7 @@ fn deploy(s: &InstanceSpec) -> Message {
         spec: JobSpec::minimal(s.job.as_str(), "fake:run", s.kind.clone(), Resources::ZERO),
         instance: Some(s.clone()),
         first_instance: 0,
+        instance_prefix: None,
     }))
 }
 
