@@ -2,7 +2,8 @@
 //! the only fitting cluster die → the job moves to another cluster; a cluster manager dies →
 //! INACTIVE, its job re-placed after the timeout, its copy stopped when it returns; the root
 //! dies → jobs keep running and a restarted root has them intact; Mosquitto dies under load
-//! → no command is lost and none applied twice.
+//! → no command is lost and none applied twice. Also over real processes: migration across
+//! clusters, replicas spread over two clusters, root replicas on etcd.
 #![cfg(all(feature = "roles", feature = "testing"))]
 
 mod support;
@@ -614,6 +615,59 @@ async fn a_migration_whose_new_placement_fails_leaves_the_job_where_it_ran() {
     until("the job TERMINATED", &mut t.procs, async || {
         let done = client.job(&id).await.ok()?.state == JobState::Terminated;
         (done && processes_running(&pattern).is_empty()).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_one_cluster_cannot_take_are_spread_over_both_and_all_stop_on_terminate() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut t = two_clusters(dir.path(), &[], "/bin/sleep").await;
+    let marker = marker(5_000_000);
+    let pattern = format!("sleep {marker}");
+    // each replica takes half of a node's cores: two fit on a node, three on no cluster
+    let total = t.client.nodes("cluster-a").await.unwrap()[0]
+        .total
+        .cpu_millis;
+    let half = total / 2;
+    let text = format!(
+        "api_version: v1\njob_name: spread\nimage: /bin/sleep\nimage_runtime: native\n\
+         args: [\"{marker}\"]\nreplicas: 3\nrequirements:\n  cpu: {half}m\n  memory: 8Mi\n"
+    );
+    let id = t
+        .client
+        .submit(text.into_bytes(), "application/yaml")
+        .await
+        .unwrap()
+        .id
+        .to_string();
+    let client = &t.client;
+    let job = until(
+        "three replicas running on two clusters",
+        &mut t.procs,
+        async || {
+            let job = client.job(&id).await.ok()?;
+            (job.state == JobState::Running && processes_running(&pattern).len() == 3)
+                .then_some(job)
+        },
+    )
+    .await;
+    let mut parts: Vec<u32> = job.parts.iter().map(|p| p.replicas).collect();
+    parts.sort();
+    assert_eq!(parts, [1, 2], "{job:?}");
+    let mut nodes: Vec<String> = job
+        .instances
+        .iter()
+        .filter_map(|i| i.node.clone())
+        .collect();
+    nodes.sort();
+    nodes.dedup();
+    assert_eq!(nodes, ["wa", "wb"]);
+
+    t.client.terminate(&id).await.unwrap();
+    until("every part stopped", &mut t.procs, async || {
+        let job = client.job(&id).await.ok()?;
+        (job.state == JobState::Terminated && processes_running(&pattern).is_empty()).then_some(())
     })
     .await;
 }
