@@ -219,6 +219,7 @@ async fn main() {
         missed_aggregates: 3,
         cluster_timeout: Duration::from_secs(30),
         store: RootStore::Embedded,
+        advertise: None,
     })
     .await
     .expect("root");

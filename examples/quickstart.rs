@@ -84,6 +84,7 @@ async fn run(cli: Cli, data: &Path) -> Result<(), String> {
         missed_aggregates: 3,
         cluster_timeout: Duration::from_secs(30),
         store: RootStore::Embedded,
+        advertise: None,
     })
     .await
     .map_err(|e| e.to_string())?;

@@ -512,13 +512,19 @@ async fn two_roots_on_etcd_the_standby_takes_over_when_the_leader_is_killed() {
     let mut procs = vec![Proc::start("root-a", "root", &root(a_port), d)];
     let a = RootClient::new(&format!("http://127.0.0.1:{a_port}")).unwrap();
     root_answers(&a, &mut procs).await;
-    // the second waits as a standby: it does not serve
+    // the second is a standby: it serves the API by forwarding it to the leader
     procs.push(Proc::start("root-b", "root", &root(b_port), d));
     let b = RootClient::new(&format!("http://127.0.0.1:{b_port}")).unwrap();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(b.health().await.is_err(), "a standby serves nothing");
+    root_answers(&b, &mut procs).await;
+    until(
+        "the standby forwarding to the leader",
+        &mut procs,
+        async || b.clusters().await.ok(),
+    )
+    .await;
 
-    let roots = format!("http://127.0.0.1:{a_port},http://127.0.0.1:{b_port}");
+    // the cluster is given the standby first: it is refused there and dials the leader
+    let roots = format!("http://127.0.0.1:{b_port},http://127.0.0.1:{a_port}");
     let mut cluster = cluster_args(d, "cluster-1", a_port, cluster_port, free_port(), &[]);
     let at = cluster.iter().position(|a| a == "--root").unwrap();
     cluster[at + 1] = roots;
@@ -532,9 +538,10 @@ async fn two_roots_on_etcd_the_standby_takes_over_when_the_leader_is_killed() {
     ));
     ready_nodes(&a, &mut procs, &["cluster-1"], 1).await;
 
+    // a job submitted through the standby is the leader's
     let marker = marker(2_000_000);
     let pattern = format!("sleep {marker}");
-    let id = a
+    let id = b
         .submit(job("ha", &marker, "").into_bytes(), "application/yaml")
         .await
         .unwrap()
@@ -544,6 +551,9 @@ async fn two_roots_on_etcd_the_standby_takes_over_when_the_leader_is_killed() {
         (a.job(&id).await.ok()?.state == JobState::Running).then_some(())
     })
     .await;
+    // errors pass through as the leader gave them
+    let missing = b.job("no-such-job").await.unwrap_err();
+    assert_eq!(missing.status(), Some(404), "{missing}");
 
     // the leader dies: the standby wins the election, reads the state from etcd, serves,
     // and the cluster dials it

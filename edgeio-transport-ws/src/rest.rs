@@ -18,8 +18,10 @@
 
 mod actions;
 mod error;
+mod forward;
 
 pub use error::{code, ErrorDetail, ErrorInfo, ErrorResponse};
+pub use forward::{forwarding_router, FindLeader, LEADER_HEADER};
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{PathRejection, QueryRejection};

@@ -5,6 +5,7 @@ use edgeio_core::engine::root::{RootConfig, RootEngine};
 use edgeio_core::scheduler::Scheduler;
 use edgeio_scheduler::{LocationAware, LocationFirst, PolicyKind, SchedulerConfig};
 use edgeio_store::StoreConfig;
+use edgeio_transport_ws::rest::{forwarding_router, router, FindLeader};
 use edgeio_transport_ws::{serve, WsParent, WsServerConfig};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -42,11 +43,34 @@ pub struct RootOptions {
     pub cluster_timeout: Duration,
 
     /// Where the root keeps its state: `embedded` (a file under --data) or
-    /// `etcd://HOST:PORT[,HOST:PORT…][/PREFIX]`. On etcd several roots form an active/standby
-    /// group: the one that wins etcd's election serves; the others wait, and the next one
-    /// takes over (with the state in etcd) within a few seconds of the leader's death.
+    /// `etcd://HOST:PORT[,HOST:PORT…][/PREFIX]`. On etcd several roots form a group: the one
+    /// that wins etcd's election runs the engine and takes the clusters; the others serve
+    /// the API by forwarding each request to it, and the next one takes over (with the state
+    /// in etcd) within a few seconds of the leader's death.
     #[arg(long, env = "EDGEIO_ROOT_STORE", default_value = "embedded", value_parser = parse_store)]
     pub store: RootStore,
+
+    /// With `--store etcd://…`: the URL the other replicas reach this one at, to forward
+    /// requests to it while it leads. Default: `http://` and the address it listens on.
+    #[arg(long, env = "EDGEIO_ROOT_ADVERTISE", value_parser = parse_advertise)]
+    pub advertise: Option<String>,
+}
+
+/// Reads an `http://HOST:PORT` URL (no path, no TLS yet).
+fn parse_advertise(text: &str) -> Result<String, String> {
+    let rest = text.trim().trim_end_matches('/');
+    let hostport = rest
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("{text:?} must be http://HOST:PORT (https is not supported yet)"))?;
+    match hostport
+        .rsplit_once(':')
+        .map(|(h, p)| (h, p.parse::<u16>()))
+    {
+        Some((h, Ok(p))) if !h.is_empty() && p > 0 && !h.contains('/') => Ok(rest.to_string()),
+        _ => Err(format!(
+            "{text:?} must be http://HOST:PORT with a port from 1 to 65535 and no path"
+        )),
+    }
 }
 
 /// Where a root keeps its state.
@@ -114,6 +138,8 @@ pub(crate) fn build_scheduler(kind: PolicyKind) -> Result<Arc<dyn Scheduler>, Ro
 }
 
 /// Starts a root: opens its store, binds its address, serves the API and `/ws/cluster`.
+/// On etcd it serves as a standby (forwarding the API to the leader) until it wins the
+/// election, then as the leader on the same address.
 pub async fn start_root(options: RootOptions) -> Result<Running, RoleError> {
     data_dir(&options.data)?;
     let (config, path) = match &options.store {
@@ -130,11 +156,81 @@ pub async fn start_root(options: RootOptions) -> Result<Running, RoleError> {
         .open()
         .await
         .map_err(|e| RoleError::new(format!("cannot open the store {path}: {e}")))?;
-    // on etcd, only the leader of the group serves: the others wait here
-    let keeper = match &options.store {
-        RootStore::Embedded => None,
-        RootStore::Etcd { .. } => Some(lead(&store, &format!("http://{}", options.listen)).await?),
+    let listener = bind(options.listen, "root API").await?;
+    let (stop, _) = tokio::sync::watch::channel(false);
+    if options.store == RootStore::Embedded {
+        let (engine, ws) = build(&options, store, &path).await?;
+        let app = ws.router().merge(router(Arc::new(engine.handle())));
+        let server = serve(listener, app)
+            .map_err(|e| RoleError::new(format!("cannot serve on {}: {e}", options.listen)))?;
+        let mut running = Running::new(server.url(), "root".into(), stop.clone());
+        let stopped = Running::stopped(&stop);
+        running.spawn(async move {
+            let result = engine.run(Arc::new(ws), stopped).await;
+            let _ = server.shutdown().await;
+            result.map_err(|e| RoleError::new(format!("root engine stopped: {e}")))
+        });
+        tracing::info!(url = %running.url, "root listening");
+        return Ok(running);
+    }
+
+    // a replica of a group: standby first, serving the API by forwarding it to the leader
+    let addr = listener
+        .local_addr()
+        .map_err(|e| RoleError::new(format!("cannot read the bound address: {e}")))?;
+    let me = options
+        .advertise
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
+    let find: FindLeader = {
+        let store = store.clone();
+        Arc::new(move || {
+            let store = store.clone();
+            Box::pin(async move { store.leader(ELECTION).await.map_err(|e| e.to_string()) })
+        })
     };
+    let standby = serve(listener, forwarding_router(find))
+        .map_err(|e| RoleError::new(format!("cannot serve on {addr}: {e}")))?;
+    let mut running = Running::new(standby.url(), "root".into(), stop.clone());
+    let stopped = Running::stopped(&stop);
+    running.spawn(async move {
+        let mut stopped = Box::pin(stopped);
+        let keeper = tokio::select! {
+            keeper = lead(&store, &me) => keeper,
+            _ = &mut stopped => {
+                let _ = standby.shutdown().await;
+                return Ok(());
+            }
+        };
+        // the standby server goes, the leader's takes its address
+        let _ = standby.shutdown().await;
+        let keeper = keeper?;
+        let (engine, ws) = build(&options, store, &path).await?;
+        let app = ws.router().merge(router(Arc::new(engine.handle())));
+        let listener = bind(addr, "root API").await?;
+        let server = serve(listener, app)
+            .map_err(|e| RoleError::new(format!("cannot serve on {addr}: {e}")))?;
+        tracing::info!(url = %server.url(), "root leads and listens");
+        let result = tokio::select! {
+            result = engine.run(Arc::new(ws), stopped) => {
+                result.map_err(|e| RoleError::new(format!("root engine stopped: {e}")))
+            }
+            lost = keeper => lost,
+        };
+        let _ = server.shutdown().await;
+        result
+    });
+    tracing::info!(url = %running.url, "root replica listening (standby until it leads)");
+    Ok(running)
+}
+
+/// The root engine on `store` and its clusters' WebSocket side (whose router, merged with
+/// the REST API's over the engine's handle, is what a root serves).
+async fn build(
+    options: &RootOptions,
+    store: Arc<dyn edgeio_core::store::Store>,
+    path: &str,
+) -> Result<(RootEngine, WsParent), RoleError> {
     let scheduler: Arc<dyn Scheduler> = Arc::new(LocationFirst {
         located: LocationAware::default(),
         otherwise: build_scheduler(options.scheduler)?,
@@ -148,27 +244,8 @@ pub async fn start_root(options: RootOptions) -> Result<Running, RoleError> {
     let engine = RootEngine::new(config, store, scheduler)
         .await
         .map_err(|e| RoleError::new(format!("cannot read the store {path}: {e}")))?;
-    let handle = engine.handle();
-    let ws = WsParent::new("root", Arc::new(handle.clone()), WsServerConfig::default());
-    let app = ws
-        .router()
-        .merge(edgeio_transport_ws::rest::router(Arc::new(handle)));
-    let listener = bind(options.listen, "root API").await?;
-    let server = serve(listener, app)
-        .map_err(|e| RoleError::new(format!("cannot serve on {}: {e}", options.listen)))?;
-    let (stop, _) = tokio::sync::watch::channel(false);
-    let mut running = Running::new(server.url(), "root".into(), stop.clone());
-    let stopped = Running::stopped(&stop);
-    if let Some(keeper) = keeper {
-        running.spawn(keeper);
-    }
-    running.spawn(async move {
-        let result = engine.run(Arc::new(ws), stopped).await;
-        let _ = server.shutdown().await;
-        result.map_err(|e| RoleError::new(format!("root engine stopped: {e}")))
-    });
-    tracing::info!(url = %running.url, "root listening");
-    Ok(running)
+    let ws = WsParent::new("root", Arc::new(engine.handle()), WsServerConfig::default());
+    Ok((engine, ws))
 }
 
 /// Waits until this replica (`candidate`, its URL) leads the root group on `store`, then
@@ -214,6 +291,25 @@ async fn lead(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn advertised_urls_are_http_host_port() {
+        assert_eq!(
+            parse_advertise("http://10.0.0.5:7070/").unwrap(),
+            "http://10.0.0.5:7070"
+        );
+        for bad in [
+            "10.0.0.5:7070",
+            "https://a:1",
+            "http://a",
+            "http://:7070",
+            "http://a:0",
+            "http://a:1/api",
+        ] {
+            let e = parse_advertise(bad).unwrap_err();
+            assert!(e.contains("http://HOST:PORT"), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn stores_parse_and_refuse_with_the_rule() {
