@@ -62,15 +62,20 @@ fn parse_advertise(text: &str) -> Result<String, String> {
     let hostport = rest
         .strip_prefix("http://")
         .ok_or_else(|| format!("{text:?} must be http://HOST:PORT (https is not supported yet)"))?;
-    match hostport
-        .rsplit_once(':')
-        .map(|(h, p)| (h, p.parse::<u16>()))
-    {
-        Some((h, Ok(p))) if !h.is_empty() && p > 0 && !h.contains('/') => Ok(rest.to_string()),
-        _ => Err(format!(
+    if is_host_port(hostport) {
+        Ok(rest.to_string())
+    } else {
+        Err(format!(
             "{text:?} must be http://HOST:PORT with a port from 1 to 65535 and no path"
-        )),
+        ))
     }
+}
+
+/// Whether `text` is `HOST:PORT` with a host and a port from 1 to 65535 (and no path).
+fn is_host_port(text: &str) -> bool {
+    text.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty() && !host.contains('/') && port.parse::<u16>().is_ok_and(|p| p > 0)
+    })
 }
 
 /// Where a root keeps its state.
@@ -107,15 +112,12 @@ pub fn parse_store(text: &str) -> Result<RootStore, String> {
     };
     let mut endpoints = Vec::new();
     for host in hosts.split(',').map(str::trim) {
-        let port = host.rsplit_once(':').map(|(h, p)| (h, p.parse::<u16>()));
-        match port {
-            Some((h, Ok(p))) if !h.is_empty() && p > 0 => endpoints.push(format!("http://{host}")),
-            _ => {
-                return Err(format!(
-                    "etcd member {host:?} in {text:?} must be HOST:PORT with a port from 1 to 65535"
-                ))
-            }
+        if !is_host_port(host) {
+            return Err(format!(
+                "etcd member {host:?} in {text:?} must be HOST:PORT with a port from 1 to 65535"
+            ));
         }
+        endpoints.push(format!("http://{host}"));
     }
     Ok(RootStore::Etcd { endpoints, prefix })
 }
