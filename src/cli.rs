@@ -137,7 +137,8 @@ struct MigrateArgs {
     #[arg(long, value_name = "CLUSTER")]
     cluster: Option<String>,
 
-    /// Only this instance (default: the job's running one).
+    /// Only this instance (default: the job's running one). For a job spread over several
+    /// clusters, the part holding this instance moves (or name a node of the part's cluster).
     #[arg(long, value_name = "INSTANCE")]
     instance: Option<String>,
 }

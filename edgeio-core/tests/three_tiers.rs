@@ -696,13 +696,14 @@ async fn replicas_no_one_cluster_can_take_are_spread_over_several() {
     assert!(last.contains("it keeps 6"), "{last}");
     assert_eq!(job.parts.len(), 3);
 
-    // a spread job is not migrated as a whole
+    // a spread job moves one part at a time: which one must be said
     let refused = t
         .root
         .migrate(&id, edgeio_core::wire::MigrateTarget::Anywhere, None)
         .await
         .unwrap_err();
-    assert_eq!(refused.code(), "unsupported", "{refused}");
+    assert_eq!(refused.code(), "invalid", "{refused}");
+    assert!(refused.to_string().contains("which part"), "{refused}");
 
     // scaling down lets go of the newest parts first: edge-c's, then edge-b's
     t.root.scale(&id, 2).await.unwrap();
@@ -730,6 +731,172 @@ async fn replicas_no_one_cluster_can_take_are_spread_over_several() {
         .instances
         .iter()
         .all(|i| i.state == InstanceState::Terminated));
+}
+
+#[tokio::test]
+async fn migrating_one_of_several_replicas_leaves_the_others_running() {
+    use edgeio_core::wire::MigrateTarget;
+    let t = tiers_of(4, 2).await;
+    let mut spec = job("pair", 500);
+    spec.replicas = 2;
+    let id = t.root.submit(spec).await.unwrap().id.to_string();
+    wait_state(&t.root, &id, JobState::Running).await;
+    let job = t.root.job(&id).await.unwrap();
+    let moving = job.instances[0].clone();
+    let to = if moving.node.as_deref() == Some("worker-1") {
+        "worker-2"
+    } else {
+        "worker-1"
+    };
+    t.root
+        .migrate(&id, MigrateTarget::Node(to.into()), Some(moving.id.clone()))
+        .await
+        .unwrap();
+    wait_job(&t.root, &id, |job| {
+        job.state == JobState::Running
+            && job.instances[0].state == InstanceState::Terminated
+            && running_on(job).len() == 2
+    })
+    .await;
+    let job = t.root.job(&id).await.unwrap();
+    // the other replica never stopped; the new one runs on the node asked for
+    assert_eq!(job.instances[1].state, InstanceState::Running);
+    assert_eq!(job.instances[2].node.as_deref(), Some(to));
+    let last = job.history.last().unwrap();
+    assert!(last.reason.contains("migrated to"), "{}", last.reason);
+}
+
+#[tokio::test]
+async fn a_spread_jobs_part_migrates_alone_make_before_break() {
+    use edgeio_core::wire::MigrateTarget;
+    // one worker with two cores per cluster; each replica needs one
+    let t = clusters(&[("edge-a", 2, 1), ("edge-b", 2, 1), ("edge-c", 2, 1)]).await;
+    let mut spec = job("web", 1000);
+    spec.replicas = 3;
+    let id = t.root.submit(spec).await.unwrap().id.to_string();
+    wait_state(&t.root, &id, JobState::Running).await;
+    let parts = |job: &edgeio_core::engine::api::JobView| -> Vec<(String, u32)> {
+        job.parts
+            .iter()
+            .map(|p| (p.cluster.clone(), p.replicas))
+            .collect()
+    };
+    let job = t.root.job(&id).await.unwrap();
+    assert_eq!(parts(&job), [("edge-a".into(), 2), ("edge-b".into(), 1)]);
+    let on_b = job
+        .instances
+        .iter()
+        .find(|i| i.cluster.as_deref() == Some("edge-b"))
+        .unwrap()
+        .id
+        .clone();
+
+    // to a cluster that already holds a part, or without saying which part: refused
+    for (target, instance, field) in [
+        (
+            MigrateTarget::Cluster("edge-a".into()),
+            Some(on_b.clone()),
+            "cluster",
+        ),
+        (MigrateTarget::Cluster("edge-c".into()), None, "instance"),
+        (
+            MigrateTarget::Node("edge-a-worker-1".into()),
+            Some(on_b.clone()),
+            "node",
+        ),
+    ] {
+        let e = t.root.migrate(&id, target, instance).await.unwrap_err();
+        assert_eq!(e.code(), "invalid", "{e}");
+        let edgeio_core::engine::api::ApiError::Invalid { details, .. } = &e else {
+            panic!("{e:?}");
+        };
+        assert_eq!(details[0].path, field, "{e}");
+    }
+    assert_eq!(t.root.job(&id).await.unwrap().state, JobState::Running);
+
+    // edge-b's part goes to edge-c; edge-a's replicas stay
+    let moving = t
+        .root
+        .migrate(
+            &id,
+            MigrateTarget::Cluster("edge-c".into()),
+            Some(on_b.clone()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(moving.state, JobState::Migrating);
+    wait_job(&t.root, &id, |job| {
+        job.state == JobState::Running
+            && job
+                .instances
+                .iter()
+                .all(|i| i.state == InstanceState::Running || i.state == InstanceState::Terminated)
+            && running_on(job).len() == 3
+    })
+    .await;
+    let job = t.root.job(&id).await.unwrap();
+    assert_eq!(parts(&job), [("edge-a".into(), 2), ("edge-c".into(), 1)]);
+    let mut on = running_clusters(&job);
+    on.sort();
+    assert_eq!(on, ["edge-a", "edge-a", "edge-c"]);
+    let old = job.instances.iter().find(|i| i.id == on_b).unwrap();
+    assert_eq!(old.state, InstanceState::Terminated);
+    let new = job
+        .instances
+        .iter()
+        .find(|i| i.cluster.as_deref() == Some("edge-c"))
+        .unwrap();
+    // make-before-break: the new replica ran before the old one was asked to stop
+    let ran = new
+        .history
+        .iter()
+        .find(|h| h.state == InstanceState::Running)
+        .unwrap()
+        .at_ms;
+    let stopping = old
+        .history
+        .iter()
+        .find(|h| h.state == InstanceState::Terminating)
+        .unwrap()
+        .at_ms;
+    assert!(ran <= stopping);
+    let reasons: Vec<&str> = job.history.iter().map(|h| h.reason.as_str()).collect();
+    assert!(
+        reasons.iter().any(
+            |r| r.contains("migrate the part on cluster edge-b (1 replicas) to cluster edge-c")
+        ),
+        "{reasons:?}"
+    );
+
+    // edge-a's part, anywhere else: its cluster has no other node, so the part goes whole
+    // to the cluster that holds none (edge-b, free again)
+    let on_a = job
+        .instances
+        .iter()
+        .find(|i| i.cluster.as_deref() == Some("edge-a") && i.state == InstanceState::Running)
+        .unwrap()
+        .id
+        .clone();
+    t.root
+        .migrate(&id, MigrateTarget::Anywhere, Some(on_a))
+        .await
+        .unwrap();
+    wait_job(&t.root, &id, |job| {
+        job.state == JobState::Running
+            && job.parts.iter().any(|p| p.cluster == "edge-b")
+            && job
+                .instances
+                .iter()
+                .all(|i| i.state == InstanceState::Running || i.state == InstanceState::Terminated)
+            && running_on(job).len() == 3
+    })
+    .await;
+    let job = t.root.job(&id).await.unwrap();
+    assert_eq!(parts(&job), [("edge-b".into(), 2), ("edge-c".into(), 1)]);
+
+    // terminating reaches both parts
+    t.root.terminate(&id).await.unwrap();
+    wait_state(&t.root, &id, JobState::Terminated).await;
 }
 
 #[tokio::test]

@@ -250,6 +250,9 @@ pub trait RootApi: Send + Sync {
     /// cluster or another), to another cluster, or anywhere else. The job goes MIGRATING;
     /// the old instance is terminated once the new one runs; RUNNING again after. A move
     /// that cannot be made leaves the job where it ran, with the reason in the history.
+    /// A job spread over several clusters moves one part at a time: the part of the named
+    /// instance (or of the named node's cluster), inside its cluster or as a whole to a
+    /// cluster holding no part of the job; the other parts stay where they run.
     async fn migrate(
         &self,
         job: &str,

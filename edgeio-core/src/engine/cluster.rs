@@ -1119,6 +1119,7 @@ impl ClusterState {
                 first_new: job.instances.len(),
                 target: placed.clone(),
                 from_cluster: None,
+                to_cluster: None,
             });
         }
         let reason = format!("{why} (make-before-break)");

@@ -288,12 +288,24 @@ pub struct Migration {
     /// terminate the job once the new placement runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_cluster: Option<String>,
+    /// At the root, when the move goes to another cluster: the cluster it goes to (for a
+    /// spread job, the one part that moves; the others stay where they are).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_cluster: Option<String>,
 }
 
 impl JobRecord {
     /// Whether the job is alive (its name is taken).
     pub fn is_live(&self) -> bool {
         !self.lifecycle.state().is_final()
+    }
+
+    /// The cluster a move across clusters goes to, until its new placement runs (the old
+    /// cluster is then told to let go).
+    pub fn moving_to(&self) -> Option<&str> {
+        let m = self.migration.as_ref()?;
+        m.from_cluster.as_ref()?;
+        m.to_cluster.as_deref().or(self.cluster.as_deref())
     }
 
     /// Whether `cluster` holds the job, or a part of it.
@@ -458,18 +470,20 @@ impl JobRecord {
             JobState::Migrating => {
                 let m = self.migration.as_ref()?;
                 let new = &self.instances.get(m.first_new..)?;
-                let old_gone = self.instances[..m.first_new].iter().all(|i| {
-                    i.is_over()
-                        || matches!(
-                            i.lifecycle.state(),
-                            InstanceState::Terminating | InstanceState::Lost
-                        )
-                });
-                if new
+                // the instances that stay (other replicas, other parts) and the new ones that
+                // run make the count again once those being replaced are going
+                let staying = self.instances[..m.first_new]
                     .iter()
-                    .any(|i| i.lifecycle.state() == InstanceState::Running)
-                    && old_gone
-                {
+                    .filter(|i| {
+                        !i.is_over()
+                            && !matches!(
+                                i.lifecycle.state(),
+                                InstanceState::Terminating | InstanceState::Lost
+                            )
+                    })
+                    .count();
+                let running = counts(m.first_new, &|s| s == InstanceState::Running);
+                if running > 0 && staying + running <= self.spec.replicas as usize {
                     let ids: Vec<&str> = new.iter().map(|i| i.id.as_str()).collect();
                     return Some((
                         JobState::Running,

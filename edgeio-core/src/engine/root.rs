@@ -82,6 +82,8 @@ enum Tag {
     },
     Migrate {
         job: JobId,
+        /// The cluster asked to move it (for a spread job, the part's).
+        cluster: String,
         anywhere: bool,
     },
 }
@@ -878,12 +880,10 @@ impl RootState {
             }
             return;
         };
-        let moving_here = self.jobs.get(job.as_str()).is_some_and(|j| {
-            j.cluster.as_deref() == Some(cluster)
-                && j.migration
-                    .as_ref()
-                    .is_some_and(|m| m.from_cluster.is_some())
-        });
+        let moving_here = self
+            .jobs
+            .get(job.as_str())
+            .is_some_and(|j| j.moving_to() == Some(cluster));
         if moving_here {
             self.abandon_migration(
                 job.as_str(),
@@ -901,14 +901,6 @@ impl RootState {
             return;
         }
         self.refused(job, cluster, error, unschedulable, fx);
-    }
-
-    /// The cluster job `job` is placed on (empty when none), for messages about it.
-    fn cluster_of(&self, job: &JobId) -> String {
-        self.jobs
-            .get(job.as_str())
-            .and_then(|j| j.cluster.clone())
-            .unwrap_or_default()
     }
 
     fn on_scale_outcome(
@@ -963,24 +955,27 @@ impl RootState {
     fn on_migrate_outcome(
         &mut self,
         job: &JobId,
+        cluster: &str,
         anywhere: bool,
         outcome: Result<CommandOutcome, TransportError>,
         fx: &mut Fx,
     ) {
-        let cluster = self.cluster_of(job);
-        let Some((error, unschedulable)) = refusal(&cluster, outcome) else {
+        let Some((error, unschedulable)) = refusal(cluster, outcome) else {
             return;
         };
         let why = format!("cluster {cluster} cannot move it: {error}");
         if anywhere {
-            // no other node there: another cluster, make-before-break
+            // no other node there: another cluster (one holding no part of it),
+            // make-before-break
             let others = self.jobs.get(job.as_str()).map(|j| {
-                let set = self.candidates(std::slice::from_ref(&cluster), &j.spec.node_selector);
-                self.scheduler.place(&j.spec, &set)
+                let mut held = j.clusters();
+                held.push(cluster.to_string());
+                let set = self.candidates(&held, &j.spec.node_selector);
+                self.scheduler.place(&self.moving_spec(j, cluster), &set)
             });
             if let Some(Ok(p)) = others {
                 info!(job = %job, to = %p.candidate, %why, "migrating to another cluster");
-                self.migrate_across(job.as_str(), &p.candidate, None, fx);
+                self.migrate_across(job.as_str(), cluster, &p.candidate, None, fx);
                 return;
             }
         }
@@ -996,8 +991,23 @@ impl RootState {
         if job.lifecycle.state() != JobState::Migrating {
             return;
         }
-        if let Some(from) = job.migration.as_ref().and_then(|m| m.from_cluster.clone()) {
-            job.cluster = Some(from);
+        let across = job
+            .migration
+            .as_ref()
+            .and_then(|m| Some((m.from_cluster.clone()?, m.to_cluster.clone())));
+        if let Some((from, to)) = across {
+            // the part (or the job) is the old cluster's again
+            match job
+                .parts
+                .iter_mut()
+                .find(|p| Some(&p.cluster) == to.as_ref())
+            {
+                Some(part) => part.cluster = from,
+                None => job.cluster = Some(from),
+            }
+            if !job.parts.is_empty() {
+                job.cluster = job.parts.first().map(|p| p.cluster.clone());
+            }
         }
         job.unschedulable.extend(unschedulable);
         let why = format!("migration abandoned, it stays where it ran: {why}");
@@ -1006,10 +1016,28 @@ impl RootState {
         job.settle(now_ms());
     }
 
-    /// Starts moving job `id` to `cluster` make-before-break (pinned to `node` there, when
-    /// given): deployed there first; the cluster it leaves is told to terminate it once an
-    /// instance of the new placement runs.
-    fn migrate_across(&mut self, id: &str, cluster: &str, node: Option<&str>, fx: &mut Fx) {
+    /// The spec of what moves when job `job` leaves `cluster`: the whole job, or the part
+    /// that cluster holds (its count of replicas).
+    fn moving_spec(&self, job: &JobRecord, cluster: &str) -> JobSpec {
+        let mut spec = job.spec.clone();
+        if let Some(part) = job.parts.iter().find(|p| p.cluster == cluster) {
+            spec.replicas = part.replicas;
+        }
+        spec
+    }
+
+    /// Starts moving job `id` (or, for a spread job, its part) from cluster `from` to
+    /// `cluster` make-before-break (pinned to `node` there, when given): deployed there first;
+    /// the cluster it leaves is told to terminate it once an instance of the new placement
+    /// runs.
+    fn migrate_across(
+        &mut self,
+        id: &str,
+        from: &str,
+        cluster: &str,
+        node: Option<&str>,
+        fx: &mut Fx,
+    ) {
         let now = now_ms();
         let Some(job) = self.jobs.get_mut(id) else {
             return;
@@ -1018,12 +1046,26 @@ impl RootState {
             Some(n) => format!("node {n} of cluster {cluster}"),
             None => format!("cluster {cluster}"),
         };
-        let why = format!("migrate to {target} requested");
+        let why = match job.parts.iter_mut().find(|p| p.cluster == from) {
+            Some(part) => {
+                part.cluster = cluster.to_string();
+                format!(
+                    "migrate the part on cluster {from} ({} replicas) to {target} requested",
+                    part.replicas
+                )
+            }
+            None => format!("migrate to {target} requested"),
+        };
         let _ = advance(&mut job.lifecycle, JobState::Migrating, now, &why);
+        job.cluster = match job.parts.first() {
+            Some(first) => Some(first.cluster.clone()),
+            None => Some(cluster.to_string()),
+        };
         job.migration = Some(Migration {
             first_new: job.instances.len(),
             target,
-            from_cluster: job.cluster.replace(cluster.to_string()),
+            from_cluster: Some(from.to_string()),
+            to_cluster: Some(cluster.to_string()),
         });
         if let Some((to, mut envelope, tag)) = self.deploy_command(id, cluster) {
             if let (Some(n), Message::Deploy(deploy)) = (node, &mut envelope.body) {
@@ -1157,28 +1199,22 @@ impl RootState {
         })?;
         let state = job.lifecycle.state();
         let cluster = job.cluster.clone().filter(|_| state == JobState::Running);
-        let Some(cluster) = cluster else {
+        let Some(mut cluster) = cluster else {
             return Err(ApiError::Conflict {
                 message: format!("job {id} is {state}; only a RUNNING job migrates"),
                 details: Vec::new(),
             });
         };
-        if !job.parts.is_empty() {
-            return Err(ApiError::Unsupported {
-                what: "migrating a job spread over several clusters".into(),
-                reason: format!(
-                    "job {id} runs on clusters {}; scale it down to what one cluster holds, then migrate it",
-                    job.clusters().join(", ")
-                ),
-            });
-        }
+        let mut from = None;
         if let Some(i) = &instance {
-            if !job.instances.iter().any(|x| &x.id == i && !x.is_over()) {
+            let live = job.instances.iter().find(|x| &x.id == i && !x.is_over());
+            let Some(live) = live else {
                 return Err(ApiError::NotFound {
                     kind: "instance",
                     id: i.to_string(),
                 });
-            }
+            };
+            from = live.cluster.clone();
         }
         let invalid = |message: String, field: &str, value: &str, rule: &str| ApiError::Invalid {
             message,
@@ -1188,6 +1224,40 @@ impl RootState {
                 rule: rule.into(),
             }],
         };
+        let node_cluster = |node: &str| {
+            self.clusters
+                .values()
+                .find(|c| {
+                    c.lifecycle.state() == ClusterState::Active
+                        && c.aggregate
+                            .as_ref()
+                            .is_some_and(|a| a.node_names.iter().any(|n| n == node))
+                })
+                .map(|c| c.id.clone())
+        };
+        if !job.parts.is_empty() {
+            // a spread job moves one part at a time: the named instance's, or the one on
+            // the cluster of the node named
+            let part = match (&from, &target) {
+                (Some(c), _) => Some(c.clone()),
+                (None, MigrateTarget::Node(node)) => {
+                    node_cluster(node).filter(|c| job.parts.iter().any(|p| &p.cluster == c))
+                }
+                _ => None,
+            };
+            let Some(part) = part else {
+                return Err(invalid(
+                    format!(
+                        "job {id} is spread over clusters {}: say which part moves",
+                        job.clusters().join(", ")
+                    ),
+                    "instance",
+                    "",
+                    "must name a live instance of the part to move (or a node of its cluster)",
+                ));
+            };
+            cluster = part;
+        }
         let within = |target: MigrateTarget, anywhere: bool| {
             let body = Message::Migrate(Migrate {
                 job: job.id.clone(),
@@ -1213,20 +1283,22 @@ impl RootState {
                         "must be another node than the one it runs on",
                     ));
                 }
-                let owner = self.clusters.values().find(|c| {
-                    c.lifecycle.state() == ClusterState::Active
-                        && c.aggregate
-                            .as_ref()
-                            .is_some_and(|a| a.node_names.contains(node))
-                });
-                let Some(owner) = owner.map(|c| c.id.clone()) else {
+                let Some(owner) = node_cluster(node) else {
                     return Err(ApiError::NotFound {
                         kind: "node",
                         id: node.clone(),
                     });
                 };
+                if owner != cluster && job.holds(&owner) {
+                    return Err(invalid(
+                        format!("cluster {owner} of node {node} already runs a part of job {id}"),
+                        "node",
+                        node,
+                        "must be a node of the part's own cluster or of one holding no part of the job (scale to add replicas)",
+                    ));
+                }
                 if owner != cluster {
-                    self.migrate_across(id, &owner, Some(node), fx);
+                    self.migrate_across(id, &cluster, &owner, Some(node), fx);
                     return Ok(self.jobs.get(id).map(JobRecord::view).expect("a known job"));
                 }
                 within(target.clone(), false)
@@ -1246,12 +1318,20 @@ impl RootState {
                         "must be another cluster than the job's (or name a node)",
                     ));
                 }
+                if job.holds(c) {
+                    return Err(invalid(
+                        format!("cluster {c} already runs a part of job {id}"),
+                        "cluster",
+                        c,
+                        "must be a cluster holding no part of the job (scale to add replicas)",
+                    ));
+                }
                 if record.lifecycle.state() != ClusterState::Active {
                     return Err(ApiError::Unavailable {
                         reason: format!("cluster {c} is INACTIVE"),
                     });
                 }
-                self.migrate_across(id, c, None, fx);
+                self.migrate_across(id, &cluster, c, None, fx);
                 return Ok(self.jobs.get(id).map(JobRecord::view).expect("a known job"));
             }
             MigrateTarget::Anywhere => within(target.clone(), true),
@@ -1278,12 +1358,14 @@ impl RootState {
             first_new: job.instances.len(),
             target: text,
             from_cluster: None,
+            to_cluster: None,
         });
         fx.commands.push((
-            cluster,
+            cluster.clone(),
             Envelope::new(&root, message),
             Tag::Migrate {
                 job: job_id,
+                cluster,
                 anywhere,
             },
         ));
@@ -1390,13 +1472,14 @@ impl RootState {
         }
         // across clusters, the new placement ended without ever running: the job stays on
         // the cluster it left, and the new one lets go of what it placed
-        let failed_across = owner
+        let moving_here = job.moving_to() == Some(cluster);
+        let failed_across = moving_here
             && job.migration.as_ref().is_some_and(|m| {
-                m.from_cluster.is_some()
-                    && job.instances.len() > m.first_new
-                    && job.instances[m.first_new..]
-                        .iter()
-                        .all(InstanceRecord::is_over)
+                let mut new = job.instances[m.first_new.min(job.instances.len())..]
+                    .iter()
+                    .filter(|i| i.cluster.as_deref() == Some(cluster))
+                    .peekable();
+                new.peek().is_some() && new.all(InstanceRecord::is_over)
             });
         if failed_across {
             let id = job.id.clone();
@@ -1410,12 +1493,7 @@ impl RootState {
             fx.persist.push(job_key(id.as_str()));
             return;
         }
-        let arrived = owner
-            && event.state == InstanceState::Running
-            && job
-                .migration
-                .as_ref()
-                .is_some_and(|m| m.from_cluster.is_some());
+        let arrived = moving_here && event.state == InstanceState::Running;
         if arrived {
             // make-before-break across clusters: the new placement runs, the old one goes
             let from = job.migration.as_mut().and_then(|m| m.from_cluster.take());
@@ -1527,7 +1605,10 @@ impl RootState {
             now,
             "terminate requested",
         );
-        let placed = Some(job.clusters())
+        let mut clusters = job.clusters();
+        // a move across clusters not finished yet: the cluster it leaves still runs it
+        clusters.extend(job.migration.as_ref().and_then(|m| m.from_cluster.clone()));
+        let placed = Some(clusters)
             .filter(|c| !c.is_empty())
             .filter(|_| !matches!(state, JobState::Requested | JobState::NotDeployable));
         match placed {
@@ -1939,7 +2020,9 @@ impl RootEngine {
                         Tag::Scale { job, cluster, from } => {
                 state.on_scale_outcome(&job, &cluster, from, outcome, &mut fx)
             }
-                        Tag::Migrate { job, anywhere } => state.on_migrate_outcome(&job, anywhere, outcome, &mut fx),
+                        Tag::Migrate { job, cluster, anywhere } => {
+                            state.on_migrate_outcome(&job, &cluster, anywhere, outcome, &mut fx)
+                        }
                     }
                 }
                 event = down.recv() => {
