@@ -13,7 +13,7 @@ use bollard::query_parameters::EventsOptions;
 use edgeio_core::model::InstanceId;
 use edgeio_core::runtime::{RunState, RuntimeEvent, LABEL_INSTANCE};
 use futures::StreamExt;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::broadcast;
@@ -102,6 +102,31 @@ async fn engine_now(docker: &bollard::Docker) -> i64 {
     engine.unwrap_or_else(now_nanos)
 }
 
+/// Pauses before each look at a container that died by SIGKILL with no `oom` event.
+const OOM_LOOKS_MS: [u64; 4] = [0, 100, 300, 600];
+
+/// Whether the engine says `container` was OOM-killed. On cgroup v1 the kernel's OOM notice
+/// can reach the engine just after the exit (seen here: one run in six under load, the
+/// `oom` event after `die` and `OOMKilled` still false at that moment), so a `false` is
+/// asked again a few times, about a second in all; only exits with code 137 pay for it.
+async fn oom_killed(docker: &bollard::Docker, container: &str) -> bool {
+    for pause in OOM_LOOKS_MS {
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        let state = docker
+            .inspect_container(container, None)
+            .await
+            .ok()
+            .and_then(|i| i.state);
+        match state.and_then(|s| s.oom_killed) {
+            Some(true) => return true,
+            Some(false) => {}
+            // gone or unreadable: nothing more to learn
+            None => return false,
+        }
+    }
+    false
+}
+
 fn now_nanos() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -109,12 +134,22 @@ fn now_nanos() -> i64 {
         .unwrap_or(0)
 }
 
+/// A reconnect asks the engine for events from this long before the newest one seen: the
+/// engine stamps an event before it publishes it, so under load one can arrive after a newer
+/// one, and a stream broken between the two would otherwise miss it.
+const RESUME_MARGIN_NANOS: i64 = 1_000_000_000;
+/// Events are remembered this long after the newest one, to drop what a replay repeats
+/// (longer than [`RESUME_MARGIN_NANOS`], so everything a replay can repeat is remembered).
+const SEEN_WINDOW_NANOS: i64 = 10_000_000_000;
+
 /// Turns engine events into runtime events: OOM marks, replay de-duplication.
 #[derive(Default)]
 pub(crate) struct Translator {
     oom: HashSet<String>,
+    /// The newest event time seen (the engine's clock), or where reading starts.
     last_nanos: i64,
-    seen_at_last: HashSet<(String, String)>,
+    /// Events seen within [`SEEN_WINDOW_NANOS`] of the newest: (time, container, action).
+    seen: BTreeSet<(i64, String, String)>,
 }
 
 impl Translator {
@@ -131,23 +166,29 @@ impl Translator {
     {
         if let Some(nanos) = msg.time_nano {
             let key = (
+                nanos,
                 msg.actor
                     .as_ref()
                     .and_then(|a| a.id.clone())
                     .unwrap_or_default(),
                 msg.action.clone().unwrap_or_default(),
             );
-            // a replay after a reconnect starts at the last event seen: skip what was sent
-            if nanos < self.last_nanos
-                || (nanos == self.last_nanos && self.seen_at_last.contains(&key))
-            {
+            // a replay after a reconnect repeats what was sent; an event older than the
+            // window is a repeat that was forgotten. One a little older than the newest is
+            // news: the engine published it out of order.
+            let forgotten = nanos < self.last_nanos.saturating_sub(SEEN_WINDOW_NANOS);
+            if forgotten || !self.seen.insert(key) {
                 return None;
             }
             if nanos > self.last_nanos {
                 self.last_nanos = nanos;
-                self.seen_at_last.clear();
+                let cutoff = (
+                    nanos.saturating_sub(SEEN_WINDOW_NANOS),
+                    String::new(),
+                    String::new(),
+                );
+                self.seen = self.seen.split_off(&cutoff);
             }
-            self.seen_at_last.insert(key);
         }
         let (id, container, seen) = interpret(msg)?;
         match seen {
@@ -182,7 +223,12 @@ impl Translator {
 
     /// Where a reconnect resumes.
     fn resume_from(&self) -> i64 {
-        self.last_nanos
+        if self.seen.is_empty() {
+            // nothing read yet: from where reading was asked to start
+            self.last_nanos
+        } else {
+            self.last_nanos.saturating_sub(RESUME_MARGIN_NANOS)
+        }
     }
 }
 
@@ -218,15 +264,7 @@ pub(crate) async fn pump(
                             backoff = FIRST_BACKOFF;
                             let inspect = |container: String| {
                                 let docker = docker.clone();
-                                async move {
-                                    docker
-                                        .inspect_container(&container, None)
-                                        .await
-                                        .ok()
-                                        .and_then(|i| i.state)
-                                        .and_then(|s| s.oom_killed)
-                                        .unwrap_or(false)
-                                }
+                                async move { oom_killed(&docker, &container).await }
                             };
                             if let Some(event) = translator.translate(&msg, inspect).await {
                                 debug!(instance = %event.id, state = ?event.state, "runtime event");
@@ -349,8 +387,25 @@ mod tests {
         // the replay from `since = 5` repeats both, and an older one
         assert!(run(&mut t, &msg("start", "c1", 5, &[])).await.is_none());
         assert!(run(&mut t, &msg("start", "c2", 5, &[])).await.is_none());
-        assert!(run(&mut t, &msg("create", "c0", 4, &[])).await.is_none());
         assert!(run(&mut t, &msg("die", "c1", 6, &[])).await.is_some());
+        // the replay starts a margin before the newest event seen
+        assert_eq!(t.resume_from(), 6 - RESUME_MARGIN_NANOS);
+        // one older than the window is a repeat no longer remembered: dropped
+        let old = 6 - SEEN_WINDOW_NANOS - 1;
+        assert!(run(&mut t, &msg("create", "c0", old, &[])).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn an_event_published_after_a_newer_one_is_not_lost() {
+        // the engine stamps events before publishing them: under load c2's start (at 9)
+        // can arrive after c1's die (at 10)
+        let mut t = Translator::default();
+        assert!(run(&mut t, &msg("die", "c1", 10, &[])).await.is_some());
+        let late = run(&mut t, &msg("start", "c2", 9, &[])).await.unwrap();
+        assert_eq!(late.state, RunState::Running);
+        // and a replay repeats neither
+        assert!(run(&mut t, &msg("start", "c2", 9, &[])).await.is_none());
+        assert!(run(&mut t, &msg("die", "c1", 10, &[])).await.is_none());
     }
 
     #[test]
