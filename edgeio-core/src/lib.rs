@@ -33,6 +33,7 @@ pub mod engine;
 pub mod job;
 pub mod model;
 pub mod redial;
+pub mod relay;
 pub mod reliable;
 pub mod runtime;
 pub mod scheduler;

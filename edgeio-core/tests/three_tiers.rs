@@ -80,6 +80,15 @@ async fn tiers_of(cores: u32, workers: usize) -> Tiers {
 /// `edge` are `worker-1` …, those of another cluster `{cluster}-worker-1` …; all share one
 /// fake runtime. `node_hub` is the first cluster's.
 async fn clusters(specs: &[(&str, u32, usize)]) -> Tiers {
+    clusters_with(specs, false).await
+}
+
+/// As [`clusters`]; with `relay`, the root runs as two replicas on one store: the leader's
+/// engine talks through the store relay, and the clusters link and register at either
+/// replica in turn (the first at the standby).
+async fn clusters_with(specs: &[(&str, u32, usize)], relay: bool) -> Tiers {
+    use edgeio_core::relay::{hold_links, RelayConfig, RelayParent, RelayRegistrar};
+    use edgeio_core::store::Store;
     let mut tasks = Vec::new();
     let root_config = RootConfig {
         aggregate_interval: Duration::from_millis(100),
@@ -95,16 +104,47 @@ async fn clusters(specs: &[(&str, u32, usize)]) -> Tiers {
     .unwrap();
     let handle = root.handle();
     let cluster_hub = MemoryHub::new();
-    let root_down = Arc::new(cluster_hub.parent());
+    // with the relay: each replica's links and registrations, standby first
+    let mut replicas: Vec<(MemoryHub, Arc<dyn Registrar>)> = Vec::new();
+    let root_down: Arc<dyn ParentTransport> = if relay {
+        let bus: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let mut configs = Vec::new();
+        for name in ["standby", "leader"] {
+            let lease = bus.grant_lease(Duration::from_secs(60)).await.unwrap();
+            let config = RelayConfig::new(name, lease);
+            let hub = MemoryHub::new();
+            tasks.push(tokio::spawn(hold_links(
+                bus.clone(),
+                Arc::new(hub.parent()),
+                config.clone(),
+            )));
+            replicas.push((
+                hub,
+                Arc::new(RelayRegistrar::new(bus.clone(), config.clone())),
+            ));
+            configs.push(config);
+        }
+        Arc::new(RelayParent::start(
+            bus,
+            configs.remove(1),
+            Arc::new(handle.clone()),
+        ))
+    } else {
+        Arc::new(cluster_hub.parent())
+    };
     tasks.push(tokio::spawn(async move {
         let _ = root.run(root_down, std::future::pending()).await;
     }));
     let runtime = FakeRuntime::new();
     let mut hubs = Vec::new();
     let mut expected = Vec::new();
-    for &(cluster_name, cores, workers) in specs {
+    for (n, &(cluster_name, cores, workers)) in specs.iter().enumerate() {
         // the cluster registers (as over WS), then opens its channel
-        let reply = handle
+        let (hub, registrar): (MemoryHub, Arc<dyn Registrar>) = match replicas.get(n % 2) {
+            Some((hub, registrar)) if relay => (hub.clone(), registrar.clone()),
+            _ => (cluster_hub.clone(), Arc::new(handle.clone())),
+        };
+        let reply = registrar
             .register(RegisterRequest {
                 role: PeerRole::Cluster,
                 name: cluster_name.into(),
@@ -117,7 +157,7 @@ async fn clusters(specs: &[(&str, u32, usize)]) -> Tiers {
             .unwrap();
         assert_eq!(reply.id, cluster_name);
         let up = Arc::new(ReliableChild::new(
-            Arc::new(cluster_hub.connect(cluster_name).await.unwrap()),
+            Arc::new(hub.connect(cluster_name).await.unwrap()),
             reliable(),
         ));
         let cluster_config = ClusterConfig {
@@ -895,6 +935,23 @@ async fn a_spread_jobs_part_migrates_alone_make_before_break() {
     assert_eq!(parts(&job), [("edge-b".into(), 2), ("edge-c".into(), 1)]);
 
     // terminating reaches both parts
+    t.root.terminate(&id).await.unwrap();
+    wait_state(&t.root, &id, JobState::Terminated).await;
+}
+
+#[tokio::test]
+async fn with_root_replicas_clusters_at_either_replica_run_a_spread_job_through_the_store() {
+    let t = clusters_with(&[("edge-a", 2, 1), ("edge-b", 2, 1)], true).await;
+    let mut spec = job("web", 1000);
+    spec.replicas = 3;
+    let id = t.root.submit(spec).await.unwrap().id.to_string();
+    wait_state(&t.root, &id, JobState::Running).await;
+    let mut on = running_clusters(&t.root.job(&id).await.unwrap());
+    on.sort();
+    assert_eq!(on, ["edge-a", "edge-a", "edge-b"]);
+    // queries go down and their answers come up the same way
+    let nodes = t.root.nodes("edge-a").await.unwrap();
+    assert_eq!(nodes.len(), 1);
     t.root.terminate(&id).await.unwrap();
     wait_state(&t.root, &id, JobState::Terminated).await;
 }
