@@ -506,7 +506,8 @@ async fn two_roots_on_etcd_the_standby_takes_over_when_the_leader_is_killed() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let d = dir.path();
     let member = etcd.endpoint.trim_start_matches("http://").to_string();
-    let store = format!("etcd://{member}/{}", fresh_prefix("roots"));
+    let prefix = fresh_prefix("roots");
+    let store = format!("etcd://{member}/{prefix}");
     let (a_port, b_port, cluster_port) = (free_port(), free_port(), free_port());
     let root = |port: u16| root_args(d, port, &["--store", &store]);
     let mut procs = vec![Proc::start("root-a", "root", &root(a_port), d)];
@@ -523,7 +524,8 @@ async fn two_roots_on_etcd_the_standby_takes_over_when_the_leader_is_killed() {
     )
     .await;
 
-    // the cluster is given the standby first: it is refused there and dials the leader
+    // the cluster is given the standby first: it links there, and the leader's engine
+    // reaches it through etcd (the standby passes messages both ways)
     let roots = format!("http://127.0.0.1:{b_port},http://127.0.0.1:{a_port}");
     let mut cluster = cluster_args(d, "cluster-1", a_port, cluster_port, free_port(), &[]);
     let at = cluster.iter().position(|a| a == "--root").unwrap();
@@ -536,7 +538,36 @@ async fn two_roots_on_etcd_the_standby_takes_over_when_the_leader_is_killed() {
         &worker_args(d, "w1", cluster_port),
         d,
     ));
-    ready_nodes(&a, &mut procs, &["cluster-1"], 1).await;
+    // a second cluster is given the leader first: it links there
+    let second_port = free_port();
+    let mut second = cluster_args(d, "cluster-2", a_port, second_port, free_port(), &[]);
+    let at = second.iter().position(|a| a == "--root").unwrap();
+    second[at + 1] = format!("http://127.0.0.1:{a_port},http://127.0.0.1:{b_port}");
+    procs.push(Proc::start("cluster-2", "cluster", &second, d));
+    serves(second_port, &mut procs).await;
+    procs.push(Proc::start(
+        "w2",
+        "worker",
+        &worker_args(d, "w2", second_port),
+        d,
+    ));
+    ready_nodes(&a, &mut procs, &["cluster-1", "cluster-2"], 1).await;
+    let etcd_view = edgeio::stores::StoreConfig::etcd(vec![etcd.endpoint.clone()], prefix)
+        .open()
+        .await
+        .expect("etcd answers");
+    let links = async || -> Vec<String> {
+        let listing = etcd_view.list("relay/links/").await.unwrap();
+        listing.items.into_iter().map(|kv| kv.key).collect()
+    };
+    assert_eq!(
+        links().await,
+        [
+            format!("relay/links/cluster-1/127.0.0.1:{b_port}"),
+            format!("relay/links/cluster-2/127.0.0.1:{a_port}")
+        ],
+        "each cluster is linked at the replica it dialed first"
+    );
 
     // a job submitted through the standby is the leader's
     let marker = marker(2_000_000);
@@ -555,34 +586,50 @@ async fn two_roots_on_etcd_the_standby_takes_over_when_the_leader_is_killed() {
     let missing = b.job("no-such-job").await.unwrap_err();
     assert_eq!(missing.status(), Some(404), "{missing}");
 
-    // the leader dies: the standby wins the election, reads the state from etcd, serves,
-    // and the cluster dials it
+    // the leader dies: the standby wins the election, reads the state from etcd and finds
+    // the first cluster linked at itself; the second redials down its list to it
     procs[0].kill();
     procs.remove(0);
-    ready_nodes(&b, &mut procs, &["cluster-1"], 1).await;
-    let job = b
+    ready_nodes(&b, &mut procs, &["cluster-1", "cluster-2"], 1).await;
+    until(
+        "the second cluster linked at the new leader",
+        &mut procs,
+        async || {
+            let now = links().await;
+            (now.len() == 2 && now.iter().all(|k| k.ends_with(&format!(":{b_port}")))).then_some(())
+        },
+    )
+    .await;
+    let known = b
         .job(&id)
         .await
         .expect("the job is known to the new leader");
-    assert_eq!(job.state, JobState::Running);
+    assert_eq!(known.state, JobState::Running);
     assert_eq!(
         processes_running(&pattern).len(),
         1,
         "nothing started twice"
     );
+    // a new job for the cluster that moved over reaches it
+    let text = job(
+        "after-failover",
+        &format!("{marker}1"),
+        "cluster: cluster-2",
+    );
     let second = b
-        .submit(
-            job_text("after-failover", &marker).into_bytes(),
-            "application/yaml",
-        )
+        .submit(text.into_bytes(), "application/yaml")
         .await
         .unwrap()
         .id
         .to_string();
     until(
-        "a new job RUNNING through the new leader",
+        "a new job RUNNING on cluster-2 through the new leader",
         &mut procs,
-        async || (b.job(&second).await.ok()?.state == JobState::Running).then_some(()),
+        async || {
+            let job = b.job(&second).await.ok()?;
+            (job.state == JobState::Running && job.cluster.as_deref() == Some("cluster-2"))
+                .then_some(())
+        },
     )
     .await;
     assert_eq!(processes_running(&pattern).len(), 2);

@@ -11,7 +11,7 @@
 //!
 //! Keys, under [`RelayConfig::prefix`]:
 //! - `links/{child}/{replica}`: the child is linked at that replica;
-//! - `up/{replica}/{id}`: one [`Up`] event from a child;
+//! - `up/{replica}/{lease}-{n}`: one [`Up`] event from a child;
 //! - `down/{child}/{id}`: one envelope (wire encoding) for a child;
 //! - `register/{id}` and `registered/{id}`: a registration request and its answer.
 //!
@@ -38,7 +38,8 @@ use tracing::{debug, info, warn};
 pub struct RelayConfig {
     /// The key prefix of the relay (inside the store's own prefix), ending in `/`.
     pub prefix: String,
-    /// This replica's name: unique among the replicas, no `/`.
+    /// This replica's name: unique among the replicas, no `/` (a root uses the `HOST:PORT`
+    /// it advertises, so `links/` says where each cluster is linked).
     pub replica: String,
     /// This replica's lease: every key it writes carries it.
     pub lease: LeaseId,
@@ -154,7 +155,9 @@ pub async fn hold_links(
             },
         };
         seq += 1;
-        let key = config.key(&["up", &config.replica, &format!("{seq:016}")]);
+        // the lease tells a restarted replica's keys from those its old self left unread
+        let name = format!("{:x}-{seq:016}", config.lease);
+        let key = config.key(&["up", &config.replica, &name]);
         let value = serde_json::to_vec(&up).map(Bytes::from);
         match value {
             Ok(value) => {

@@ -19,9 +19,11 @@
 mod actions;
 mod error;
 mod forward;
+mod switch;
 
 pub use error::{code, ErrorDetail, ErrorInfo, ErrorResponse};
 pub use forward::{forwarding_router, FindLeader, LEADER_HEADER};
+pub use switch::RouterSwitch;
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{PathRejection, QueryRejection};

@@ -2,10 +2,12 @@
 
 use super::common::{bind, data_dir, parse_duration, RoleError, Running};
 use edgeio_core::engine::root::{RootConfig, RootEngine};
+use edgeio_core::relay::{hold_links, RelayConfig, RelayParent, RelayRegistrar};
 use edgeio_core::scheduler::Scheduler;
+use edgeio_core::store::LeaseId;
 use edgeio_scheduler::{LocationAware, LocationFirst, PolicyKind, SchedulerConfig};
 use edgeio_store::StoreConfig;
-use edgeio_transport_ws::rest::{forwarding_router, router, FindLeader};
+use edgeio_transport_ws::rest::{forwarding_router, router, FindLeader, RouterSwitch};
 use edgeio_transport_ws::{serve, WsParent, WsServerConfig};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -43,10 +45,11 @@ pub struct RootOptions {
     pub cluster_timeout: Duration,
 
     /// Where the root keeps its state: `embedded` (a file under --data) or
-    /// `etcd://HOST:PORT[,HOST:PORT…][/PREFIX]`. On etcd several roots form a group: the one
-    /// that wins etcd's election runs the engine and takes the clusters; the others serve
-    /// the API by forwarding each request to it, and the next one takes over (with the state
-    /// in etcd) within a few seconds of the leader's death.
+    /// `etcd://HOST:PORT[,HOST:PORT…][/PREFIX]`. On etcd several roots form a group: every one
+    /// takes the clusters that dial it and serves the API; the one that wins etcd's election
+    /// runs the engine, reaching every cluster through etcd (the replica holding a cluster's
+    /// link passes messages both ways), and the others forward API requests to it. The next
+    /// one takes over (with the state in etcd) within a few seconds of the leader's death.
     #[arg(long, env = "EDGEIO_ROOT_STORE", default_value = "embedded", value_parser = parse_store)]
     pub store: RootStore,
 
@@ -140,8 +143,9 @@ pub(crate) fn build_scheduler(kind: PolicyKind) -> Result<Arc<dyn Scheduler>, Ro
 }
 
 /// Starts a root: opens its store, binds its address, serves the API and `/ws/cluster`.
-/// On etcd it serves as a standby (forwarding the API to the leader) until it wins the
-/// election, then as the leader on the same address.
+/// On etcd every replica takes clusters (their links are relayed through etcd to the
+/// leader's engine) and serves the API, forwarding it to the leader until it wins the
+/// election itself.
 pub async fn start_root(options: RootOptions) -> Result<Running, RoleError> {
     data_dir(&options.data)?;
     let (config, path) = match &options.store {
@@ -161,7 +165,8 @@ pub async fn start_root(options: RootOptions) -> Result<Running, RoleError> {
     let listener = bind(options.listen, "root API").await?;
     let (stop, _) = tokio::sync::watch::channel(false);
     if options.store == RootStore::Embedded {
-        let (engine, ws) = build(&options, store, &path).await?;
+        let engine = build(&options, store, &path).await?;
+        let ws = WsParent::new("root", Arc::new(engine.handle()), WsServerConfig::default());
         let app = ws.router().merge(router(Arc::new(engine.handle())));
         let server = serve(listener, app)
             .map_err(|e| RoleError::new(format!("cannot serve on {}: {e}", options.listen)))?;
@@ -176,7 +181,8 @@ pub async fn start_root(options: RootOptions) -> Result<Running, RoleError> {
         return Ok(running);
     }
 
-    // a replica of a group: standby first, serving the API by forwarding it to the leader
+    // a replica of a group: it holds the links of the clusters that dial it from the start,
+    // and answers the API by forwarding it to the leader until it leads itself
     let addr = listener
         .local_addr()
         .map_err(|e| RoleError::new(format!("cannot read the bound address: {e}")))?;
@@ -184,6 +190,19 @@ pub async fn start_root(options: RootOptions) -> Result<Running, RoleError> {
         .advertise
         .clone()
         .unwrap_or_else(|| format!("http://{addr}"));
+    let lease = store
+        .grant_lease(LEASE_TTL)
+        .await
+        .map_err(|e| RoleError::new(format!("cannot take a lease on etcd: {e}")))?;
+    let mut keeper = Box::pin(keep_lease(store.clone(), lease));
+    let relay = RelayConfig::new(me.trim_start_matches("http://"), lease);
+    let registrar = RelayRegistrar::new(store.clone(), relay.clone());
+    let ws = WsParent::new("root", Arc::new(registrar), WsServerConfig::default());
+    let holder = tokio::spawn(hold_links(
+        store.clone(),
+        Arc::new(ws.clone()),
+        relay.clone(),
+    ));
     let find: FindLeader = {
         let store = store.clone();
         Arc::new(move || {
@@ -191,34 +210,25 @@ pub async fn start_root(options: RootOptions) -> Result<Running, RoleError> {
             Box::pin(async move { store.leader(ELECTION).await.map_err(|e| e.to_string()) })
         })
     };
-    let standby = serve(listener, forwarding_router(find))
+    let api = RouterSwitch::new(forwarding_router(find));
+    let server = serve(listener, ws.router().merge(api.router()))
         .map_err(|e| RoleError::new(format!("cannot serve on {addr}: {e}")))?;
-    let mut running = Running::new(standby.url(), "root".into(), stop.clone());
+    let mut running = Running::new(server.url(), "root".into(), stop.clone());
     let stopped = Running::stopped(&stop);
     running.spawn(async move {
         let mut stopped = Box::pin(stopped);
-        let keeper = tokio::select! {
-            keeper = lead(&store, &me) => keeper,
-            _ = &mut stopped => {
-                let _ = standby.shutdown().await;
-                return Ok(());
-            }
-        };
-        // the standby server goes, the leader's takes its address
-        let _ = standby.shutdown().await;
-        let keeper = keeper?;
-        let (engine, ws) = build(&options, store, &path).await?;
-        let app = ws.router().merge(router(Arc::new(engine.handle())));
-        let listener = bind(addr, "root API").await?;
-        let server = serve(listener, app)
-            .map_err(|e| RoleError::new(format!("cannot serve on {addr}: {e}")))?;
-        tracing::info!(url = %server.url(), "root leads and listens");
+        if let Ok(Some(leader)) = store.leader(ELECTION).await {
+            tracing::info!(%leader, "standby: another root leads; waiting");
+        }
         let result = tokio::select! {
-            result = engine.run(Arc::new(ws), stopped) => {
-                result.map_err(|e| RoleError::new(format!("root engine stopped: {e}")))
-            }
-            lost = keeper => lost,
+            won = store.campaign(ELECTION, &me, lease) => match won {
+                Ok(()) => lead(&options, store, &path, relay, &api, stopped, &mut keeper).await,
+                Err(e) => Err(RoleError::new(format!("cannot run for leadership on etcd: {e}"))),
+            },
+            lost = &mut keeper => Err(lost),
+            _ = &mut stopped => Ok(()),
         };
+        holder.abort();
         let _ = server.shutdown().await;
         result
     });
@@ -226,13 +236,36 @@ pub async fn start_root(options: RootOptions) -> Result<Running, RoleError> {
     Ok(running)
 }
 
-/// The root engine on `store` and its clusters' WebSocket side (whose router, merged with
-/// the REST API's over the engine's handle, is what a root serves).
+/// Runs the engine of the replica that won the election until `stopped` or until its lease
+/// is lost (`keeper` ends): the API switches from forwarding to the engine's, and the engine
+/// reaches the clusters through the store relay, wherever they are linked.
+async fn lead(
+    options: &RootOptions,
+    store: Arc<dyn edgeio_core::store::Store>,
+    path: &str,
+    relay: RelayConfig,
+    api: &RouterSwitch,
+    stopped: impl std::future::Future<Output = ()> + Send,
+    keeper: &mut (impl std::future::Future<Output = RoleError> + Unpin),
+) -> Result<(), RoleError> {
+    tracing::info!(replica = %relay.replica, "this root leads");
+    let engine = build(options, store.clone(), path).await?;
+    api.set(router(Arc::new(engine.handle())));
+    let clusters = RelayParent::start(store, relay, Arc::new(engine.handle()));
+    tokio::select! {
+        result = engine.run(Arc::new(clusters), stopped) => {
+            result.map_err(|e| RoleError::new(format!("root engine stopped: {e}")))
+        }
+        lost = keeper => Err(lost),
+    }
+}
+
+/// The root engine on `store`, as the options configure it.
 async fn build(
     options: &RootOptions,
     store: Arc<dyn edgeio_core::store::Store>,
     path: &str,
-) -> Result<(RootEngine, WsParent), RoleError> {
+) -> Result<RootEngine, RoleError> {
     let scheduler: Arc<dyn Scheduler> = Arc::new(LocationFirst {
         located: LocationAware::default(),
         otherwise: build_scheduler(options.scheduler)?,
@@ -246,48 +279,21 @@ async fn build(
     let engine = RootEngine::new(config, store, scheduler)
         .await
         .map_err(|e| RoleError::new(format!("cannot read the store {path}: {e}")))?;
-    let ws = WsParent::new("root", Arc::new(engine.handle()), WsServerConfig::default());
-    Ok((engine, ws))
+    Ok(engine)
 }
 
-/// Waits until this replica (`candidate`, its URL) leads the root group on `store`, then
-/// returns the task that keeps its lease alive: it ends with an error when the lease is lost,
-/// which stops the replica, so that two never act as leader at once.
-async fn lead(
-    store: &Arc<dyn edgeio_core::store::Store>,
-    candidate: &str,
-) -> Result<impl std::future::Future<Output = Result<(), RoleError>> + Send + 'static, RoleError> {
-    let lease = store
-        .grant_lease(LEASE_TTL)
-        .await
-        .map_err(|e| RoleError::new(format!("cannot take a lease on etcd: {e}")))?;
-    // the lease is renewed while waiting, or a standby would lose it before it leads
-    let renew = {
-        let store = store.clone();
-        async move {
-            let mut tick = tokio::time::interval(LEASE_TTL / 3);
-            loop {
-                tick.tick().await;
-                if let Err(e) = store.keep_alive(lease).await {
-                    return RoleError::new(format!(
-                        "lost the leadership: the etcd lease could not be renewed ({e})"
-                    ));
-                }
-            }
+/// Keeps this replica's lease alive; ends (with the reason) when it cannot, which stops the
+/// replica: its relay keys and its candidacy die with the lease, so two never act as leader.
+async fn keep_lease(store: Arc<dyn edgeio_core::store::Store>, lease: LeaseId) -> RoleError {
+    let mut tick = tokio::time::interval(LEASE_TTL / 3);
+    loop {
+        tick.tick().await;
+        if let Err(e) = store.keep_alive(lease).await {
+            return RoleError::new(format!(
+                "lost the etcd lease, and with it any leadership: it could not be renewed ({e})"
+            ));
         }
-    };
-    let mut renew = Box::pin(renew);
-    if let Ok(Some(leader)) = store.leader(ELECTION).await {
-        tracing::info!(%leader, "standby: another root leads; waiting");
     }
-    tokio::select! {
-        won = store.campaign(ELECTION, candidate, lease) => {
-            won.map_err(|e| RoleError::new(format!("cannot run for leadership on etcd: {e}")))?;
-        }
-        lost = &mut renew => return Err(lost),
-    }
-    tracing::info!(candidate, "this root leads");
-    Ok(async move { Err(renew.await) })
 }
 
 #[cfg(test)]
