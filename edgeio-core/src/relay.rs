@@ -135,6 +135,14 @@ pub async fn hold_links(
                 {
                     warn!(%child, error = %e, "relay: cannot record a link");
                 }
+                // commands written while the child was between links are its now
+                let pending = config.key(&["down", &child, ""]);
+                tokio::spawn(deliver_pending(
+                    store.clone(),
+                    links.clone(),
+                    child,
+                    pending,
+                ));
                 continue;
             }
             ParentEvent::ChildLost { child, reason } => Up::Lost { child, reason },
@@ -174,6 +182,30 @@ pub async fn hold_links(
         }
     }
     down.abort();
+}
+
+/// Sends `child` the commands waiting for it under `pending` (its `down/` prefix), oldest
+/// first. A command also seen by the watch may go twice: the reliable layer drops repeats.
+async fn deliver_pending(
+    store: Arc<dyn Store>,
+    links: Arc<dyn ParentTransport>,
+    child: String,
+    pending: String,
+) {
+    let Ok(listing) = store.list(&pending).await else {
+        return;
+    };
+    let mut items = listing.items;
+    items.sort_by_key(|kv| kv.mod_revision);
+    let codec = Codec::default();
+    for kv in items {
+        if let Ok(envelope) = codec.decode(&kv.value) {
+            if links.send(&child, &envelope).await.is_err() {
+                return; // gone again: the next link picks them up
+            }
+        }
+        let _ = store.delete(&kv.key).await;
+    }
 }
 
 /// Sends the children held here what the leader writes for them under `down/`.

@@ -119,6 +119,22 @@ async fn a_child_linked_at_a_standby_talks_to_the_leader_through_the_store() {
         .unwrap()
         .unwrap();
     assert_eq!(got, down);
+    // a command written while the child was between links reaches it when it links again
+    assert!(hub.cut("edge"));
+    assert!(matches!(next(&leader).await, ParentEvent::ChildLost { .. }));
+    let waiting = Envelope::new("root", scale(4));
+    let key = format!("relay/down/edge/{}", waiting.id);
+    let bytes = edgeio_core::wire::Codec::default()
+        .encode(&waiting)
+        .unwrap();
+    store.put(&key, bytes.into()).await.unwrap();
+    let child = hub.connect("edge").await.unwrap();
+    assert!(matches!(next(&leader).await, ParentEvent::ChildUp { .. }));
+    let got = tokio::time::timeout(DEADLINE, child.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, waiting);
     // a child linked nowhere is not found
     assert!(matches!(
         leader.send("ghost", &down).await,
