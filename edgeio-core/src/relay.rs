@@ -404,10 +404,7 @@ impl ParentTransport for RelayParent {
         let bytes = self
             .codec
             .encode(envelope)
-            .map_err(|e| TransportError::Invalid {
-                reason: e.to_string(),
-                id: Some(envelope.id.clone()),
-            })?;
+            .map_err(|e| TransportError::unsendable(envelope, e))?;
         let key = self.config.key(&["down", child, &fresh_id()]);
         self.store
             .put_with_lease(&key, Bytes::from(bytes), self.config.lease)

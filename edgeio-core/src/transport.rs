@@ -110,6 +110,17 @@ pub enum TransportError {
     },
 }
 
+impl TransportError {
+    /// `envelope` cannot be sent as it is (it does not encode, or exceeds the size limit):
+    /// [`TransportError::Invalid`] naming the message.
+    pub fn unsendable(envelope: &crate::wire::Envelope, reason: impl std::fmt::Display) -> Self {
+        TransportError::Invalid {
+            reason: reason.to_string(),
+            id: Some(envelope.id.clone()),
+        }
+    }
+}
+
 /// The parent's side: accept children, send control to one, receive from all.
 #[cfg_attr(any(test, feature = "testing"), mockall::automock)]
 #[async_trait]

@@ -652,21 +652,40 @@ fn running_clusters(job: &edgeio_core::engine::api::JobView) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
-async fn replicas_no_one_cluster_can_take_are_spread_over_several() {
-    // each cluster has one worker with two cores; each replica needs one
+/// Whether a job is RUNNING with `running` instances running and none on its way.
+fn settled(job: &edgeio_core::engine::api::JobView, running: usize) -> bool {
+    job.state == JobState::Running
+        && job
+            .instances
+            .iter()
+            .all(|i| i.state == InstanceState::Running || i.state == InstanceState::Terminated)
+        && running_on(job).len() == running
+}
+
+/// Each part of a job: its cluster and count.
+fn parts(job: &edgeio_core::engine::api::JobView) -> Vec<(String, u32)> {
+    job.parts
+        .iter()
+        .map(|p| (p.cluster.clone(), p.replicas))
+        .collect()
+}
+
+/// Three clusters of one two-core worker each and a job `web` of three one-core replicas
+/// (so spread: two on edge-a, one on edge-b), RUNNING; its id.
+async fn three_clusters_and_a_spread_job() -> (Tiers, String) {
     let t = clusters(&[("edge-a", 2, 1), ("edge-b", 2, 1), ("edge-c", 2, 1)]).await;
     let mut spec = job("web", 1000);
     spec.replicas = 3;
     let id = t.root.submit(spec).await.unwrap().id.to_string();
     wait_state(&t.root, &id, JobState::Running).await;
+    (t, id)
+}
+
+#[tokio::test]
+async fn replicas_no_one_cluster_can_take_are_spread_over_several() {
+    let (t, id) = three_clusters_and_a_spread_job().await;
     let job = t.root.job(&id).await.unwrap();
-    let parts: Vec<(String, u32)> = job
-        .parts
-        .iter()
-        .map(|p| (p.cluster.clone(), p.replicas))
-        .collect();
-    assert_eq!(parts, [("edge-a".into(), 2), ("edge-b".into(), 1)]);
+    assert_eq!(parts(&job), [("edge-a".into(), 2), ("edge-b".into(), 1)]);
     assert_eq!(job.cluster.as_deref(), Some("edge-a"));
     let mut on = running_clusters(&job);
     on.sort();
@@ -705,13 +724,8 @@ async fn replicas_no_one_cluster_can_take_are_spread_over_several() {
     })
     .await;
     let job = t.root.job(&id).await.unwrap();
-    let parts: Vec<(String, u32)> = job
-        .parts
-        .iter()
-        .map(|p| (p.cluster.clone(), p.replicas))
-        .collect();
     assert_eq!(
-        parts,
+        parts(&job),
         [
             ("edge-a".into(), 2),
             ("edge-b".into(), 2),
@@ -747,15 +761,7 @@ async fn replicas_no_one_cluster_can_take_are_spread_over_several() {
 
     // scaling down lets go of the newest parts first: edge-c's, then edge-b's
     t.root.scale(&id, 2).await.unwrap();
-    wait_job(&t.root, &id, |job| {
-        job.state == JobState::Running
-            && running_on(job).len() == 2
-            && job
-                .instances
-                .iter()
-                .all(|i| i.state == InstanceState::Running || i.state == InstanceState::Terminated)
-    })
-    .await;
+    wait_job(&t.root, &id, |job| settled(job, 2)).await;
     let job = t.root.job(&id).await.unwrap();
     assert_eq!(running_clusters(&job), ["edge-a", "edge-a"]);
     assert_eq!(job.parts.len(), 1);
@@ -809,18 +815,7 @@ async fn migrating_one_of_several_replicas_leaves_the_others_running() {
 #[tokio::test]
 async fn a_spread_jobs_part_migrates_alone_make_before_break() {
     use edgeio_core::wire::MigrateTarget;
-    // one worker with two cores per cluster; each replica needs one
-    let t = clusters(&[("edge-a", 2, 1), ("edge-b", 2, 1), ("edge-c", 2, 1)]).await;
-    let mut spec = job("web", 1000);
-    spec.replicas = 3;
-    let id = t.root.submit(spec).await.unwrap().id.to_string();
-    wait_state(&t.root, &id, JobState::Running).await;
-    let parts = |job: &edgeio_core::engine::api::JobView| -> Vec<(String, u32)> {
-        job.parts
-            .iter()
-            .map(|p| (p.cluster.clone(), p.replicas))
-            .collect()
-    };
+    let (t, id) = three_clusters_and_a_spread_job().await;
     let job = t.root.job(&id).await.unwrap();
     assert_eq!(parts(&job), [("edge-a".into(), 2), ("edge-b".into(), 1)]);
     let on_b = job
@@ -865,15 +860,7 @@ async fn a_spread_jobs_part_migrates_alone_make_before_break() {
         .await
         .unwrap();
     assert_eq!(moving.state, JobState::Migrating);
-    wait_job(&t.root, &id, |job| {
-        job.state == JobState::Running
-            && job
-                .instances
-                .iter()
-                .all(|i| i.state == InstanceState::Running || i.state == InstanceState::Terminated)
-            && running_on(job).len() == 3
-    })
-    .await;
+    wait_job(&t.root, &id, |job| settled(job, 3)).await;
     let job = t.root.job(&id).await.unwrap();
     assert_eq!(parts(&job), [("edge-a".into(), 2), ("edge-c".into(), 1)]);
     let mut on = running_clusters(&job);
@@ -922,13 +909,7 @@ async fn a_spread_jobs_part_migrates_alone_make_before_break() {
         .await
         .unwrap();
     wait_job(&t.root, &id, |job| {
-        job.state == JobState::Running
-            && job.parts.iter().any(|p| p.cluster == "edge-b")
-            && job
-                .instances
-                .iter()
-                .all(|i| i.state == InstanceState::Running || i.state == InstanceState::Terminated)
-            && running_on(job).len() == 3
+        settled(job, 3) && job.parts.iter().any(|p| p.cluster == "edge-b")
     })
     .await;
     let job = t.root.job(&id).await.unwrap();

@@ -85,10 +85,7 @@ impl fmt::Debug for MqttChild {
 }
 
 fn invalid(envelope: &Envelope, e: impl fmt::Display) -> TransportError {
-    TransportError::Invalid {
-        reason: e.to_string(),
-        id: Some(envelope.id.clone()),
-    }
+    TransportError::unsendable(envelope, e)
 }
 
 impl MqttChild {

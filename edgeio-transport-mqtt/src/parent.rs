@@ -173,10 +173,7 @@ impl ParentTransport for MqttParent {
             .inner
             .codec
             .encode(envelope)
-            .map_err(|e| TransportError::Invalid {
-                reason: e.to_string(),
-                id: Some(envelope.id.clone()),
-            })?;
+            .map_err(|e| TransportError::unsendable(envelope, e))?;
         if !lock(&self.inner.up).contains(child) {
             return Err(TransportError::NotFound {
                 child: child.to_string(),

@@ -255,10 +255,7 @@ pub async fn register(
 }
 
 fn encode_text(codec: &Codec, envelope: &Envelope) -> Result<String, TransportError> {
-    let invalid = |reason: String| TransportError::Invalid {
-        reason,
-        id: Some(envelope.id.clone()),
-    };
+    let invalid = |reason: String| TransportError::unsendable(envelope, reason);
     let bytes = codec
         .encode(envelope)
         .map_err(|e| invalid(format!("{}: {e}", envelope.kind())))?;

@@ -503,17 +503,12 @@ async fn close_socket(mut socket: WebSocket, code: u16, reason: String) {
 #[async_trait]
 impl ParentTransport for WsParent {
     async fn send(&self, child: &str, envelope: &Envelope) -> Result<(), TransportError> {
-        let bytes = self
-            .shared
-            .codec
-            .encode(envelope)
-            .map_err(|e| TransportError::Invalid {
-                reason: format!("{} to {child:?}: {e}", envelope.kind()),
-                id: Some(envelope.id.clone()),
-            })?;
-        let text = String::from_utf8(bytes).map_err(|e| TransportError::Invalid {
-            reason: format!("{} to {child:?} is not utf-8: {e}", envelope.kind()),
-            id: Some(envelope.id.clone()),
+        let bytes = self.shared.codec.encode(envelope).map_err(|e| {
+            TransportError::unsendable(envelope, format!("{} to {child:?}: {e}", envelope.kind()))
+        })?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            let kind = envelope.kind();
+            TransportError::unsendable(envelope, format!("{kind} to {child:?} is not utf-8: {e}"))
         })?;
         let down = match self.shared.links().get(child) {
             Some(link) => link.down.clone(),

@@ -255,10 +255,9 @@ impl ParentTransport for MemoryParent {
 }
 
 fn encode(codec: &Codec, envelope: &Envelope) -> Result<Vec<u8>, TransportError> {
-    codec.encode(envelope).map_err(|e| TransportError::Invalid {
-        reason: e.to_string(),
-        id: Some(envelope.id.clone()),
-    })
+    codec
+        .encode(envelope)
+        .map_err(|e| TransportError::unsendable(envelope, e))
 }
 
 struct ChildSide {
