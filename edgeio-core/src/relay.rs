@@ -111,7 +111,12 @@ pub async fn hold_links(
     links: Arc<dyn ParentTransport>,
     config: RelayConfig,
 ) {
-    let down = tokio::spawn(deliver_down(store.clone(), links.clone(), config.clone()));
+    // the delivery task ends with this one, however this one ends (aborted included)
+    let _down = AbortOnDrop(tokio::spawn(deliver_down(
+        store.clone(),
+        links.clone(),
+        config.clone(),
+    )));
     let codec = Codec::default();
     let mut seq: u64 = 0;
     loop {
@@ -181,7 +186,15 @@ pub async fn hold_links(
             }
         }
     }
-    down.abort();
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Sends `child` the commands waiting for it under `pending` (its `down/` prefix), oldest
@@ -349,13 +362,7 @@ pub struct RelayParent {
     codec: Codec,
     links: Arc<Mutex<BTreeMap<String, BTreeSet<String>>>>,
     events: tokio::sync::Mutex<mpsc::Receiver<ParentEvent>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for RelayParent {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _reader: AbortOnDrop,
 }
 
 impl RelayParent {
@@ -382,7 +389,7 @@ impl RelayParent {
             codec: Codec::default(),
             links,
             events: tokio::sync::Mutex::new(rx),
-            task: tokio::spawn(reader.run()),
+            _reader: AbortOnDrop(tokio::spawn(reader.run())),
         }
     }
 }

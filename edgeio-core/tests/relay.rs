@@ -213,3 +213,45 @@ async fn with_no_leader_a_registration_is_told_to_retry() {
         .items
         .is_empty());
 }
+
+/// The relay as one transport: children linked at a standby's hub, the leader's parent.
+struct Relayed {
+    hub: MemoryHub,
+    parent: Arc<RelayParent>,
+    _holder: tokio::task::JoinHandle<()>,
+}
+
+#[async_trait]
+impl edgeio_core::testing::conformance::transport::TransportFixture for Relayed {
+    fn parent(&self) -> Arc<dyn ParentTransport> {
+        self.parent.clone()
+    }
+
+    async fn connect(&self, child: &str) -> Arc<dyn ChildTransport> {
+        Arc::new(self.hub.connect(child).await.expect("connect"))
+    }
+}
+
+#[tokio::test]
+async fn the_relay_passes_the_transport_conformance_suite() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let lease_a = store.grant_lease(Duration::from_secs(60)).await.unwrap();
+    let lease_b = store.grant_lease(Duration::from_secs(60)).await.unwrap();
+    let hub = MemoryHub::new();
+    let holder = tokio::spawn(hold_links(
+        store.clone(),
+        Arc::new(hub.parent()),
+        RelayConfig::new("b", lease_b),
+    ));
+    let parent = Arc::new(RelayParent::start(
+        store,
+        RelayConfig::new("a", lease_a),
+        Arc::new(Names),
+    ));
+    let fixture = Relayed {
+        hub,
+        parent,
+        _holder: holder,
+    };
+    edgeio_core::testing::conformance::transport::run_all(&fixture).await;
+}
