@@ -5,11 +5,14 @@
 //! (a put each way per message, plus a delete) and the engine's own records go to etcd.
 //! Native jobs, each on one worker, are deployed one after another on each cluster in turn;
 //! p50/p99 from `POST` to RUNNING is printed per cluster, beside the p50 of one durable etcd
-//! put in the same run.
+//! put in the same run. Then the leading root is stopped without a word to etcd (its lease
+//! left to expire, as when it crashes) and started again as a standby, several times over:
+//! how long until the other replica serves the API as leader, and until a job deployed then
+//! runs on each cluster (the one that was linked at the dead replica redials first).
 //!
 //! ```text
 //! cargo run --release --example relay_measure --features roles,testing   # 100 jobs each
-//! EDGEIO_BENCH_JOBS=20 cargo run --release --example relay_measure --features roles,testing
+//! EDGEIO_BENCH_JOBS=20 EDGEIO_BENCH_HANDOVERS=3 cargo run --release --example relay_measure --features roles,testing
 //! ```
 //!
 //! Needs the `etcd` binary on the PATH (Debian: `etcd-server`).
@@ -44,9 +47,20 @@ fn any() -> SocketAddr {
     "127.0.0.1:0".parse().expect("an address")
 }
 
+/// A loopback address with a port free now (a root restarted on it keeps its URL).
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+}
+
 async fn root(dir: &Path, name: &str, store: &RootStore) -> Running {
+    root_on(dir, name, store, any()).await
+}
+
+async fn root_on(dir: &Path, name: &str, store: &RootStore, listen: SocketAddr) -> Running {
     start_root(RootOptions {
-        listen: any(),
+        listen,
         data: dir.join(name),
         scheduler: PolicyKind::FirstFit,
         aggregate_interval: Duration::from_millis(200),
@@ -92,8 +106,32 @@ async fn cluster(dir: &Path, name: &str, root: &str) -> (Running, Running) {
 
 /// Deploys a job pinned to `cluster` and waits until it runs: ms from `POST` to RUNNING.
 async fn deploy(client: &RootClient, cluster: &str, n: usize) -> f64 {
+    try_deploy(client, cluster, &n.to_string())
+        .await
+        .unwrap_or_else(|history| panic!("{cluster}-{n} was not deployable: {history}"))
+}
+
+/// Deploys jobs pinned to `cluster` until one runs (a new leader refuses a cluster it has
+/// not heard from yet as not deployable).
+async fn deploy_until_it_runs(client: &RootClient, cluster: &str, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for attempt in 0.. {
+        if try_deploy(client, cluster, &format!("{n}-{attempt}"))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{cluster} took no job for 30 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Deploys a job pinned to `cluster`, named with `suffix`: ms from `POST` to RUNNING, or the
+/// job's history when it is not deployable.
+async fn try_deploy(client: &RootClient, cluster: &str, suffix: &str) -> Result<f64, String> {
     let body = format!(
-        "api_version: v1\njob_name: {cluster}-{n}\nimage: /bin/sleep\nimage_runtime: native\n\
+        "api_version: v1\njob_name: {cluster}-{suffix}\nimage: /bin/sleep\nimage_runtime: native\n\
          args: [\"600\"]\nrequirements:\n  cpu: 1m\n  memory: 1Mi\ncluster: {cluster}\n"
     );
     let t = Instant::now();
@@ -106,13 +144,12 @@ async fn deploy(client: &RootClient, cluster: &str, n: usize) -> f64 {
     loop {
         let job = client.job(&id).await.expect("job");
         if job.state == JobState::Running {
-            return t.elapsed().as_secs_f64() * 1e3;
+            return Ok(t.elapsed().as_secs_f64() * 1e3);
         }
-        assert!(
-            !matches!(job.state, JobState::Failed | JobState::NotDeployable),
-            "job {id}: {:?}",
-            job.history
-        );
+        if job.state == JobState::NotDeployable {
+            return Err(format!("{:?}", job.history));
+        }
+        assert!(job.state != JobState::Failed, "job {id}: {:?}", job.history);
         tokio::time::sleep(Duration::from_micros(500)).await;
     }
 }
@@ -157,6 +194,11 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(100)
         .clamp(1, 1000);
+    let handovers: usize = std::env::var("EDGEIO_BENCH_HANDOVERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5)
+        .clamp(1, 50);
     let etcd = EtcdServer::start().expect("etcd starts (is etcd-server installed?)");
     let dir = std::env::temp_dir().join(format!("edgeio-relay-measure-{}", std::process::id()));
 
@@ -176,23 +218,59 @@ async fn main() {
         endpoints: vec![etcd.endpoint.clone()],
         prefix: "edgeio-bench/".into(),
     };
-    let leader = root(&dir, "root-a", &store).await;
-    let client = RootClient::new(&leader.url).expect("a client");
+    let addrs: [SocketAddr; 2] = [free_addr(), free_addr()];
+    let urls = addrs.map(|a| format!("http://{a}"));
+    let names = ["root-a", "root-b"];
+    let leader = root_on(&dir, names[0], &store, addrs[0]).await;
+    let client = RootClient::new(&urls[0]).expect("a client");
     let deadline = Instant::now() + Duration::from_secs(30);
     while client.clusters().await.is_err() {
         assert!(Instant::now() < deadline, "the first root did not lead");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let standby = root(&dir, "root-b", &store).await;
-    let near = cluster(&dir, "near", &leader.url).await;
-    let far = cluster(&dir, "far", &standby.url).await;
+    let standby = root_on(&dir, names[1], &store, addrs[1]).await;
+    // each cluster knows both roots; near dials the leader first, far the standby
+    let near = cluster(&dir, "near", &format!("{},{}", urls[0], urls[1])).await;
+    let far = cluster(&dir, "far", &format!("{},{}", urls[1], urls[0])).await;
     wait_ready(&client, 2).await;
     let (mut at_near, mut at_far) = (Vec::new(), Vec::new());
     for n in 0..jobs {
         at_near.push(deploy(&client, "near", n).await);
         at_far.push(deploy(&client, "far", n).await);
     }
-    stop(&client, vec![near, far], vec![standby, leader]).await;
+
+    // handovers: the leader dies (its lease left to expire), the other takes over
+    let mut roots = [Some(leader), Some(standby)];
+    let (mut to_api, mut to_jobs) = (Vec::new(), Vec::new());
+    let mut lead = 0;
+    for round in 0..handovers {
+        let next = 1 - lead;
+        let dead = roots[lead].take().expect("the leader runs");
+        let t = Instant::now();
+        dead.stop(Duration::ZERO).await;
+        let client = RootClient::new(&urls[next]).expect("a client");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        // the other replica answers from its own engine (a standby forwarding to the dead
+        // leader answers 503)
+        while client.clusters().await.is_err() {
+            assert!(Instant::now() < deadline, "no replica took over");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        to_api.push(t.elapsed().as_secs_f64() * 1e3);
+        for name in ["near", "far"] {
+            deploy_until_it_runs(&client, name, jobs + round).await;
+        }
+        to_jobs.push(t.elapsed().as_secs_f64() * 1e3);
+        roots[lead] = Some(root_on(&dir, names[lead], &store, addrs[lead]).await);
+        lead = next;
+    }
+    let client = RootClient::new(&urls[lead]).expect("a client");
+    stop(
+        &client,
+        vec![near, far],
+        roots.into_iter().flatten().collect(),
+    )
+    .await;
 
     // the raw cost of one relayed message's write, same etcd, same run
     let raw = StoreConfig::etcd(vec![etcd.endpoint.clone()], "edgeio-bench-raw/")
@@ -210,6 +288,8 @@ async fn main() {
     let _ = std::fs::remove_dir_all(&dir);
 
     let (direct50, direct99) = summary(at_direct);
+    let (api50, api99) = summary(to_api);
+    let (jobs50, jobs99) = summary(to_jobs);
     let (near50, near99) = summary(at_near);
     let (far50, far99) = summary(at_far);
     let (put50, _) = summary(puts);
@@ -224,4 +304,12 @@ async fn main() {
     println!("| the standby of two on etcd | {far50:.1} | {far99:.1} |");
     println!();
     println!("one durable etcd put of 300 bytes, same run: p50 {put50:.2} ms");
+    println!();
+    println!("leader handover, {handovers} times (ms; the lease lives 3 s)");
+    println!("| from the leader's death to | p50 | p99 |");
+    println!("|---|---:|---:|");
+    println!("| the other replica serving the API as leader | {api50:.0} | {api99:.0} |");
+    println!(
+        "| a new job RUNNING on each cluster, one after the other | {jobs50:.0} | {jobs99:.0} |"
+    );
 }

@@ -143,6 +143,14 @@ impl WsParent {
         }
     }
 
+    /// Closes every child's link (each child sees the socket close and redials; the parent
+    /// sees `ChildLost` for each). For a clean stop: [`ServerHandle::shutdown`] leaves
+    /// upgraded sockets open.
+    pub fn close_all(&self) {
+        // dropping a link's sender ends its socket task, which closes the socket
+        self.shared.links().clear();
+    }
+
     /// The routes `/ws/node` (role `node`) and `/ws/cluster` (role `cluster`), to merge with
     /// the parent's other routes.
     pub fn router(&self) -> Router {
@@ -567,8 +575,8 @@ impl ServerHandle {
 
     /// Stops accepting connections and waits for the server task to end (at most 10 s).
     /// Sockets already upgraded to WebSocket are detached from the HTTP server, so this does
-    /// not end them: a link ends when its child closes it, its socket fails, or the keepalive
-    /// finds it silent.
+    /// not end them: a link ends when its child closes it, its socket fails, the keepalive
+    /// finds it silent, or the parent closes it ([`WsParent::close_all`]).
     pub async fn shutdown(mut self) -> std::io::Result<()> {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());

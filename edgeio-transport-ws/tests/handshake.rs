@@ -683,3 +683,29 @@ async fn nothing_listening_is_unavailable_quickly() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn closing_all_links_ends_each_childs_socket() {
+    let (parent, server) = start_parent(WsServerConfig::default()).await;
+    let registration = register(
+        &server.url(),
+        PeerRole::Node,
+        request("closed", PeerRole::Node),
+        WsClientConfig::default(),
+    )
+    .await
+    .expect("registration");
+    let child = registration.channel.expect("a ws channel");
+    wait_up(&parent, "closed").await;
+    parent.close_all();
+    wait_lost(&parent, "closed").await;
+    // the child sees its socket close (and would redial)
+    let ended = tokio::time::timeout(Duration::from_secs(10), child.recv())
+        .await
+        .expect("the child notices within 10 s");
+    assert!(
+        matches!(ended, Err(TransportError::Unavailable { .. })),
+        "{ended:?}"
+    );
+    assert!(parent.children().await.is_empty());
+}

@@ -173,7 +173,10 @@ pub async fn start_root(options: RootOptions) -> Result<Running, RoleError> {
         let mut running = Running::new(server.url(), "root".into(), stop.clone());
         let stopped = Running::stopped(&stop);
         running.spawn(async move {
+            let links = ws.clone();
             let result = engine.run(Arc::new(ws), stopped).await;
+            // the clusters see their link close and redial, rather than wait on a silent one
+            links.close_all();
             let _ = server.shutdown().await;
             result.map_err(|e| RoleError::new(format!("root engine stopped: {e}")))
         });
@@ -229,6 +232,7 @@ pub async fn start_root(options: RootOptions) -> Result<Running, RoleError> {
             _ = &mut stopped => Ok(()),
         };
         holder.abort();
+        ws.close_all();
         let _ = server.shutdown().await;
         result
     });
