@@ -30,7 +30,7 @@ pub mod cli;
 pub mod roles;
 
 pub use edgeio_core::{
-    engine, job, model, reliable, runtime, scheduler, state, store, transport, wire,
+    engine, job, model, relay, reliable, runtime, scheduler, state, store, transport, wire,
 };
 
 /// The test kit: in-memory transport, memory store, fake runtime, mocks, conformance suites.
