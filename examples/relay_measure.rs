@@ -5,22 +5,21 @@
 //! (a put each way per message, plus a delete) and the engine's own records go to etcd.
 //! Native jobs, each on one worker, are deployed one after another on each cluster in turn;
 //! p50/p99 from `POST` to RUNNING is printed per cluster, beside the p50 of one durable etcd
-//! put in the same run. Then the leading root is stopped without a word to etcd (its lease
-//! left to expire, as when it crashes) and started again as a standby, several times over:
+//! put in the same run. Then the leading root is SIGKILLed (its lease left to expire) or
+//! SIGTERMed (a clean stop revokes it) and started again as a standby, several times each:
 //! how long until the other replica serves the API as leader, and until a job deployed then
-//! runs on each cluster (the one that was linked at the dead replica redials first).
+//! runs on each cluster (the one that was linked at the dead replica redials first). The
+//! roots are processes (the sibling `root` binary); clusters and workers run in here.
 //!
 //! ```text
 //! cargo run --release --example relay_measure --features roles,testing   # 100 jobs each
 //! EDGEIO_BENCH_JOBS=20 EDGEIO_BENCH_HANDOVERS=3 cargo run --release --example relay_measure --features roles,testing
 //! ```
 //!
-//! Needs the `etcd` binary on the PATH (Debian: `etcd-server`).
+//! Needs the `etcd` binary on the PATH (Debian: `etcd-server`) and the `root` example built
+//! beside this one (`cargo build --release --examples --features roles,testing`).
 
-use edgeio::roles::{
-    start_cluster, start_root, start_worker, ClusterOptions, RootOptions, RootStore, Running,
-    WorkerOptions,
-};
+use edgeio::roles::{start_cluster, start_worker, ClusterOptions, Running, WorkerOptions};
 use edgeio::state::JobState;
 use edgeio::stores::testing::EtcdServer;
 use edgeio::stores::StoreConfig;
@@ -28,6 +27,12 @@ use edgeio::transport_ws::RootClient;
 use edgeio_scheduler::PolicyKind;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::process::Command;
+
+#[path = "support/procs.rs"]
+mod procs;
+
+use procs::{free_port, start_sibling, Proc};
 use std::time::{Duration, Instant};
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -47,30 +52,30 @@ fn any() -> SocketAddr {
     "127.0.0.1:0".parse().expect("an address")
 }
 
-/// A loopback address with a port free now (a root restarted on it keeps its URL).
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-}
-
-async fn root(dir: &Path, name: &str, store: &RootStore) -> Running {
-    root_on(dir, name, store, any()).await
-}
-
-async fn root_on(dir: &Path, name: &str, store: &RootStore, listen: SocketAddr) -> Running {
-    start_root(RootOptions {
-        listen,
-        data: dir.join(name),
-        scheduler: PolicyKind::FirstFit,
-        aggregate_interval: Duration::from_millis(200),
-        missed_aggregates: 3,
-        cluster_timeout: Duration::from_secs(30),
-        store: store.clone(),
-        advertise: None,
-    })
-    .await
-    .expect("a root")
+/// A root process on `port` keeping its state in `store` (`embedded` or `etcd://…`), once it
+/// answers `/healthz`.
+async fn root(dir: &Path, name: &str, store: &str, port: u16) -> Proc {
+    let args: Vec<String> = [
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--data",
+        &dir.join(name).display().to_string(),
+        "--store",
+        store,
+        "--aggregate-interval",
+        "200ms",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    let proc = start_sibling("root", &args, "error");
+    let client = RootClient::new(&format!("http://127.0.0.1:{port}")).expect("a client");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.health().await.is_err() {
+        assert!(Instant::now() < deadline, "root {name} did not answer");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    proc
 }
 
 /// A cluster named `name` linked to `root`, with one worker; both handles.
@@ -173,7 +178,7 @@ async fn wait_ready(client: &RootClient, clusters: usize) {
 }
 
 /// Terminates every job, then stops the clusters with their workers and the roots.
-async fn stop(client: &RootClient, clusters: Vec<(Running, Running)>, roots: Vec<Running>) {
+async fn stop(client: &RootClient, clusters: Vec<(Running, Running)>) {
     for job in client.jobs().await.expect("jobs") {
         let _ = client.terminate(job.id.as_str()).await;
     }
@@ -181,9 +186,6 @@ async fn stop(client: &RootClient, clusters: Vec<(Running, Running)>, roots: Vec
     for (cluster, worker) in clusters {
         worker.stop(Duration::from_secs(5)).await;
         cluster.stop(Duration::from_secs(5)).await;
-    }
-    for root in roots {
-        root.stop(Duration::from_secs(5)).await;
     }
 }
 
@@ -203,32 +205,35 @@ async fn main() {
     let dir = std::env::temp_dir().join(format!("edgeio-relay-measure-{}", std::process::id()));
 
     // one root, no relay
-    let single = root(&dir, "root", &RootStore::Embedded).await;
-    let client = RootClient::new(&single.url).expect("a client");
-    let direct = cluster(&dir, "direct", &single.url).await;
+    let port = free_port();
+    let single = root(&dir, "root", "embedded", port).await;
+    let url = format!("http://127.0.0.1:{port}");
+    let client = RootClient::new(&url).expect("a client");
+    let direct = cluster(&dir, "direct", &url).await;
     wait_ready(&client, 1).await;
     let mut at_direct = Vec::new();
     for n in 0..jobs {
         at_direct.push(deploy(&client, "direct", n).await);
     }
-    stop(&client, vec![direct], vec![single]).await;
+    stop(&client, vec![direct]).await;
+    drop(single);
 
     // two roots on etcd
-    let store = RootStore::Etcd {
-        endpoints: vec![etcd.endpoint.clone()],
-        prefix: "edgeio-bench/".into(),
-    };
-    let addrs: [SocketAddr; 2] = [free_addr(), free_addr()];
-    let urls = addrs.map(|a| format!("http://{a}"));
+    let store = format!(
+        "etcd://{}/edgeio-bench",
+        etcd.endpoint.trim_start_matches("http://")
+    );
+    let ports = [free_port(), free_port()];
+    let urls = ports.map(|p| format!("http://127.0.0.1:{p}"));
     let names = ["root-a", "root-b"];
-    let leader = root_on(&dir, names[0], &store, addrs[0]).await;
+    let leader = root(&dir, names[0], &store, ports[0]).await;
     let client = RootClient::new(&urls[0]).expect("a client");
     let deadline = Instant::now() + Duration::from_secs(30);
     while client.clusters().await.is_err() {
         assert!(Instant::now() < deadline, "the first root did not lead");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let standby = root_on(&dir, names[1], &store, addrs[1]).await;
+    let standby = root(&dir, names[1], &store, ports[1]).await;
     // each cluster knows both roots; near dials the leader first, far the standby
     let near = cluster(&dir, "near", &format!("{},{}", urls[0], urls[1])).await;
     let far = cluster(&dir, "far", &format!("{},{}", urls[1], urls[0])).await;
@@ -239,15 +244,18 @@ async fn main() {
         at_far.push(deploy(&client, "far", n).await);
     }
 
-    // handovers: the leader dies (its lease left to expire), the other takes over
+    // handovers: the leader is killed or stopped, the other takes over
     let mut roots = [Some(leader), Some(standby)];
-    let (mut to_api, mut to_jobs) = (Vec::new(), Vec::new());
+    let mut times: [(Vec<f64>, Vec<f64>); 2] = Default::default();
     let mut lead = 0;
-    for round in 0..handovers {
-        let next = 1 - lead;
-        let dead = roots[lead].take().expect("the leader runs");
+    for round in 0..2 * handovers {
+        let (next, clean) = (1 - lead, round % 2 == 1);
+        let mut dead = roots[lead].take().expect("the leader runs");
+        let pid = dead.0.id().to_string();
         let t = Instant::now();
-        dead.stop(Duration::ZERO).await;
+        let sig = if clean { "-TERM" } else { "-KILL" };
+        let _ = Command::new("kill").args([sig, &pid]).status();
+        let _ = dead.0.wait();
         let client = RootClient::new(&urls[next]).expect("a client");
         let deadline = Instant::now() + Duration::from_secs(30);
         // the other replica answers from its own engine (a standby forwarding to the dead
@@ -256,21 +264,18 @@ async fn main() {
             assert!(Instant::now() < deadline, "no replica took over");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        let (to_api, to_jobs) = &mut times[usize::from(clean)];
         to_api.push(t.elapsed().as_secs_f64() * 1e3);
         for name in ["near", "far"] {
             deploy_until_it_runs(&client, name, jobs + round).await;
         }
         to_jobs.push(t.elapsed().as_secs_f64() * 1e3);
-        roots[lead] = Some(root_on(&dir, names[lead], &store, addrs[lead]).await);
+        roots[lead] = Some(root(&dir, names[lead], &store, ports[lead]).await);
         lead = next;
     }
     let client = RootClient::new(&urls[lead]).expect("a client");
-    stop(
-        &client,
-        vec![near, far],
-        roots.into_iter().flatten().collect(),
-    )
-    .await;
+    stop(&client, vec![near, far]).await;
+    drop(roots);
 
     // the raw cost of one relayed message's write, same etcd, same run
     let raw = StoreConfig::etcd(vec![etcd.endpoint.clone()], "edgeio-bench-raw/")
@@ -288,8 +293,6 @@ async fn main() {
     let _ = std::fs::remove_dir_all(&dir);
 
     let (direct50, direct99) = summary(at_direct);
-    let (api50, api99) = summary(to_api);
-    let (jobs50, jobs99) = summary(to_jobs);
     let (near50, near99) = summary(at_near);
     let (far50, far99) = summary(at_far);
     let (put50, _) = summary(puts);
@@ -305,11 +308,19 @@ async fn main() {
     println!();
     println!("one durable etcd put of 300 bytes, same run: p50 {put50:.2} ms");
     println!();
-    println!("leader handover, {handovers} times (ms; the lease lives 3 s)");
-    println!("| from the leader's death to | p50 | p99 |");
+    println!("leader handover, {handovers} times each (ms; the lease lives 3 s)");
+    println!("| the leader | to the other serving the API as leader, p50 / p99 | to a new job RUNNING on each cluster, p50 / p99 |");
     println!("|---|---:|---:|");
-    println!("| the other replica serving the API as leader | {api50:.0} | {api99:.0} |");
-    println!(
-        "| a new job RUNNING on each cluster, one after the other | {jobs50:.0} | {jobs99:.0} |"
-    );
+    let [(kill_api, kill_jobs), (term_api, term_jobs)] = times;
+    for (what, api, jobs) in [
+        ("SIGKILLed (its lease expires)", kill_api, kill_jobs),
+        (
+            "SIGTERMed (a clean stop revokes its lease)",
+            term_api,
+            term_jobs,
+        ),
+    ] {
+        let ((a50, a99), (j50, j99)) = (summary(api), summary(jobs));
+        println!("| {what} | {a50:.0} / {a99:.0} | {j50:.0} / {j99:.0} |");
+    }
 }

@@ -221,6 +221,17 @@ pub trait Store: Send + Sync {
         })
     }
 
+    /// Ends `lease` now: its keys are deleted, each with its delete event, as when it expires
+    /// (a clean stop hands a leadership over at once instead of after the TTL). An unknown or
+    /// expired lease is [`StoreError::NotFound`]. Optional.
+    async fn revoke_lease(&self, lease: LeaseId) -> Result<(), StoreError> {
+        let _ = lease;
+        Err(StoreError::Unsupported {
+            operation: "revoke_lease",
+            backend: self.backend(),
+        })
+    }
+
     /// Writes a key that is deleted when `lease` expires. Optional.
     async fn put_with_lease(
         &self,

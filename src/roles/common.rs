@@ -157,12 +157,14 @@ impl Running {
     }
 
     /// Waits until one of the role's tasks ends (an error, or a lost link) and returns why.
+    /// Cancel-safe: dropped before that (say, for a [`Running::stop`] on a signal), it leaves
+    /// every task in place for `stop` to wait for.
     pub async fn wait(&mut self) -> Result<(), RoleError> {
         if self.tasks.is_empty() {
             return Ok(());
         }
-        let (done, _, rest) = futures::future::select_all(self.tasks.drain(..)).await;
-        self.tasks = rest;
+        let (done, index, _) = futures::future::select_all(self.tasks.iter_mut()).await;
+        self.tasks.remove(index);
         match done {
             Ok(result) => result,
             Err(e) => Err(RoleError::new(format!("a task of the role failed: {e}"))),
@@ -295,6 +297,31 @@ pub fn load_config_file(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_stop_after_an_abandoned_wait_still_waits_for_the_tasks() {
+        let (stop, _) = watch::channel(false);
+        let mut running = Running::new("http://x".into(), "t".into(), stop.clone());
+        let stopped = Running::stopped(&stop);
+        let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
+        running.spawn(async move {
+            stopped.await;
+            // cleanup that takes a while, as a lease revocation does
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let _ = done_tx.send(());
+            Ok(())
+        });
+        // what a role's main does: wait, abandoned when a signal comes
+        tokio::select! {
+            _ = running.wait() => panic!("the task ended by itself"),
+            _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+        }
+        running.stop(Duration::from_secs(5)).await;
+        assert!(
+            done_rx.try_recv().is_ok(),
+            "stop returned before the task's cleanup"
+        );
+    }
 
     #[test]
     fn flags_parse_and_refuse_with_the_rule() {

@@ -220,6 +220,7 @@ pub async fn start_root(options: RootOptions) -> Result<Running, RoleError> {
     let stopped = Running::stopped(&stop);
     running.spawn(async move {
         let mut stopped = Box::pin(stopped);
+        let bus = store.clone();
         if let Ok(Some(leader)) = store.leader(ELECTION).await {
             tracing::info!(%leader, "standby: another root leads; waiting");
         }
@@ -233,6 +234,12 @@ pub async fn start_root(options: RootOptions) -> Result<Running, RoleError> {
         };
         holder.abort();
         ws.close_all();
+        // a clean stop hands over at once: the election key and this replica's relay keys
+        // go with the lease (a crash leaves them to its TTL)
+        match bus.revoke_lease(lease).await {
+            Ok(()) => tracing::info!("lease revoked: another replica may lead now"),
+            Err(e) => tracing::warn!(error = %e, "the lease could not be revoked; it will expire"),
+        }
         let _ = server.shutdown().await;
         result
     });

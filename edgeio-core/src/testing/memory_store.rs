@@ -409,6 +409,13 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    async fn revoke_lease(&self, lease: LeaseId) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        state.live_lease(lease)?;
+        state.revoke(lease);
+        Ok(())
+    }
+
     async fn put_with_lease(
         &self,
         key: &str,

@@ -1308,6 +1308,18 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    async fn revoke_lease(&self, lease: LeaseId) -> Result<(), StoreError> {
+        self.submit(move |shared, w| {
+            if let Err(refused) = check_lease(shared, w, lease)? {
+                return Ok(Err(refused));
+            }
+            w.revoke(lease)?;
+            shared.leases.remove(&lease);
+            Ok(Ok(()))
+        })
+        .await
+    }
+
     async fn put_with_lease(
         &self,
         key: &str,

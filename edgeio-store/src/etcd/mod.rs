@@ -631,6 +631,14 @@ impl Store for EtcdStore {
         Ok(())
     }
 
+    async fn revoke_lease(&self, lease: LeaseId) -> Result<(), StoreError> {
+        let mut client = self.inner.lease.clone();
+        let what = format!("revoke of lease {lease}");
+        self.call_with_lease(&what, lease, client.revoke(lease))
+            .await?;
+        Ok(())
+    }
+
     async fn put_with_lease(
         &self,
         key: &str,

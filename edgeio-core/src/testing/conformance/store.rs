@@ -69,6 +69,7 @@ pub async fn run_all(store: &dyn Store, ns: &str) {
     large_values_round_trip(store, ns).await;
     empty_key_is_invalid(store, ns).await;
     leases_expire_or_are_unsupported(store, ns).await;
+    revoked_leases_end_at_once_or_are_unsupported(store, ns).await;
     election_has_one_leader_or_is_unsupported(store, ns).await;
 }
 
@@ -1077,6 +1078,68 @@ pub async fn leases_expire_or_are_unsupported(store: &dyn Store, ns: &str) {
     )
     .await;
     assert_lease_not_found(B, "put_with_lease", &err);
+}
+
+/// If leases are `Unsupported`, so is revoking one. Otherwise revoking a live lease deletes its
+/// keys at once, each with a delete event, leaves other keys alone, and makes the lease
+/// `NotFound` (a second revoke included).
+pub async fn revoked_leases_end_at_once_or_are_unsupported(store: &dyn Store, ns: &str) {
+    const B: &str = "revoked_leases_end_at_once_or_are_unsupported";
+    let p = fresh(store, ns, B).await;
+    let lease = match within(B, "grant_lease", store.grant_lease(LONG_LEASE_TTL)).await {
+        Ok(lease) => lease,
+        Err(StoreError::Unsupported { .. }) => {
+            let err = refused(B, "revoke_lease", store.revoke_lease(1)).await;
+            assert_unsupported(B, "revoke_lease", &err);
+            return;
+        }
+        Err(e) => panic!("{B}: grant_lease({LONG_LEASE_TTL:?}) failed: {e:?}"),
+    };
+    let (a, b, plain) = (format!("{p}a"), format!("{p}b"), format!("{p}plain"));
+    must(
+        B,
+        "put_with_lease a",
+        store.put_with_lease(&a, "a".into(), lease),
+    )
+    .await;
+    let rev = must(
+        B,
+        "put_with_lease b",
+        store.put_with_lease(&b, "b".into(), lease),
+    )
+    .await;
+    must(B, "put without lease", store.put(&plain, "plain".into())).await;
+    let mut events = must(B, "watch", store.watch(&p, rev)).await;
+    let _plain_put = next_event(B, &mut events, "the put without lease").await;
+    must(B, "revoke_lease", store.revoke_lease(lease)).await;
+    // no waiting for a TTL: both keys are gone when revoke_lease returns
+    assert_eq!(
+        must(B, "get a", store.get(&a)).await,
+        None,
+        "{B}: a after revoke"
+    );
+    assert_eq!(
+        must(B, "get b", store.get(&b)).await,
+        None,
+        "{B}: b after revoke"
+    );
+    assert!(
+        must(B, "get plain", store.get(&plain)).await.is_some(),
+        "{B}: a key without the lease must survive its revocation"
+    );
+    let mut deleted = Vec::new();
+    for n in 0..2 {
+        match next_event(B, &mut events, &format!("delete {n} of the revocation")).await {
+            WatchEvent::Delete { key, .. } => deleted.push(key),
+            other => panic!("{B}: expected a delete, got {}", describe(&other)),
+        }
+    }
+    deleted.sort();
+    assert_eq!(deleted, [a, b], "{B}: the revocation's deletes");
+    let err = refused(B, "a second revoke", store.revoke_lease(lease)).await;
+    assert_lease_not_found(B, "revoke_lease", &err);
+    let err = refused(B, "keep_alive of a revoked lease", store.keep_alive(lease)).await;
+    assert_lease_not_found(B, "keep_alive", &err);
 }
 
 /// If leases are `Unsupported`, so is election. Otherwise one candidate leads while its lease
