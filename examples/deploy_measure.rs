@@ -36,18 +36,10 @@ use edgeio_store::embedded::{EmbeddedOptions, EmbeddedStore};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
+#[path = "support/stats.rs"]
+mod stats;
 
-fn summary(mut v: Vec<f64>) -> (f64, f64) {
-    v.sort_by(|a, b| a.total_cmp(b));
-    (percentile(&v, 0.5), percentile(&v, 0.99))
-}
+use stats::summary;
 
 struct Names;
 

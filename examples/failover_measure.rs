@@ -45,11 +45,10 @@ async fn until<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
     }
 }
 
-fn summary(mut v: Vec<f64>) -> (f64, f64) {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let at = |p: f64| v[((v.len() as f64 - 1.0) * p).round() as usize];
-    (at(0.5), at(0.99))
-}
+#[path = "support/stats.rs"]
+mod stats;
+
+use stats::summary;
 
 #[tokio::main]
 async fn main() {

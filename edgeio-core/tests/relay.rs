@@ -55,6 +55,38 @@ fn request(name: &str) -> RegisterRequest {
     }
 }
 
+/// Two replicas on a memory store: `b` holds the links of `hub`'s children, `a` leads on
+/// `leader` (registrations answered by [`Names`]).
+struct Replicas {
+    store: Arc<dyn Store>,
+    hub: MemoryHub,
+    holder: tokio::task::JoinHandle<()>,
+    leader: RelayParent,
+    a: RelayConfig,
+    b: RelayConfig,
+}
+
+/// [`Replicas`], `b`'s lease living `b_ttl` unless renewed (nothing renews it here).
+async fn replicas(b_ttl: Duration) -> Replicas {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let a = RelayConfig::new(
+        "a",
+        store.grant_lease(Duration::from_secs(60)).await.unwrap(),
+    );
+    let b = RelayConfig::new("b", store.grant_lease(b_ttl).await.unwrap());
+    let hub = MemoryHub::new();
+    let holder = tokio::spawn(hold_links(store.clone(), Arc::new(hub.parent()), b.clone()));
+    let leader = RelayParent::start(store.clone(), a.clone(), Arc::new(Names));
+    Replicas {
+        store,
+        hub,
+        holder,
+        leader,
+        a,
+        b,
+    }
+}
+
 async fn next(parent: &RelayParent) -> ParentEvent {
     tokio::time::timeout(DEADLINE, parent.recv())
         .await
@@ -71,17 +103,15 @@ fn scale(n: u32) -> Message {
 
 #[tokio::test]
 async fn a_child_linked_at_a_standby_talks_to_the_leader_through_the_store() {
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let lease_a = store.grant_lease(Duration::from_secs(60)).await.unwrap();
-    let lease_b = store.grant_lease(Duration::from_secs(60)).await.unwrap();
-    let (a, b) = (
-        RelayConfig::new("a", lease_a),
-        RelayConfig::new("b", lease_b),
-    );
     // replica b holds the links of the children that dialed it; replica a leads
-    let hub = MemoryHub::new();
-    let holder = tokio::spawn(hold_links(store.clone(), Arc::new(hub.parent()), b.clone()));
-    let leader = RelayParent::start(store.clone(), a.clone(), Arc::new(Names));
+    let Replicas {
+        store,
+        hub,
+        holder,
+        leader,
+        a,
+        b,
+    } = replicas(Duration::from_secs(60)).await;
 
     // registration at b is answered by the leader's registrar
     let registrar = RelayRegistrar::new(store.clone(), b.clone());
@@ -166,20 +196,12 @@ async fn a_child_linked_at_a_standby_talks_to_the_leader_through_the_store() {
 
 #[tokio::test]
 async fn a_dead_replicas_links_end_with_its_lease() {
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let lease_a = store.grant_lease(Duration::from_secs(60)).await.unwrap();
-    let lease_b = store.grant_lease(Duration::from_secs(1)).await.unwrap();
-    let hub = MemoryHub::new();
-    let holder = tokio::spawn(hold_links(
-        store.clone(),
-        Arc::new(hub.parent()),
-        RelayConfig::new("b", lease_b),
-    ));
-    let leader = RelayParent::start(
-        store.clone(),
-        RelayConfig::new("a", lease_a),
-        Arc::new(Names),
-    );
+    let Replicas {
+        hub,
+        holder,
+        leader,
+        ..
+    } = replicas(Duration::from_secs(1)).await;
     let _child = hub.connect("edge").await.unwrap();
     assert!(matches!(next(&leader).await, ParentEvent::ChildUp { .. }));
     // replica b dies: nothing renews its lease, its link key goes with it
@@ -234,23 +256,15 @@ impl edgeio_core::testing::conformance::transport::TransportFixture for Relayed 
 
 #[tokio::test]
 async fn the_relay_passes_the_transport_conformance_suite() {
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let lease_a = store.grant_lease(Duration::from_secs(60)).await.unwrap();
-    let lease_b = store.grant_lease(Duration::from_secs(60)).await.unwrap();
-    let hub = MemoryHub::new();
-    let holder = tokio::spawn(hold_links(
-        store.clone(),
-        Arc::new(hub.parent()),
-        RelayConfig::new("b", lease_b),
-    ));
-    let parent = Arc::new(RelayParent::start(
-        store,
-        RelayConfig::new("a", lease_a),
-        Arc::new(Names),
-    ));
+    let Replicas {
+        hub,
+        holder,
+        leader,
+        ..
+    } = replicas(Duration::from_secs(60)).await;
     let fixture = Relayed {
         hub,
-        parent,
+        parent: Arc::new(leader),
         _holder: holder,
     };
     edgeio_core::testing::conformance::transport::run_all(&fixture).await;
