@@ -1,8 +1,9 @@
 //! The API of a standby root replica: every request is passed to the replica that leads
 //! (found anew for each request, so a takeover is followed at once), and its answer is passed
 //! back as it comes (status, content type, body streamed, so followed logs keep flowing).
-//! Clusters are not taken: `/ws/...` answers 503, and a cluster given several root URLs
-//! dials the next one.
+//! On its own it takes no cluster (`/ws/...` answers 503, and a cluster given several root
+//! URLs dials the next one); the reference root mounts its WebSocket routes in front of it,
+//! so that every replica takes clusters and relays them through the store.
 
 use super::error::{code, Failure};
 use axum::body::Body;
@@ -32,7 +33,7 @@ struct Forward {
 }
 
 /// The router of a standby replica: `/healthz` answers for this process, `/ws/...` refuses
-/// with 503 (clusters belong with the leader), everything else is forwarded to the leader
+/// with 503 (unless WebSocket routes are merged in front), everything else is forwarded to the leader
 /// found by `find`. A request body larger than a descriptor may be is refused (413) without
 /// being read whole.
 pub fn forwarding_router(find: FindLeader) -> Router {
