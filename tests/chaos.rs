@@ -496,6 +496,29 @@ async fn a_job_migrates_to_another_cluster_make_before_break_and_scales_there() 
     .await;
 }
 
+/// Starts cluster `names.0`, dialing the roots on `roots` in that order, and its worker
+/// `names.1`, once the cluster serves.
+async fn cluster_of_roots(
+    d: &std::path::Path,
+    procs: &mut Vec<Proc>,
+    names: (&str, &str),
+    roots: [u16; 2],
+) {
+    let (cluster, worker) = names;
+    let port = free_port();
+    let mut args = cluster_args(d, cluster, roots[0], port, free_port(), &[]);
+    let at = args.iter().position(|a| a == "--root").unwrap();
+    args[at + 1] = roots.map(|p| format!("http://127.0.0.1:{p}")).join(",");
+    procs.push(Proc::start(cluster, "cluster", &args, d));
+    serves(port, procs).await;
+    procs.push(Proc::start(
+        worker,
+        "worker",
+        &worker_args(d, worker, port),
+        d,
+    ));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_roots_on_etcd_the_standby_takes_over_when_the_leader_is_killed() {
     use edgeio::stores::testing::{fresh_prefix, EtcdServer};
@@ -508,7 +531,7 @@ async fn two_roots_on_etcd_the_standby_takes_over_when_the_leader_is_killed() {
     let member = etcd.endpoint.trim_start_matches("http://").to_string();
     let prefix = fresh_prefix("roots");
     let store = format!("etcd://{member}/{prefix}");
-    let (a_port, b_port, cluster_port) = (free_port(), free_port(), free_port());
+    let (a_port, b_port) = (free_port(), free_port());
     let root = |port: u16| root_args(d, port, &["--store", &store]);
     let mut procs = vec![Proc::start("root-a", "root", &root(a_port), d)];
     let a = RootClient::new(&format!("http://127.0.0.1:{a_port}")).unwrap();
@@ -526,31 +549,9 @@ async fn two_roots_on_etcd_the_standby_takes_over_when_the_leader_is_killed() {
 
     // the cluster is given the standby first: it links there, and the leader's engine
     // reaches it through etcd (the standby passes messages both ways)
-    let roots = format!("http://127.0.0.1:{b_port},http://127.0.0.1:{a_port}");
-    let mut cluster = cluster_args(d, "cluster-1", a_port, cluster_port, free_port(), &[]);
-    let at = cluster.iter().position(|a| a == "--root").unwrap();
-    cluster[at + 1] = roots;
-    procs.push(Proc::start("cluster-1", "cluster", &cluster, d));
-    serves(cluster_port, &mut procs).await;
-    procs.push(Proc::start(
-        "w1",
-        "worker",
-        &worker_args(d, "w1", cluster_port),
-        d,
-    ));
+    cluster_of_roots(d, &mut procs, ("cluster-1", "w1"), [b_port, a_port]).await;
     // a second cluster is given the leader first: it links there
-    let second_port = free_port();
-    let mut second = cluster_args(d, "cluster-2", a_port, second_port, free_port(), &[]);
-    let at = second.iter().position(|a| a == "--root").unwrap();
-    second[at + 1] = format!("http://127.0.0.1:{a_port},http://127.0.0.1:{b_port}");
-    procs.push(Proc::start("cluster-2", "cluster", &second, d));
-    serves(second_port, &mut procs).await;
-    procs.push(Proc::start(
-        "w2",
-        "worker",
-        &worker_args(d, "w2", second_port),
-        d,
-    ));
+    cluster_of_roots(d, &mut procs, ("cluster-2", "w2"), [a_port, b_port]).await;
     ready_nodes(&a, &mut procs, &["cluster-1", "cluster-2"], 1).await;
     let etcd_view = edgeio::stores::StoreConfig::etcd(vec![etcd.endpoint.clone()], prefix)
         .open()

@@ -18,6 +18,7 @@
 //! Nothing here knows a concrete store or transport: the facade's root composes it with etcd
 //! and the WebSocket server.
 
+use crate::reliable::lock;
 use crate::store::{LeaseId, Store, StoreError, WatchEvent};
 use crate::transport::{ParentEvent, ParentTransport, Registrar, TransportError};
 use crate::wire::{
@@ -60,6 +61,13 @@ impl RelayConfig {
 
     fn key(&self, parts: &[&str]) -> String {
         format!("{}{}", self.prefix, parts.join("/"))
+    }
+
+    /// The child and the replica a `links/{child}/{replica}` key names.
+    fn link_of<'k>(&self, key: &'k str) -> Option<(&'k str, &'k str)> {
+        key.strip_prefix(&self.prefix)?
+            .strip_prefix("links/")?
+            .split_once('/')
     }
 }
 
@@ -210,21 +218,37 @@ async fn deliver_pending(
     };
     let mut items = listing.items;
     items.sort_by_key(|kv| kv.mod_revision);
-    let codec = Codec::default();
     for kv in items {
-        if let Ok(envelope) = codec.decode(&kv.value) {
-            if links.send(&child, &envelope).await.is_err() {
-                return; // gone again: the next link picks them up
+        if !deliver(store.as_ref(), links.as_ref(), &child, &kv).await {
+            return; // gone again: the next link picks them up
+        }
+    }
+}
+
+/// Sends `child` the command stored in `kv` and deletes it (an unreadable one too): false
+/// when the child is gone, the command left for its next link.
+async fn deliver(
+    store: &dyn Store,
+    links: &dyn ParentTransport,
+    child: &str,
+    kv: &crate::store::KeyValue,
+) -> bool {
+    match Codec::default().decode(&kv.value) {
+        Ok(envelope) => {
+            if let Err(e) = links.send(child, &envelope).await {
+                debug!(%child, error = %e, "relay: a command found its child gone");
+                return false;
             }
         }
-        let _ = store.delete(&kv.key).await;
+        Err(e) => warn!(%child, error = %e, "relay: an unreadable command"),
     }
+    let _ = store.delete(&kv.key).await;
+    true
 }
 
 /// Sends the children held here what the leader writes for them under `down/`.
 async fn deliver_down(store: Arc<dyn Store>, links: Arc<dyn ParentTransport>, config: RelayConfig) {
     let prefix = config.key(&["down", ""]);
-    let codec = Codec::default();
     let mut after = 0;
     loop {
         if after == 0 {
@@ -268,15 +292,10 @@ async fn deliver_down(store: Arc<dyn Store>, links: Arc<dyn ParentTransport>, co
             if !links.children().await.iter().any(|c| c == child) {
                 continue; // another replica holds it
             }
-            match codec.decode(&kv.value) {
-                Ok(envelope) => {
-                    if let Err(e) = links.send(child, &envelope).await {
-                        debug!(%child, error = %e, "relay: a command found its child gone");
-                    }
-                }
-                Err(e) => warn!(%child, error = %e, "relay: an unreadable command"),
+            if !deliver(store.as_ref(), links.as_ref(), child, &kv).await {
+                // gone between the check and the send: its sender re-sends what is not acked
+                let _ = store.delete(&kv.key).await;
             }
-            let _ = store.delete(&kv.key).await;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -397,10 +416,7 @@ impl RelayParent {
 #[async_trait]
 impl ParentTransport for RelayParent {
     async fn send(&self, child: &str, envelope: &Envelope) -> Result<(), TransportError> {
-        let linked = self
-            .links
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        let linked = lock(&self.links)
             .get(child)
             .is_some_and(|at| !at.is_empty());
         if !linked {
@@ -430,9 +446,7 @@ impl ParentTransport for RelayParent {
     }
 
     async fn children(&self) -> Vec<String> {
-        self.links
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        lock(&self.links)
             .iter()
             .filter(|(_, at)| !at.is_empty())
             .map(|(child, _)| child.clone())
@@ -464,19 +478,14 @@ impl Reader {
             };
             // the links as they are now: new ones come up, vanished ones are lost
             let mut now: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-            let links_prefix = self.config.key(&["links", ""]);
             for kv in &listing.items {
-                if let Some((child, replica)) = kv
-                    .key
-                    .strip_prefix(&links_prefix)
-                    .and_then(|r| r.split_once('/'))
-                {
+                if let Some((child, replica)) = self.config.link_of(&kv.key) {
                     now.entry(child.to_string())
                         .or_default()
                         .insert(replica.to_string());
                 }
             }
-            let before = std::mem::take(&mut *self.links.lock().unwrap_or_else(|p| p.into_inner()));
+            let before = std::mem::take(&mut *lock(&self.links));
             for child in before.keys().filter(|c| !now.contains_key(*c)) {
                 self.emit(ParentEvent::ChildLost {
                     child: child.clone(),
@@ -489,7 +498,7 @@ impl Reader {
                 .filter(|c| !before.contains_key(*c))
                 .cloned()
                 .collect();
-            *self.links.lock().unwrap_or_else(|p| p.into_inner()) = now;
+            *lock(&self.links) = now;
             for child in new {
                 info!(%child, "relay: linked at a replica");
                 self.emit(ParentEvent::ChildUp { child }).await;
@@ -498,7 +507,7 @@ impl Reader {
             let mut backlog: Vec<_> = listing
                 .items
                 .into_iter()
-                .filter(|kv| !kv.key.starts_with(&links_prefix))
+                .filter(|kv| self.config.link_of(&kv.key).is_none())
                 .collect();
             backlog.sort_by_key(|kv| kv.mod_revision);
             for kv in backlog {
@@ -541,27 +550,28 @@ impl Reader {
     }
 
     async fn on_put(&mut self, key: &str, value: &Bytes) {
+        if let Some((child, replica)) = self.config.link_of(key) {
+            let first = {
+                let mut links = lock(&self.links);
+                let at = links.entry(child.to_string()).or_default();
+                let first = at.is_empty();
+                at.insert(replica.to_string());
+                first
+            };
+            if first {
+                info!(%child, %replica, "relay: linked at a replica");
+                self.emit(ParentEvent::ChildUp {
+                    child: child.to_string(),
+                })
+                .await;
+            }
+            return;
+        }
         let Some(rest) = key.strip_prefix(&self.config.prefix) else {
             return;
         };
         let mut parts = rest.splitn(3, '/');
         match (parts.next(), parts.next(), parts.next()) {
-            (Some("links"), Some(child), Some(replica)) => {
-                let first = {
-                    let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
-                    let at = links.entry(child.to_string()).or_default();
-                    let first = at.is_empty();
-                    at.insert(replica.to_string());
-                    first
-                };
-                if first {
-                    info!(%child, %replica, "relay: linked at a replica");
-                    self.emit(ParentEvent::ChildUp {
-                        child: child.to_string(),
-                    })
-                    .await;
-                }
-            }
             (Some("up"), Some(_), Some(_)) => {
                 self.on_up(value).await;
                 self.forget(key);
@@ -630,15 +640,11 @@ impl Reader {
     }
 
     async fn on_delete(&mut self, key: &str) {
-        let links_prefix = self.config.key(&["links", ""]);
-        let Some((child, replica)) = key
-            .strip_prefix(&links_prefix)
-            .and_then(|r| r.split_once('/'))
-        else {
+        let Some((child, replica)) = self.config.link_of(key) else {
             return;
         };
         let gone = {
-            let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+            let mut links = lock(&self.links);
             let Some(at) = links.get_mut(child) else {
                 return;
             };

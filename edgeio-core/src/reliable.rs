@@ -144,7 +144,7 @@ impl<K: Clone + Eq + Hash, V> Window<K, V> {
 }
 
 // A panic elsewhere must not turn every later call into a second panic.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 

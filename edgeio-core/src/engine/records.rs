@@ -308,6 +308,22 @@ impl JobRecord {
         m.to_cluster.as_deref().or(self.cluster.as_deref())
     }
 
+    /// Names the first part's cluster as the job's (`None` when it has no part): a spread
+    /// job's `cluster` follows its parts, for views and for messages about it.
+    pub fn cluster_from_parts(&mut self) {
+        self.cluster = self.parts.first().map(|p| p.cluster.clone());
+    }
+
+    /// What `cluster` runs of the job: the whole spec, or for a spread job the spec with its
+    /// part's count of replicas.
+    pub fn spec_on(&self, cluster: &str) -> crate::job::JobSpec {
+        let mut spec = self.spec.clone();
+        if let Some(part) = self.parts.iter().find(|p| p.cluster == cluster) {
+            spec.replicas = part.replicas;
+        }
+        spec
+    }
+
     /// Whether `cluster` holds the job, or a part of it.
     pub fn holds(&self, cluster: &str) -> bool {
         self.cluster.as_deref() == Some(cluster) || self.parts.iter().any(|p| p.cluster == cluster)

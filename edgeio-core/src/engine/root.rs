@@ -387,7 +387,7 @@ impl RootState {
                 {
                     let _ = advance(&mut instance.lifecycle, InstanceState::Lost, now, reason);
                 }
-                job.cluster = job.parts.first().map(|p| p.cluster.clone());
+                job.cluster_from_parts();
                 if !job.refused_by.iter().any(|c| c == cluster) {
                     job.refused_by.push(cluster.to_string());
                 }
@@ -432,7 +432,7 @@ impl RootState {
                     cluster: p.candidate.clone(),
                     replicas: count,
                 });
-                job.cluster = job.parts.first().map(|p| p.cluster.clone());
+                job.cluster_from_parts();
                 fx.persist.push(job_key(id));
                 if let Some(command) = self.deploy_command(id, &p.candidate) {
                     fx.commands.push(command);
@@ -500,7 +500,7 @@ impl RootState {
             }
         }
         if let Some(job) = self.jobs.get_mut(id) {
-            job.cluster = job.parts.first().map(|p| p.cluster.clone());
+            job.cluster_from_parts();
         }
         fx.persist.push(job_key(id));
         if self.place_part(id, rest, &reason, fx) {
@@ -596,10 +596,10 @@ impl RootState {
             return false;
         }
         info!(job = id, %reason, "spreading a job");
-        job.cluster = parts.first().map(|p| p.cluster.clone());
         job.refused_by.clear();
         let clusters: Vec<String> = parts.iter().map(|p| p.cluster.clone()).collect();
         job.parts = parts;
+        job.cluster_from_parts();
         for cluster in clusters {
             if let Some(command) = self.deploy_command(id, &cluster) {
                 fx.commands.push(command);
@@ -614,15 +614,14 @@ impl RootState {
     /// instances after the cluster.
     fn deploy_command(&self, id: &str, cluster: &str) -> Option<(String, Envelope, Tag)> {
         let job = self.jobs.get(id)?;
-        let mut spec = job.spec.clone();
-        let mut instance_prefix = None;
-        if let Some(part) = job.parts.iter().find(|p| p.cluster == cluster) {
-            spec.replicas = part.replicas;
-            instance_prefix = Some(part_prefix(&job.id, cluster));
-        }
+        let instance_prefix = job
+            .parts
+            .iter()
+            .any(|p| p.cluster == cluster)
+            .then(|| part_prefix(&job.id, cluster));
         let deploy = Deploy {
             job: job.id.clone(),
-            spec,
+            spec: job.spec_on(cluster),
             instance: None,
             first_instance: job.first_instance + job.instances.len() as u32,
             instance_prefix,
@@ -971,7 +970,7 @@ impl RootState {
                 let mut held = j.clusters();
                 held.push(cluster.to_string());
                 let set = self.candidates(&held, &j.spec.node_selector);
-                self.scheduler.place(&self.moving_spec(j, cluster), &set)
+                self.scheduler.place(&j.spec_on(cluster), &set)
             });
             if let Some(Ok(p)) = others {
                 info!(job = %job, to = %p.candidate, %why, "migrating to another cluster");
@@ -1006,7 +1005,7 @@ impl RootState {
                 None => job.cluster = Some(from),
             }
             if !job.parts.is_empty() {
-                job.cluster = job.parts.first().map(|p| p.cluster.clone());
+                job.cluster_from_parts();
             }
         }
         job.unschedulable.extend(unschedulable);
@@ -1014,16 +1013,6 @@ impl RootState {
         warn!(job = id, %why, "migration abandoned");
         let _ = advance(&mut job.lifecycle, JobState::Running, now_ms(), &why);
         job.settle(now_ms());
-    }
-
-    /// The spec of what moves when job `job` leaves `cluster`: the whole job, or the part
-    /// that cluster holds (its count of replicas).
-    fn moving_spec(&self, job: &JobRecord, cluster: &str) -> JobSpec {
-        let mut spec = job.spec.clone();
-        if let Some(part) = job.parts.iter().find(|p| p.cluster == cluster) {
-            spec.replicas = part.replicas;
-        }
-        spec
     }
 
     /// Starts moving job `id` (or, for a spread job, its part) from cluster `from` to
@@ -1057,10 +1046,10 @@ impl RootState {
             None => format!("migrate to {target} requested"),
         };
         let _ = advance(&mut job.lifecycle, JobState::Migrating, now, &why);
-        job.cluster = match job.parts.first() {
-            Some(first) => Some(first.cluster.clone()),
-            None => Some(cluster.to_string()),
-        };
+        job.cluster = Some(cluster.to_string());
+        if !job.parts.is_empty() {
+            job.cluster_from_parts();
+        }
         job.migration = Some(Migration {
             first_new: job.instances.len(),
             target,
