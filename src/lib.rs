@@ -7,7 +7,8 @@
 //!
 //! | feature | crate | status |
 //! |---|---|---|
-//! | (always) | `edgeio-core`: model, descriptors, states, wire, the four traits | built |
+//! | (always) | `edgeio-core`: model, descriptors, states, wire, the four traits, the root's API contract | built |
+//! | `engine` (in `roles`) | `edgeio-engine`, as [`engine`]: the root, cluster and worker engines, the replica relay | built |
 //! | `scheduler` (default) | `edgeio-scheduler`, as [`schedulers`] | built: six policies |
 //! | `store` | `edgeio-store`, as [`stores`] | built: embedded (redb) and etcd |
 //! | `transport-mqtt` | `edgeio-transport-mqtt`, as [`transport_mqtt`] | built: channel + embedded broker |
@@ -30,8 +31,12 @@ pub mod cli;
 pub mod roles;
 
 pub use edgeio_core::{
-    engine, job, model, relay, reliable, runtime, scheduler, state, store, transport, wire,
+    api, job, model, reliable, runtime, scheduler, state, store, transport, wire,
 };
+
+/// The engines: root, cluster, worker, and the relay between root replicas.
+#[cfg(feature = "engine")]
+pub use edgeio_engine as engine;
 
 /// The test kit: in-memory transport, memory store, fake runtime, mocks, conformance suites.
 #[cfg(feature = "testing")]

@@ -5,7 +5,7 @@
 
 use edgeio::transport_ws::testing::FakeRootApi;
 use edgeio::transport_ws::{router, serve, ServerHandle};
-use edgeio_core::engine::api::{ApiError, ClusterView, InstanceView, NodeView};
+use edgeio_core::api::{ApiError, ClusterView, InstanceView, NodeView};
 use edgeio_core::model::{Arch, Capabilities, InstanceId, Location, Resources, Tier};
 use edgeio_core::scheduler::Unschedulable;
 use edgeio_core::state::{ClusterState, HistoryEntry, InstanceState, JobState, NodeState};

@@ -3,7 +3,9 @@
 //! The floor of edgeio: the domain model, job descriptors and their validation, lifecycle
 //! states with one transition table per object, the wire protocol, and the four traits —
 //! [`transport::ParentTransport`]/[`transport::ChildTransport`], [`runtime::Runtime`],
-//! [`store::Store`] and [`scheduler::Scheduler`] — that implementation crates fill in.
+//! [`store::Store`] and [`scheduler::Scheduler`] — that implementation crates fill in, the
+//! root's user API as a contract ([`api::RootApi`]), and reliable commands over any
+//! transport. These are the contracts: the orchestration decisions live in `edgeio-engine`.
 //! This crate names no concrete implementation. With the feature `testing` it also ships an
 //! in-memory transport, a memory store, a fake runtime, mockall mocks and the conformance
 //! suites every implementation runs.
@@ -28,12 +30,11 @@
 //! assert_eq!(job.worker_node.as_deref(), Some("e580"));
 //! ```
 
+pub mod api;
 pub mod backoff;
-pub mod engine;
 pub mod job;
 pub mod model;
 pub mod redial;
-pub mod relay;
 pub mod reliable;
 pub mod runtime;
 pub mod scheduler;

@@ -143,8 +143,9 @@ impl<K: Clone + Eq + Hash, V> Window<K, V> {
     }
 }
 
-// A panic elsewhere must not turn every later call into a second panic.
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+/// Locks `mutex`, taking the data even when another thread panicked while holding it: a
+/// panic elsewhere must not turn every later call into a second panic.
+pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 

@@ -53,7 +53,7 @@
 //!
 //! # The root's REST API
 //!
-//! * [`router`] maps HTTP onto a [`RootApi`](edgeio_core::engine::api::RootApi) (`/api/v1/jobs`,
+//! * [`router`] maps HTTP onto a [`RootApi`](edgeio_core::api::RootApi) (`/api/v1/jobs`,
 //!   `/api/v1/clusters` …, plus `/healthz`); every error is one JSON shape, [`ErrorResponse`].
 //!   [`health_router`] is `/healthz` alone, for the binaries that serve no API.
 //! * [`RootClient`] is its typed client, one async method per `RootApi` operation; failures

@@ -8,9 +8,9 @@
 //! | `GET /api/v1/jobs/{id}` | 200, the [`JobView`] |
 //! | `DELETE /api/v1/jobs/{id}` | 202, the [`JobView`] (TERMINATING) |
 //! | `GET /api/v1/jobs/{id}/logs?tail=N&follow=true` | 200, `text/plain`, streamed |
-//! | `GET /api/v1/clusters` | 200, every [`ClusterView`](edgeio_core::engine::api::ClusterView) |
+//! | `GET /api/v1/clusters` | 200, every [`ClusterView`](edgeio_core::api::ClusterView) |
 //! | `GET /api/v1/clusters/{id}` | 200, the cluster |
-//! | `GET /api/v1/clusters/{id}/nodes` | 200, its [`NodeView`](edgeio_core::engine::api::NodeView)s |
+//! | `GET /api/v1/clusters/{id}/nodes` | 200, its [`NodeView`](edgeio_core::api::NodeView)s |
 //! | `GET /healthz` | 200, `{"status":"ok"}` |
 //!
 //! The router does no work of its own beyond reading and checking requests: the descriptor
@@ -33,7 +33,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use edgeio_core::engine::api::{JobView, LogsQuery, RootApi};
+use edgeio_core::api::{JobView, LogsQuery, RootApi};
 use edgeio_core::job::{parse_descriptor, DescriptorError, MAX_DESCRIPTOR_BYTES};
 use edgeio_core::model::KnownRuntimes;
 use error::Failure;

@@ -1,5 +1,5 @@
 //! [`RootClient`]: a typed HTTP client of the root's REST API (see [`crate::rest`]), with one
-//! method per [`RootApi`](edgeio_core::engine::api::RootApi) operation.
+//! method per [`RootApi`](edgeio_core::api::RootApi) operation.
 //!
 //! Every failure is a [`ClientError`]: the server's refusal with its JSON body
 //! ([`ClientError::Api`]), a server that cannot be reached ([`ClientError::Unreachable`]),
@@ -8,7 +8,7 @@
 
 use crate::rest::{ErrorResponse, Health};
 use bytes::Bytes;
-use edgeio_core::engine::api::{ClusterView, JobView, LogsQuery, NodeView};
+use edgeio_core::api::{ClusterView, JobView, LogsQuery, NodeView};
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use reqwest::header::CONTENT_TYPE;

@@ -3,9 +3,7 @@
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use edgeio_core::engine::api::{
-    ApiError, ClusterView, JobView, LogStream, LogsQuery, NodeView, RootApi,
-};
+use edgeio_core::api::{ApiError, ClusterView, JobView, LogStream, LogsQuery, NodeView, RootApi};
 use edgeio_core::job::{FieldError, JobSpec};
 use edgeio_core::model::JobId;
 use edgeio_core::state::{HistoryEntry, JobState};

@@ -3,7 +3,7 @@
 //! headers, error shapes), through a bare reqwest client.
 #![cfg(feature = "testing")]
 
-use edgeio_core::engine::api::{ApiError, ClusterView, LogsQuery, NodeView};
+use edgeio_core::api::{ApiError, ClusterView, LogsQuery, NodeView};
 use edgeio_core::model::{Arch, Capabilities, Resources};
 use edgeio_core::state::{ClusterState, JobState, NodeState};
 use edgeio_transport_ws::testing::FakeRootApi;

@@ -7,7 +7,7 @@ use super::{
     io_reason, read_file, report, write_text, DeleteArgs, DescribeArgs, GetArgs, Input, Kind,
     LogsArgs, MigrateArgs, Output, Resource, ScaleArgs, EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK,
 };
-use edgeio_core::engine::api::LogsQuery;
+use edgeio_core::api::LogsQuery;
 use edgeio_core::job::MAX_DESCRIPTOR_BYTES;
 use edgeio_transport_ws::{ClientError, RootClient};
 use futures::StreamExt;
@@ -409,7 +409,7 @@ async fn delete(
 
 /// Prints a job's id and state (or the job in JSON or YAML), or the error.
 fn print_state(
-    answer: Result<edgeio_core::engine::api::JobView, ClientError>,
+    answer: Result<edgeio_core::api::JobView, ClientError>,
     output: Option<Output>,
     out: &mut dyn Write,
     err: &mut dyn Write,

@@ -1,7 +1,7 @@
 //! How `edgectl` shows jobs, clusters and nodes to people: tables for `get`, text for
 //! `describe`. Pure functions of the views (and of "now", for ages), so tests can pin them.
 
-use edgeio_core::engine::api::{ClusterView, JobView, NodeView};
+use edgeio_core::api::{ClusterView, JobView, NodeView};
 use edgeio_core::model::human_bytes;
 use edgeio_core::state::InstanceState;
 use serde::Serialize;
@@ -330,11 +330,11 @@ mod tests {
         };
         assert_eq!(clusters_of(&job, true), "a");
         job.parts = vec![
-            edgeio_core::engine::api::PartView {
+            edgeio_core::api::PartView {
                 cluster: "a".into(),
                 replicas: 2,
             },
-            edgeio_core::engine::api::PartView {
+            edgeio_core::api::PartView {
                 cluster: "b".into(),
                 replicas: 1,
             },

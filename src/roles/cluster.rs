@@ -6,7 +6,6 @@ use super::common::{
     Running,
 };
 use super::root::{build_scheduler, policy};
-use edgeio_core::engine::cluster::{ClusterConfig, ClusterEngine};
 use edgeio_core::model::{Labels, Location};
 use edgeio_core::redial::Redial;
 use edgeio_core::reliable::{ReliableChild, ReliableConfig};
@@ -14,6 +13,7 @@ use edgeio_core::transport::ChildTransport;
 use edgeio_core::wire::{
     ChannelKind, ChannelSettings, PeerRole, RegisterRequest, DEFAULT_MAX_MESSAGE_BYTES,
 };
+use edgeio_engine::cluster::{ClusterConfig, ClusterEngine};
 use edgeio_scheduler::PolicyKind;
 use edgeio_store::StoreConfig;
 use edgeio_transport_mqtt::{BrokerConfig, BrokerUrl, EmbeddedBroker, MqttParent, ParentConfig};

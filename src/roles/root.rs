@@ -1,10 +1,10 @@
 //! The root orchestrator: REST API, the clusters' WebSocket, the root scheduler.
 
 use super::common::{bind, data_dir, parse_duration, RoleError, Running};
-use edgeio_core::engine::root::{RootConfig, RootEngine};
-use edgeio_core::relay::{hold_links, RelayConfig, RelayParent, RelayRegistrar};
 use edgeio_core::scheduler::Scheduler;
 use edgeio_core::store::LeaseId;
+use edgeio_engine::relay::{hold_links, RelayConfig, RelayParent, RelayRegistrar};
+use edgeio_engine::root::{RootConfig, RootEngine};
 use edgeio_scheduler::{LocationAware, LocationFirst, PolicyKind, SchedulerConfig};
 use edgeio_store::StoreConfig;
 use edgeio_transport_ws::rest::{forwarding_router, router, FindLeader, RouterSwitch};

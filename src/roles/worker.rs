@@ -5,13 +5,13 @@
 use super::common::{
     data_dir, parse_labels, parse_location, read_id, write_id, RoleError, Running,
 };
-use edgeio_core::engine::worker::{Worker, WorkerConfig};
 use edgeio_core::model::{Arch, Capabilities, Labels, Location, Resources, RuntimeInfo};
 use edgeio_core::reliable::{ReliableChild, ReliableConfig};
 use edgeio_core::runtime::Runtime;
 use edgeio_core::wire::{
     ChannelKind, Envelope, HostUsage, Message, NodeStatus, PeerRole, RegisterRequest,
 };
+use edgeio_engine::worker::{Worker, WorkerConfig};
 use edgeio_runtime_process::{ProcessConfig, ProcessRuntime};
 use edgeio_transport_mqtt::{ChildConfig, MqttChild};
 use edgeio_transport_ws::{register, WsClientConfig};
@@ -101,7 +101,7 @@ fn capabilities(
 }
 
 /// The host's CPU use since the previous call and its memory in use, from sysinfo.
-fn usage_probe() -> edgeio_core::engine::worker::UsageProbe {
+fn usage_probe() -> edgeio_engine::worker::UsageProbe {
     let mut system = sysinfo::System::new().ok();
     Box::new(move || {
         let system = system.as_mut()?;

@@ -4,7 +4,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use edgeio_core::engine::api::ApiError;
+use edgeio_core::api::ApiError;
 use edgeio_core::job::FieldError;
 use serde::{Deserialize, Serialize};
 use std::fmt;

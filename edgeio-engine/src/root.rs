@@ -6,25 +6,25 @@
 //! Like the cluster engine, state lives behind one mutex and every change returns its
 //! effects (records to persist, messages, commands), carried out after the lock is released.
 
-use super::api::{ApiError, ClusterView, JobView, LogStream, LogsQuery, NodeView, RootApi};
-use super::effects::{record_json, Core, Effects, Outcome, Records};
-use super::records::{
+use crate::effects::{record_json, Core, Effects, Outcome, Records};
+use crate::records::{
     advance, load, new_job_id, ClusterRecord, InstanceRecord, JobRecord, Migration, Part, CLUSTERS,
     JOBS,
 };
-use crate::job::{FieldError, JobSpec, MAX_REPLICAS};
-use crate::model::{check_id, CandidateSet, InstanceId, JobId, Labels, Tier};
-use crate::reliable::{CommandOutcome, ReliableConfig, ReliableParent};
-use crate::scheduler::{Scheduler, SchedulerError, Unschedulable};
-use crate::state::{ClusterState, InstanceState, JobState, Lifecycle, StateMachine};
-use crate::store::{Store, StoreExt};
-use crate::transport::{ParentEvent, ParentTransport, Registrar, TransportError};
-use crate::wire::{
+use async_trait::async_trait;
+use edgeio_core::api::{ApiError, ClusterView, JobView, LogStream, LogsQuery, NodeView, RootApi};
+use edgeio_core::job::{FieldError, JobSpec, MAX_REPLICAS};
+use edgeio_core::model::{check_id, CandidateSet, InstanceId, JobId, Labels, Tier};
+use edgeio_core::reliable::{CommandOutcome, ReliableConfig, ReliableParent};
+use edgeio_core::scheduler::{Scheduler, SchedulerError, Unschedulable};
+use edgeio_core::state::{ClusterState, InstanceState, JobState, Lifecycle, StateMachine};
+use edgeio_core::store::{Store, StoreExt};
+use edgeio_core::transport::{ParentEvent, ParentTransport, Registrar, TransportError};
+use edgeio_core::wire::{
     now_ms, ChannelKind, ChannelSettings, ClusterAggregate, Deploy, Envelope, ErrorBody,
     InstanceEvent, Message, Migrate, MigrateTarget, PeerRole, Query, QueryReply, RegisterReply,
     RegisterRequest, Scale, Terminate, DEFAULT_MAX_MESSAGE_BYTES, MAX_PREFIX,
 };
-use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::Arc;
@@ -1938,7 +1938,7 @@ impl RootEngine {
         config: RootConfig,
         store: Arc<dyn Store>,
         scheduler: Arc<dyn Scheduler>,
-    ) -> Result<RootEngine, crate::store::StoreError> {
+    ) -> Result<RootEngine, edgeio_core::store::StoreError> {
         let now = now_ms();
         let mut clusters = BTreeMap::new();
         for mut c in load::<ClusterRecord>(&*store, CLUSTERS).await? {

@@ -1,6 +1,6 @@
 use super::*;
-use crate::job::JobSpec;
-use crate::wire::{Deploy, Scale, Terminate};
+use edgeio_core::job::JobSpec;
+use edgeio_core::wire::{Deploy, Scale, Terminate};
 
 fn spec(id: &str, job: &str, kind: &str) -> InstanceSpec {
     let job_spec = JobSpec::minimal(job, "fake:run", kind, Resources::ZERO);

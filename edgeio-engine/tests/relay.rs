@@ -4,7 +4,6 @@
 #![cfg(feature = "testing")]
 
 use async_trait::async_trait;
-use edgeio_core::relay::{hold_links, RelayConfig, RelayParent, RelayRegistrar};
 use edgeio_core::store::Store;
 use edgeio_core::testing::{MemoryHub, MemoryStore};
 use edgeio_core::transport::{
@@ -14,6 +13,7 @@ use edgeio_core::wire::{
     ChannelKind, ChannelSettings, Envelope, ErrorBody, Message, PeerRole, RegisterReply,
     RegisterRequest, Scale,
 };
+use edgeio_engine::relay::{hold_links, RelayConfig, RelayParent, RelayRegistrar};
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -1,19 +1,19 @@
-//! What the root and cluster engines keep in their [`Store`](crate::store::Store): one JSON
+//! What the root and cluster engines keep in their [`Store`](edgeio_core::store::Store): one JSON
 //! record per cluster, node and job, under `clusters/`, `nodes/` and `jobs/`.
 //!
 //! Records hold [`Lifecycle`]s, so every state change is checked against the one table in
-//! [`crate::state`] and kept with its time and reason. [`advance`] walks a lifecycle to a
+//! [`edgeio_core::state`] and kept with its time and reason. [`advance`] walks a lifecycle to a
 //! state that is more than one step away (an event may report RUNNING for an instance the
 //! engine still knows as PENDING), through the table's shortest legal path.
 
-use super::api::{ClusterView, InstanceView, JobView, NodeView, PartView};
-use crate::job::JobSpec;
-use crate::model::{Candidate, Capabilities, InstanceId, JobId, Labels, Location, Resources};
-use crate::scheduler::Unschedulable;
-use crate::state::{
+use edgeio_core::api::{ClusterView, InstanceView, JobView, NodeView, PartView};
+use edgeio_core::job::JobSpec;
+use edgeio_core::model::{Candidate, Capabilities, InstanceId, JobId, Labels, Location, Resources};
+use edgeio_core::scheduler::Unschedulable;
+use edgeio_core::state::{
     ClusterState, InstanceState, JobState, Lifecycle, NodeState, StateMachine, TransitionError,
 };
-use crate::wire::ClusterAggregate;
+use edgeio_core::wire::ClusterAggregate;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -89,7 +89,7 @@ pub struct NodeRecord {
     pub instances: usize,
     /// Its host's CPU and memory use as of its last status.
     #[serde(default)]
-    pub usage: Option<crate::wire::HostUsage>,
+    pub usage: Option<edgeio_core::wire::HostUsage>,
     /// When the cluster last heard from it (unix ms).
     pub last_seen_ms: u64,
 }
@@ -254,7 +254,7 @@ pub struct JobRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub migration: Option<Migration>,
     /// At a cluster: what its instance ids start with, when it holds one part of a job
-    /// spread over clusters (see [`crate::wire::Deploy::instance_prefix`]); else the job's id.
+    /// spread over clusters (see [`edgeio_core::wire::Deploy::instance_prefix`]); else the job's id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_prefix: Option<String>,
     /// At the root: the clusters holding the job and how many replicas each, when it is
@@ -316,7 +316,7 @@ impl JobRecord {
 
     /// What `cluster` runs of the job: the whole spec, or for a spread job the spec with its
     /// part's count of replicas.
-    pub fn spec_on(&self, cluster: &str) -> crate::job::JobSpec {
+    pub fn spec_on(&self, cluster: &str) -> edgeio_core::job::JobSpec {
         let mut spec = self.spec.clone();
         if let Some(part) = self.parts.iter().find(|p| p.cluster == cluster) {
             spec.replicas = part.replicas;
@@ -425,7 +425,7 @@ impl JobRecord {
                     .unwrap_or_default();
                 (JobState::Failed, format!("an instance failed: {why}"))
             }
-            _ if crate::state::all_replicas_running(self.spec.replicas, &states) => {
+            _ if edgeio_core::state::all_replicas_running(self.spec.replicas, &states) => {
                 (JobState::Running, "every replica runs".to_string())
             }
             JobState::ScheduledCluster if !self.instances.is_empty() => (
@@ -565,9 +565,9 @@ impl JobRecord {
 /// Reads every record under `prefix`. An unreadable one is skipped with a warning naming its
 /// key: one damaged record must not keep an engine from starting with all the others.
 pub async fn load<T: serde::de::DeserializeOwned>(
-    store: &dyn crate::store::Store,
+    store: &dyn edgeio_core::store::Store,
     prefix: &str,
-) -> Result<Vec<T>, crate::store::StoreError> {
+) -> Result<Vec<T>, edgeio_core::store::StoreError> {
     let mut records = Vec::new();
     for kv in store.list(prefix).await?.items {
         match serde_json::from_slice::<T>(&kv.value) {

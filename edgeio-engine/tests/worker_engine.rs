@@ -1,7 +1,6 @@
 //! The worker engine's loop against the in-memory transport and the fake runtime.
 #![cfg(feature = "testing")]
 
-use edgeio_core::engine::worker::{Worker, WorkerConfig};
 use edgeio_core::job::{InstanceSpec, JobSpec};
 use edgeio_core::model::{InstanceId, JobId, Resources};
 use edgeio_core::reliable::{CommandOutcome, ReliableChild, ReliableConfig, ReliableParent};
@@ -10,6 +9,7 @@ use edgeio_core::state::InstanceState;
 use edgeio_core::testing::{FakeRuntime, MemoryHub};
 use edgeio_core::transport::{ParentEvent, ParentTransport};
 use edgeio_core::wire::{Deploy, Envelope, InstanceEvent, Message, NodeStatus, Terminate};
+use edgeio_engine::worker::{Worker, WorkerConfig};
 use std::sync::Arc;
 use std::time::Duration;
 

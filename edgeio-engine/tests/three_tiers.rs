@@ -4,10 +4,7 @@
 //! (The same flow over real processes and protocols is the facade's `three_tiers` test.)
 #![cfg(feature = "testing")]
 
-use edgeio_core::engine::api::{LogsQuery, RootApi};
-use edgeio_core::engine::cluster::{ClusterConfig, ClusterEngine};
-use edgeio_core::engine::root::{RootConfig, RootEngine, RootHandle};
-use edgeio_core::engine::worker::{Worker, WorkerConfig};
+use edgeio_core::api::{LogsQuery, RootApi};
 use edgeio_core::job::JobSpec;
 use edgeio_core::model::{Arch, Capabilities, JobId, Resources, RuntimeInfo};
 use edgeio_core::reliable::{ReliableChild, ReliableConfig};
@@ -18,6 +15,9 @@ use edgeio_core::transport::{ParentEvent, ParentTransport, Registrar};
 use edgeio_core::wire::{
     ChannelKind, ChannelSettings, Deploy, Envelope, Message, Nack, PeerRole, RegisterRequest,
 };
+use edgeio_engine::cluster::{ClusterConfig, ClusterEngine};
+use edgeio_engine::root::{RootConfig, RootEngine, RootHandle};
+use edgeio_engine::worker::{Worker, WorkerConfig};
 use futures::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -87,8 +87,8 @@ async fn clusters(specs: &[(&str, u32, usize)]) -> Tiers {
 /// engine talks through the store relay, and the clusters link and register at either
 /// replica in turn (the first at the standby).
 async fn clusters_with(specs: &[(&str, u32, usize)], relay: bool) -> Tiers {
-    use edgeio_core::relay::{hold_links, RelayConfig, RelayParent, RelayRegistrar};
     use edgeio_core::store::Store;
+    use edgeio_engine::relay::{hold_links, RelayConfig, RelayParent, RelayRegistrar};
     let mut tasks = Vec::new();
     let root_config = RootConfig {
         aggregate_interval: Duration::from_millis(100),
@@ -464,7 +464,7 @@ async fn followed_logs_stream_new_lines_through_the_tiers_until_the_reader_leave
     assert!(String::from_utf8_lossy(&first.unwrap().unwrap()).contains("before"));
 }
 
-fn running_on(job: &edgeio_core::engine::api::JobView) -> Vec<String> {
+fn running_on(job: &edgeio_core::api::JobView) -> Vec<String> {
     job.instances
         .iter()
         .filter(|i| i.state == InstanceState::Running)
@@ -624,11 +624,7 @@ async fn migrating_starts_the_new_instance_before_it_stops_the_old_one() {
 }
 
 /// Waits until job `id` passes `check`; on timeout, fails showing the job.
-async fn wait_job(
-    root: &RootHandle,
-    id: &str,
-    check: impl Fn(&edgeio_core::engine::api::JobView) -> bool,
-) {
+async fn wait_job(root: &RootHandle, id: &str, check: impl Fn(&edgeio_core::api::JobView) -> bool) {
     let found = tokio::time::timeout(DEADLINE, async {
         loop {
             if check(&root.job(id).await.unwrap()) {
@@ -644,7 +640,7 @@ async fn wait_job(
 }
 
 /// The clusters a job's running instances report, in instance order.
-fn running_clusters(job: &edgeio_core::engine::api::JobView) -> Vec<String> {
+fn running_clusters(job: &edgeio_core::api::JobView) -> Vec<String> {
     job.instances
         .iter()
         .filter(|i| i.state == InstanceState::Running)
@@ -653,7 +649,7 @@ fn running_clusters(job: &edgeio_core::engine::api::JobView) -> Vec<String> {
 }
 
 /// Whether a job is RUNNING with `running` instances running and none on its way.
-fn settled(job: &edgeio_core::engine::api::JobView, running: usize) -> bool {
+fn settled(job: &edgeio_core::api::JobView, running: usize) -> bool {
     job.state == JobState::Running
         && job
             .instances
@@ -663,7 +659,7 @@ fn settled(job: &edgeio_core::engine::api::JobView, running: usize) -> bool {
 }
 
 /// Each part of a job: its cluster and count.
-fn parts(job: &edgeio_core::engine::api::JobView) -> Vec<(String, u32)> {
+fn parts(job: &edgeio_core::api::JobView) -> Vec<(String, u32)> {
     job.parts
         .iter()
         .map(|p| (p.cluster.clone(), p.replicas))
@@ -842,7 +838,7 @@ async fn a_spread_jobs_part_migrates_alone_make_before_break() {
     ] {
         let e = t.root.migrate(&id, target, instance).await.unwrap_err();
         assert_eq!(e.code(), "invalid", "{e}");
-        let edgeio_core::engine::api::ApiError::Invalid { details, .. } = &e else {
+        let edgeio_core::api::ApiError::Invalid { details, .. } = &e else {
             panic!("{e:?}");
         };
         assert_eq!(details[0].path, field, "{e}");

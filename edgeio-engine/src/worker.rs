@@ -4,15 +4,15 @@
 //! The decision what a command means is a pure function ([`plan`]) from the command and what
 //! runs here; [`Worker::run`] is the loop around it that does the I/O. Duplicate commands are
 //! dropped by the reliable layer the caller wraps the transport in
-//! ([`crate::reliable::ReliableChild`]); [`plan`] is idempotent as well, so a deploy of an
+//! ([`edgeio_core::reliable::ReliableChild`]); [`plan`] is idempotent as well, so a deploy of an
 //! instance that already runs has no second effect.
 
-use crate::job::{InstanceSpec, RestartKind, RestartPolicy};
-use crate::model::{InstanceId, JobId, Resources, RuntimeKind};
-use crate::runtime::{LogOptions, RunState, Runtime, RuntimeEvent, LABEL_JOB};
-use crate::state::InstanceState;
-use crate::transport::{ChildTransport, TransportError};
-use crate::wire::{
+use edgeio_core::job::{InstanceSpec, RestartKind, RestartPolicy};
+use edgeio_core::model::{InstanceId, JobId, Resources, RuntimeKind};
+use edgeio_core::runtime::{LogOptions, RunState, Runtime, RuntimeEvent, LABEL_JOB};
+use edgeio_core::state::InstanceState;
+use edgeio_core::transport::{ChildTransport, TransportError};
+use edgeio_core::wire::{
     Envelope, ErrorBody, HostUsage, InstanceEvent, InstanceReport, Message, NodeStatus, Query,
 };
 use futures::StreamExt;
@@ -207,7 +207,7 @@ pub struct Worker {
 pub type UsageProbe = Box<dyn FnMut() -> Option<HostUsage> + Send + Sync>;
 
 impl Worker {
-    /// A worker over `transport` (wrap it in [`crate::reliable::ReliableChild`]) with its runtimes.
+    /// A worker over `transport` (wrap it in [`edgeio_core::reliable::ReliableChild`]) with its runtimes.
     pub fn new(
         config: WorkerConfig,
         transport: Arc<dyn ChildTransport>,
@@ -446,7 +446,7 @@ impl Worker {
                     text.push_str(&line?.text);
                     text.push('\n');
                 }
-                Ok::<_, crate::runtime::RuntimeError>(())
+                Ok::<_, edgeio_core::runtime::RuntimeError>(())
             };
             match tokio::time::timeout(LOG_READ_TIMEOUT, read).await {
                 Ok(Ok(())) => {}
@@ -509,7 +509,7 @@ impl Worker {
             let reply = |text: String, more: bool| {
                 Envelope::new(
                     &node,
-                    Message::QueryReply(crate::wire::QueryReply {
+                    Message::QueryReply(edgeio_core::wire::QueryReply {
                         re: re.clone(),
                         result: Some(serde_json::Value::String(text)),
                         error: None,

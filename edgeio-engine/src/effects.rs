@@ -1,10 +1,10 @@
 //! What a change of engine state asks the outside world to do, collected while the state's
 //! lock is held and carried out after it is released (no I/O under a lock).
 
-use crate::reliable::{CommandOutcome, ReliableParent};
-use crate::store::{Store, StoreExt};
-use crate::transport::{ChildTransport, ParentTransport, TransportError};
-use crate::wire::Envelope;
+use edgeio_core::reliable::{CommandOutcome, ReliableParent};
+use edgeio_core::store::{Store, StoreExt};
+use edgeio_core::transport::{ChildTransport, ParentTransport, TransportError};
+use edgeio_core::wire::Envelope;
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::mpsc;
 use tracing::warn;

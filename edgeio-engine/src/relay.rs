@@ -18,14 +18,14 @@
 //! Nothing here knows a concrete store or transport: the facade's root composes it with etcd
 //! and the WebSocket server.
 
-use crate::reliable::lock;
-use crate::store::{LeaseId, Store, StoreError, WatchEvent};
-use crate::transport::{ParentEvent, ParentTransport, Registrar, TransportError};
-use crate::wire::{
-    Codec, DecodeError, Envelope, ErrorBody, RegisterReply, RegisterRequest, WireError,
-};
 use async_trait::async_trait;
 use bytes::Bytes;
+use edgeio_core::reliable::lock;
+use edgeio_core::store::{LeaseId, Store, StoreError, WatchEvent};
+use edgeio_core::transport::{ParentEvent, ParentTransport, Registrar, TransportError};
+use edgeio_core::wire::{
+    Codec, DecodeError, Envelope, ErrorBody, RegisterReply, RegisterRequest, WireError,
+};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -231,7 +231,7 @@ async fn deliver(
     store: &dyn Store,
     links: &dyn ParentTransport,
     child: &str,
-    kv: &crate::store::KeyValue,
+    kv: &edgeio_core::store::KeyValue,
 ) -> bool {
     match Codec::default().decode(&kv.value) {
         Ok(envelope) => {

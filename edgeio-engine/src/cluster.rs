@@ -8,23 +8,27 @@
 //! ([`ClusterEngine::run`]) both go through it, so the workers' WebSocket handshakes need no
 //! round trip through the loop.
 
-use super::effects::{record_json, Core, Effects, Outcome, Records};
-use super::records::{
+use crate::effects::{record_json, Core, Effects, Outcome, Records};
+use crate::records::{
     advance, load, InstanceRecord, JobRecord, Migration, NodeRecord, JOBS, NODES,
 };
-use crate::job::InstanceSpec;
-use crate::model::{check_id, CandidateSet, InstanceId, JobId, Labels, Location, Resources, Tier};
-use crate::reliable::{CommandOutcome, ReliableConfig, ReliableParent};
-use crate::scheduler::{Scheduler, SchedulerError};
-use crate::state::{InstanceState, JobState, Lifecycle, NodeState};
-use crate::store::Store;
-use crate::transport::{ChildTransport, ParentEvent, ParentTransport, Registrar, TransportError};
-use crate::wire::{
+use async_trait::async_trait;
+use edgeio_core::job::InstanceSpec;
+use edgeio_core::model::{
+    check_id, CandidateSet, InstanceId, JobId, Labels, Location, Resources, Tier,
+};
+use edgeio_core::reliable::{CommandOutcome, ReliableConfig, ReliableParent};
+use edgeio_core::scheduler::{Scheduler, SchedulerError};
+use edgeio_core::state::{InstanceState, JobState, Lifecycle, NodeState};
+use edgeio_core::store::Store;
+use edgeio_core::transport::{
+    ChildTransport, ParentEvent, ParentTransport, Registrar, TransportError,
+};
+use edgeio_core::wire::{
     now_ms, ChannelKind, ChannelSettings, ClusterAggregate, Deploy, Envelope, ErrorBody,
     InstanceEvent, Message, Migrate, MigrateTarget, Nack, NodeStatus, PeerRole, Query, QueryReply,
     RegisterReply, RegisterRequest, Scale, Terminate, Topics, MAX_PREFIX,
 };
-use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::Arc;
@@ -405,9 +409,11 @@ impl ClusterState {
                     if let Message::InstanceEvent(event) = &mut event.body {
                         event.unschedulable = Some(match e {
                             SchedulerError::Unschedulable(u) => u.in_tier(Tier::Nodes),
-                            other => crate::scheduler::Unschedulable::new(self.candidates.len())
-                                .in_tier(Tier::Nodes)
-                                .refused("spec", self.candidates.len(), other.to_string()),
+                            other => {
+                                edgeio_core::scheduler::Unschedulable::new(self.candidates.len())
+                                    .in_tier(Tier::Nodes)
+                                    .refused("spec", self.candidates.len(), other.to_string())
+                            }
                         });
                     }
                     fx.send_up.push(event);
@@ -878,7 +884,7 @@ impl ClusterState {
         &self,
         command: &Envelope,
         what: &str,
-        u: crate::scheduler::Unschedulable,
+        u: edgeio_core::scheduler::Unschedulable,
     ) -> Envelope {
         let u = u.in_tier(Tier::Nodes);
         Envelope::new(
@@ -1418,7 +1424,7 @@ impl ClusterEngine {
         config: ClusterConfig,
         store: Arc<dyn Store>,
         scheduler: Arc<dyn Scheduler>,
-    ) -> Result<ClusterEngine, crate::store::StoreError> {
+    ) -> Result<ClusterEngine, edgeio_core::store::StoreError> {
         let now = now_ms();
         let mut nodes = BTreeMap::new();
         let mut candidates = CandidateSet::for_tier(Tier::Nodes);
@@ -1459,7 +1465,7 @@ impl ClusterEngine {
     }
 
     /// The nodes as the cluster knows them.
-    pub fn nodes(&self) -> Vec<crate::engine::api::NodeView> {
+    pub fn nodes(&self) -> Vec<edgeio_core::api::NodeView> {
         self.shared
             .state()
             .nodes
@@ -1472,7 +1478,7 @@ impl ClusterEngine {
     ///
     /// `down` is the channel to the workers (MQTT in the reference binaries; wrapped here in
     /// [`ReliableParent`]); `up` the channel to the root (wrap it in
-    /// [`crate::reliable::ReliableChild`]). Sends an aggregate at once and every
+    /// [`edgeio_core::reliable::ReliableChild`]). Sends an aggregate at once and every
     /// `aggregate_interval`.
     pub async fn run(
         mut self,
