@@ -1,0 +1,181 @@
+//! Moving an instance make-before-break: the new one starts, the old one stops once it runs.
+
+use super::*;
+
+impl ClusterState {
+    /// `migrate` inside this cluster: starts the instance anew on the target node (or on any
+    /// other node that fits) and terminates the old one once the new one runs
+    /// (make-before-break). Moves to another cluster are the root's.
+    pub(super) fn on_migrate(&mut self, command: &Envelope, m: &Migrate, fx: &mut Fx) -> Envelope {
+        let Some(job) = self.jobs.get(m.job.as_str()) else {
+            return self.refuse(
+                command,
+                "not_found",
+                format!("job {} is not on this cluster", m.job),
+            );
+        };
+        if job.lifecycle.state() != JobState::Running
+            && job.lifecycle.state() != JobState::Migrating
+        {
+            return self.refuse(
+                command,
+                "conflict",
+                format!(
+                    "job {} is {}; only a RUNNING job migrates",
+                    m.job,
+                    job.lifecycle.state()
+                ),
+            );
+        }
+        let old = job.instances.iter().find(|i| match &m.instance {
+            Some(id) => &i.id == id,
+            None => i.lifecycle.state() == InstanceState::Running,
+        });
+        let Some(old) = old.filter(|i| !i.is_over()) else {
+            let which = m
+                .instance
+                .as_ref()
+                .map_or("a running instance".to_string(), |i| {
+                    format!("live instance {i}")
+                });
+            return self.refuse(
+                command,
+                "not_found",
+                format!("job {} has no {which} here", m.job),
+            );
+        };
+        let (old_id, from) = (old.id.clone(), old.node.clone().unwrap_or_default());
+        let spec = job.spec.clone();
+        self.refresh_candidates();
+        let mut set = self.candidates.clone();
+        let target = match &m.target {
+            MigrateTarget::Node(node) if node == &from => {
+                return self.refuse(
+                    command,
+                    "invalid",
+                    format!("instance {old_id} already runs on node {node}"),
+                );
+            }
+            MigrateTarget::Node(node) => {
+                if set.get(node).is_none() {
+                    return self.refuse(
+                        command,
+                        "not_found",
+                        format!(
+                            "node {node} is not a READY node of cluster {}",
+                            self.config.id
+                        ),
+                    );
+                }
+                let others: Vec<String> = set
+                    .iter()
+                    .filter(|c| &c.id != node)
+                    .map(|c| c.id.clone())
+                    .collect();
+                for id in others {
+                    set.remove(&id);
+                }
+                format!("node {node}")
+            }
+            MigrateTarget::Anywhere => {
+                set.remove(&from);
+                "another node".to_string()
+            }
+            MigrateTarget::Cluster(c) => {
+                return self.refuse(
+                    command,
+                    "unsupported",
+                    format!(
+                        "moving to cluster {c} is decided by the root, not by cluster {}",
+                        self.config.id
+                    ),
+                );
+            }
+        };
+        let placed = match self.scheduler.place(&spec, &set) {
+            Ok(p) => p.candidate,
+            Err(SchedulerError::Unschedulable(u)) => {
+                return self.unschedulable(command, &format!("cannot move {old_id} to {target}"), u)
+            }
+            Err(e) => return self.refuse(command, "invalid", e.to_string()),
+        };
+        self.candidates.reserve(&placed, &spec.resources);
+        self.candidates.add_job(&placed, &spec.name);
+        let now = now_ms();
+        let cluster = self.config.id.clone();
+        let Some(job) = self.jobs.get_mut(m.job.as_str()) else {
+            return command.ack(&cluster);
+        };
+        let why = format!("migrate {old_id} from {from} to {placed}");
+        if advance(&mut job.lifecycle, JobState::Migrating, now, &why).is_ok()
+            && job.migration.is_none()
+        {
+            job.migration = Some(Migration {
+                first_new: job.instances.len(),
+                target: placed.clone(),
+                from_cluster: None,
+                to_cluster: None,
+            });
+        }
+        let reason = format!("{why} (make-before-break)");
+        let id = start_instance(&cluster, job, &placed, reason, now, fx);
+        if let Some(new) = job.instance_mut(&id) {
+            new.replaces = Some(old_id);
+        }
+        info!(job = %m.job, instance = %id, node = %placed, "migrating");
+        fx.persist.push(Self::job_key(m.job.as_str()));
+        command.ack(&cluster)
+    }
+
+    /// A migration's new instance runs: the one it replaces is terminated now.
+    pub(super) fn finish_migration(&mut self, job_id: &str, new: &InstanceId, fx: &mut Fx) {
+        let grace = self.config.grace.as_millis() as u64;
+        let cluster = self.config.id.clone();
+        let Some(job) = self.jobs.get_mut(job_id) else {
+            return;
+        };
+        let Some(old) = job
+            .instances
+            .iter()
+            .find(|i| &i.id == new)
+            .and_then(|i| i.replaces.clone())
+        else {
+            return;
+        };
+        let Some(instance) = job.instance_mut(&old) else {
+            return;
+        };
+        if instance.is_over() || instance.lifecycle.state() == InstanceState::Terminating {
+            return;
+        }
+        let node = instance.node.clone().unwrap_or_default();
+        let reason = format!("replaced by {new}, which runs (migration)");
+        if advance(
+            &mut instance.lifecycle,
+            InstanceState::Terminating,
+            now_ms(),
+            &reason,
+        )
+        .is_err()
+        {
+            return;
+        }
+        fx.send_up.push(instance_event(
+            &cluster,
+            &job.id,
+            &old,
+            &node,
+            InstanceState::Terminating,
+            reason,
+        ));
+        fx.commands.push(stop_instance(
+            &cluster,
+            &node,
+            &job.id,
+            &old,
+            grace,
+            Tag::Terminate,
+        ));
+        fx.persist.push(Self::job_key(job_id));
+    }
+}

@@ -1,0 +1,393 @@
+//! The cluster engine (Cluster Manager): registers workers, keeps them in the Store, places
+//! the root's jobs on them with a [`Scheduler`], relays instance events up, and sends the root
+//! an aggregate of its nodes every `aggregate_interval`.
+//!
+//! State lives in one `ClusterState` behind a mutex; every change returns the effects it
+//! needs (records to persist, messages to send, commands to send reliably), which the
+//! engine's core (`effects::Core::apply`, shared with the root engine) carries out. The registrar ([`ClusterEngine::registrar`]) and the loop
+//! ([`ClusterEngine::run`]) both go through it, so the workers' WebSocket handshakes need no
+//! round trip through the loop.
+
+use crate::effects::{record_json, Core, Effects, Outcome, Records};
+use crate::records::{
+    advance, load, InstanceRecord, JobRecord, Migration, NodeRecord, JOBS, NODES,
+};
+use async_trait::async_trait;
+use edgeio_core::job::InstanceSpec;
+use edgeio_core::model::{
+    check_id, CandidateSet, InstanceId, JobId, Labels, Location, Resources, Tier,
+};
+use edgeio_core::reliable::{CommandOutcome, ReliableConfig, ReliableParent};
+use edgeio_core::scheduler::{Scheduler, SchedulerError};
+use edgeio_core::state::{InstanceState, JobState, Lifecycle, NodeState};
+use edgeio_core::store::Store;
+use edgeio_core::transport::{
+    ChildTransport, ParentEvent, ParentTransport, Registrar, TransportError,
+};
+use edgeio_core::wire::{
+    now_ms, ChannelKind, ChannelSettings, ClusterAggregate, Deploy, Envelope, ErrorBody,
+    InstanceEvent, Message, Migrate, MigrateTarget, Nack, NodeStatus, PeerRole, Query, QueryReply,
+    RegisterReply, RegisterRequest, Scale, Terminate, Topics, MAX_PREFIX,
+};
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+mod aggregate;
+mod migration;
+mod nodes;
+mod placement;
+mod queries;
+mod relocation;
+mod reports;
+mod scaling;
+mod termination;
+
+/// An `instance_event` from this cluster (`from`) for the root.
+fn instance_event(
+    from: &str,
+    job: &JobId,
+    instance: &InstanceId,
+    node: &str,
+    state: InstanceState,
+    reason: String,
+) -> Envelope {
+    Envelope::new(
+        from,
+        Message::InstanceEvent(InstanceEvent {
+            job: job.clone(),
+            instance: instance.clone(),
+            node: node.to_string(),
+            state,
+            exit_code: None,
+            reason,
+            unschedulable: None,
+        }),
+    )
+}
+
+/// A terminate of one `instance` of `job` on `node`, as a command from `cluster`.
+fn stop_instance(
+    cluster: &str,
+    node: &str,
+    job: &JobId,
+    instance: &InstanceId,
+    grace_ms: u64,
+    tag: Tag,
+) -> (String, Envelope, Tag) {
+    let body = Message::Terminate(Terminate {
+        job: job.clone(),
+        instance: Some(instance.clone()),
+        grace_ms,
+    });
+    (node.to_string(), Envelope::new(cluster, body), tag)
+}
+
+/// How far an instance has come, to tell a newer report from an older one.
+fn progress(state: InstanceState) -> u8 {
+    match state {
+        InstanceState::Pending => 0,
+        InstanceState::Starting | InstanceState::Restarting => 1,
+        InstanceState::Running => 2,
+        InstanceState::Lost => 3,
+        InstanceState::Exited | InstanceState::Terminating => 4,
+        InstanceState::Failed | InstanceState::Terminated => 5,
+    }
+}
+
+/// Records a new PENDING instance of `job` on `node`, tells the root, and commands the node
+/// to start it; returns its id.
+fn start_instance(
+    cluster: &str,
+    job: &mut JobRecord,
+    node: &str,
+    reason: String,
+    now: u64,
+    fx: &mut Fx,
+) -> InstanceId {
+    let id = job.next_instance_id();
+    job.instances.push(InstanceRecord {
+        id: id.clone(),
+        node: Some(node.to_string()),
+        lifecycle: Lifecycle::new(InstanceState::Pending, now, &reason),
+        exit_code: None,
+        replaces: None,
+        cluster: None,
+    });
+    fx.send_up.push(instance_event(
+        cluster,
+        &job.id,
+        &id,
+        node,
+        InstanceState::Pending,
+        reason,
+    ));
+    let instance = InstanceSpec::for_job(id.clone(), job.id.clone(), &job.spec);
+    fx.commands.push((
+        node.to_string(),
+        Envelope::new(
+            cluster,
+            Message::Deploy(Box::new(Deploy {
+                job: job.id.clone(),
+                spec: job.spec.clone(),
+                instance: Some(instance),
+                first_instance: 0,
+                instance_prefix: None,
+            })),
+        ),
+        Tag::Deploy {
+            job: job.id.clone(),
+            instance: id.clone(),
+        },
+    ));
+    id
+}
+
+/// How the cluster engine runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterConfig {
+    /// The cluster's id, as the root gave it.
+    pub id: String,
+    /// What workers are told at registration: channel kind, broker URL, status interval,
+    /// message limit (topics are filled in per node).
+    pub channel: ChannelSettings,
+    /// A node that missed this many status intervals is LOST.
+    pub missed_heartbeats: u32,
+    /// How often the root gets an aggregate.
+    pub aggregate_interval: Duration,
+    /// Where the cluster is.
+    pub location: Option<Location>,
+    /// The cluster's labels.
+    pub labels: Labels,
+    /// Grace period asked of workers when terminating.
+    pub grace: Duration,
+    /// Re-sending of commands to workers.
+    pub reliable: ReliableConfig,
+}
+
+impl ClusterConfig {
+    /// The status interval workers are told to keep.
+    pub fn status_interval(&self) -> Duration {
+        Duration::from_millis(self.channel.status_interval_ms.max(1))
+    }
+}
+
+/// What a command to a worker was for, so its outcome can be applied.
+#[derive(Debug, Clone)]
+enum Tag {
+    Deploy {
+        job: JobId,
+        instance: InstanceId,
+    },
+    Terminate,
+    /// A terminate of something a node runs that this cluster no longer wants.
+    Stop {
+        instance: InstanceId,
+    },
+}
+
+/// The cluster's state: nodes, their candidates, jobs.
+struct ClusterState {
+    config: ClusterConfig,
+    scheduler: Arc<dyn Scheduler>,
+    nodes: BTreeMap<String, NodeRecord>,
+    candidates: CandidateSet,
+    jobs: BTreeMap<String, JobRecord>,
+    /// Logs queries sent to a worker: their id → the root's query id.
+    relayed: HashMap<String, String>,
+    /// Followed logs: the root's query id → the node and the id of the query relayed to it.
+    following: HashMap<String, (String, String)>,
+    /// Instances a node runs that this cluster asked it to stop (until the node answers).
+    stopping: std::collections::HashSet<InstanceId>,
+}
+
+type Fx = Effects<Tag>;
+
+impl ClusterState {
+    fn node_key(id: &str) -> String {
+        format!("{NODES}{id}")
+    }
+
+    fn job_key(id: &str) -> String {
+        format!("{JOBS}{id}")
+    }
+
+    fn up(&self, body: Message) -> Envelope {
+        Envelope::new(&self.config.id, body)
+    }
+}
+
+impl Records for ClusterState {
+    fn value_of(&self, key: &str) -> Option<serde_json::Value> {
+        record_json(key, NODES, &self.nodes).or_else(|| record_json(key, JOBS, &self.jobs))
+    }
+}
+
+type Shared = Core<ClusterState, Tag>;
+
+/// Registers workers on behalf of the engine; hand it to the WebSocket server of `/ws/node`.
+#[derive(Clone)]
+pub struct ClusterRegistrar {
+    shared: Arc<Shared>,
+}
+
+#[async_trait]
+impl Registrar for ClusterRegistrar {
+    async fn register(&self, request: RegisterRequest) -> Result<RegisterReply, ErrorBody> {
+        let mut fx = Fx::default();
+        let reply = self.shared.state().register(request, &mut fx);
+        self.shared.apply(fx).await;
+        reply
+    }
+}
+
+/// The cluster engine.
+pub struct ClusterEngine {
+    shared: Arc<Shared>,
+    outcomes: mpsc::UnboundedReceiver<Outcome<Tag>>,
+}
+
+impl ClusterEngine {
+    /// An engine that keeps its nodes and jobs in `store` and places with `scheduler`. Reads
+    /// what the store holds from an earlier run: nodes come back as they were (a node that
+    /// does not report within `missed_heartbeats` intervals is marked LOST).
+    pub async fn new(
+        config: ClusterConfig,
+        store: Arc<dyn Store>,
+        scheduler: Arc<dyn Scheduler>,
+    ) -> Result<ClusterEngine, edgeio_core::store::StoreError> {
+        let now = now_ms();
+        let mut nodes = BTreeMap::new();
+        let mut candidates = CandidateSet::for_tier(Tier::Nodes);
+        for mut node in load::<NodeRecord>(&*store, NODES).await? {
+            node.last_seen_ms = now;
+            if node.lifecycle.state() == NodeState::Ready {
+                candidates.insert(node.candidate(now));
+            }
+            nodes.insert(node.id.clone(), node);
+        }
+        let jobs: BTreeMap<String, JobRecord> = load::<JobRecord>(&*store, JOBS)
+            .await?
+            .into_iter()
+            .map(|job| (job.id.to_string(), job))
+            .collect();
+        let state = ClusterState {
+            config,
+            scheduler,
+            nodes,
+            candidates,
+            jobs,
+            relayed: HashMap::new(),
+            following: HashMap::new(),
+            stopping: std::collections::HashSet::new(),
+        };
+        let (core, outcomes) = Core::new(state, store);
+        Ok(ClusterEngine {
+            shared: Arc::new(core),
+            outcomes,
+        })
+    }
+
+    /// The registrar to serve `/ws/node` with.
+    pub fn registrar(&self) -> ClusterRegistrar {
+        ClusterRegistrar {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// The nodes as the cluster knows them.
+    pub fn nodes(&self) -> Vec<edgeio_core::api::NodeView> {
+        self.shared
+            .state()
+            .nodes
+            .values()
+            .map(NodeRecord::view)
+            .collect()
+    }
+
+    /// Runs until `shutdown` completes or the root link is gone for good.
+    ///
+    /// `down` is the channel to the workers (MQTT in the reference binaries; wrapped here in
+    /// [`ReliableParent`]); `up` the channel to the root (wrap it in
+    /// [`edgeio_core::reliable::ReliableChild`]). Sends an aggregate at once and every
+    /// `aggregate_interval`.
+    pub async fn run(
+        mut self,
+        down: Arc<dyn ParentTransport>,
+        up: Arc<dyn ChildTransport>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), TransportError> {
+        let (aggregate_every, heartbeat_every, reliable) = {
+            let state = self.shared.state();
+            (
+                state.config.aggregate_interval,
+                state.config.status_interval(),
+                state.config.reliable.clone(),
+            )
+        };
+        let down = ReliableParent::new(down, reliable);
+        self.shared.connect(down.clone(), Some(up.clone()));
+        let mut aggregate_tick = tokio::time::interval(aggregate_every);
+        aggregate_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut heartbeat_tick = tokio::time::interval(heartbeat_every);
+        heartbeat_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
+        loop {
+            let mut fx = Fx::default();
+            tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                _ = aggregate_tick.tick() => {
+                    let state = self.shared.state();
+                    fx.send_up.push(state.up(Message::ClusterAggregate(state.aggregate())));
+                }
+                _ = heartbeat_tick.tick() => self.shared.state().check_heartbeats(&mut fx),
+                Some((tag, outcome)) = self.outcomes.recv() => match tag {
+                    Tag::Deploy { job, instance } => self.shared.state().on_deploy_outcome(&job, &instance, outcome, &mut fx),
+                    Tag::Stop { instance } => { self.shared.state().stopping.remove(&instance); }
+                    Tag::Terminate => {}
+                },
+                event = down.recv() => {
+                    let mut state = self.shared.state();
+                    match event? {
+                        ParentEvent::ChildUp { child } => state.node_heard(&child, &mut fx),
+                        ParentEvent::ChildLost { child, reason } => state.node_lost(&child, &reason, &mut fx),
+                        ParentEvent::Message { child, envelope } => match envelope.body {
+                            Message::NodeStatus(status) => state.on_status(&child, status, &mut fx),
+                            Message::InstanceEvent(event) => state.on_instance_event(&child, event, &mut fx),
+                            Message::QueryReply(reply) => state.on_query_reply(reply, &mut fx),
+                            other => debug!(node = %child, kind = other.kind(), "ignored message from a node"),
+                        },
+                        ParentEvent::Invalid { child, error } => warn!(node = %child, %error, "bad message from a node"),
+                    }
+                }
+                received = up.recv() => match received {
+                    Ok(envelope) => {
+                        let mut state = self.shared.state();
+                        let answer = match &envelope.body {
+                            Message::Deploy(deploy) => Some(state.on_deploy(&envelope, deploy, &mut fx)),
+                            Message::Terminate(t) => Some(state.on_terminate(&envelope, t, &mut fx)),
+                            Message::Scale(scale) => Some(state.on_scale(&envelope, scale, &mut fx)),
+                            Message::Migrate(m) => Some(state.on_migrate(&envelope, m, &mut fx)),
+                            Message::Query(q) => { state.on_query(&envelope, q, &mut fx); None }
+                            other if other.is_command() => Some(envelope.nack(&state.config.id, ErrorBody {
+                                code: "unsupported".into(),
+                                message: format!("{} is not supported by this cluster yet", other.kind()),
+                            })),
+                            other => { debug!(kind = other.kind(), "ignored message from the root"); None }
+                        };
+                        // the answer goes before any event the command caused
+                        if let Some(answer) = answer {
+                            fx.send_up.insert(0, answer);
+                        }
+                    }
+                    Err(TransportError::Invalid { reason, .. }) => warn!(%reason, "bad message from the root"),
+                    Err(e) => return Err(e),
+                },
+            }
+            self.shared.apply(fx).await;
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! Workers: registration (ids kept across restarts), status reports, and liveness (LOST on their will or after missed heartbeats).
+
+use super::*;
+
+impl ClusterState {
+    pub(super) fn register(
+        &mut self,
+        request: RegisterRequest,
+        fx: &mut Fx,
+    ) -> Result<RegisterReply, ErrorBody> {
+        let invalid = |message: String| ErrorBody {
+            code: "invalid".into(),
+            message,
+        };
+        if request.role != PeerRole::Node {
+            return Err(invalid(format!(
+                "role {:?} cannot register with a cluster; only nodes can",
+                request.role
+            )));
+        }
+        let Some(capabilities) = request.capabilities else {
+            return Err(invalid(
+                "capabilities: (missing): a node must send its capabilities".into(),
+            ));
+        };
+        let known = request.previous_id.filter(|id| self.nodes.contains_key(id));
+        let id = match known {
+            Some(id) => id,
+            None => {
+                let base = if check_id("node id", &request.name).is_ok() {
+                    request.name.clone()
+                } else {
+                    "node".to_string()
+                };
+                if self.nodes.contains_key(&base) || base == "node" {
+                    let suffix = uuid::Uuid::new_v4().simple().to_string();
+                    format!("{base}-{}", &suffix[..8])
+                } else {
+                    base
+                }
+            }
+        };
+        let now = now_ms();
+        let total = NodeRecord::total_of(&capabilities);
+        let record = match self.nodes.remove(&id) {
+            Some(mut old) => {
+                if old.lifecycle.state() == NodeState::Lost {
+                    let _ = old
+                        .lifecycle
+                        .transition(NodeState::Ready, now, "registered again");
+                }
+                old.capabilities = capabilities;
+                old.total = total;
+                old.last_seen_ms = now;
+                old
+            }
+            None => NodeRecord {
+                id: id.clone(),
+                name: request.name.clone(),
+                capabilities,
+                lifecycle: Lifecycle::new(NodeState::Ready, now, "registered"),
+                free: total,
+                total,
+                instances: 0,
+                usage: None,
+                last_seen_ms: now,
+            },
+        };
+        info!(node = %id, name = %record.name, "node registered");
+        self.candidates.insert(record.candidate(now));
+        self.nodes.insert(id.clone(), record);
+        fx.persist.push(Self::node_key(&id));
+        let mut channel = self.config.channel.clone();
+        if channel.kind == ChannelKind::Mqtt {
+            channel.topics = Some(Topics::for_node(&id));
+        }
+        Ok(RegisterReply { id, channel })
+    }
+
+    pub(super) fn node_heard(&mut self, node: &str, fx: &mut Fx) {
+        let now = now_ms();
+        let Some(record) = self.nodes.get_mut(node) else {
+            return;
+        };
+        record.last_seen_ms = now;
+        if record.lifecycle.state() == NodeState::Lost
+            && record
+                .lifecycle
+                .transition(NodeState::Ready, now, "heard from again")
+                .is_ok()
+        {
+            info!(node, "node is back");
+            self.candidates.insert(record.candidate(now));
+            fx.persist.push(Self::node_key(node));
+        }
+    }
+
+    pub(super) fn node_lost(&mut self, node: &str, reason: &str, fx: &mut Fx) {
+        let now = now_ms();
+        let Some(record) = self.nodes.get_mut(node) else {
+            return;
+        };
+        if record
+            .lifecycle
+            .transition(NodeState::Lost, now, reason)
+            .is_err()
+        {
+            return;
+        }
+        warn!(node, reason, "node lost");
+        self.candidates.remove(node);
+        fx.persist.push(Self::node_key(node));
+        for job in self.jobs.values_mut() {
+            let mut changed = false;
+            for instance in job
+                .instances
+                .iter_mut()
+                .filter(|i| i.node.as_deref() == Some(node) && !i.is_over())
+            {
+                let why = format!("node {node} lost: {reason}");
+                if advance(&mut instance.lifecycle, InstanceState::Lost, now, &why).is_ok() {
+                    changed = true;
+                    fx.send_up.push(instance_event(
+                        &self.config.id,
+                        &job.id,
+                        &instance.id,
+                        node,
+                        InstanceState::Lost,
+                        why,
+                    ));
+                }
+            }
+            if changed {
+                fx.persist.push(Self::job_key(job.id.as_str()));
+            }
+        }
+        self.relocate_from(node, fx);
+    }
+
+    pub(super) fn on_status(&mut self, node: &str, status: NodeStatus, fx: &mut Fx) {
+        self.node_heard(node, fx);
+        let now = now_ms();
+        let placed = self.placed_on(node);
+        let Some(record) = self.nodes.get_mut(node) else {
+            debug!(node, "status from a node that never registered");
+            return;
+        };
+        // the worker's figure lags the deploys in flight to it; what this cluster placed
+        // there is reserved either way
+        record.free = status.free.min_each(&status.total.saturating_sub(&placed));
+        record.total = status.total;
+        record.usage = status.usage;
+        record.instances = status
+            .instances
+            .iter()
+            .filter(|i| !matches!(i.state, InstanceState::Terminated | InstanceState::Failed))
+            .count();
+        if record.lifecycle.state() == NodeState::Ready {
+            self.candidates.insert(record.candidate(now));
+        }
+        // Node records change with every status; they are written when their state changes,
+        // not every interval, so an idle cluster does not write to disk once a second.
+        self.reconcile_reports(node, &status, fx);
+        self.stop_unwanted(node, &status, fx);
+    }
+
+    pub(super) fn check_heartbeats(&mut self, fx: &mut Fx) {
+        let limit = self.config.status_interval() * self.config.missed_heartbeats.max(1);
+        let now = now_ms();
+        let late: Vec<String> = self
+            .nodes
+            .values()
+            .filter(|n| {
+                n.lifecycle.state() == NodeState::Ready
+                    && now.saturating_sub(n.last_seen_ms) > limit.as_millis() as u64
+            })
+            .map(|n| n.id.clone())
+            .collect();
+        for node in late {
+            let reason = format!(
+                "no status for {} missed intervals ({limit:?})",
+                self.config.missed_heartbeats
+            );
+            self.node_lost(&node, &reason, fx);
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! Placing a deploy's replicas on nodes: candidates, reservations, refusals carrying the scheduler's `Unschedulable`.
+
+use super::*;
+
+impl ClusterState {
+    /// The free resources of READY nodes as the scheduler should see them now: the workers'
+    /// reports less what this cluster placed and has not seen reported yet.
+    pub(super) fn refresh_candidates(&mut self) {
+        let now = now_ms();
+        for record in self.nodes.values() {
+            if record.lifecycle.state() == NodeState::Ready {
+                let free = record
+                    .free
+                    .min_each(&record.total.saturating_sub(&self.placed_on(&record.id)));
+                self.candidates
+                    .update_free(&record.id, free, record.candidate(now).data_age);
+            }
+        }
+    }
+
+    /// What the live instances this cluster placed on `node` reserve.
+    pub(super) fn placed_on(&self, node: &str) -> Resources {
+        self.jobs
+            .values()
+            .flat_map(|j| {
+                j.instances
+                    .iter()
+                    .filter(|i| i.node.as_deref() == Some(node) && !i.is_over())
+                    .map(|_| j.spec.resources)
+            })
+            .fold(Resources::ZERO, |sum, r| sum.saturating_add(&r))
+    }
+
+    pub(super) fn on_deploy(
+        &mut self,
+        command: &Envelope,
+        deploy: &Deploy,
+        fx: &mut Fx,
+    ) -> Envelope {
+        // a re-sent deploy of a job placed here already; one that was given back (terminated)
+        // and now comes again is placed anew
+        let placed_here = self
+            .jobs
+            .get(deploy.job.as_str())
+            .is_some_and(|j| j.is_live() && j.lifecycle.state() != JobState::Terminating);
+        if placed_here {
+            return command.ack(&self.config.id);
+        }
+        if let Some(prefix) = &deploy.instance_prefix {
+            let part_of_job = prefix
+                .strip_prefix(deploy.job.as_str())
+                .is_some_and(|rest| rest.len() > 1 && rest.starts_with('.'));
+            let valid = check_id("instance prefix", prefix).is_ok() && prefix.len() <= MAX_PREFIX;
+            if !part_of_job || !valid {
+                return self.refuse(
+                    command,
+                    "invalid",
+                    format!(
+                        "instance_prefix: {prefix:?} must be the job's id {}, a '.', then letters, digits, '.', '_' or '-', at most {MAX_PREFIX} characters in all",
+                        deploy.job
+                    ),
+                );
+            }
+        }
+        let now = now_ms();
+        self.refresh_candidates();
+        let spec = &deploy.spec;
+        let mut set = self.candidates.clone();
+        let mut placed = Vec::new();
+        for _ in 0..spec.replicas.max(1) {
+            match self.scheduler.place(spec, &set) {
+                Ok(p) => {
+                    set.reserve(&p.candidate, &spec.resources);
+                    set.add_job(&p.candidate, &spec.name);
+                    placed.push(p.candidate);
+                }
+                Err(SchedulerError::Unschedulable(u)) => {
+                    let mut u = u.in_tier(Tier::Nodes);
+                    u.fits = placed.len() as u32;
+                    info!(job = %deploy.job, explanation = %u, "refusing a job: no node fits");
+                    if spec.replicas > 1 {
+                        let what =
+                            format!("{} replicas asked, {} fit", spec.replicas, placed.len());
+                        return self.unschedulable(command, &what, u);
+                    }
+                    return Envelope::new(
+                        &self.config.id,
+                        Message::Nack(Nack {
+                            re: command.id.clone(),
+                            error: ErrorBody {
+                                code: "unschedulable".into(),
+                                message: format!("cluster {}: {u}", self.config.id),
+                            },
+                            unschedulable: Some(u),
+                        }),
+                    );
+                }
+                Err(e) => {
+                    return command.nack(
+                        &self.config.id,
+                        ErrorBody {
+                            code: "invalid".into(),
+                            message: e.to_string(),
+                        },
+                    )
+                }
+            }
+        }
+        self.candidates = set;
+        let policy = self.scheduler.name().to_string();
+        let mut job = JobRecord {
+            id: deploy.job.clone(),
+            spec: spec.clone(),
+            lifecycle: Lifecycle::new(JobState::ScheduledNode, now, "placed on nodes"),
+            cluster: Some(self.config.id.clone()),
+            instances: Vec::new(),
+            unschedulable: Vec::new(),
+            refused_by: Vec::new(),
+            first_instance: deploy.first_instance,
+            migration: None,
+            instance_prefix: deploy.instance_prefix.clone(),
+            parts: Vec::new(),
+            offers: Default::default(),
+        };
+        for node in placed {
+            let reason = format!("placed on {node} by {policy}");
+            start_instance(&self.config.id, &mut job, &node, reason, now, fx);
+        }
+        self.jobs.insert(deploy.job.to_string(), job);
+        fx.persist.push(Self::job_key(deploy.job.as_str()));
+        command.ack(&self.config.id)
+    }
+
+    /// A refusal of `command` with `code` and `message`.
+    pub(super) fn refuse(&self, command: &Envelope, code: &str, message: String) -> Envelope {
+        command.nack(
+            &self.config.id,
+            ErrorBody {
+                code: code.into(),
+                message,
+            },
+        )
+    }
+
+    /// A refusal of `command` because nothing fits, with the scheduler's explanation.
+    pub(super) fn unschedulable(
+        &self,
+        command: &Envelope,
+        what: &str,
+        u: edgeio_core::scheduler::Unschedulable,
+    ) -> Envelope {
+        let u = u.in_tier(Tier::Nodes);
+        Envelope::new(
+            &self.config.id,
+            Message::Nack(Nack {
+                re: command.id.clone(),
+                error: ErrorBody {
+                    code: "unschedulable".into(),
+                    message: format!("cluster {}: {what}: {u}", self.config.id),
+                },
+                unschedulable: Some(u),
+            }),
+        )
+    }
+
+    pub(super) fn on_deploy_outcome(
+        &mut self,
+        job: &JobId,
+        instance: &InstanceId,
+        outcome: Result<CommandOutcome, TransportError>,
+        fx: &mut Fx,
+    ) {
+        let reason = match outcome {
+            Ok(CommandOutcome::Acked) => return,
+            Ok(CommandOutcome::Nacked(e) | CommandOutcome::Unschedulable(e, _)) => {
+                format!("the worker refused: {}", e.message)
+            }
+            Err(e) => format!("the worker could not be reached: {e}"),
+        };
+        let Some(record) = self.jobs.get_mut(job.as_str()) else {
+            return;
+        };
+        let Some(i) = record.instance_mut(instance) else {
+            return;
+        };
+        if i.is_over() {
+            return;
+        }
+        let node = i.node.clone().unwrap_or_default();
+        if advance(&mut i.lifecycle, InstanceState::Failed, now_ms(), &reason).is_ok() {
+            fx.persist.push(Self::job_key(job.as_str()));
+            self.relocate_failed(job.as_str(), instance, &node, &reason, fx);
+            if let Some(record) = self.jobs.get_mut(job.as_str()) {
+                record.settle(now_ms());
+            }
+            fx.send_up.push(instance_event(
+                &self.config.id,
+                job,
+                instance,
+                &node,
+                InstanceState::Failed,
+                reason,
+            ));
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! Moving instances off a lost node, and relocating a FAILED instance to a node with the same labels; escalation when none fits.
+
+use super::*;
+
+impl ClusterState {
+    /// Places a replacement for every instance lost with `node`, on another node of this
+    /// cluster; one that no node can take stays LOST, with the scheduler's reason told up.
+    pub(super) fn relocate_from(&mut self, node: &str, fx: &mut Fx) {
+        let lost: Vec<(String, InstanceId)> = self
+            .jobs
+            .values()
+            .filter(|j| j.lifecycle.state() != JobState::Terminating && j.is_live())
+            .flat_map(|j| {
+                j.instances
+                    .iter()
+                    .filter(|i| {
+                        i.node.as_deref() == Some(node)
+                            && i.lifecycle.state() == InstanceState::Lost
+                    })
+                    .map(|i| (j.id.to_string(), i.id.clone()))
+            })
+            .collect();
+        if lost.is_empty() {
+            return;
+        }
+        self.refresh_candidates();
+        let policy = self.scheduler.name().to_string();
+        let now = now_ms();
+        for (job_id, old) in lost {
+            let Some(job) = self.jobs.get(&job_id) else {
+                continue;
+            };
+            let spec = job.spec.clone();
+            let (target, reason) = match self.scheduler.place(&spec, &self.candidates) {
+                Ok(p) => {
+                    let reason = format!(
+                        "replaces {old} (node {node} lost), placed on {} by {policy}",
+                        p.candidate
+                    );
+                    (p.candidate, reason)
+                }
+                Err(e) => {
+                    // nothing here fits: the root is told, and places the job elsewhere
+                    let reason = format!("cannot replace {old} (node {node} lost): {e}");
+                    warn!(job = %job_id, %reason, "instance not relocated; escalating to the root");
+                    let mut event = instance_event(
+                        &self.config.id,
+                        &job.id,
+                        &old,
+                        node,
+                        InstanceState::Lost,
+                        reason.clone(),
+                    );
+                    if let Message::InstanceEvent(event) = &mut event.body {
+                        event.unschedulable = Some(match e {
+                            SchedulerError::Unschedulable(u) => u.in_tier(Tier::Nodes),
+                            other => {
+                                edgeio_core::scheduler::Unschedulable::new(self.candidates.len())
+                                    .in_tier(Tier::Nodes)
+                                    .refused("spec", self.candidates.len(), other.to_string())
+                            }
+                        });
+                    }
+                    fx.send_up.push(event);
+                    continue;
+                }
+            };
+            self.candidates.reserve(&target, &spec.resources);
+            self.candidates.add_job(&target, &spec.name);
+            let Some(job) = self.jobs.get_mut(&job_id) else {
+                continue;
+            };
+            let id = start_instance(&self.config.id, job, &target, reason, now, fx);
+            info!(job = %job_id, instance = %id, node = %target, "relocating a lost instance");
+            fx.persist.push(Self::job_key(&job_id));
+        }
+    }
+
+    /// Places a replacement for an instance that FAILED on `node` (its restarts there are used
+    /// up, or it could not start) on another READY node with at least the same labels, never
+    /// one where the job failed before. When none can take it, the failure stands (the job
+    /// is FAILED with the reason).
+    pub(super) fn relocate_failed(
+        &mut self,
+        job_id: &str,
+        old: &InstanceId,
+        node: &str,
+        why: &str,
+        fx: &mut Fx,
+    ) {
+        let Some(job) = self.jobs.get(job_id) else {
+            return;
+        };
+        if !job.is_live() || job.lifecycle.state() == JobState::Terminating {
+            return;
+        }
+        if job
+            .instances
+            .iter()
+            .any(|i| &i.id == old && i.replaces.is_some())
+        {
+            // a migration that failed: the instance it was to replace runs on
+            return;
+        }
+        let tried: Vec<String> = job
+            .instances
+            .iter()
+            .filter(|i| i.lifecycle.state() == InstanceState::Failed)
+            .filter_map(|i| i.node.clone())
+            .collect();
+        let spec = job.spec.clone();
+        let labels = self
+            .nodes
+            .get(node)
+            .map(|n| n.capabilities.labels.clone())
+            .unwrap_or_default();
+        self.refresh_candidates();
+        let mut set = self.candidates.clone();
+        let unlike: Vec<String> = set
+            .iter()
+            .filter(|c| {
+                tried.contains(&c.id)
+                    || c.id == node
+                    || !labels.iter().all(|(k, v)| c.labels.get(k) == Some(v))
+            })
+            .map(|c| c.id.clone())
+            .collect();
+        for id in unlike {
+            set.remove(&id);
+        }
+        let placed = match self.scheduler.place(&spec, &set) {
+            Ok(p) => p.candidate,
+            Err(e) => {
+                info!(job = job_id, instance = %old, reason = %e, "no other node with the same labels can take a failed instance; it stays FAILED");
+                return;
+            }
+        };
+        self.candidates.reserve(&placed, &spec.resources);
+        self.candidates.add_job(&placed, &spec.name);
+        let policy = self.scheduler.name().to_string();
+        let reason =
+            format!("replaces {old} (failed on {node}: {why}), placed on {placed} by {policy}");
+        let now = now_ms();
+        let cluster = self.config.id.clone();
+        if let Some(job) = self.jobs.get_mut(job_id) {
+            let id = start_instance(&cluster, job, &placed, reason, now, fx);
+            info!(job = job_id, instance = %id, node = %placed, "relocating a failed instance");
+            fx.persist.push(Self::job_key(job_id));
+        }
+    }
+}

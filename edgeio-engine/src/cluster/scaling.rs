@@ -1,0 +1,119 @@
+//! Scaling a job on this cluster: the missing replicas placed all or none, or the newest terminated.
+
+use super::*;
+
+impl ClusterState {
+    /// `scale`: places the replicas missing (all or none: a nack with the scheduler's reasons
+    /// when not all fit), or terminates the newest ones beyond the count.
+    pub(super) fn on_scale(&mut self, command: &Envelope, scale: &Scale, fx: &mut Fx) -> Envelope {
+        let Some(job) = self.jobs.get(scale.job.as_str()) else {
+            return self.refuse(
+                command,
+                "not_found",
+                format!("job {} is not on this cluster", scale.job),
+            );
+        };
+        if !job.is_live() || job.lifecycle.state() == JobState::Terminating {
+            return self.refuse(
+                command,
+                "conflict",
+                format!("job {} is {}", scale.job, job.lifecycle.state()),
+            );
+        }
+        let alive: Vec<(InstanceId, Option<String>)> = job
+            .instances
+            .iter()
+            .filter(|i| !i.is_over() && i.lifecycle.state() != InstanceState::Terminating)
+            .map(|i| (i.id.clone(), i.node.clone()))
+            .collect();
+        let wanted = scale.replicas as usize;
+        let mut spec = job.spec.clone();
+        spec.replicas = scale.replicas;
+        let now = now_ms();
+        let why = format!(
+            "scale from {} to {} replicas",
+            job.spec.replicas, scale.replicas
+        );
+        if wanted > alive.len() {
+            self.refresh_candidates();
+            let mut set = self.candidates.clone();
+            let mut targets = Vec::new();
+            for _ in alive.len()..wanted {
+                match self.scheduler.place(&spec, &set) {
+                    Ok(p) => {
+                        set.reserve(&p.candidate, &spec.resources);
+                        set.add_job(&p.candidate, &spec.name);
+                        targets.push(p.candidate);
+                    }
+                    Err(SchedulerError::Unschedulable(mut u)) => {
+                        u.fits = targets.len() as u32;
+                        let what = format!(
+                            "cannot place {} more replicas ({} fit)",
+                            wanted - alive.len(),
+                            targets.len()
+                        );
+                        return self.unschedulable(command, &what, u);
+                    }
+                    Err(e) => return self.refuse(command, "invalid", e.to_string()),
+                }
+            }
+            self.candidates = set;
+            let policy = self.scheduler.name().to_string();
+            let cluster = self.config.id.clone();
+            let Some(job) = self.jobs.get_mut(scale.job.as_str()) else {
+                return command.ack(&cluster);
+            };
+            job.spec = spec;
+            let _ = advance(&mut job.lifecycle, JobState::Scaling, now, &why);
+            for node in targets {
+                let reason = format!("{why}: placed on {node} by {policy}");
+                start_instance(&cluster, job, &node, reason, now, fx);
+            }
+        } else {
+            let ready: Vec<String> = self
+                .nodes
+                .values()
+                .filter(|n| n.lifecycle.state() == NodeState::Ready)
+                .map(|n| n.id.clone())
+                .collect();
+            let grace = self.config.grace.as_millis() as u64;
+            let cluster = self.config.id.clone();
+            let Some(job) = self.jobs.get_mut(scale.job.as_str()) else {
+                return command.ack(&cluster);
+            };
+            job.spec = spec;
+            let _ = advance(&mut job.lifecycle, JobState::Scaling, now, &why);
+            // the newest go first: the oldest have run longest and proved themselves
+            for (id, node) in alive
+                .into_iter()
+                .skip(wanted)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+            {
+                let node = node.unwrap_or_default();
+                let reason = format!("{why}: the newest go first");
+                let reachable = ready.contains(&node);
+                let to = if reachable {
+                    InstanceState::Terminating
+                } else {
+                    InstanceState::Terminated
+                };
+                if let Some(i) = job.instance_mut(&id) {
+                    let _ = advance(&mut i.lifecycle, to, now, &reason);
+                }
+                fx.send_up
+                    .push(instance_event(&cluster, &job.id, &id, &node, to, reason));
+                if reachable {
+                    let stop = stop_instance(&cluster, &node, &job.id, &id, grace, Tag::Terminate);
+                    fx.commands.push(stop);
+                }
+            }
+        }
+        if let Some(job) = self.jobs.get_mut(scale.job.as_str()) {
+            job.settle(now);
+        }
+        fx.persist.push(Self::job_key(scale.job.as_str()));
+        command.ack(&self.config.id)
+    }
+}

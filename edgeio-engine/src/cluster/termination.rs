@@ -1,0 +1,61 @@
+//! Terminating a job or one instance on its nodes.
+
+use super::*;
+
+impl ClusterState {
+    pub(super) fn on_terminate(
+        &mut self,
+        command: &Envelope,
+        t: &Terminate,
+        fx: &mut Fx,
+    ) -> Envelope {
+        let now = now_ms();
+        let id = self.config.id.clone();
+        let Some(job) = self.jobs.get_mut(t.job.as_str()) else {
+            return command.ack(&id);
+        };
+        let _ = advance(
+            &mut job.lifecycle,
+            JobState::Terminating,
+            now,
+            "terminate requested",
+        );
+        for instance in job
+            .instances
+            .iter_mut()
+            .filter(|i| !i.is_over() && t.instance.as_ref().is_none_or(|only| only == &i.id))
+        {
+            let node = instance.node.clone().unwrap_or_default();
+            let reachable = self
+                .nodes
+                .get(&node)
+                .is_some_and(|n| n.lifecycle.state() == NodeState::Ready);
+            if reachable {
+                let stop =
+                    stop_instance(&id, &node, &t.job, &instance.id, t.grace_ms, Tag::Terminate);
+                fx.commands.push(stop);
+            } else {
+                // nothing to stop where nothing is reachable; if the node comes back with
+                // it still running, its report is answered with a terminate (issue 9)
+                let reason = format!("node {node} is not reachable; recorded as terminated");
+                let _ = advance(
+                    &mut instance.lifecycle,
+                    InstanceState::Terminated,
+                    now,
+                    &reason,
+                );
+                fx.send_up.push(instance_event(
+                    &id,
+                    &t.job,
+                    &instance.id,
+                    &node,
+                    InstanceState::Terminated,
+                    reason,
+                ));
+            }
+        }
+        job.settle(now);
+        fx.persist.push(Self::job_key(t.job.as_str()));
+        command.ack(&id)
+    }
+}

@@ -1,0 +1,149 @@
+//! Instance events relayed by the clusters, and escalations (a cluster that cannot replace an instance).
+
+use super::*;
+
+impl RootState {
+    pub(super) fn refused(
+        &mut self,
+        job: &JobId,
+        cluster: &str,
+        error: String,
+        unschedulable: Option<Unschedulable>,
+        fx: &mut Fx,
+    ) {
+        let Some(record) = self.jobs.get_mut(job.as_str()) else {
+            return;
+        };
+        if record.lifecycle.state() != JobState::ScheduledCluster
+            || record.cluster.as_deref() != Some(cluster)
+        {
+            return;
+        }
+        record.refused_by.push(cluster.to_string());
+        if let Some(fits) = unschedulable.as_ref().map(|u| u.fits).filter(|n| *n > 0) {
+            record.offers.insert(cluster.to_string(), fits);
+        }
+        record.unschedulable.extend(unschedulable);
+        record.cluster = None;
+        let reason = format!("cluster {cluster} refused: {error}");
+        self.reschedule(job.as_str(), &reason, fx);
+    }
+
+    pub(super) fn on_instance_event(&mut self, cluster: &str, event: InstanceEvent, fx: &mut Fx) {
+        let now = now_ms();
+        let Some(job) = self.jobs.get_mut(event.job.as_str()) else {
+            debug!(cluster, job = %event.job, "event for an unknown job");
+            return;
+        };
+        let owner = job.holds(cluster);
+        if !owner {
+            // from a cluster the job has left: only the end of an instance it had is news
+            let ends = matches!(
+                event.state,
+                InstanceState::Terminating
+                    | InstanceState::Terminated
+                    | InstanceState::Failed
+                    | InstanceState::Exited
+            );
+            if !ends || job.instance_mut(&event.instance).is_none() {
+                debug!(cluster, job = %event.job, "event from a cluster the job has left");
+                return;
+            }
+        }
+        let reason = if event.reason.is_empty() {
+            format!("reported by {}", event.node)
+        } else {
+            event.reason.clone()
+        };
+        match job.instance_mut(&event.instance) {
+            Some(instance) => {
+                if let Err(e) = advance(&mut instance.lifecycle, event.state, now, &reason) {
+                    debug!(instance = %event.instance, error = %e, "event does not move the instance");
+                }
+                instance.node = Some(event.node.clone());
+                instance.cluster = Some(cluster.to_string());
+                if event.exit_code.is_some() {
+                    instance.exit_code = event.exit_code;
+                }
+            }
+            None => job.instances.push(InstanceRecord {
+                id: event.instance.clone(),
+                node: Some(event.node.clone()),
+                lifecycle: Lifecycle::new(event.state, now, &reason),
+                exit_code: event.exit_code,
+                replaces: None,
+                cluster: Some(cluster.to_string()),
+            }),
+        }
+        // across clusters, the new placement ended without ever running: the job stays on
+        // the cluster it left, and the new one lets go of what it placed
+        let moving_here = job.moving_to() == Some(cluster);
+        let failed_across = moving_here
+            && job.migration.as_ref().is_some_and(|m| {
+                let mut new = job.instances[m.first_new.min(job.instances.len())..]
+                    .iter()
+                    .filter(|i| i.cluster.as_deref() == Some(cluster))
+                    .peekable();
+                new.peek().is_some() && new.all(InstanceRecord::is_over)
+            });
+        if failed_across {
+            let id = job.id.clone();
+            let why = format!(
+                "the new placement on cluster {cluster} ended: {}",
+                event.reason
+            );
+            fx.commands
+                .push(terminate_command(&self.config, cluster, &id));
+            self.abandon_migration(id.as_str(), &why, None);
+            fx.persist.push(job_key(id.as_str()));
+            return;
+        }
+        let arrived = moving_here && event.state == InstanceState::Running;
+        if arrived {
+            // make-before-break across clusters: the new placement runs, the old one goes
+            let from = job.migration.as_mut().and_then(|m| m.from_cluster.take());
+            if let Some(from) = from {
+                let id = job.id.clone();
+                info!(job = %id, from = %from, to = cluster, "migrated; the old cluster lets go");
+                fx.commands
+                    .push(terminate_command(&self.config, &from, &id));
+            }
+        }
+        job.settle(now);
+        fx.persist.push(job_key(event.job.as_str()));
+        let escalate = owner
+            && job.is_live()
+            && job.lifecycle.state() != JobState::Terminating
+            && job.spec.worker_node.is_none();
+        if let (Some(u), true) = (event.unschedulable, escalate) {
+            job.unschedulable.push(u);
+            let id = job.id.clone();
+            self.escalate(id.as_str(), cluster, &event.reason, fx);
+        }
+    }
+
+    /// `cluster` cannot replace an instance of job `id` on any of its nodes. When another
+    /// cluster can take the job, it moves there and `cluster` lets go of what is left of it;
+    /// otherwise it stays (its node may come back with the instance still running).
+    pub(super) fn escalate(&mut self, id: &str, cluster: &str, why: &str, fx: &mut Fx) {
+        let Some(job) = self.jobs.get(id) else {
+            return;
+        };
+        let job_id = job.id.clone();
+        let mut held = job.clusters();
+        held.push(cluster.to_string());
+        let others = self.candidates(&held, &job.spec.node_selector);
+        if let Err(e) = self.scheduler.place(&job.spec, &others) {
+            info!(job = id, cluster, reason = %e, "escalated, but no other cluster can take the job; it stays");
+            return;
+        }
+        if let Some(job) = self.jobs.get_mut(id) {
+            job.refused_by.clear();
+            job.refused_by.push(cluster.to_string());
+        }
+        fx.commands
+            .push(terminate_command(&self.config, cluster, &job_id));
+        let why = format!("escalated by cluster {cluster}: {why}");
+        self.leave_cluster(id, cluster, &why, fx);
+    }
+}

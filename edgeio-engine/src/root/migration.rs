@@ -1,0 +1,312 @@
+//! Moving a job make-before-break: inside its cluster, to another cluster, or anywhere.
+
+use super::*;
+
+impl RootState {
+    pub(super) fn on_migrate_outcome(
+        &mut self,
+        job: &JobId,
+        cluster: &str,
+        anywhere: bool,
+        outcome: Result<CommandOutcome, TransportError>,
+        fx: &mut Fx,
+    ) {
+        let Some((error, unschedulable)) = refusal(cluster, outcome) else {
+            return;
+        };
+        let why = format!("cluster {cluster} cannot move it: {error}");
+        if anywhere {
+            // no other node there: another cluster (one holding no part of it),
+            // make-before-break
+            let others = self.jobs.get(job.as_str()).map(|j| {
+                let mut held = j.clusters();
+                held.push(cluster.to_string());
+                let set = self.candidates(&held, &j.spec.node_selector);
+                self.scheduler.place(&j.spec_on(cluster), &set)
+            });
+            if let Some(Ok(p)) = others {
+                info!(job = %job, to = %p.candidate, %why, "migrating to another cluster");
+                self.migrate_across(job.as_str(), cluster, &p.candidate, None, fx);
+                return;
+            }
+        }
+        self.abandon_migration(job.as_str(), &why, unschedulable);
+        fx.persist.push(job_key(job.as_str()));
+    }
+
+    /// Ends a migration that could not be made: the job stays where it ran, RUNNING.
+    pub(super) fn abandon_migration(
+        &mut self,
+        id: &str,
+        why: &str,
+        unschedulable: Option<Unschedulable>,
+    ) {
+        let Some(job) = self.jobs.get_mut(id) else {
+            return;
+        };
+        if job.lifecycle.state() != JobState::Migrating {
+            return;
+        }
+        let across = job
+            .migration
+            .as_ref()
+            .and_then(|m| Some((m.from_cluster.clone()?, m.to_cluster.clone())));
+        if let Some((from, to)) = across {
+            // the part (or the job) is the old cluster's again
+            match job
+                .parts
+                .iter_mut()
+                .find(|p| Some(&p.cluster) == to.as_ref())
+            {
+                Some(part) => part.cluster = from,
+                None => job.cluster = Some(from),
+            }
+            if !job.parts.is_empty() {
+                job.cluster_from_parts();
+            }
+        }
+        job.unschedulable.extend(unschedulable);
+        let why = format!("migration abandoned, it stays where it ran: {why}");
+        warn!(job = id, %why, "migration abandoned");
+        let _ = advance(&mut job.lifecycle, JobState::Running, now_ms(), &why);
+        job.settle(now_ms());
+    }
+
+    /// Starts moving job `id` (or, for a spread job, its part) from cluster `from` to
+    /// `cluster` make-before-break (pinned to `node` there, when given): deployed there first;
+    /// the cluster it leaves is told to terminate it once an instance of the new placement
+    /// runs.
+    pub(super) fn migrate_across(
+        &mut self,
+        id: &str,
+        from: &str,
+        cluster: &str,
+        node: Option<&str>,
+        fx: &mut Fx,
+    ) {
+        let now = now_ms();
+        let Some(job) = self.jobs.get_mut(id) else {
+            return;
+        };
+        let target = match node {
+            Some(n) => format!("node {n} of cluster {cluster}"),
+            None => format!("cluster {cluster}"),
+        };
+        let why = match job.parts.iter_mut().find(|p| p.cluster == from) {
+            Some(part) => {
+                part.cluster = cluster.to_string();
+                format!(
+                    "migrate the part on cluster {from} ({} replicas) to {target} requested",
+                    part.replicas
+                )
+            }
+            None => format!("migrate to {target} requested"),
+        };
+        let _ = advance(&mut job.lifecycle, JobState::Migrating, now, &why);
+        job.cluster = Some(cluster.to_string());
+        if !job.parts.is_empty() {
+            job.cluster_from_parts();
+        }
+        job.migration = Some(Migration {
+            first_new: job.instances.len(),
+            target,
+            from_cluster: Some(from.to_string()),
+            to_cluster: Some(cluster.to_string()),
+        });
+        if let Some((to, mut envelope, tag)) = self.deploy_command(id, cluster) {
+            if let (Some(n), Message::Deploy(deploy)) = (node, &mut envelope.body) {
+                deploy.spec.worker_node = Some(n.to_string());
+            }
+            fx.commands.push((to, envelope, tag));
+        }
+        fx.persist.push(job_key(id));
+    }
+
+    /// Validates and starts a migration (see [`RootApi::migrate`]).
+    pub(super) fn migrate(
+        &mut self,
+        id: &str,
+        target: MigrateTarget,
+        instance: Option<InstanceId>,
+        fx: &mut Fx,
+    ) -> Result<JobView, ApiError> {
+        let job = self.jobs.get(id).ok_or_else(|| ApiError::NotFound {
+            kind: "job",
+            id: id.to_string(),
+        })?;
+        let state = job.lifecycle.state();
+        let cluster = job.cluster.clone().filter(|_| state == JobState::Running);
+        let Some(mut cluster) = cluster else {
+            return Err(ApiError::Conflict {
+                message: format!("job {id} is {state}; only a RUNNING job migrates"),
+                details: Vec::new(),
+            });
+        };
+        let mut from = None;
+        if let Some(i) = &instance {
+            let live = job.instances.iter().find(|x| &x.id == i && !x.is_over());
+            let Some(live) = live else {
+                return Err(ApiError::NotFound {
+                    kind: "instance",
+                    id: i.to_string(),
+                });
+            };
+            from = live.cluster.clone();
+        }
+        let invalid = |message: String, field: &str, value: &str, rule: &str| ApiError::Invalid {
+            message,
+            details: vec![FieldError {
+                path: field.into(),
+                value: value.into(),
+                rule: rule.into(),
+            }],
+        };
+        let node_cluster = |node: &str| {
+            self.clusters
+                .values()
+                .find(|c| {
+                    c.lifecycle.state() == ClusterState::Active
+                        && c.aggregate
+                            .as_ref()
+                            .is_some_and(|a| a.node_names.iter().any(|n| n == node))
+                })
+                .map(|c| c.id.clone())
+        };
+        if !job.parts.is_empty() {
+            // a spread job moves one part at a time: the named instance's, or the one on
+            // the cluster of the node named
+            let part = match (&from, &target) {
+                (Some(c), _) => Some(c.clone()),
+                (None, MigrateTarget::Node(node)) => {
+                    node_cluster(node).filter(|c| job.parts.iter().any(|p| &p.cluster == c))
+                }
+                _ => None,
+            };
+            let Some(part) = part else {
+                return Err(invalid(
+                    format!(
+                        "job {id} is spread over clusters {}: say which part moves",
+                        job.clusters().join(", ")
+                    ),
+                    "instance",
+                    "",
+                    "must name a live instance of the part to move (or a node of its cluster)",
+                ));
+            };
+            cluster = part;
+        }
+        let within = |target: MigrateTarget, anywhere: bool| {
+            let body = Message::Migrate(Migrate {
+                job: job.id.clone(),
+                instance: instance.clone(),
+                target,
+            });
+            (body, anywhere)
+        };
+        let job_id = job.id.clone();
+        let (message, anywhere) = match &target {
+            MigrateTarget::Node(node) => {
+                let there = job
+                    .instances
+                    .iter()
+                    .filter(|i| !i.is_over() && instance.as_ref().is_none_or(|only| only == &i.id));
+                if there.clone().count() > 0
+                    && there.into_iter().all(|i| i.node.as_deref() == Some(node))
+                {
+                    return Err(invalid(
+                        format!("job {id} already runs on node {node}"),
+                        "node",
+                        node,
+                        "must be another node than the one it runs on",
+                    ));
+                }
+                let Some(owner) = node_cluster(node) else {
+                    return Err(ApiError::NotFound {
+                        kind: "node",
+                        id: node.clone(),
+                    });
+                };
+                if owner != cluster && job.holds(&owner) {
+                    return Err(invalid(
+                        format!("cluster {owner} of node {node} already runs a part of job {id}"),
+                        "node",
+                        node,
+                        "must be a node of the part's own cluster or of one holding no part of the job (scale to add replicas)",
+                    ));
+                }
+                if owner != cluster {
+                    self.migrate_across(id, &cluster, &owner, Some(node), fx);
+                    return Ok(self.jobs.get(id).map(JobRecord::view).expect("a known job"));
+                }
+                within(target.clone(), false)
+            }
+            MigrateTarget::Cluster(c) => {
+                let Some(record) = self.clusters.get(c) else {
+                    return Err(ApiError::NotFound {
+                        kind: "cluster",
+                        id: c.clone(),
+                    });
+                };
+                if c == &cluster {
+                    return Err(invalid(
+                        format!("job {id} already runs on cluster {c}"),
+                        "cluster",
+                        c,
+                        "must be another cluster than the job's (or name a node)",
+                    ));
+                }
+                if job.holds(c) {
+                    return Err(invalid(
+                        format!("cluster {c} already runs a part of job {id}"),
+                        "cluster",
+                        c,
+                        "must be a cluster holding no part of the job (scale to add replicas)",
+                    ));
+                }
+                if record.lifecycle.state() != ClusterState::Active {
+                    return Err(ApiError::Unavailable {
+                        reason: format!("cluster {c} is INACTIVE"),
+                    });
+                }
+                self.migrate_across(id, &cluster, c, None, fx);
+                return Ok(self.jobs.get(id).map(JobRecord::view).expect("a known job"));
+            }
+            MigrateTarget::Anywhere => within(target.clone(), true),
+        };
+        let now = now_ms();
+        let root = self.config.id.clone();
+        let Some(job) = self.jobs.get_mut(id) else {
+            return Err(ApiError::NotFound {
+                kind: "job",
+                id: id.to_string(),
+            });
+        };
+        let text = match &target {
+            MigrateTarget::Node(n) => format!("node {n}"),
+            _ => "another node or cluster".to_string(),
+        };
+        let _ = advance(
+            &mut job.lifecycle,
+            JobState::Migrating,
+            now,
+            &format!("migrate to {text} requested"),
+        );
+        job.migration = Some(Migration {
+            first_new: job.instances.len(),
+            target: text,
+            from_cluster: None,
+            to_cluster: None,
+        });
+        fx.commands.push((
+            cluster.clone(),
+            Envelope::new(&root, message),
+            Tag::Migrate {
+                job: job_id,
+                cluster,
+                anywhere,
+            },
+        ));
+        fx.persist.push(job_key(id));
+        Ok(job.view())
+    }
+}

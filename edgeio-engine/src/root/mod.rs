@@ -1,0 +1,301 @@
+//! The root engine (System Manager): takes jobs from users, schedules them over the
+//! clusters' aggregates, gives each to a cluster, follows its instances through the events
+//! the clusters relay, and answers users through [`RootHandle`] (which implements
+//! [`RootApi`], the trait the REST router serves).
+//!
+//! Like the cluster engine, state lives behind one mutex and every change returns its
+//! effects (records to persist, messages, commands), carried out after the lock is released.
+
+use crate::effects::{record_json, Core, Effects, Outcome, Records};
+use crate::records::{
+    advance, load, new_job_id, ClusterRecord, InstanceRecord, JobRecord, Migration, Part, CLUSTERS,
+    JOBS,
+};
+use async_trait::async_trait;
+use edgeio_core::api::{ApiError, ClusterView, JobView, LogStream, LogsQuery, NodeView, RootApi};
+use edgeio_core::job::{FieldError, JobSpec, MAX_REPLICAS};
+use edgeio_core::model::{check_id, CandidateSet, InstanceId, JobId, Labels, Tier};
+use edgeio_core::reliable::{CommandOutcome, ReliableConfig, ReliableParent};
+use edgeio_core::scheduler::{Scheduler, SchedulerError, Unschedulable};
+use edgeio_core::state::{ClusterState, InstanceState, JobState, Lifecycle, StateMachine};
+use edgeio_core::store::{Store, StoreExt};
+use edgeio_core::transport::{ParentEvent, ParentTransport, Registrar, TransportError};
+use edgeio_core::wire::{
+    now_ms, ChannelKind, ChannelSettings, ClusterAggregate, Deploy, Envelope, ErrorBody,
+    InstanceEvent, Message, Migrate, MigrateTarget, PeerRole, Query, QueryReply, RegisterReply,
+    RegisterRequest, Scale, Terminate, DEFAULT_MAX_MESSAGE_BYTES, MAX_PREFIX,
+};
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+mod events;
+mod handle;
+mod migration;
+mod placement;
+mod queries;
+mod registry;
+mod resync;
+mod scaling;
+mod spread;
+mod termination;
+
+pub use handle::RootHandle;
+
+/// How the root engine runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootConfig {
+    /// The root's id on the wire.
+    pub id: String,
+    /// How often clusters send their aggregate (told to them at registration).
+    pub aggregate_interval: Duration,
+    /// Grace period asked for when terminating a job.
+    pub grace: Duration,
+    /// How long a query to a cluster (nodes, logs) may take.
+    pub query_timeout: Duration,
+    /// Re-sending of commands to clusters.
+    pub reliable: ReliableConfig,
+    /// A cluster silent for this many aggregate intervals is INACTIVE (its link may look up).
+    pub missed_aggregates: u32,
+    /// A cluster INACTIVE for this long loses its jobs: the root places them elsewhere.
+    pub cluster_timeout: Duration,
+}
+
+impl Default for RootConfig {
+    fn default() -> Self {
+        RootConfig {
+            id: "root".into(),
+            aggregate_interval: Duration::from_secs(1),
+            grace: Duration::from_secs(10),
+            query_timeout: Duration::from_secs(10),
+            reliable: ReliableConfig::default(),
+            missed_aggregates: 3,
+            cluster_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What a command to a cluster was for.
+#[derive(Debug, Clone)]
+enum Tag {
+    Deploy {
+        job: JobId,
+        cluster: String,
+    },
+    Terminate {
+        job: JobId,
+    },
+    Scale {
+        job: JobId,
+        cluster: String,
+        from: u32,
+    },
+    Migrate {
+        job: JobId,
+        /// The cluster asked to move it (for a spread job, the part's).
+        cluster: String,
+        anywhere: bool,
+    },
+}
+
+type Fx = Effects<Tag>;
+
+struct RootState {
+    config: RootConfig,
+    scheduler: Arc<dyn Scheduler>,
+    clusters: BTreeMap<String, ClusterRecord>,
+    jobs: BTreeMap<String, JobRecord>,
+    /// Job names being created right now (their record is being written).
+    reserving: Vec<String>,
+    /// Queries sent to clusters, waiting for their reply.
+    queries: HashMap<String, oneshot::Sender<Result<serde_json::Value, ApiError>>>,
+    /// Followed logs: query id → the reader's end.
+    streams: HashMap<String, mpsc::Sender<Result<bytes::Bytes, ApiError>>>,
+    /// Re-sync queries sent to clusters whose link came up: query id → cluster.
+    syncs: HashMap<String, String>,
+}
+
+/// The refusal in a command's outcome, if it was refused: why, and the scheduler's
+/// explanation when nothing fit.
+fn refusal(
+    cluster: &str,
+    outcome: Result<CommandOutcome, TransportError>,
+) -> Option<(String, Option<Unschedulable>)> {
+    match outcome {
+        Ok(CommandOutcome::Acked) => None,
+        Ok(CommandOutcome::Nacked(e)) => Some((e.message, None)),
+        Ok(CommandOutcome::Unschedulable(e, u)) => Some((e.message, Some(*u))),
+        Err(e) => Some((format!("cluster {cluster} could not be reached: {e}"), None)),
+    }
+}
+
+/// A terminate of all of `job` on `cluster`, as a command from the root `config` describes.
+/// A free function, so that it can be built while a job record is borrowed.
+fn terminate_command(config: &RootConfig, cluster: &str, job: &JobId) -> (String, Envelope, Tag) {
+    let body = Message::Terminate(Terminate {
+        job: job.clone(),
+        instance: None,
+        grace_ms: config.grace.as_millis() as u64,
+    });
+    (
+        cluster.to_string(),
+        Envelope::new(&config.id, body),
+        Tag::Terminate { job: job.clone() },
+    )
+}
+
+/// What the instances of `job`'s part on `cluster` are named after (see
+/// [`Deploy::instance_prefix`]): `{job}.{cluster}`, or a short hash of the cluster's name when
+/// that would make ids too long.
+fn part_prefix(job: &JobId, cluster: &str) -> String {
+    let plain = format!("{job}.{cluster}");
+    if plain.len() <= MAX_PREFIX {
+        return plain;
+    }
+    // FNV-1a: stable across runs and builds, unlike the std hasher
+    let hash = cluster.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("{job}.{:06x}", hash & 0xff_ffff)
+}
+
+fn job_key(id: &str) -> String {
+    format!("{JOBS}{id}")
+}
+
+fn cluster_key(id: &str) -> String {
+    format!("{CLUSTERS}{id}")
+}
+
+impl RootState {
+    fn msg(&self, body: Message) -> Envelope {
+        Envelope::new(&self.config.id, body)
+    }
+}
+
+impl Records for RootState {
+    fn value_of(&self, key: &str) -> Option<serde_json::Value> {
+        record_json(key, CLUSTERS, &self.clusters).or_else(|| record_json(key, JOBS, &self.jobs))
+    }
+}
+
+type Shared = Core<RootState, Tag>;
+
+/// How many chunks of a followed log may wait for a slow reader before its stream ends.
+const FOLLOW_BUFFER: usize = 256;
+
+/// The root engine.
+pub struct RootEngine {
+    shared: Arc<Shared>,
+    outcomes: mpsc::UnboundedReceiver<Outcome<Tag>>,
+}
+
+impl RootEngine {
+    /// An engine keeping clusters and jobs in `store`, placing jobs with `scheduler`. Reads
+    /// what the store holds from an earlier run; clusters start INACTIVE until they dial in.
+    pub async fn new(
+        config: RootConfig,
+        store: Arc<dyn Store>,
+        scheduler: Arc<dyn Scheduler>,
+    ) -> Result<RootEngine, edgeio_core::store::StoreError> {
+        let now = now_ms();
+        let mut clusters = BTreeMap::new();
+        for mut c in load::<ClusterRecord>(&*store, CLUSTERS).await? {
+            let _ = c
+                .lifecycle
+                .transition(ClusterState::Inactive, now, "root restarted");
+            clusters.insert(c.id.clone(), c);
+        }
+        let jobs: BTreeMap<String, JobRecord> = load::<JobRecord>(&*store, JOBS)
+            .await?
+            .into_iter()
+            .map(|job| (job.id.to_string(), job))
+            .collect();
+        let state = RootState {
+            config,
+            scheduler,
+            clusters,
+            jobs,
+            reserving: Vec::new(),
+            queries: HashMap::new(),
+            streams: HashMap::new(),
+            syncs: HashMap::new(),
+        };
+        let (core, outcomes) = Core::new(state, store);
+        Ok(RootEngine {
+            shared: Arc::new(core),
+            outcomes,
+        })
+    }
+
+    /// The handle: user API and cluster registrar.
+    pub fn handle(&self) -> RootHandle {
+        RootHandle {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Runs until `shutdown` completes or the clusters' transport closes. `down` is the
+    /// channel to the clusters (the WebSocket parent in the reference binary), wrapped here
+    /// in [`ReliableParent`].
+    pub async fn run(
+        mut self,
+        down: Arc<dyn ParentTransport>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), TransportError> {
+        let (reliable, check_every) = {
+            let state = self.shared.state();
+            (
+                state.config.reliable.clone(),
+                state.config.aggregate_interval,
+            )
+        };
+        let down = ReliableParent::new(down, reliable);
+        self.shared.connect(down.clone(), None);
+        let mut check_tick = tokio::time::interval(check_every);
+        check_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
+        loop {
+            let mut fx = Fx::default();
+            tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                _ = check_tick.tick() => self.shared.state().check_clusters(&mut fx),
+                Some((tag, outcome)) = self.outcomes.recv() => {
+                    let mut state = self.shared.state();
+                    match tag {
+                        Tag::Deploy { job, cluster } => state.on_deploy_outcome(&job, &cluster, outcome, &mut fx),
+                        Tag::Terminate { job } => state.on_terminate_outcome(&job, outcome, &mut fx),
+                        Tag::Scale { job, cluster, from } => {
+                state.on_scale_outcome(&job, &cluster, from, outcome, &mut fx)
+            }
+                        Tag::Migrate { job, cluster, anywhere } => {
+                            state.on_migrate_outcome(&job, &cluster, anywhere, outcome, &mut fx)
+                        }
+                    }
+                }
+                event = down.recv() => {
+                    let mut state = self.shared.state();
+                    match event? {
+                        ParentEvent::ChildUp { child } => state.linked(&child, &mut fx),
+                        ParentEvent::ChildLost { child, reason } => state.cluster_lost(&child, &reason, &mut fx),
+                        ParentEvent::Message { child, envelope } => match envelope.body {
+                            Message::ClusterAggregate(agg) => state.on_aggregate(&child, agg, &mut fx),
+                            Message::InstanceEvent(event) => state.on_instance_event(&child, event, &mut fx),
+                            Message::QueryReply(reply) => state.on_query_reply(reply, &mut fx),
+                            Message::Nack(nack) => {
+                                // a refusal whose command was abandoned; nothing waits for it
+                                debug!(cluster = %child, re = %nack.re, "late nack");
+                            }
+                            other => debug!(cluster = %child, kind = other.kind(), "ignored message from a cluster"),
+                        },
+                        ParentEvent::Invalid { child, error } => warn!(cluster = %child, %error, "bad message from a cluster"),
+                    }
+                }
+            }
+            self.shared.apply(fx).await;
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! Placing a job on a cluster: candidates from the aggregates, the deploy command, refusals and NOT_DEPLOYABLE.
+
+use super::*;
+
+impl RootState {
+    /// Places `count` more replicas of spread job `id` on a cluster that holds none of it
+    /// yet (the rest of a part a cluster could not keep or take): true when one was found.
+    /// The deploy may still be refused; [`Self::part_refused`] goes on from there.
+    pub(super) fn place_part(&mut self, id: &str, count: u32, reason: &str, fx: &mut Fx) -> bool {
+        let Some(job) = self.jobs.get(id) else {
+            return false;
+        };
+        let mut excluded = job.refused_by.clone();
+        excluded.extend(job.clusters());
+        let set = self.candidates(&excluded, &job.spec.node_selector);
+        let placed = self.scheduler.place(&job.spec, &set);
+        let Some(job) = self.jobs.get_mut(id) else {
+            return false;
+        };
+        match placed {
+            Ok(p) => {
+                info!(job = id, cluster = %p.candidate, count, reason, "placing part of a job");
+                if job.lifecycle.state() == JobState::Running {
+                    // the move shows in the job's history, with its reason
+                    let why = format!("{count} replicas go to cluster {}: {reason}", p.candidate);
+                    let _ = advance(&mut job.lifecycle, JobState::ScheduledNode, now_ms(), &why);
+                }
+                job.parts.push(Part {
+                    cluster: p.candidate.clone(),
+                    replicas: count,
+                });
+                job.cluster_from_parts();
+                fx.persist.push(job_key(id));
+                if let Some(command) = self.deploy_command(id, &p.candidate) {
+                    fx.commands.push(command);
+                }
+                true
+            }
+            Err(e) => {
+                if let SchedulerError::Unschedulable(u) = e {
+                    job.unschedulable.push(u.in_tier(Tier::Clusters));
+                }
+                let held: u32 = job.parts.iter().map(|p| p.replicas).sum();
+                warn!(
+                    job = id,
+                    count, held, reason, "no other cluster can take the rest of a spread job"
+                );
+                fx.persist.push(job_key(id));
+                false
+            }
+        }
+    }
+
+    /// A deploy of job `id` to `cluster`, as a command; its instances are numbered after
+    /// those the job had before. A spread job's part goes with its own count and names its
+    /// instances after the cluster.
+    pub(super) fn deploy_command(
+        &self,
+        id: &str,
+        cluster: &str,
+    ) -> Option<(String, Envelope, Tag)> {
+        let job = self.jobs.get(id)?;
+        let instance_prefix = job
+            .parts
+            .iter()
+            .any(|p| p.cluster == cluster)
+            .then(|| part_prefix(&job.id, cluster));
+        let deploy = Deploy {
+            job: job.id.clone(),
+            spec: job.spec_on(cluster),
+            instance: None,
+            first_instance: job.first_instance + job.instances.len() as u32,
+            instance_prefix,
+        };
+        Some((
+            cluster.to_string(),
+            self.msg(Message::Deploy(Box::new(deploy))),
+            Tag::Deploy {
+                job: job.id.clone(),
+                cluster: cluster.to_string(),
+            },
+        ))
+    }
+
+    pub(super) fn candidates(&self, refused: &[String], selector: &Labels) -> CandidateSet {
+        let now = now_ms();
+        let mut set = CandidateSet::for_tier(Tier::Clusters);
+        for record in self.clusters.values() {
+            if record.lifecycle.state() == ClusterState::Active && !refused.contains(&record.id) {
+                if let Some(candidate) = record.candidate(now, selector) {
+                    set.insert(candidate);
+                }
+            }
+        }
+        set
+    }
+
+    /// Moves a job back to REQUESTED (recording `reason`) and schedules it again.
+    pub(super) fn reschedule(&mut self, id: &str, reason: &str, fx: &mut Fx) {
+        let Some(record) = self.jobs.get_mut(id) else {
+            return;
+        };
+        if advance(&mut record.lifecycle, JobState::Requested, now_ms(), reason).is_ok() {
+            self.schedule(id, fx);
+        }
+    }
+
+    /// Places a REQUESTED job on a cluster, or marks it NOT_DEPLOYABLE with the reasons.
+    pub(super) fn schedule(&mut self, id: &str, fx: &mut Fx) {
+        let Some(job) = self.jobs.get(id) else {
+            return;
+        };
+        if job.lifecycle.state() != JobState::Requested {
+            return;
+        }
+        let set = self.candidates(&job.refused_by, &job.spec.node_selector);
+        let mut spec = job.spec.clone();
+        let placed = match &job.spec.worker_node {
+            Some(node) if spec.cluster.is_none() => {
+                // a pinned node is routed to the cluster whose aggregate names it
+                match self.clusters.values().find(|c| {
+                    c.aggregate
+                        .as_ref()
+                        .is_some_and(|a| a.node_names.contains(node))
+                }) {
+                    Some(c) => {
+                        spec.cluster = Some(c.id.clone());
+                        self.scheduler.place(&spec, &set)
+                    }
+                    None => Err(SchedulerError::Unschedulable(
+                        Unschedulable::new(set.len())
+                            .in_tier(Tier::Clusters)
+                            .refused(
+                                "worker_node",
+                                set.len(),
+                                format!("no cluster reports a READY node {node:?}"),
+                            ),
+                    )),
+                }
+            }
+            _ => self.scheduler.place(&spec, &set),
+        };
+        let offered = self.jobs.get(id).is_some_and(|j| !j.offers.is_empty());
+        if placed.is_err() && offered && self.spread(id, fx) {
+            return;
+        }
+        let now = now_ms();
+        let policy = self.scheduler.name().to_string();
+        let Some(job) = self.jobs.get_mut(id) else {
+            return;
+        };
+        match placed {
+            Ok(p) => {
+                let reason = format!("placed on cluster {} by {policy}", p.candidate);
+                if advance(&mut job.lifecycle, JobState::ScheduledCluster, now, &reason).is_err() {
+                    return;
+                }
+                job.cluster = Some(p.candidate.clone());
+                if let Some(command) = self.deploy_command(id, &p.candidate) {
+                    fx.commands.push(command);
+                }
+            }
+            Err(e) => {
+                job.offers.clear();
+                let reason = match e {
+                    SchedulerError::Unschedulable(u) => {
+                        let u = u.in_tier(Tier::Clusters);
+                        let text = if set.is_empty() && job.refused_by.is_empty() {
+                            "no ACTIVE cluster with READY nodes".to_string()
+                        } else {
+                            u.to_string()
+                        };
+                        job.unschedulable.push(u);
+                        text
+                    }
+                    other => other.to_string(),
+                };
+                let _ = advance(&mut job.lifecycle, JobState::NotDeployable, now, &reason);
+                info!(job = id, %reason, "job not deployable");
+            }
+        }
+        fx.persist.push(job_key(id));
+    }
+
+    pub(super) fn on_deploy_outcome(
+        &mut self,
+        job: &JobId,
+        cluster: &str,
+        outcome: Result<CommandOutcome, TransportError>,
+        fx: &mut Fx,
+    ) {
+        let Some((error, unschedulable)) = refusal(cluster, outcome) else {
+            // taken: what other clusters offered while it was being placed is old news
+            if let Some(record) = self.jobs.get_mut(job.as_str()) {
+                if !record.offers.is_empty() {
+                    record.offers.clear();
+                    fx.persist.push(job_key(job.as_str()));
+                }
+            }
+            return;
+        };
+        let moving_here = self
+            .jobs
+            .get(job.as_str())
+            .is_some_and(|j| j.moving_to() == Some(cluster));
+        if moving_here {
+            self.abandon_migration(
+                job.as_str(),
+                &format!("cluster {cluster} refused: {error}"),
+                unschedulable,
+            );
+            return;
+        }
+        let part = self
+            .jobs
+            .get(job.as_str())
+            .is_some_and(|j| j.parts.iter().any(|p| p.cluster == cluster));
+        if part {
+            self.part_refused(job.as_str(), cluster, &error, unschedulable, fx);
+            return;
+        }
+        self.refused(job, cluster, error, unschedulable, fx);
+    }
+}

@@ -1,0 +1,154 @@
+//! Re-sync with a cluster whose link came up: what it reports runs is reconciled with what the root keeps (the newer placement wins).
+
+use super::*;
+
+impl RootState {
+    pub(super) fn sync(&mut self, cluster: &str, fx: &mut Fx) {
+        let query = self.msg(Message::Query(Query::Jobs));
+        self.syncs.insert(query.id.clone(), cluster.to_string());
+        fx.send_down.push((cluster.to_string(), query));
+    }
+
+    /// Reconciles the root's jobs with what `cluster` reports it keeps (one `instance_event`
+    /// per instance): states it missed are applied; a job the cluster runs that has moved
+    /// elsewhere (or ended, or is unknown) is terminated there, the newer placement winning;
+    /// a job waiting for a place is adopted back; a deploy the cluster never got is sent again;
+    /// a job the cluster no longer keeps is placed anew.
+    pub(super) fn on_sync(&mut self, cluster: &str, reply: QueryReply, fx: &mut Fx) {
+        let events: Vec<InstanceEvent> = match reply.result.map(serde_json::from_value) {
+            Some(Ok(events)) => events,
+            Some(Err(e)) => {
+                warn!(cluster, error = %e, "unreadable re-sync answer");
+                return;
+            }
+            None => {
+                let error = reply.error.map(|e| e.message).unwrap_or_default();
+                warn!(cluster, %error, "cluster did not answer the re-sync");
+                return;
+            }
+        };
+        let mut reported: BTreeMap<JobId, Vec<InstanceEvent>> = BTreeMap::new();
+        for event in events {
+            reported.entry(event.job.clone()).or_default().push(event);
+        }
+        let now = now_ms();
+        for (job, events) in &reported {
+            let owner = self
+                .jobs
+                .get(job.as_str())
+                .map(|j| (j.holds(cluster), j.cluster.clone(), j.lifecycle.state()));
+            match owner {
+                Some((true, _, state)) => {
+                    for event in events {
+                        self.on_instance_event(cluster, event.clone(), fx);
+                    }
+                    if state == JobState::Terminating {
+                        fx.commands
+                            .push(terminate_command(&self.config, cluster, job));
+                    }
+                }
+                Some((_, None, JobState::Requested | JobState::NotDeployable)) => {
+                    info!(job = %job, cluster, "adopting a job back from a cluster that kept it");
+                    if let Some(record) = self.jobs.get_mut(job.as_str()) {
+                        record.cluster = Some(cluster.to_string());
+                        record.refused_by.clear();
+                        let why = format!("cluster {cluster} is back and still runs it");
+                        let _ =
+                            advance(&mut record.lifecycle, JobState::ScheduledCluster, now, &why);
+                    }
+                    for event in events {
+                        self.on_instance_event(cluster, event.clone(), fx);
+                    }
+                    fx.persist.push(job_key(job.as_str()));
+                }
+                _ => {
+                    info!(job = %job, cluster, "terminating a job on a cluster it has left");
+                    for event in events {
+                        self.on_instance_event(cluster, event.clone(), fx);
+                    }
+                    fx.commands
+                        .push(terminate_command(&self.config, cluster, job));
+                }
+            }
+        }
+        let missing: Vec<(String, JobState)> = self
+            .jobs
+            .values()
+            .filter(|j| j.is_live() && j.holds(cluster) && !reported.contains_key(&j.id))
+            .map(|j| (j.id.to_string(), j.lifecycle.state()))
+            .collect();
+        for (id, state) in missing {
+            match state {
+                JobState::ScheduledCluster => {
+                    if let Some(command) = self.deploy_command(&id, cluster) {
+                        fx.commands.push(command);
+                    }
+                }
+                JobState::Terminating => {
+                    if let Some(record) = self.jobs.get_mut(&id) {
+                        let why = format!("cluster {cluster} keeps nothing of it");
+                        let spread = !record.parts.is_empty();
+                        for i in record.instances.iter_mut().filter(|i| {
+                            !i.is_over() && (!spread || i.cluster.as_deref() == Some(cluster))
+                        }) {
+                            let _ = advance(&mut i.lifecycle, InstanceState::Terminated, now, &why);
+                        }
+                        if !spread {
+                            let _ = advance(&mut record.lifecycle, JobState::Terminated, now, &why);
+                        }
+                        record.settle(now);
+                        fx.persist.push(job_key(&id));
+                    }
+                }
+                _ => {
+                    let why = format!("cluster {cluster} no longer keeps it");
+                    self.leave_cluster(&id, cluster, &why, fx);
+                }
+            }
+        }
+    }
+
+    /// Takes job `id` away from `cluster` (lost, or unable to keep it): its instances there
+    /// are LOST, and it is scheduled again over the other clusters.
+    pub(super) fn leave_cluster(&mut self, id: &str, cluster: &str, reason: &str, fx: &mut Fx) {
+        let now = now_ms();
+        let Some(job) = self.jobs.get_mut(id) else {
+            return;
+        };
+        if !job.holds(cluster) || !job.is_live() {
+            return;
+        }
+        if let Some(at) = job.parts.iter().position(|p| p.cluster == cluster) {
+            let part = job.parts.remove(at);
+            if !job.parts.is_empty() {
+                // the other parts stay; this one's replicas go to yet another cluster
+                warn!(
+                    job = id,
+                    cluster, reason, "moving a part of a job to another cluster"
+                );
+                for instance in job
+                    .instances
+                    .iter_mut()
+                    .filter(|i| !i.is_over() && i.cluster.as_deref() == Some(cluster))
+                {
+                    let _ = advance(&mut instance.lifecycle, InstanceState::Lost, now, reason);
+                }
+                job.cluster_from_parts();
+                if !job.refused_by.iter().any(|c| c == cluster) {
+                    job.refused_by.push(cluster.to_string());
+                }
+                fx.persist.push(job_key(id));
+                self.place_part(id, part.replicas, reason, fx);
+                return;
+            }
+        }
+        warn!(job = id, cluster, reason, "moving a job to another cluster");
+        job.cluster = None;
+        job.parts.clear();
+        for instance in job.instances.iter_mut().filter(|i| !i.is_over()) {
+            let _ = advance(&mut instance.lifecycle, InstanceState::Lost, now, reason);
+        }
+        fx.persist.push(job_key(id));
+        self.reschedule(id, reason, fx);
+    }
+}

@@ -1,0 +1,160 @@
+//! Spreading a job's replicas over several clusters when no one cluster can take them all.
+
+use super::*;
+
+impl RootState {
+    /// `cluster` refused the part of spread job `id` it was given. When it could take some of
+    /// it, it gets that many and the rest goes elsewhere; when no cluster is left, a job still
+    /// being placed is given back (NOT_DEPLOYABLE, what was placed terminated), a scale-up
+    /// keeps the count it had, and a running job stays short until capacity appears.
+    pub(super) fn part_refused(
+        &mut self,
+        id: &str,
+        cluster: &str,
+        error: &str,
+        unschedulable: Option<Unschedulable>,
+        fx: &mut Fx,
+    ) {
+        let now = now_ms();
+        let Some(job) = self.jobs.get_mut(id) else {
+            return;
+        };
+        let Some(at) = job.parts.iter().position(|p| p.cluster == cluster) else {
+            return;
+        };
+        let part = job.parts.remove(at);
+        let fits = unschedulable
+            .as_ref()
+            .map_or(0, |u| u.fits)
+            .min(part.replicas);
+        job.unschedulable.extend(unschedulable);
+        job.refused_by.push(cluster.to_string());
+        let reason = format!(
+            "cluster {cluster} refused {} replicas: {error}",
+            part.replicas
+        );
+        let mut rest = part.replicas;
+        if fits > 0 {
+            // it said how many it can take: those, and the rest elsewhere
+            job.parts.insert(
+                at,
+                Part {
+                    cluster: cluster.to_string(),
+                    replicas: fits,
+                },
+            );
+            rest -= fits;
+            if let Some(command) = self.deploy_command(id, cluster) {
+                fx.commands.push(command);
+            }
+        }
+        if let Some(job) = self.jobs.get_mut(id) {
+            job.cluster_from_parts();
+        }
+        fx.persist.push(job_key(id));
+        if self.place_part(id, rest, &reason, fx) {
+            return;
+        }
+        let Some(job) = self.jobs.get_mut(id) else {
+            return;
+        };
+        let ran = job
+            .lifecycle
+            .history()
+            .iter()
+            .any(|h| h.state == JobState::Running);
+        match job.lifecycle.state() {
+            JobState::Scaling => {
+                // the extra replicas found no place: the count they were added to stays
+                let from = job.spec.replicas - rest;
+                let why = format!("{reason}; no other cluster can take them: it keeps {from}");
+                job.spec.replicas = from;
+                if job.parts.len() == 1 {
+                    job.parts.clear();
+                }
+                let _ = advance(&mut job.lifecycle, JobState::Running, now, &why);
+                job.settle(now);
+            }
+            JobState::ScheduledCluster | JobState::ScheduledNode if !ran => {
+                let why = format!("{reason}; the other clusters cannot take them either");
+                let clusters = job.clusters();
+                job.parts.clear();
+                job.cluster = None;
+                for instance in job.instances.iter_mut().filter(|i| !i.is_over()) {
+                    let _ = advance(
+                        &mut instance.lifecycle,
+                        InstanceState::Terminating,
+                        now,
+                        &why,
+                    );
+                }
+                let _ = advance(&mut job.lifecycle, JobState::NotDeployable, now, &why);
+                let job_id = job.id.clone();
+                for c in clusters {
+                    fx.commands
+                        .push(terminate_command(&self.config, &c, &job_id));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Spreads REQUESTED job `id` over the clusters that said how many of its replicas they
+    /// can take, when together they can take all: true when it did.
+    pub(super) fn spread(&mut self, id: &str, fx: &mut Fx) -> bool {
+        let now = now_ms();
+        let Some(job) = self.jobs.get_mut(id) else {
+            return false;
+        };
+        let wanted = job.spec.replicas;
+        let mut offers: Vec<(String, u32)> = std::mem::take(&mut job.offers)
+            .into_iter()
+            .filter(|(c, _)| {
+                self.clusters
+                    .get(c)
+                    .is_some_and(|r| r.lifecycle.state() == ClusterState::Active)
+            })
+            .collect();
+        if wanted < 2 || offers.iter().map(|(_, n)| *n).sum::<u32>() < wanted {
+            return false;
+        }
+        // the fewest clusters: the largest offers first
+        offers.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let mut left = wanted;
+        let mut parts = Vec::new();
+        for (cluster, n) in offers {
+            if left == 0 {
+                break;
+            }
+            let take = n.min(left);
+            parts.push(Part {
+                cluster,
+                replicas: take,
+            });
+            left -= take;
+        }
+        let text: Vec<String> = parts
+            .iter()
+            .map(|p| format!("{} ({})", p.cluster, p.replicas))
+            .collect();
+        let reason = format!(
+            "spread over clusters {}: no one cluster can take all {wanted} replicas",
+            text.join(", ")
+        );
+        if advance(&mut job.lifecycle, JobState::ScheduledCluster, now, &reason).is_err() {
+            return false;
+        }
+        info!(job = id, %reason, "spreading a job");
+        job.refused_by.clear();
+        let clusters: Vec<String> = parts.iter().map(|p| p.cluster.clone()).collect();
+        job.parts = parts;
+        job.cluster_from_parts();
+        for cluster in clusters {
+            if let Some(command) = self.deploy_command(id, &cluster) {
+                fx.commands.push(command);
+            }
+        }
+        fx.persist.push(job_key(id));
+        true
+    }
+}
