@@ -32,6 +32,7 @@
 
 pub mod api;
 pub mod backoff;
+pub mod clock;
 pub mod job;
 pub mod model;
 pub mod redial;

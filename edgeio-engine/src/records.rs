@@ -7,6 +7,7 @@
 //! engine still knows as PENDING), through the table's shortest legal path.
 
 use edgeio_core::api::{ClusterView, InstanceView, JobView, NodeView, PartView};
+use edgeio_core::clock::Context;
 use edgeio_core::job::JobSpec;
 use edgeio_core::model::{Candidate, Capabilities, InstanceId, JobId, Labels, Location, Resources};
 use edgeio_core::scheduler::Unschedulable;
@@ -547,7 +548,14 @@ impl JobRecord {
     pub fn next_instance_id(&self) -> InstanceId {
         let n = self.first_instance as usize + self.instances.len();
         let prefix = self.instance_prefix.as_deref().unwrap_or(self.id.as_str());
-        InstanceId::new(format!("{prefix}-{n}")).unwrap_or_else(|_| InstanceId::random())
+        // a prefix too long for an id with its number: a stable hash of it instead (FNV-1a,
+        // the same in every run, so a replayed decision names the same instance)
+        InstanceId::new(format!("{prefix}-{n}")).unwrap_or_else(|_| {
+            let hash = prefix.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            });
+            InstanceId::from_uuid(uuid::Uuid::from_u64_pair(hash, n as u64))
+        })
     }
 
     /// The nodes its instances were placed on, in instance order, without repeats.
@@ -578,9 +586,10 @@ pub async fn load<T: serde::de::DeserializeOwned>(
     Ok(records)
 }
 
-/// A readable, unique-enough id for a new job: its name and eight hex digits.
-pub fn new_job_id(name: &str) -> JobId {
-    let suffix = uuid::Uuid::new_v4().simple().to_string();
+/// A readable, unique-enough id for a new job: its name and eight hex digits drawn from `cx`.
+pub fn new_job_id(name: &str, cx: &Context) -> JobId {
+    let uuid = cx.next_uuid();
+    let suffix = uuid.simple().to_string();
     let stem: String = name
         .chars()
         .map(|c| {
@@ -597,7 +606,7 @@ pub fn new_job_id(name: &str) -> JobId {
         stem.trim_start_matches(['-', '.']),
         &suffix[..8]
     ))
-    .unwrap_or_else(|_| JobId::random())
+    .unwrap_or_else(|_| JobId::from_uuid(uuid))
 }
 
 #[cfg(test)]
@@ -628,9 +637,9 @@ mod tests {
 
     #[test]
     fn job_ids_are_readable_and_valid() {
-        let id = new_job_id("web server");
+        let id = new_job_id("web server", &Context::system());
         assert!(id.as_str().starts_with("web-server-"), "{id}");
         assert_eq!(id.as_str().len(), "web-server-".len() + 8);
-        assert!(new_job_id("..").as_str().len() > 8);
+        assert!(new_job_id("..", &Context::system()).as_str().len() > 8);
     }
 }

@@ -7,6 +7,7 @@
 //! ([`edgeio_core::reliable::ReliableChild`]); [`plan`] is idempotent as well, so a deploy of an
 //! instance that already runs has no second effect.
 
+use edgeio_core::clock::Context;
 use edgeio_core::job::{InstanceSpec, RestartKind, RestartPolicy};
 use edgeio_core::model::{InstanceId, JobId, Resources, RuntimeKind};
 use edgeio_core::runtime::{LogOptions, RunState, Runtime, RuntimeEvent, LABEL_JOB};
@@ -201,6 +202,8 @@ pub struct Worker {
     restart_tx: tokio::sync::mpsc::UnboundedSender<InstanceId>,
     restart_rx: tokio::sync::mpsc::UnboundedReceiver<InstanceId>,
     usage: Option<HostUsage>,
+    /// Where the worker reads the time and draws message ids.
+    cx: Context,
 }
 
 /// Measures how busy the host is; called once per status interval.
@@ -224,7 +227,15 @@ impl Worker {
             restart_rx,
             probe: None,
             usage: None,
+            cx: Context::system(),
         }
+    }
+
+    /// Reads the time and draws message ids from `cx` (a manual clock and seeded ids in tests
+    /// and the simulator) instead of the wall clock and random ids.
+    pub fn with_context(mut self, cx: Context) -> Worker {
+        self.cx = cx;
+        self
     }
 
     /// Reports the host's CPU and memory use in every status, as `probe` measures it (the
@@ -308,7 +319,7 @@ impl Worker {
     }
 
     async fn send(&self, body: Message) -> Result<(), TransportError> {
-        self.deliver(&Envelope::new(&self.config.node_id, body))
+        self.deliver(&Envelope::new_in(&self.cx, &self.config.node_id, body))
             .await
     }
 
@@ -397,8 +408,8 @@ impl Worker {
             }
         }
         let answer = match refusal {
-            Some(error) => envelope.nack(&self.config.node_id, error),
-            None => envelope.ack(&self.config.node_id),
+            Some(error) => envelope.nack_in(&self.cx, &self.config.node_id, error),
+            None => envelope.ack_in(&self.cx, &self.config.node_id),
         };
         self.deliver(&answer).await
     }
@@ -425,7 +436,7 @@ impl Worker {
                     message: format!("a worker answers only logs queries, not {:?}", query.body),
                 };
                 return self
-                    .deliver(&query.reply(&self.config.node_id, Err(error)))
+                    .deliver(&query.reply_in(&self.cx, &self.config.node_id, Err(error)))
                     .await;
             }
         };
@@ -469,7 +480,7 @@ impl Worker {
                 message: format!("job {job} has no instance on node {}", self.config.node_id),
             })
         };
-        self.deliver(&query.reply(&self.config.node_id, result))
+        self.deliver(&query.reply_in(&self.cx, &self.config.node_id, result))
             .await
     }
 
@@ -497,17 +508,19 @@ impl Worker {
                 message: format!("job {job} has no instance on node {}", self.config.node_id),
             };
             return self
-                .deliver(&query.reply(&self.config.node_id, Err(error)))
+                .deliver(&query.reply_in(&self.cx, &self.config.node_id, Err(error)))
                 .await;
         }
         self.follows.retain(|_, task| !task.is_finished());
         let transport = self.transport.clone();
         let node = self.config.node_id.clone();
         let re = query.id.clone();
+        let cx = self.cx.clone();
         let task = tokio::spawn(async move {
             let mut lines = futures::stream::select_all(streams).ready_chunks(256);
             let reply = |text: String, more: bool| {
-                Envelope::new(
+                Envelope::new_in(
+                    &cx,
                     &node,
                     Message::QueryReply(edgeio_core::wire::QueryReply {
                         re: re.clone(),

@@ -65,7 +65,14 @@ macro_rules! id_type {
             #[doc = $prefix]
             /// -3f2a…`.
             pub fn random() -> Self {
-                Self(format!("{}-{}", $prefix, uuid::Uuid::new_v4().simple()))
+                Self::from_uuid(uuid::Uuid::new_v4())
+            }
+
+            /// The id `
+            #[doc = $prefix]
+            /// -<uuid in hex>` (for ids drawn from an injected source).
+            pub fn from_uuid(uuid: uuid::Uuid) -> Self {
+                Self(format!("{}-{}", $prefix, uuid.simple()))
             }
 
             /// The id as a string slice.

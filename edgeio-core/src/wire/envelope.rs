@@ -1,7 +1,7 @@
 //! The one envelope every message travels in: `{v, kind, id, ts, from, body}`.
 
 use super::messages::{Ack, ErrorBody, ErrorMessage, Message, Nack, QueryReply};
-use std::time::{SystemTime, UNIX_EPOCH};
+use crate::clock::Context;
 
 /// The wire protocol version this build speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -21,21 +21,25 @@ pub struct Envelope {
     pub body: Message,
 }
 
-/// Milliseconds since the Unix epoch, for `ts` and history entries.
+/// Milliseconds since the Unix epoch by the wall clock, for code outside the engines'
+/// decisions (which read [`Context::now_ms`]).
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    Context::system().now_ms()
 }
 
 impl Envelope {
-    /// A new message from `from` with a fresh id and the current time.
+    /// A new message from `from` with a fresh random id and the wall clock's time. Decision
+    /// code uses [`Envelope::new_in`].
     pub fn new(from: impl Into<String>, body: Message) -> Envelope {
+        Envelope::new_in(&Context::system(), from, body)
+    }
+
+    /// A new message from `from`, its id and time taken from `cx`.
+    pub fn new_in(cx: &Context, from: impl Into<String>, body: Message) -> Envelope {
         Envelope {
             v: PROTOCOL_VERSION,
-            id: uuid::Uuid::new_v4().to_string(),
-            ts: now_ms(),
+            id: cx.next_id(),
+            ts: cx.now_ms(),
             from: from.into(),
             body,
         }
@@ -46,9 +50,15 @@ impl Envelope {
         self.body.kind()
     }
 
-    /// The ack answering this message.
+    /// The ack answering this message (wall clock, random id; see [`Envelope::ack_in`]).
     pub fn ack(&self, from: impl Into<String>) -> Envelope {
-        Envelope::new(
+        self.ack_in(&Context::system(), from)
+    }
+
+    /// The ack answering this message, its id and time taken from `cx`.
+    pub fn ack_in(&self, cx: &Context, from: impl Into<String>) -> Envelope {
+        Envelope::new_in(
+            cx,
             from,
             Message::Ack(Ack {
                 re: self.id.clone(),
@@ -56,9 +66,15 @@ impl Envelope {
         )
     }
 
-    /// The nack answering this message.
+    /// The nack answering this message (wall clock, random id; see [`Envelope::nack_in`]).
     pub fn nack(&self, from: impl Into<String>, error: ErrorBody) -> Envelope {
-        Envelope::new(
+        self.nack_in(&Context::system(), from, error)
+    }
+
+    /// The nack answering this message, its id and time taken from `cx`.
+    pub fn nack_in(&self, cx: &Context, from: impl Into<String>, error: ErrorBody) -> Envelope {
+        Envelope::new_in(
+            cx,
             from,
             Message::Nack(Nack {
                 re: self.id.clone(),
@@ -68,9 +84,20 @@ impl Envelope {
         )
     }
 
-    /// The `query_reply` answering this query.
+    /// The `query_reply` answering this query (wall clock, random id; see
+    /// [`Envelope::reply_in`]).
     pub fn reply(
         &self,
+        from: impl Into<String>,
+        result: Result<serde_json::Value, ErrorBody>,
+    ) -> Envelope {
+        self.reply_in(&Context::system(), from, result)
+    }
+
+    /// The `query_reply` answering this query, its id and time taken from `cx`.
+    pub fn reply_in(
+        &self,
+        cx: &Context,
         from: impl Into<String>,
         result: Result<serde_json::Value, ErrorBody>,
     ) -> Envelope {
@@ -78,7 +105,8 @@ impl Envelope {
             Ok(value) => (Some(value), None),
             Err(error) => (None, Some(error)),
         };
-        Envelope::new(
+        Envelope::new_in(
+            cx,
             from,
             Message::QueryReply(QueryReply {
                 re: self.id.clone(),
@@ -91,7 +119,17 @@ impl Envelope {
 
     /// An `error` message answering the message with id `re` (when known).
     pub fn error(from: impl Into<String>, re: Option<String>, error: ErrorBody) -> Envelope {
-        Envelope::new(from, Message::Error(ErrorMessage { re, error }))
+        Envelope::error_in(&Context::system(), from, re, error)
+    }
+
+    /// An `error` message answering the message with id `re`, its id and time from `cx`.
+    pub fn error_in(
+        cx: &Context,
+        from: impl Into<String>,
+        re: Option<String>,
+        error: ErrorBody,
+    ) -> Envelope {
+        Envelope::new_in(cx, from, Message::Error(ErrorMessage { re, error }))
     }
 
     /// The request id this message answers, for acks, nacks and errors.

@@ -101,10 +101,10 @@ impl ClusterState {
         };
         self.candidates.reserve(&placed, &spec.resources);
         self.candidates.add_job(&placed, &spec.name);
-        let now = now_ms();
+        let now = self.cx.now_ms();
         let cluster = self.config.id.clone();
         let Some(job) = self.jobs.get_mut(m.job.as_str()) else {
-            return command.ack(&cluster);
+            return command.ack_in(&self.cx, &cluster);
         };
         let why = format!("migrate {old_id} from {from} to {placed}");
         if advance(&mut job.lifecycle, JobState::Migrating, now, &why).is_ok()
@@ -118,13 +118,13 @@ impl ClusterState {
             });
         }
         let reason = format!("{why} (make-before-break)");
-        let id = start_instance(&cluster, job, &placed, reason, now, fx);
+        let id = start_instance(&self.cx, &cluster, job, &placed, reason, now, fx);
         if let Some(new) = job.instance_mut(&id) {
             new.replaces = Some(old_id);
         }
         info!(job = %m.job, instance = %id, node = %placed, "migrating");
         fx.persist.push(Self::job_key(m.job.as_str()));
-        command.ack(&cluster)
+        command.ack_in(&self.cx, &cluster)
     }
 
     /// A migration's new instance runs: the one it replaces is terminated now.
@@ -153,7 +153,7 @@ impl ClusterState {
         if advance(
             &mut instance.lifecycle,
             InstanceState::Terminating,
-            now_ms(),
+            self.cx.now_ms(),
             &reason,
         )
         .is_err()
@@ -161,6 +161,7 @@ impl ClusterState {
             return;
         }
         fx.send_up.push(instance_event(
+            &self.cx,
             &cluster,
             &job.id,
             &old,
@@ -169,6 +170,7 @@ impl ClusterState {
             reason,
         ));
         fx.commands.push(stop_instance(
+            &self.cx,
             &cluster,
             &node,
             &job.id,

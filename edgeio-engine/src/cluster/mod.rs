@@ -13,6 +13,7 @@ use crate::records::{
     advance, load, InstanceRecord, JobRecord, Migration, NodeRecord, JOBS, NODES,
 };
 use async_trait::async_trait;
+use edgeio_core::clock::Context;
 use edgeio_core::job::InstanceSpec;
 use edgeio_core::model::{
     check_id, CandidateSet, InstanceId, JobId, Labels, Location, Resources, Tier,
@@ -25,11 +26,11 @@ use edgeio_core::transport::{
     ChildTransport, ParentEvent, ParentTransport, Registrar, TransportError,
 };
 use edgeio_core::wire::{
-    now_ms, ChannelKind, ChannelSettings, ClusterAggregate, Deploy, Envelope, ErrorBody,
-    InstanceEvent, Message, Migrate, MigrateTarget, Nack, NodeStatus, PeerRole, Query, QueryReply,
-    RegisterReply, RegisterRequest, Scale, Terminate, Topics, MAX_PREFIX,
+    ChannelKind, ChannelSettings, ClusterAggregate, Deploy, Envelope, ErrorBody, InstanceEvent,
+    Message, Migrate, MigrateTarget, Nack, NodeStatus, PeerRole, Query, QueryReply, RegisterReply,
+    RegisterRequest, Scale, Terminate, Topics, MAX_PREFIX,
 };
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,6 +49,7 @@ mod termination;
 
 /// An `instance_event` from this cluster (`from`) for the root.
 fn instance_event(
+    cx: &Context,
     from: &str,
     job: &JobId,
     instance: &InstanceId,
@@ -55,7 +57,8 @@ fn instance_event(
     state: InstanceState,
     reason: String,
 ) -> Envelope {
-    Envelope::new(
+    Envelope::new_in(
+        cx,
         from,
         Message::InstanceEvent(InstanceEvent {
             job: job.clone(),
@@ -71,6 +74,7 @@ fn instance_event(
 
 /// A terminate of one `instance` of `job` on `node`, as a command from `cluster`.
 fn stop_instance(
+    cx: &Context,
     cluster: &str,
     node: &str,
     job: &JobId,
@@ -83,7 +87,7 @@ fn stop_instance(
         instance: Some(instance.clone()),
         grace_ms,
     });
-    (node.to_string(), Envelope::new(cluster, body), tag)
+    (node.to_string(), Envelope::new_in(cx, cluster, body), tag)
 }
 
 /// How far an instance has come, to tell a newer report from an older one.
@@ -101,6 +105,7 @@ fn progress(state: InstanceState) -> u8 {
 /// Records a new PENDING instance of `job` on `node`, tells the root, and commands the node
 /// to start it; returns its id.
 fn start_instance(
+    cx: &Context,
     cluster: &str,
     job: &mut JobRecord,
     node: &str,
@@ -118,6 +123,7 @@ fn start_instance(
         cluster: None,
     });
     fx.send_up.push(instance_event(
+        cx,
         cluster,
         &job.id,
         &id,
@@ -128,7 +134,8 @@ fn start_instance(
     let instance = InstanceSpec::for_job(id.clone(), job.id.clone(), &job.spec);
     fx.commands.push((
         node.to_string(),
-        Envelope::new(
+        Envelope::new_in(
+            cx,
             cluster,
             Message::Deploy(Box::new(Deploy {
                 job: job.id.clone(),
@@ -191,17 +198,19 @@ enum Tag {
 
 /// The cluster's state: nodes, their candidates, jobs.
 struct ClusterState {
+    /// Where decisions read the time and draw ids.
+    cx: Context,
     config: ClusterConfig,
     scheduler: Arc<dyn Scheduler>,
     nodes: BTreeMap<String, NodeRecord>,
     candidates: CandidateSet,
     jobs: BTreeMap<String, JobRecord>,
     /// Logs queries sent to a worker: their id → the root's query id.
-    relayed: HashMap<String, String>,
+    relayed: BTreeMap<String, String>,
     /// Followed logs: the root's query id → the node and the id of the query relayed to it.
-    following: HashMap<String, (String, String)>,
+    following: BTreeMap<String, (String, String)>,
     /// Instances a node runs that this cluster asked it to stop (until the node answers).
-    stopping: std::collections::HashSet<InstanceId>,
+    stopping: BTreeSet<InstanceId>,
 }
 
 type Fx = Effects<Tag>;
@@ -216,7 +225,7 @@ impl ClusterState {
     }
 
     fn up(&self, body: Message) -> Envelope {
-        Envelope::new(&self.config.id, body)
+        Envelope::new_in(&self.cx, &self.config.id, body)
     }
 }
 
@@ -259,7 +268,18 @@ impl ClusterEngine {
         store: Arc<dyn Store>,
         scheduler: Arc<dyn Scheduler>,
     ) -> Result<ClusterEngine, edgeio_core::store::StoreError> {
-        let now = now_ms();
+        ClusterEngine::new_in(Context::system(), config, store, scheduler).await
+    }
+
+    /// As [`ClusterEngine::new`], reading the time and drawing ids from `cx` (a manual clock
+    /// and seeded ids in tests and the simulator).
+    pub async fn new_in(
+        cx: Context,
+        config: ClusterConfig,
+        store: Arc<dyn Store>,
+        scheduler: Arc<dyn Scheduler>,
+    ) -> Result<ClusterEngine, edgeio_core::store::StoreError> {
+        let now = cx.now_ms();
         let mut nodes = BTreeMap::new();
         let mut candidates = CandidateSet::for_tier(Tier::Nodes);
         for mut node in load::<NodeRecord>(&*store, NODES).await? {
@@ -275,14 +295,15 @@ impl ClusterEngine {
             .map(|job| (job.id.to_string(), job))
             .collect();
         let state = ClusterState {
+            cx,
             config,
             scheduler,
             nodes,
             candidates,
             jobs,
-            relayed: HashMap::new(),
-            following: HashMap::new(),
-            stopping: std::collections::HashSet::new(),
+            relayed: BTreeMap::new(),
+            following: BTreeMap::new(),
+            stopping: BTreeSet::new(),
         };
         let (core, outcomes) = Core::new(state, store);
         Ok(ClusterEngine {
@@ -372,7 +393,7 @@ impl ClusterEngine {
                             Message::Scale(scale) => Some(state.on_scale(&envelope, scale, &mut fx)),
                             Message::Migrate(m) => Some(state.on_migrate(&envelope, m, &mut fx)),
                             Message::Query(q) => { state.on_query(&envelope, q, &mut fx); None }
-                            other if other.is_command() => Some(envelope.nack(&state.config.id, ErrorBody {
+                            other if other.is_command() => Some(envelope.nack_in(&state.cx, &state.config.id, ErrorBody {
                                 code: "unsupported".into(),
                                 message: format!("{} is not supported by this cluster yet", other.kind()),
                             })),

@@ -33,14 +33,14 @@ impl ClusterState {
                     "node".to_string()
                 };
                 if self.nodes.contains_key(&base) || base == "node" {
-                    let suffix = uuid::Uuid::new_v4().simple().to_string();
+                    let suffix = self.cx.next_uuid().simple().to_string();
                     format!("{base}-{}", &suffix[..8])
                 } else {
                     base
                 }
             }
         };
-        let now = now_ms();
+        let now = self.cx.now_ms();
         let total = NodeRecord::total_of(&capabilities);
         let record = match self.nodes.remove(&id) {
             Some(mut old) => {
@@ -78,7 +78,7 @@ impl ClusterState {
     }
 
     pub(super) fn node_heard(&mut self, node: &str, fx: &mut Fx) {
-        let now = now_ms();
+        let now = self.cx.now_ms();
         let Some(record) = self.nodes.get_mut(node) else {
             return;
         };
@@ -96,7 +96,7 @@ impl ClusterState {
     }
 
     pub(super) fn node_lost(&mut self, node: &str, reason: &str, fx: &mut Fx) {
-        let now = now_ms();
+        let now = self.cx.now_ms();
         let Some(record) = self.nodes.get_mut(node) else {
             return;
         };
@@ -121,6 +121,7 @@ impl ClusterState {
                 if advance(&mut instance.lifecycle, InstanceState::Lost, now, &why).is_ok() {
                     changed = true;
                     fx.send_up.push(instance_event(
+                        &self.cx,
                         &self.config.id,
                         &job.id,
                         &instance.id,
@@ -139,7 +140,7 @@ impl ClusterState {
 
     pub(super) fn on_status(&mut self, node: &str, status: NodeStatus, fx: &mut Fx) {
         self.node_heard(node, fx);
-        let now = now_ms();
+        let now = self.cx.now_ms();
         let placed = self.placed_on(node);
         let Some(record) = self.nodes.get_mut(node) else {
             debug!(node, "status from a node that never registered");
@@ -166,7 +167,7 @@ impl ClusterState {
 
     pub(super) fn check_heartbeats(&mut self, fx: &mut Fx) {
         let limit = self.config.status_interval() * self.config.missed_heartbeats.max(1);
-        let now = now_ms();
+        let now = self.cx.now_ms();
         let late: Vec<String> = self
             .nodes
             .values()

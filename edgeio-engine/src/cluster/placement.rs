@@ -6,7 +6,7 @@ impl ClusterState {
     /// The free resources of READY nodes as the scheduler should see them now: the workers'
     /// reports less what this cluster placed and has not seen reported yet.
     pub(super) fn refresh_candidates(&mut self) {
-        let now = now_ms();
+        let now = self.cx.now_ms();
         for record in self.nodes.values() {
             if record.lifecycle.state() == NodeState::Ready {
                 let free = record
@@ -44,7 +44,7 @@ impl ClusterState {
             .get(deploy.job.as_str())
             .is_some_and(|j| j.is_live() && j.lifecycle.state() != JobState::Terminating);
         if placed_here {
-            return command.ack(&self.config.id);
+            return command.ack_in(&self.cx, &self.config.id);
         }
         if let Some(prefix) = &deploy.instance_prefix {
             let part_of_job = prefix
@@ -62,7 +62,7 @@ impl ClusterState {
                 );
             }
         }
-        let now = now_ms();
+        let now = self.cx.now_ms();
         self.refresh_candidates();
         let spec = &deploy.spec;
         let mut set = self.candidates.clone();
@@ -83,7 +83,8 @@ impl ClusterState {
                             format!("{} replicas asked, {} fit", spec.replicas, placed.len());
                         return self.unschedulable(command, &what, u);
                     }
-                    return Envelope::new(
+                    return Envelope::new_in(
+                        &self.cx,
                         &self.config.id,
                         Message::Nack(Nack {
                             re: command.id.clone(),
@@ -96,7 +97,8 @@ impl ClusterState {
                     );
                 }
                 Err(e) => {
-                    return command.nack(
+                    return command.nack_in(
+                        &self.cx,
                         &self.config.id,
                         ErrorBody {
                             code: "invalid".into(),
@@ -124,16 +126,17 @@ impl ClusterState {
         };
         for node in placed {
             let reason = format!("placed on {node} by {policy}");
-            start_instance(&self.config.id, &mut job, &node, reason, now, fx);
+            start_instance(&self.cx, &self.config.id, &mut job, &node, reason, now, fx);
         }
         self.jobs.insert(deploy.job.to_string(), job);
         fx.persist.push(Self::job_key(deploy.job.as_str()));
-        command.ack(&self.config.id)
+        command.ack_in(&self.cx, &self.config.id)
     }
 
     /// A refusal of `command` with `code` and `message`.
     pub(super) fn refuse(&self, command: &Envelope, code: &str, message: String) -> Envelope {
-        command.nack(
+        command.nack_in(
+            &self.cx,
             &self.config.id,
             ErrorBody {
                 code: code.into(),
@@ -150,7 +153,8 @@ impl ClusterState {
         u: edgeio_core::scheduler::Unschedulable,
     ) -> Envelope {
         let u = u.in_tier(Tier::Nodes);
-        Envelope::new(
+        Envelope::new_in(
+            &self.cx,
             &self.config.id,
             Message::Nack(Nack {
                 re: command.id.clone(),
@@ -187,13 +191,21 @@ impl ClusterState {
             return;
         }
         let node = i.node.clone().unwrap_or_default();
-        if advance(&mut i.lifecycle, InstanceState::Failed, now_ms(), &reason).is_ok() {
+        if advance(
+            &mut i.lifecycle,
+            InstanceState::Failed,
+            self.cx.now_ms(),
+            &reason,
+        )
+        .is_ok()
+        {
             fx.persist.push(Self::job_key(job.as_str()));
             self.relocate_failed(job.as_str(), instance, &node, &reason, fx);
             if let Some(record) = self.jobs.get_mut(job.as_str()) {
-                record.settle(now_ms());
+                record.settle(self.cx.now_ms());
             }
             fx.send_up.push(instance_event(
+                &self.cx,
                 &self.config.id,
                 job,
                 instance,

@@ -27,7 +27,8 @@ impl ClusterState {
                         code: "not_found".into(),
                         message: format!("job {job} has no instance on this cluster"),
                     };
-                    fx.send_up.push(query.reply(&self.config.id, Err(error)));
+                    fx.send_up
+                        .push(query.reply_in(&self.cx, &self.config.id, Err(error)));
                     return;
                 };
                 let ask = self.up(Message::Query(what.clone()));
@@ -70,7 +71,8 @@ impl ClusterState {
                 return;
             }
         };
-        fx.send_up.push(query.reply(&self.config.id, result));
+        fx.send_up
+            .push(query.reply_in(&self.cx, &self.config.id, result));
     }
 
     pub(super) fn on_query_reply(&mut self, reply: QueryReply, fx: &mut Fx) {

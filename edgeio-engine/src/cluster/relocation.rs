@@ -25,7 +25,7 @@ impl ClusterState {
         }
         self.refresh_candidates();
         let policy = self.scheduler.name().to_string();
-        let now = now_ms();
+        let now = self.cx.now_ms();
         for (job_id, old) in lost {
             let Some(job) = self.jobs.get(&job_id) else {
                 continue;
@@ -44,6 +44,7 @@ impl ClusterState {
                     let reason = format!("cannot replace {old} (node {node} lost): {e}");
                     warn!(job = %job_id, %reason, "instance not relocated; escalating to the root");
                     let mut event = instance_event(
+                        &self.cx,
                         &self.config.id,
                         &job.id,
                         &old,
@@ -70,7 +71,7 @@ impl ClusterState {
             let Some(job) = self.jobs.get_mut(&job_id) else {
                 continue;
             };
-            let id = start_instance(&self.config.id, job, &target, reason, now, fx);
+            let id = start_instance(&self.cx, &self.config.id, job, &target, reason, now, fx);
             info!(job = %job_id, instance = %id, node = %target, "relocating a lost instance");
             fx.persist.push(Self::job_key(&job_id));
         }
@@ -140,10 +141,10 @@ impl ClusterState {
         let policy = self.scheduler.name().to_string();
         let reason =
             format!("replaces {old} (failed on {node}: {why}), placed on {placed} by {policy}");
-        let now = now_ms();
+        let now = self.cx.now_ms();
         let cluster = self.config.id.clone();
         if let Some(job) = self.jobs.get_mut(job_id) {
-            let id = start_instance(&cluster, job, &placed, reason, now, fx);
+            let id = start_instance(&self.cx, &cluster, job, &placed, reason, now, fx);
             info!(job = job_id, instance = %id, node = %placed, "relocating a failed instance");
             fx.persist.push(Self::job_key(job_id));
         }

@@ -25,6 +25,7 @@ impl ClusterState {
             info!(node, instance = %report.instance, job = %report.job, "stopping an instance this cluster no longer keeps");
             self.stopping.insert(report.instance.clone());
             fx.commands.push(stop_instance(
+                &self.cx,
                 &self.config.id,
                 node,
                 &report.job,
@@ -42,7 +43,7 @@ impl ClusterState {
     /// back again, reports alive (it adopted it after a restart, or the link only blinked) is
     /// alive again, unless it was replaced meanwhile (then it is stopped: the newer wins).
     pub(super) fn reconcile_reports(&mut self, node: &str, status: &NodeStatus, fx: &mut Fx) {
-        let now = now_ms();
+        let now = self.cx.now_ms();
         for report in &status.instances {
             let Some(job) = self.jobs.get_mut(report.job.as_str()) else {
                 continue;
@@ -93,6 +94,7 @@ impl ClusterState {
                     {
                         fx.persist.push(Self::job_key(report.job.as_str()));
                         fx.send_up.push(instance_event(
+                            &self.cx,
                             &self.config.id,
                             &report.job,
                             &report.instance,
@@ -101,6 +103,7 @@ impl ClusterState {
                             reason,
                         ));
                         fx.commands.push(stop_instance(
+                            &self.cx,
                             &self.config.id,
                             node,
                             &report.job,
@@ -124,6 +127,7 @@ impl ClusterState {
                 job.settle(now);
                 fx.persist.push(Self::job_key(report.job.as_str()));
                 fx.send_up.push(instance_event(
+                    &self.cx,
                     &self.config.id,
                     &report.job,
                     &report.instance,
@@ -150,7 +154,12 @@ impl ClusterState {
                 event.reason.clone()
             };
             let was = instance.lifecycle.state();
-            match advance(&mut instance.lifecycle, event.state, now_ms(), &reason) {
+            match advance(
+                &mut instance.lifecycle,
+                event.state,
+                self.cx.now_ms(),
+                &reason,
+            ) {
                 Ok(()) => {
                     failed = was != InstanceState::Failed && event.state == InstanceState::Failed
                 }
@@ -183,7 +192,7 @@ impl ClusterState {
             self.finish_migration(&job_id, &new, fx);
         }
         if let Some(job) = self.jobs.get_mut(&job_id) {
-            job.settle(now_ms());
+            job.settle(self.cx.now_ms());
         }
     }
 }

@@ -29,7 +29,7 @@ impl ClusterState {
         let wanted = scale.replicas as usize;
         let mut spec = job.spec.clone();
         spec.replicas = scale.replicas;
-        let now = now_ms();
+        let now = self.cx.now_ms();
         let why = format!(
             "scale from {} to {} replicas",
             job.spec.replicas, scale.replicas
@@ -61,13 +61,13 @@ impl ClusterState {
             let policy = self.scheduler.name().to_string();
             let cluster = self.config.id.clone();
             let Some(job) = self.jobs.get_mut(scale.job.as_str()) else {
-                return command.ack(&cluster);
+                return command.ack_in(&self.cx, &cluster);
             };
             job.spec = spec;
             let _ = advance(&mut job.lifecycle, JobState::Scaling, now, &why);
             for node in targets {
                 let reason = format!("{why}: placed on {node} by {policy}");
-                start_instance(&cluster, job, &node, reason, now, fx);
+                start_instance(&self.cx, &cluster, job, &node, reason, now, fx);
             }
         } else {
             let ready: Vec<String> = self
@@ -79,7 +79,7 @@ impl ClusterState {
             let grace = self.config.grace.as_millis() as u64;
             let cluster = self.config.id.clone();
             let Some(job) = self.jobs.get_mut(scale.job.as_str()) else {
-                return command.ack(&cluster);
+                return command.ack_in(&self.cx, &cluster);
             };
             job.spec = spec;
             let _ = advance(&mut job.lifecycle, JobState::Scaling, now, &why);
@@ -102,10 +102,19 @@ impl ClusterState {
                 if let Some(i) = job.instance_mut(&id) {
                     let _ = advance(&mut i.lifecycle, to, now, &reason);
                 }
-                fx.send_up
-                    .push(instance_event(&cluster, &job.id, &id, &node, to, reason));
+                fx.send_up.push(instance_event(
+                    &self.cx, &cluster, &job.id, &id, &node, to, reason,
+                ));
                 if reachable {
-                    let stop = stop_instance(&cluster, &node, &job.id, &id, grace, Tag::Terminate);
+                    let stop = stop_instance(
+                        &self.cx,
+                        &cluster,
+                        &node,
+                        &job.id,
+                        &id,
+                        grace,
+                        Tag::Terminate,
+                    );
                     fx.commands.push(stop);
                 }
             }
@@ -114,6 +123,6 @@ impl ClusterState {
             job.settle(now);
         }
         fx.persist.push(Self::job_key(scale.job.as_str()));
-        command.ack(&self.config.id)
+        command.ack_in(&self.cx, &self.config.id)
     }
 }

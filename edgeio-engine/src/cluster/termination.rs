@@ -9,10 +9,10 @@ impl ClusterState {
         t: &Terminate,
         fx: &mut Fx,
     ) -> Envelope {
-        let now = now_ms();
+        let now = self.cx.now_ms();
         let id = self.config.id.clone();
         let Some(job) = self.jobs.get_mut(t.job.as_str()) else {
-            return command.ack(&id);
+            return command.ack_in(&self.cx, &id);
         };
         let _ = advance(
             &mut job.lifecycle,
@@ -31,8 +31,15 @@ impl ClusterState {
                 .get(&node)
                 .is_some_and(|n| n.lifecycle.state() == NodeState::Ready);
             if reachable {
-                let stop =
-                    stop_instance(&id, &node, &t.job, &instance.id, t.grace_ms, Tag::Terminate);
+                let stop = stop_instance(
+                    &self.cx,
+                    &id,
+                    &node,
+                    &t.job,
+                    &instance.id,
+                    t.grace_ms,
+                    Tag::Terminate,
+                );
                 fx.commands.push(stop);
             } else {
                 // nothing to stop where nothing is reachable; if the node comes back with
@@ -45,6 +52,7 @@ impl ClusterState {
                     &reason,
                 );
                 fx.send_up.push(instance_event(
+                    &self.cx,
                     &id,
                     &t.job,
                     &instance.id,
@@ -56,6 +64,6 @@ impl ClusterState {
         }
         job.settle(now);
         fx.persist.push(Self::job_key(t.job.as_str()));
-        command.ack(&id)
+        command.ack_in(&self.cx, &id)
     }
 }

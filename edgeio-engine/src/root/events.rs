@@ -30,7 +30,7 @@ impl RootState {
     }
 
     pub(super) fn on_instance_event(&mut self, cluster: &str, event: InstanceEvent, fx: &mut Fx) {
-        let now = now_ms();
+        let now = self.cx.now_ms();
         let Some(job) = self.jobs.get_mut(event.job.as_str()) else {
             debug!(cluster, job = %event.job, "event for an unknown job");
             return;
@@ -93,7 +93,7 @@ impl RootState {
                 event.reason
             );
             fx.commands
-                .push(terminate_command(&self.config, cluster, &id));
+                .push(terminate_command(&self.cx, &self.config, cluster, &id));
             self.abandon_migration(id.as_str(), &why, None);
             fx.persist.push(job_key(id.as_str()));
             return;
@@ -106,7 +106,7 @@ impl RootState {
                 let id = job.id.clone();
                 info!(job = %id, from = %from, to = cluster, "migrated; the old cluster lets go");
                 fx.commands
-                    .push(terminate_command(&self.config, &from, &id));
+                    .push(terminate_command(&self.cx, &self.config, &from, &id));
             }
         }
         job.settle(now);
@@ -142,7 +142,7 @@ impl RootState {
             job.refused_by.push(cluster.to_string());
         }
         fx.commands
-            .push(terminate_command(&self.config, cluster, &job_id));
+            .push(terminate_command(&self.cx, &self.config, cluster, &job_id));
         let why = format!("escalated by cluster {cluster}: {why}");
         self.leave_cluster(id, cluster, &why, fx);
     }

@@ -90,8 +90,8 @@ impl RootApi for RootHandle {
             }
             state.reserving.push(spec.name.clone());
             JobRecord {
-                id: new_job_id(&spec.name),
-                lifecycle: Lifecycle::new(JobState::Requested, now_ms(), "submitted"),
+                id: new_job_id(&spec.name, &state.cx),
+                lifecycle: Lifecycle::new(JobState::Requested, state.cx.now_ms(), "submitted"),
                 spec,
                 cluster: None,
                 instances: Vec::new(),

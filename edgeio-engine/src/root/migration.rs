@@ -68,8 +68,13 @@ impl RootState {
         job.unschedulable.extend(unschedulable);
         let why = format!("migration abandoned, it stays where it ran: {why}");
         warn!(job = id, %why, "migration abandoned");
-        let _ = advance(&mut job.lifecycle, JobState::Running, now_ms(), &why);
-        job.settle(now_ms());
+        let _ = advance(
+            &mut job.lifecycle,
+            JobState::Running,
+            self.cx.now_ms(),
+            &why,
+        );
+        job.settle(self.cx.now_ms());
     }
 
     /// Starts moving job `id` (or, for a spread job, its part) from cluster `from` to
@@ -84,7 +89,7 @@ impl RootState {
         node: Option<&str>,
         fx: &mut Fx,
     ) {
-        let now = now_ms();
+        let now = self.cx.now_ms();
         let Some(job) = self.jobs.get_mut(id) else {
             return;
         };
@@ -273,7 +278,7 @@ impl RootState {
             }
             MigrateTarget::Anywhere => within(target.clone(), true),
         };
-        let now = now_ms();
+        let now = self.cx.now_ms();
         let root = self.config.id.clone();
         let Some(job) = self.jobs.get_mut(id) else {
             return Err(ApiError::NotFound {
@@ -299,7 +304,7 @@ impl RootState {
         });
         fx.commands.push((
             cluster.clone(),
-            Envelope::new(&root, message),
+            Envelope::new_in(&self.cx, &root, message),
             Tag::Migrate {
                 job: job_id,
                 cluster,

@@ -13,6 +13,7 @@ use crate::records::{
 };
 use async_trait::async_trait;
 use edgeio_core::api::{ApiError, ClusterView, JobView, LogStream, LogsQuery, NodeView, RootApi};
+use edgeio_core::clock::Context;
 use edgeio_core::job::{FieldError, JobSpec, MAX_REPLICAS};
 use edgeio_core::model::{check_id, CandidateSet, InstanceId, JobId, Labels, Tier};
 use edgeio_core::reliable::{CommandOutcome, ReliableConfig, ReliableParent};
@@ -21,11 +22,11 @@ use edgeio_core::state::{ClusterState, InstanceState, JobState, Lifecycle, State
 use edgeio_core::store::{Store, StoreExt};
 use edgeio_core::transport::{ParentEvent, ParentTransport, Registrar, TransportError};
 use edgeio_core::wire::{
-    now_ms, ChannelKind, ChannelSettings, ClusterAggregate, Deploy, Envelope, ErrorBody,
-    InstanceEvent, Message, Migrate, MigrateTarget, PeerRole, Query, QueryReply, RegisterReply,
-    RegisterRequest, Scale, Terminate, DEFAULT_MAX_MESSAGE_BYTES, MAX_PREFIX,
+    ChannelKind, ChannelSettings, ClusterAggregate, Deploy, Envelope, ErrorBody, InstanceEvent,
+    Message, Migrate, MigrateTarget, PeerRole, Query, QueryReply, RegisterReply, RegisterRequest,
+    Scale, Terminate, DEFAULT_MAX_MESSAGE_BYTES, MAX_PREFIX,
 };
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -104,6 +105,8 @@ enum Tag {
 type Fx = Effects<Tag>;
 
 struct RootState {
+    /// Where decisions read the time and draw ids.
+    cx: Context,
     config: RootConfig,
     scheduler: Arc<dyn Scheduler>,
     clusters: BTreeMap<String, ClusterRecord>,
@@ -111,11 +114,11 @@ struct RootState {
     /// Job names being created right now (their record is being written).
     reserving: Vec<String>,
     /// Queries sent to clusters, waiting for their reply.
-    queries: HashMap<String, oneshot::Sender<Result<serde_json::Value, ApiError>>>,
+    queries: BTreeMap<String, oneshot::Sender<Result<serde_json::Value, ApiError>>>,
     /// Followed logs: query id → the reader's end.
-    streams: HashMap<String, mpsc::Sender<Result<bytes::Bytes, ApiError>>>,
+    streams: BTreeMap<String, mpsc::Sender<Result<bytes::Bytes, ApiError>>>,
     /// Re-sync queries sent to clusters whose link came up: query id → cluster.
-    syncs: HashMap<String, String>,
+    syncs: BTreeMap<String, String>,
 }
 
 /// The refusal in a command's outcome, if it was refused: why, and the scheduler's
@@ -134,7 +137,12 @@ fn refusal(
 
 /// A terminate of all of `job` on `cluster`, as a command from the root `config` describes.
 /// A free function, so that it can be built while a job record is borrowed.
-fn terminate_command(config: &RootConfig, cluster: &str, job: &JobId) -> (String, Envelope, Tag) {
+fn terminate_command(
+    cx: &Context,
+    config: &RootConfig,
+    cluster: &str,
+    job: &JobId,
+) -> (String, Envelope, Tag) {
     let body = Message::Terminate(Terminate {
         job: job.clone(),
         instance: None,
@@ -142,7 +150,7 @@ fn terminate_command(config: &RootConfig, cluster: &str, job: &JobId) -> (String
     });
     (
         cluster.to_string(),
-        Envelope::new(&config.id, body),
+        Envelope::new_in(cx, &config.id, body),
         Tag::Terminate { job: job.clone() },
     )
 }
@@ -172,7 +180,7 @@ fn cluster_key(id: &str) -> String {
 
 impl RootState {
     fn msg(&self, body: Message) -> Envelope {
-        Envelope::new(&self.config.id, body)
+        Envelope::new_in(&self.cx, &self.config.id, body)
     }
 }
 
@@ -201,7 +209,18 @@ impl RootEngine {
         store: Arc<dyn Store>,
         scheduler: Arc<dyn Scheduler>,
     ) -> Result<RootEngine, edgeio_core::store::StoreError> {
-        let now = now_ms();
+        RootEngine::new_in(Context::system(), config, store, scheduler).await
+    }
+
+    /// As [`RootEngine::new`], reading the time and drawing ids from `cx` (a manual clock and
+    /// seeded ids in tests and the simulator).
+    pub async fn new_in(
+        cx: Context,
+        config: RootConfig,
+        store: Arc<dyn Store>,
+        scheduler: Arc<dyn Scheduler>,
+    ) -> Result<RootEngine, edgeio_core::store::StoreError> {
+        let now = cx.now_ms();
         let mut clusters = BTreeMap::new();
         for mut c in load::<ClusterRecord>(&*store, CLUSTERS).await? {
             let _ = c
@@ -215,14 +234,15 @@ impl RootEngine {
             .map(|job| (job.id.to_string(), job))
             .collect();
         let state = RootState {
+            cx,
             config,
             scheduler,
             clusters,
             jobs,
             reserving: Vec::new(),
-            queries: HashMap::new(),
-            streams: HashMap::new(),
-            syncs: HashMap::new(),
+            queries: BTreeMap::new(),
+            streams: BTreeMap::new(),
+            syncs: BTreeMap::new(),
         };
         let (core, outcomes) = Core::new(state, store);
         Ok(RootEngine {

@@ -23,7 +23,12 @@ impl RootState {
                 if job.lifecycle.state() == JobState::Running {
                     // the move shows in the job's history, with its reason
                     let why = format!("{count} replicas go to cluster {}: {reason}", p.candidate);
-                    let _ = advance(&mut job.lifecycle, JobState::ScheduledNode, now_ms(), &why);
+                    let _ = advance(
+                        &mut job.lifecycle,
+                        JobState::ScheduledNode,
+                        self.cx.now_ms(),
+                        &why,
+                    );
                 }
                 job.parts.push(Part {
                     cluster: p.candidate.clone(),
@@ -83,7 +88,7 @@ impl RootState {
     }
 
     pub(super) fn candidates(&self, refused: &[String], selector: &Labels) -> CandidateSet {
-        let now = now_ms();
+        let now = self.cx.now_ms();
         let mut set = CandidateSet::for_tier(Tier::Clusters);
         for record in self.clusters.values() {
             if record.lifecycle.state() == ClusterState::Active && !refused.contains(&record.id) {
@@ -100,7 +105,14 @@ impl RootState {
         let Some(record) = self.jobs.get_mut(id) else {
             return;
         };
-        if advance(&mut record.lifecycle, JobState::Requested, now_ms(), reason).is_ok() {
+        if advance(
+            &mut record.lifecycle,
+            JobState::Requested,
+            self.cx.now_ms(),
+            reason,
+        )
+        .is_ok()
+        {
             self.schedule(id, fx);
         }
     }
@@ -144,7 +156,7 @@ impl RootState {
         if placed.is_err() && offered && self.spread(id, fx) {
             return;
         }
-        let now = now_ms();
+        let now = self.cx.now_ms();
         let policy = self.scheduler.name().to_string();
         let Some(job) = self.jobs.get_mut(id) else {
             return;

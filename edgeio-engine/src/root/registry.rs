@@ -30,7 +30,7 @@ impl RootState {
                 request.name.clone()
             }
         };
-        let now = now_ms();
+        let now = self.cx.now_ms();
         let record = match self.clusters.remove(&id) {
             Some(mut old) => {
                 if old.lifecycle.state() == ClusterState::Inactive {
@@ -73,11 +73,11 @@ impl RootState {
         let Some(record) = self.clusters.get_mut(cluster) else {
             return;
         };
-        record.last_seen_ms = now_ms();
+        record.last_seen_ms = self.cx.now_ms();
         if record.lifecycle.state() == ClusterState::Inactive
             && record
                 .lifecycle
-                .transition(ClusterState::Active, now_ms(), "heard from again")
+                .transition(ClusterState::Active, self.cx.now_ms(), "heard from again")
                 .is_ok()
         {
             fx.persist.push(cluster_key(cluster));
@@ -101,7 +101,7 @@ impl RootState {
     /// Marks clusters silent for `missed_aggregates` intervals INACTIVE, and moves the jobs of
     /// clusters INACTIVE for longer than `cluster_timeout`.
     pub(super) fn check_clusters(&mut self, fx: &mut Fx) {
-        let now = now_ms();
+        let now = self.cx.now_ms();
         let silent_limit = (self.config.aggregate_interval * self.config.missed_aggregates.max(1))
             .as_millis() as u64;
         let timeout = self.config.cluster_timeout.as_millis() as u64;
@@ -158,7 +158,7 @@ impl RootState {
         };
         if record
             .lifecycle
-            .transition(ClusterState::Inactive, now_ms(), reason)
+            .transition(ClusterState::Inactive, self.cx.now_ms(), reason)
             .is_ok()
         {
             // a cluster that said goodbye (close code 1000) is news, not a problem

@@ -31,7 +31,7 @@ impl RootState {
         for event in events {
             reported.entry(event.job.clone()).or_default().push(event);
         }
-        let now = now_ms();
+        let now = self.cx.now_ms();
         for (job, events) in &reported {
             let owner = self
                 .jobs
@@ -44,7 +44,7 @@ impl RootState {
                     }
                     if state == JobState::Terminating {
                         fx.commands
-                            .push(terminate_command(&self.config, cluster, job));
+                            .push(terminate_command(&self.cx, &self.config, cluster, job));
                     }
                 }
                 Some((_, None, JobState::Requested | JobState::NotDeployable)) => {
@@ -67,7 +67,7 @@ impl RootState {
                         self.on_instance_event(cluster, event.clone(), fx);
                     }
                     fx.commands
-                        .push(terminate_command(&self.config, cluster, job));
+                        .push(terminate_command(&self.cx, &self.config, cluster, job));
                 }
             }
         }
@@ -111,7 +111,7 @@ impl RootState {
     /// Takes job `id` away from `cluster` (lost, or unable to keep it): its instances there
     /// are LOST, and it is scheduled again over the other clusters.
     pub(super) fn leave_cluster(&mut self, id: &str, cluster: &str, reason: &str, fx: &mut Fx) {
-        let now = now_ms();
+        let now = self.cx.now_ms();
         let Some(job) = self.jobs.get_mut(id) else {
             return;
         };

@@ -46,9 +46,14 @@ impl RootState {
         }
         record.spec.replicas = from;
         let why = format!("scale to {to} refused by cluster {cluster}: {error}; it keeps {from}");
-        let _ = advance(&mut record.lifecycle, JobState::Running, now_ms(), &why);
+        let _ = advance(
+            &mut record.lifecycle,
+            JobState::Running,
+            self.cx.now_ms(),
+            &why,
+        );
         warn!(job = %job, %why, "scale refused");
-        record.settle(now_ms());
+        record.settle(self.cx.now_ms());
         fx.persist.push(job_key(job.as_str()));
     }
 
@@ -95,7 +100,7 @@ impl RootState {
                 };
                 job.spec.replicas = replicas;
                 let why = format!("scale from {from} to {replicas} replicas requested");
-                let _ = advance(&mut job.lifecycle, JobState::Scaling, now_ms(), &why);
+                let _ = advance(&mut job.lifecycle, JobState::Scaling, self.cx.now_ms(), &why);
                 // (cluster, its new count, or None: let go of its part)
                 let mut changes: Vec<(String, Option<u32>)> = Vec::new();
                 if job.parts.is_empty() {
@@ -128,7 +133,7 @@ impl RootState {
                     match count {
                         Some(n) => fx.commands.push((
                             cluster.clone(),
-                            Envelope::new(
+                            Envelope::new_in(&self.cx,
                                 &root,
                                 Message::Scale(Scale {
                                     job: job_id.clone(),
@@ -143,7 +148,7 @@ impl RootState {
                         )),
                         None => fx
                             .commands
-                            .push(terminate_command(&self.config, &cluster, &job_id)),
+                            .push(terminate_command(&self.cx, &self.config, &cluster, &job_id)),
                     }
                 }
                 fx.persist.push(job_key(id));

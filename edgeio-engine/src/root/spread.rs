@@ -15,7 +15,7 @@ impl RootState {
         unschedulable: Option<Unschedulable>,
         fx: &mut Fx,
     ) {
-        let now = now_ms();
+        let now = self.cx.now_ms();
         let Some(job) = self.jobs.get_mut(id) else {
             return;
         };
@@ -92,7 +92,7 @@ impl RootState {
                 let job_id = job.id.clone();
                 for c in clusters {
                     fx.commands
-                        .push(terminate_command(&self.config, &c, &job_id));
+                        .push(terminate_command(&self.cx, &self.config, &c, &job_id));
                 }
             }
             _ => {}
@@ -102,7 +102,7 @@ impl RootState {
     /// Spreads REQUESTED job `id` over the clusters that said how many of its replicas they
     /// can take, when together they can take all: true when it did.
     pub(super) fn spread(&mut self, id: &str, fx: &mut Fx) -> bool {
-        let now = now_ms();
+        let now = self.cx.now_ms();
         let Some(job) = self.jobs.get_mut(id) else {
             return false;
         };

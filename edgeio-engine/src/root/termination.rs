@@ -21,7 +21,7 @@ impl RootState {
             let _ = advance(
                 &mut record.lifecycle,
                 JobState::Terminated,
-                now_ms(),
+                self.cx.now_ms(),
                 "the cluster ran nothing of it",
             );
             fx.persist.push(job_key(job.as_str()));
@@ -37,7 +37,7 @@ impl RootState {
         if state.is_final() || state == JobState::Terminating {
             return Ok(job.view());
         }
-        let now = now_ms();
+        let now = self.cx.now_ms();
         let _ = advance(
             &mut job.lifecycle,
             JobState::Terminating,
@@ -59,7 +59,7 @@ impl RootState {
                 // when it had placed nothing
                 for cluster in clusters {
                     fx.commands
-                        .push(terminate_command(&self.config, &cluster, &job.id));
+                        .push(terminate_command(&self.cx, &self.config, &cluster, &job.id));
                 }
             }
             _ => {
