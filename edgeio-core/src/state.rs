@@ -26,6 +26,14 @@ pub trait StateMachine:
     fn can_move_to(self, to: Self) -> bool {
         self.successors().contains(&to)
     }
+    /// The states a report that skipped some may be caught up through, from `self` to `to`
+    /// (not counting either), when `self -> to` is not one move: the catch-up table, declared
+    /// pair by pair (never a search), each step a move of the transition table. Empty when
+    /// there is no declared catch-up.
+    fn catch_up(self, to: Self) -> &'static [Self] {
+        let _ = to;
+        &[]
+    }
 }
 
 macro_rules! states {
@@ -168,6 +176,29 @@ impl StateMachine for JobState {
             Terminated | Failed => &[],
         }
     }
+
+    fn catch_up(self, to: Self) -> &'static [Self] {
+        use JobState::*;
+        match (self, to) {
+            // instance events arrived before the cluster's placement was recorded
+            (Requested, ScheduledNode) => &[ScheduledCluster],
+            (Requested, Running) => &[ScheduledCluster, ScheduledNode],
+            (ScheduledCluster, Running) => &[ScheduledNode],
+            // a cluster that kept a job the root had given up on is back with it
+            (NotDeployable, ScheduledCluster) => &[Requested],
+            // a move or a resize overtaken by a loss: it ends, then the job is placed again
+            (Migrating | Scaling, Requested | ScheduledNode) => &[Running],
+            // the cluster(s) that took a job cannot place it after all
+            (ScheduledNode, NotDeployable) => &[ScheduledCluster],
+            // everything ended at once (a cluster keeps nothing of it)
+            (
+                Requested | ScheduledCluster | ScheduledNode | Running | Migrating | Scaling
+                | NotDeployable,
+                Terminated,
+            ) => &[Terminating],
+            _ => &[],
+        }
+    }
 }
 
 impl StateMachine for InstanceState {
@@ -199,6 +230,19 @@ impl StateMachine for InstanceState {
             Lost => &[Running, Terminating, Terminated, Failed],
             Terminating => &[Terminated, Failed],
             Failed | Terminated => &[],
+        }
+    }
+
+    fn catch_up(self, to: Self) -> &'static [Self] {
+        use InstanceState::*;
+        match (self, to) {
+            // a status or event shows where the runtime is; the ones between were lost
+            (Pending | Restarting, Running | Exited) => &[Starting],
+            (Exited, Starting) => &[Restarting],
+            (Exited, Running) => &[Restarting, Starting],
+            // stopped without its stop being seen
+            (Pending | Starting | Running | Restarting, Terminated) => &[Terminating],
+            _ => &[],
         }
     }
 }
@@ -294,6 +338,51 @@ impl<S: StateMachine> Lifecycle<S> {
         &self.history
     }
 
+    /// Catches up with a reported state: one move when the table has it, else the declared
+    /// catch-up path ([`StateMachine::catch_up`]) then `to`, each step recorded with `reason`.
+    /// All or nothing: a refused step leaves the lifecycle as it was. Returns the number of
+    /// moves made (0 when already in `to`).
+    pub fn reconcile(
+        &mut self,
+        to: S,
+        at_ms: u64,
+        reason: impl Into<String>,
+    ) -> Result<usize, TransitionError> {
+        if self.state == to {
+            return Ok(0);
+        }
+        let reason = reason.into();
+        if self.state.can_move_to(to) {
+            self.transition(to, at_ms, reason)?;
+            return Ok(1);
+        }
+        let via = self.state.catch_up(to);
+        if via.is_empty() {
+            return Err(self.refusal(to));
+        }
+        let mut next = self.clone();
+        for &step in via.iter().chain([&to]) {
+            next.transition(step, at_ms, reason.clone())
+                .map_err(|_| self.refusal(to))?;
+        }
+        *self = next;
+        Ok(via.len() + 1)
+    }
+
+    fn refusal(&self, to: S) -> TransitionError {
+        TransitionError {
+            object: S::OBJECT,
+            from: self.state.to_string(),
+            to: to.to_string(),
+            allowed: self
+                .state
+                .successors()
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+        }
+    }
+
     /// Moves to `to` if the table allows it, recording time and reason.
     pub fn transition(
         &mut self,
@@ -302,17 +391,7 @@ impl<S: StateMachine> Lifecycle<S> {
         reason: impl Into<String>,
     ) -> Result<(), TransitionError> {
         if !self.state.can_move_to(to) {
-            return Err(TransitionError {
-                object: S::OBJECT,
-                from: self.state.to_string(),
-                to: to.to_string(),
-                allowed: self
-                    .state
-                    .successors()
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect(),
-            });
+            return Err(self.refusal(to));
         }
         self.state = to;
         self.history.push(HistoryEntry {
@@ -322,6 +401,22 @@ impl<S: StateMachine> Lifecycle<S> {
         });
         Ok(())
     }
+}
+
+/// Renders the catch-up table (see [`StateMachine::catch_up`]) as text, one row per declared
+/// pair: `FROM -> TO via A, B`.
+pub fn render_catch_up<S: StateMachine>() -> String {
+    let mut out = String::new();
+    for from in S::ALL {
+        for to in S::ALL {
+            let via = from.catch_up(*to);
+            if !via.is_empty() {
+                let via: Vec<String> = via.iter().map(ToString::to_string).collect();
+                out.push_str(&format!("{from} -> {to} via {}\n", via.join(", ")));
+            }
+        }
+    }
+    out
 }
 
 /// Renders a transition table as text, one row per state (used by the snapshot tests and docs).
@@ -351,6 +446,64 @@ pub fn all_replicas_running(replicas: u32, instances: &[InstanceState]) -> bool 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn catch_up_table_snapshot() {
+        insta::assert_snapshot!(format!(
+            "job:\n{}\ninstance:\n{}",
+            render_catch_up::<JobState>(),
+            render_catch_up::<InstanceState>()
+        ));
+    }
+
+    #[test]
+    fn every_catch_up_step_is_a_move_of_the_table() {
+        fn check<S: StateMachine>() {
+            for from in S::ALL {
+                for to in S::ALL {
+                    let via = from.catch_up(*to);
+                    if via.is_empty() {
+                        continue;
+                    }
+                    assert!(!from.can_move_to(*to), "{from} -> {to} is one move already");
+                    let mut at = *from;
+                    for step in via.iter().chain([to]) {
+                        assert!(at.can_move_to(*step), "{from} -> {to}: {at} -> {step}");
+                        at = *step;
+                    }
+                }
+            }
+        }
+        check::<JobState>();
+        check::<InstanceState>();
+    }
+
+    #[test]
+    fn reconcile_takes_the_declared_path_or_nothing() {
+        let mut life = Lifecycle::new(InstanceState::Pending, 0, "placed");
+        assert_eq!(life.reconcile(InstanceState::Running, 5, "reported"), Ok(2));
+        let states: Vec<_> = life.history().iter().map(|h| h.state).collect();
+        assert_eq!(
+            states,
+            [
+                InstanceState::Pending,
+                InstanceState::Starting,
+                InstanceState::Running
+            ]
+        );
+        assert_eq!(life.reconcile(InstanceState::Running, 6, "again"), Ok(0));
+        // no declared path: refused, nothing recorded
+        let mut lost = Lifecycle::new(InstanceState::Exited, 0, "exited");
+        let e = lost
+            .reconcile(InstanceState::Lost, 1, "node lost")
+            .unwrap_err();
+        assert_eq!(e.to, "LOST");
+        assert_eq!(lost.history().len(), 1);
+        // final states go nowhere
+        let mut done = Lifecycle::new(JobState::Terminated, 0, "x");
+        assert!(done.reconcile(JobState::Running, 1, "late").is_err());
+        assert_eq!(done.history().len(), 1);
+    }
 
     #[test]
     fn job_table_snapshot() {

@@ -2,9 +2,10 @@
 //! record per cluster, node and job, under `clusters/`, `nodes/` and `jobs/`.
 //!
 //! Records hold [`Lifecycle`]s, so every state change is checked against the one table in
-//! [`edgeio_core::state`] and kept with its time and reason. [`advance`] walks a lifecycle to a
-//! state that is more than one step away (an event may report RUNNING for an instance the
-//! engine still knows as PENDING), through the table's shortest legal path.
+//! [`edgeio_core::state`] and kept with its time and reason. A report that skipped states (an
+//! event may report RUNNING for an instance the engine still knows as PENDING) is caught up
+//! through the declared catch-up table ([`Lifecycle::reconcile`]), never a search; a refused
+//! change is noted in [`Refusals`].
 
 use edgeio_core::api::{ClusterView, InstanceView, JobView, NodeView, PartView};
 use edgeio_core::clock::Context;
@@ -16,7 +17,6 @@ use edgeio_core::state::{
 };
 use edgeio_core::wire::ClusterAggregate;
 use serde::{Deserialize, Serialize};
-use std::collections::VecDeque;
 use std::time::Duration;
 
 /// Key prefix of cluster records.
@@ -26,49 +26,49 @@ pub const NODES: &str = "nodes/";
 /// Key prefix of job records.
 pub const JOBS: &str = "jobs/";
 
-/// Moves `life` to `to` through the shortest legal path of the table (every step recorded
-/// with `reason`). Already in `to`: nothing happens. No path: the typed error of the direct
-/// step, and nothing changes.
-pub fn advance<S: StateMachine>(
-    life: &mut Lifecycle<S>,
-    to: S,
-    at_ms: u64,
-    reason: &str,
-) -> Result<(), TransitionError> {
-    let from = life.state();
-    if from == to {
-        return Ok(());
+/// Refused state changes: each is logged with the ids of what it concerned and counted, and
+/// the code that asked says what the engine does instead. A refusal is not a failure of the
+/// engine: late, duplicate and post-termination events are refused by design. The count is
+/// what a test or the simulator checks.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Refusals {
+    count: u64,
+}
+
+impl Refusals {
+    /// How many state changes were refused so far.
+    pub fn count(&self) -> u64 {
+        self.count
     }
-    // breadth-first over the (tiny) table; `back` remembers how each state was reached
-    let mut back: Vec<(S, S)> = Vec::new();
-    let mut queue = VecDeque::from([from]);
-    let mut seen = vec![from];
-    while let Some(s) = queue.pop_front() {
-        for &next in s.successors() {
-            if seen.contains(&next) {
-                continue;
+
+    /// `Some` of a change that was made; `None`, noted as a refusal (see [`Refusals::note`]),
+    /// when it was refused.
+    pub fn check<T>(
+        &mut self,
+        made: Result<T, TransitionError>,
+        job: &str,
+        instance: Option<&InstanceId>,
+        instead: &str,
+    ) -> Option<T> {
+        made.map_err(|e| self.note(job, instance, &e, instead)).ok()
+    }
+
+    /// Records one refusal of a change of `job` (and `instance`), and what happens `instead`.
+    pub fn note(
+        &mut self,
+        job: &str,
+        instance: Option<&InstanceId>,
+        error: &TransitionError,
+        instead: &str,
+    ) {
+        self.count += 1;
+        match instance {
+            Some(instance) => {
+                tracing::info!(job, %instance, %error, instead, "state change refused")
             }
-            seen.push(next);
-            back.push((next, s));
-            if next == to {
-                let mut path = vec![to];
-                let mut at = to;
-                while let Some(&(_, prev)) = back.iter().find(|(n, _)| *n == at) {
-                    if prev == from {
-                        break;
-                    }
-                    path.push(prev);
-                    at = prev;
-                }
-                for step in path.into_iter().rev() {
-                    life.transition(step, at_ms, reason)?;
-                }
-                return Ok(());
-            }
-            queue.push_back(next);
+            None => tracing::info!(job, %error, instead, "state change refused"),
         }
     }
-    life.transition(to, at_ms, reason)
 }
 
 /// A worker node, as its cluster keeps it.
@@ -296,6 +296,25 @@ pub struct Migration {
 }
 
 impl JobRecord {
+    /// A job in `state` since `now_ms` (for `reason`), with no cluster, instance or history
+    /// of placement yet: the one way both tiers create a record.
+    pub fn new(id: JobId, spec: JobSpec, state: JobState, now_ms: u64, reason: &str) -> JobRecord {
+        JobRecord {
+            id,
+            spec,
+            lifecycle: Lifecycle::new(state, now_ms, reason),
+            cluster: None,
+            instances: Vec::new(),
+            unschedulable: Vec::new(),
+            refused_by: Vec::new(),
+            first_instance: 0,
+            migration: None,
+            instance_prefix: None,
+            parts: Vec::new(),
+            offers: Default::default(),
+        }
+    }
+
     /// Whether the job is alive (its name is taken).
     pub fn is_live(&self) -> bool {
         !self.lifecycle.state().is_final()
@@ -461,9 +480,12 @@ impl JobRecord {
     }
 
     /// Moves the job to the state its instances imply, step by step (see [`Self::implied_state`]).
-    pub fn settle(&mut self, now_ms: u64) {
+    pub fn settle(&mut self, now_ms: u64, refusals: &mut Refusals) {
         while let Some((state, why)) = self.implied_state() {
-            if advance(&mut self.lifecycle, state, now_ms, &why).is_err() {
+            if let Err(e) = self.lifecycle.reconcile(state, now_ms, &why) {
+                // the implied state is unreachable from here: it stays as it is until the
+                // next report moves it
+                refusals.note(self.id.as_str(), None, &e, "the job keeps its state");
                 break;
             }
             tracing::info!(job = %self.id, state = %state, "job state");
@@ -612,28 +634,6 @@ pub fn new_job_id(name: &str, cx: &Context) -> JobId {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn advance_walks_the_shortest_legal_path() {
-        let mut life = Lifecycle::new(InstanceState::Pending, 0, "placed");
-        advance(&mut life, InstanceState::Running, 1, "runtime says running").unwrap();
-        let states: Vec<_> = life.history().iter().map(|h| h.state).collect();
-        assert_eq!(
-            states,
-            [
-                InstanceState::Pending,
-                InstanceState::Starting,
-                InstanceState::Running
-            ]
-        );
-        let mut job = Lifecycle::new(JobState::ScheduledCluster, 0, "x");
-        advance(&mut job, JobState::Running, 1, "up").unwrap();
-        assert_eq!(job.history().len(), 3);
-        // final states go nowhere, and nothing changes
-        let mut done = Lifecycle::new(JobState::Terminated, 0, "x");
-        assert!(advance(&mut done, JobState::Running, 1, "no").is_err());
-        assert_eq!(done.history().len(), 1);
-    }
 
     #[test]
     fn job_ids_are_readable_and_valid() {

@@ -107,7 +107,12 @@ impl ClusterState {
             return command.ack_in(&self.cx, &cluster);
         };
         let why = format!("migrate {old_id} from {from} to {placed}");
-        if advance(&mut job.lifecycle, JobState::Migrating, now, &why).is_ok()
+        let migrating = job.lifecycle.reconcile(JobState::Migrating, now, &why);
+        let instead = "the instance moves all the same; the job's state follows its instances";
+        if self
+            .refusals
+            .check(migrating, m.job.as_str(), None, instead)
+            .is_some()
             && job.migration.is_none()
         {
             job.migration = Some(Migration {
@@ -150,13 +155,15 @@ impl ClusterState {
         }
         let node = instance.node.clone().unwrap_or_default();
         let reason = format!("replaced by {new}, which runs (migration)");
-        if advance(
-            &mut instance.lifecycle,
-            InstanceState::Terminating,
-            self.cx.now_ms(),
-            &reason,
-        )
-        .is_err()
+        let stopping =
+            instance
+                .lifecycle
+                .reconcile(InstanceState::Terminating, self.cx.now_ms(), &reason);
+        let instead = "the old instance is not stopped; it keeps its state";
+        if self
+            .refusals
+            .check(stopping, job_id, Some(&old), instead)
+            .is_none()
         {
             return;
         }

@@ -10,7 +10,7 @@
 
 use crate::effects::{record_json, Core, Effects, Outcome, Records};
 use crate::records::{
-    advance, load, InstanceRecord, JobRecord, Migration, NodeRecord, JOBS, NODES,
+    load, InstanceRecord, JobRecord, Migration, NodeRecord, Refusals, JOBS, NODES,
 };
 use async_trait::async_trait;
 use edgeio_core::clock::Context;
@@ -198,6 +198,8 @@ enum Tag {
 
 /// The cluster's state: nodes, their candidates, jobs.
 struct ClusterState {
+    /// State changes refused so far (logged and counted; see [`Refusals`]).
+    refusals: Refusals,
     /// Where decisions read the time and draw ids.
     cx: Context,
     config: ClusterConfig,
@@ -295,6 +297,7 @@ impl ClusterEngine {
             .map(|job| (job.id.to_string(), job))
             .collect();
         let state = ClusterState {
+            refusals: Refusals::default(),
             cx,
             config,
             scheduler,
@@ -310,6 +313,12 @@ impl ClusterEngine {
             shared: Arc::new(core),
             outcomes,
         })
+    }
+
+    /// How many state changes the engine refused so far (late, duplicate or
+    /// post-termination reports; each was logged with its ids).
+    pub fn refused_transitions(&self) -> u64 {
+        self.shared.state().refusals.count()
     }
 
     /// The registrar to serve `/ws/node` with.

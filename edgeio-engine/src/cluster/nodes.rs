@@ -45,9 +45,13 @@ impl ClusterState {
         let record = match self.nodes.remove(&id) {
             Some(mut old) => {
                 if old.lifecycle.state() == NodeState::Lost {
-                    let _ = old
-                        .lifecycle
-                        .transition(NodeState::Ready, now, "registered again");
+                    // LOST -> READY is in the table: a refusal would be a bug, logged
+                    if let Err(e) =
+                        old.lifecycle
+                            .transition(NodeState::Ready, now, "registered again")
+                    {
+                        warn!(node = %id, error = %e, "node state refused; it stays LOST");
+                    }
                 }
                 old.capabilities = capabilities;
                 old.total = total;
@@ -118,7 +122,13 @@ impl ClusterState {
                 .filter(|i| i.node.as_deref() == Some(node) && !i.is_over())
             {
                 let why = format!("node {node} lost: {reason}");
-                if advance(&mut instance.lifecycle, InstanceState::Lost, now, &why).is_ok() {
+                let lost = instance.lifecycle.reconcile(InstanceState::Lost, now, &why);
+                let instead = "it keeps its state (an exited instance stays EXITED)";
+                if self
+                    .refusals
+                    .check(lost, job.id.as_str(), Some(&instance.id), instead)
+                    .is_some()
+                {
                     changed = true;
                     fx.send_up.push(instance_event(
                         &self.cx,

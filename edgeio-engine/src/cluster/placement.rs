@@ -110,20 +110,16 @@ impl ClusterState {
         }
         self.candidates = set;
         let policy = self.scheduler.name().to_string();
-        let mut job = JobRecord {
-            id: deploy.job.clone(),
-            spec: spec.clone(),
-            lifecycle: Lifecycle::new(JobState::ScheduledNode, now, "placed on nodes"),
-            cluster: Some(self.config.id.clone()),
-            instances: Vec::new(),
-            unschedulable: Vec::new(),
-            refused_by: Vec::new(),
-            first_instance: deploy.first_instance,
-            migration: None,
-            instance_prefix: deploy.instance_prefix.clone(),
-            parts: Vec::new(),
-            offers: Default::default(),
-        };
+        let mut job = JobRecord::new(
+            deploy.job.clone(),
+            spec.clone(),
+            JobState::ScheduledNode,
+            now,
+            "placed on nodes",
+        );
+        job.cluster = Some(self.config.id.clone());
+        job.first_instance = deploy.first_instance;
+        job.instance_prefix = deploy.instance_prefix.clone();
         for node in placed {
             let reason = format!("placed on {node} by {policy}");
             start_instance(&self.cx, &self.config.id, &mut job, &node, reason, now, fx);
@@ -191,18 +187,19 @@ impl ClusterState {
             return;
         }
         let node = i.node.clone().unwrap_or_default();
-        if advance(
-            &mut i.lifecycle,
-            InstanceState::Failed,
-            self.cx.now_ms(),
-            &reason,
-        )
-        .is_ok()
+        let failed = i
+            .lifecycle
+            .reconcile(InstanceState::Failed, self.cx.now_ms(), &reason);
+        let instead = "the instance keeps its state and is not relocated";
+        if self
+            .refusals
+            .check(failed, job.as_str(), Some(instance), instead)
+            .is_some()
         {
             fx.persist.push(Self::job_key(job.as_str()));
             self.relocate_failed(job.as_str(), instance, &node, &reason, fx);
             if let Some(record) = self.jobs.get_mut(job.as_str()) {
-                record.settle(self.cx.now_ms());
+                record.settle(self.cx.now_ms(), &mut self.refusals);
             }
             fx.send_up.push(instance_event(
                 &self.cx,

@@ -84,13 +84,20 @@ impl ClusterState {
                     let Some(instance) = job.instance_mut(&report.instance) else {
                         continue;
                     };
-                    if advance(
-                        &mut instance.lifecycle,
-                        InstanceState::Terminating,
-                        now,
-                        &reason,
-                    )
-                    .is_ok()
+                    let stopping =
+                        instance
+                            .lifecycle
+                            .reconcile(InstanceState::Terminating, now, &reason);
+                    let instead = "no terminate is sent; the instance keeps its state";
+                    if self
+                        .refusals
+                        .check(
+                            stopping,
+                            report.job.as_str(),
+                            Some(&report.instance),
+                            instead,
+                        )
+                        .is_some()
                     {
                         fx.persist.push(Self::job_key(report.job.as_str()));
                         fx.send_up.push(instance_event(
@@ -123,8 +130,14 @@ impl ClusterState {
             let Some(instance) = job.instance_mut(&report.instance) else {
                 continue;
             };
-            if advance(&mut instance.lifecycle, report.state, now, &reason).is_ok() {
-                job.settle(now);
+            let moved = instance.lifecycle.reconcile(report.state, now, &reason);
+            let instead = "the report is not recorded; the instance keeps its state";
+            if self
+                .refusals
+                .check(moved, report.job.as_str(), Some(&report.instance), instead)
+                .is_some()
+            {
+                job.settle(now, &mut self.refusals);
                 fx.persist.push(Self::job_key(report.job.as_str()));
                 fx.send_up.push(instance_event(
                     &self.cx,
@@ -154,18 +167,17 @@ impl ClusterState {
                 event.reason.clone()
             };
             let was = instance.lifecycle.state();
-            match advance(
-                &mut instance.lifecycle,
-                event.state,
-                self.cx.now_ms(),
-                &reason,
-            ) {
-                Ok(()) => {
-                    failed = was != InstanceState::Failed && event.state == InstanceState::Failed
-                }
-                Err(e) => {
-                    debug!(instance = %event.instance, error = %e, "event does not move the instance")
-                }
+            let moved = instance
+                .lifecycle
+                .reconcile(event.state, self.cx.now_ms(), &reason);
+            // a late or duplicate event: its exit code still counts, and it is relayed up
+            let instead = "the instance keeps its state";
+            if self
+                .refusals
+                .check(moved, &job_id, Some(&event.instance), instead)
+                .is_some()
+            {
+                failed = was != InstanceState::Failed && event.state == InstanceState::Failed;
             }
             if event.exit_code.is_some() {
                 instance.exit_code = event.exit_code;
@@ -192,7 +204,7 @@ impl ClusterState {
             self.finish_migration(&job_id, &new, fx);
         }
         if let Some(job) = self.jobs.get_mut(&job_id) {
-            job.settle(self.cx.now_ms());
+            job.settle(self.cx.now_ms(), &mut self.refusals);
         }
     }
 }

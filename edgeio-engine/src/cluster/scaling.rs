@@ -64,7 +64,14 @@ impl ClusterState {
                 return command.ack_in(&self.cx, &cluster);
             };
             job.spec = spec;
-            let _ = advance(&mut job.lifecycle, JobState::Scaling, now, &why);
+            if let Err(e) = job.lifecycle.reconcile(JobState::Scaling, now, &why) {
+                self.refusals.note(
+                    scale.job.as_str(),
+                    None,
+                    &e,
+                    "the replicas are placed all the same; the job settles when they run",
+                );
+            }
             for node in targets {
                 let reason = format!("{why}: placed on {node} by {policy}");
                 start_instance(&self.cx, &cluster, job, &node, reason, now, fx);
@@ -82,7 +89,14 @@ impl ClusterState {
                 return command.ack_in(&self.cx, &cluster);
             };
             job.spec = spec;
-            let _ = advance(&mut job.lifecycle, JobState::Scaling, now, &why);
+            if let Err(e) = job.lifecycle.reconcile(JobState::Scaling, now, &why) {
+                self.refusals.note(
+                    scale.job.as_str(),
+                    None,
+                    &e,
+                    "the newest replicas stop all the same; the job settles when they have",
+                );
+            }
             // the newest go first: the oldest have run longest and proved themselves
             for (id, node) in alive
                 .into_iter()
@@ -100,7 +114,14 @@ impl ClusterState {
                     InstanceState::Terminated
                 };
                 if let Some(i) = job.instance_mut(&id) {
-                    let _ = advance(&mut i.lifecycle, to, now, &reason);
+                    if let Err(e) = i.lifecycle.reconcile(to, now, &reason) {
+                        self.refusals.note(
+                            scale.job.as_str(),
+                            Some(&id),
+                            &e,
+                            "the instance keeps its state; its node reports what it runs",
+                        );
+                    }
                 }
                 fx.send_up.push(instance_event(
                     &self.cx, &cluster, &job.id, &id, &node, to, reason,
@@ -120,7 +141,7 @@ impl ClusterState {
             }
         }
         if let Some(job) = self.jobs.get_mut(scale.job.as_str()) {
-            job.settle(now);
+            job.settle(now, &mut self.refusals);
         }
         fx.persist.push(Self::job_key(scale.job.as_str()));
         command.ack_in(&self.cx, &self.config.id)

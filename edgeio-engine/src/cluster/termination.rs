@@ -14,12 +14,17 @@ impl ClusterState {
         let Some(job) = self.jobs.get_mut(t.job.as_str()) else {
             return command.ack_in(&self.cx, &id);
         };
-        let _ = advance(
-            &mut job.lifecycle,
-            JobState::Terminating,
-            now,
-            "terminate requested",
-        );
+        if let Err(e) = job
+            .lifecycle
+            .reconcile(JobState::Terminating, now, "terminate requested")
+        {
+            self.refusals.note(
+                t.job.as_str(),
+                None,
+                &e,
+                "its instances are stopped all the same",
+            );
+        }
         for instance in job
             .instances
             .iter_mut()
@@ -45,12 +50,18 @@ impl ClusterState {
                 // nothing to stop where nothing is reachable; if the node comes back with
                 // it still running, its report is answered with a terminate (issue 9)
                 let reason = format!("node {node} is not reachable; recorded as terminated");
-                let _ = advance(
-                    &mut instance.lifecycle,
-                    InstanceState::Terminated,
-                    now,
-                    &reason,
-                );
+                if let Err(e) =
+                    instance
+                        .lifecycle
+                        .reconcile(InstanceState::Terminated, now, &reason)
+                {
+                    self.refusals.note(
+                        t.job.as_str(),
+                        Some(&instance.id),
+                        &e,
+                        "the instance keeps its state",
+                    );
+                }
                 fx.send_up.push(instance_event(
                     &self.cx,
                     &id,
@@ -62,7 +73,7 @@ impl ClusterState {
                 ));
             }
         }
-        job.settle(now);
+        job.settle(now, &mut self.refusals);
         fx.persist.push(Self::job_key(t.job.as_str()));
         command.ack_in(&self.cx, &id)
     }

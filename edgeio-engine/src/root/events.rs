@@ -57,8 +57,14 @@ impl RootState {
         };
         match job.instance_mut(&event.instance) {
             Some(instance) => {
-                if let Err(e) = advance(&mut instance.lifecycle, event.state, now, &reason) {
-                    debug!(instance = %event.instance, error = %e, "event does not move the instance");
+                if let Err(e) = instance.lifecycle.reconcile(event.state, now, &reason) {
+                    // a late or duplicate event: where it runs and its exit code still count
+                    self.refusals.note(
+                        event.job.as_str(),
+                        Some(&event.instance),
+                        &e,
+                        "the instance keeps its state",
+                    );
                 }
                 instance.node = Some(event.node.clone());
                 instance.cluster = Some(cluster.to_string());
@@ -109,7 +115,7 @@ impl RootState {
                     .push(terminate_command(&self.cx, &self.config, &from, &id));
             }
         }
-        job.settle(now);
+        job.settle(now, &mut self.refusals);
         fx.persist.push(job_key(event.job.as_str()));
         let escalate = owner
             && job.is_live()

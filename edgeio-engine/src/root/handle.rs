@@ -10,6 +10,12 @@ pub struct RootHandle {
 }
 
 impl RootHandle {
+    /// How many state changes the engine refused so far (late, duplicate or post-termination
+    /// events; each was logged with its ids). A test or the simulator reads it.
+    pub fn refused_transitions(&self) -> u64 {
+        self.shared.state().refusals.count()
+    }
+
     fn not_found(kind: &'static str, id: &str) -> ApiError {
         ApiError::NotFound {
             kind,
@@ -89,20 +95,14 @@ impl RootApi for RootHandle {
                 });
             }
             state.reserving.push(spec.name.clone());
-            JobRecord {
-                id: new_job_id(&spec.name, &state.cx),
-                lifecycle: Lifecycle::new(JobState::Requested, state.cx.now_ms(), "submitted"),
+            let id = new_job_id(&spec.name, &state.cx);
+            JobRecord::new(
+                id,
                 spec,
-                cluster: None,
-                instances: Vec::new(),
-                unschedulable: Vec::new(),
-                refused_by: Vec::new(),
-                first_instance: 0,
-                migration: None,
-                instance_prefix: None,
-                parts: Vec::new(),
-                offers: BTreeMap::new(),
-            }
+                JobState::Requested,
+                state.cx.now_ms(),
+                "submitted",
+            )
         };
         // written before it exists for anyone: a failed write leaves no half-created job
         let written = self

@@ -68,13 +68,18 @@ impl RootState {
         job.unschedulable.extend(unschedulable);
         let why = format!("migration abandoned, it stays where it ran: {why}");
         warn!(job = id, %why, "migration abandoned");
-        let _ = advance(
-            &mut job.lifecycle,
-            JobState::Running,
-            self.cx.now_ms(),
-            &why,
-        );
-        job.settle(self.cx.now_ms());
+        if let Err(e) = job
+            .lifecycle
+            .reconcile(JobState::Running, self.cx.now_ms(), &why)
+        {
+            self.refusals.note(
+                id,
+                None,
+                &e,
+                "the job keeps its state; the next report settles it",
+            );
+        }
+        job.settle(self.cx.now_ms(), &mut self.refusals);
     }
 
     /// Starts moving job `id` (or, for a spread job, its part) from cluster `from` to
@@ -97,17 +102,25 @@ impl RootState {
             Some(n) => format!("node {n} of cluster {cluster}"),
             None => format!("cluster {cluster}"),
         };
-        let why = match job.parts.iter_mut().find(|p| p.cluster == from) {
-            Some(part) => {
-                part.cluster = cluster.to_string();
-                format!(
-                    "migrate the part on cluster {from} ({} replicas) to {target} requested",
-                    part.replicas
-                )
-            }
+        let why = match job.parts.iter().find(|p| p.cluster == from) {
+            Some(part) => format!(
+                "migrate the part on cluster {from} ({} replicas) to {target} requested",
+                part.replicas
+            ),
             None => format!("migrate to {target} requested"),
         };
-        let _ = advance(&mut job.lifecycle, JobState::Migrating, now, &why);
+        if let Err(e) = job.lifecycle.reconcile(JobState::Migrating, now, &why) {
+            self.refusals.note(
+                id,
+                None,
+                &e,
+                "nothing moves: no migration is recorded or sent",
+            );
+            return;
+        }
+        if let Some(part) = job.parts.iter_mut().find(|p| p.cluster == from) {
+            part.cluster = cluster.to_string();
+        }
         job.cluster = Some(cluster.to_string());
         if !job.parts.is_empty() {
             job.cluster_from_parts();
@@ -290,12 +303,15 @@ impl RootState {
             MigrateTarget::Node(n) => format!("node {n}"),
             _ => "another node or cluster".to_string(),
         };
-        let _ = advance(
-            &mut job.lifecycle,
-            JobState::Migrating,
-            now,
-            &format!("migrate to {text} requested"),
-        );
+        let why = format!("migrate to {text} requested");
+        if let Err(e) = job.lifecycle.reconcile(JobState::Migrating, now, &why) {
+            self.refusals
+                .note(id, None, &e, "the migration is refused; nothing moves");
+            return Err(ApiError::Conflict {
+                message: format!("job {id}: {e}"),
+                details: Vec::new(),
+            });
+        }
         job.migration = Some(Migration {
             first_new: job.instances.len(),
             target: text,

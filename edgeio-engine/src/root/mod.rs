@@ -8,8 +8,8 @@
 
 use crate::effects::{record_json, Core, Effects, Outcome, Records};
 use crate::records::{
-    advance, load, new_job_id, ClusterRecord, InstanceRecord, JobRecord, Migration, Part, CLUSTERS,
-    JOBS,
+    load, new_job_id, ClusterRecord, InstanceRecord, JobRecord, Migration, Part, Refusals,
+    CLUSTERS, JOBS,
 };
 use async_trait::async_trait;
 use edgeio_core::api::{ApiError, ClusterView, JobView, LogStream, LogsQuery, NodeView, RootApi};
@@ -43,6 +43,8 @@ mod resync;
 mod scaling;
 mod spread;
 mod termination;
+#[cfg(test)]
+mod tests;
 
 pub use handle::RootHandle;
 
@@ -105,6 +107,8 @@ enum Tag {
 type Fx = Effects<Tag>;
 
 struct RootState {
+    /// State changes refused so far (logged and counted; see [`Refusals`]).
+    refusals: Refusals,
     /// Where decisions read the time and draw ids.
     cx: Context,
     config: RootConfig,
@@ -223,9 +227,15 @@ impl RootEngine {
         let now = cx.now_ms();
         let mut clusters = BTreeMap::new();
         for mut c in load::<ClusterRecord>(&*store, CLUSTERS).await? {
-            let _ = c
-                .lifecycle
-                .transition(ClusterState::Inactive, now, "root restarted");
+            // every cluster is INACTIVE until it dials in again (one already INACTIVE stays)
+            if c.lifecycle.state() == ClusterState::Active {
+                if let Err(e) =
+                    c.lifecycle
+                        .transition(ClusterState::Inactive, now, "root restarted")
+                {
+                    warn!(cluster = %c.id, error = %e, "cluster state refused on restart");
+                }
+            }
             clusters.insert(c.id.clone(), c);
         }
         let jobs: BTreeMap<String, JobRecord> = load::<JobRecord>(&*store, JOBS)
@@ -234,6 +244,7 @@ impl RootEngine {
             .map(|job| (job.id.to_string(), job))
             .collect();
         let state = RootState {
+            refusals: Refusals::default(),
             cx,
             config,
             scheduler,

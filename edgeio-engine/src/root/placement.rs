@@ -23,12 +23,17 @@ impl RootState {
                 if job.lifecycle.state() == JobState::Running {
                     // the move shows in the job's history, with its reason
                     let why = format!("{count} replicas go to cluster {}: {reason}", p.candidate);
-                    let _ = advance(
-                        &mut job.lifecycle,
-                        JobState::ScheduledNode,
-                        self.cx.now_ms(),
-                        &why,
-                    );
+                    if let Err(e) =
+                        job.lifecycle
+                            .reconcile(JobState::ScheduledNode, self.cx.now_ms(), &why)
+                    {
+                        self.refusals.note(
+                            id,
+                            None,
+                            &e,
+                            "the part is placed all the same; the job settles when it runs",
+                        );
+                    }
                 }
                 job.parts.push(Part {
                     cluster: p.candidate.clone(),
@@ -105,15 +110,14 @@ impl RootState {
         let Some(record) = self.jobs.get_mut(id) else {
             return;
         };
-        if advance(
-            &mut record.lifecycle,
-            JobState::Requested,
-            self.cx.now_ms(),
-            reason,
-        )
-        .is_ok()
+        match record
+            .lifecycle
+            .reconcile(JobState::Requested, self.cx.now_ms(), reason)
         {
-            self.schedule(id, fx);
+            Ok(_) => self.schedule(id, fx),
+            Err(e) => self
+                .refusals
+                .note(id, None, &e, "the job is not placed again"),
         }
     }
 
@@ -164,7 +168,12 @@ impl RootState {
         match placed {
             Ok(p) => {
                 let reason = format!("placed on cluster {} by {policy}", p.candidate);
-                if advance(&mut job.lifecycle, JobState::ScheduledCluster, now, &reason).is_err() {
+                if let Err(e) = job
+                    .lifecycle
+                    .reconcile(JobState::ScheduledCluster, now, &reason)
+                {
+                    self.refusals
+                        .note(id, None, &e, "no deploy is sent; the job keeps its state");
                     return;
                 }
                 job.cluster = Some(p.candidate.clone());
@@ -187,7 +196,17 @@ impl RootState {
                     }
                     other => other.to_string(),
                 };
-                let _ = advance(&mut job.lifecycle, JobState::NotDeployable, now, &reason);
+                if let Err(e) = job
+                    .lifecycle
+                    .reconcile(JobState::NotDeployable, now, &reason)
+                {
+                    self.refusals.note(
+                        id,
+                        None,
+                        &e,
+                        "the job keeps its state and its reasons are recorded",
+                    );
+                }
                 info!(job = id, %reason, "job not deployable");
             }
         }

@@ -34,9 +34,13 @@ impl RootState {
         let record = match self.clusters.remove(&id) {
             Some(mut old) => {
                 if old.lifecycle.state() == ClusterState::Inactive {
-                    let _ = old
-                        .lifecycle
-                        .transition(ClusterState::Active, now, "registered again");
+                    // INACTIVE -> ACTIVE is in the table: a refusal would be a bug, logged
+                    if let Err(e) =
+                        old.lifecycle
+                            .transition(ClusterState::Active, now, "registered again")
+                    {
+                        warn!(cluster = %id, error = %e, "cluster state refused; it stays INACTIVE");
+                    }
                 }
                 old.location = request.location;
                 old.labels = request.labels;

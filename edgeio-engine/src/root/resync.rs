@@ -53,8 +53,18 @@ impl RootState {
                         record.cluster = Some(cluster.to_string());
                         record.refused_by.clear();
                         let why = format!("cluster {cluster} is back and still runs it");
-                        let _ =
-                            advance(&mut record.lifecycle, JobState::ScheduledCluster, now, &why);
+                        if let Err(e) =
+                            record
+                                .lifecycle
+                                .reconcile(JobState::ScheduledCluster, now, &why)
+                        {
+                            self.refusals.note(
+                                job.as_str(),
+                                None,
+                                &e,
+                                "the events it reports settle the job",
+                            );
+                        }
                     }
                     for event in events {
                         self.on_instance_event(cluster, event.clone(), fx);
@@ -91,12 +101,25 @@ impl RootState {
                         for i in record.instances.iter_mut().filter(|i| {
                             !i.is_over() && (!spread || i.cluster.as_deref() == Some(cluster))
                         }) {
-                            let _ = advance(&mut i.lifecycle, InstanceState::Terminated, now, &why);
+                            if let Err(e) =
+                                i.lifecycle.reconcile(InstanceState::Terminated, now, &why)
+                            {
+                                self.refusals.note(
+                                    &id,
+                                    Some(&i.id),
+                                    &e,
+                                    "the instance keeps its state",
+                                );
+                            }
                         }
                         if !spread {
-                            let _ = advance(&mut record.lifecycle, JobState::Terminated, now, &why);
+                            if let Err(e) =
+                                record.lifecycle.reconcile(JobState::Terminated, now, &why)
+                            {
+                                self.refusals.note(&id, None, &e, "the job keeps its state");
+                            }
                         }
-                        record.settle(now);
+                        record.settle(now, &mut self.refusals);
                         fx.persist.push(job_key(&id));
                     }
                 }
@@ -131,7 +154,17 @@ impl RootState {
                     .iter_mut()
                     .filter(|i| !i.is_over() && i.cluster.as_deref() == Some(cluster))
                 {
-                    let _ = advance(&mut instance.lifecycle, InstanceState::Lost, now, reason);
+                    if let Err(e) = instance
+                        .lifecycle
+                        .reconcile(InstanceState::Lost, now, reason)
+                    {
+                        self.refusals.note(
+                            id,
+                            Some(&instance.id),
+                            &e,
+                            "it keeps its state (an exited instance stays EXITED)",
+                        );
+                    }
                 }
                 job.cluster_from_parts();
                 if !job.refused_by.iter().any(|c| c == cluster) {
@@ -146,7 +179,17 @@ impl RootState {
         job.cluster = None;
         job.parts.clear();
         for instance in job.instances.iter_mut().filter(|i| !i.is_over()) {
-            let _ = advance(&mut instance.lifecycle, InstanceState::Lost, now, reason);
+            if let Err(e) = instance
+                .lifecycle
+                .reconcile(InstanceState::Lost, now, reason)
+            {
+                self.refusals.note(
+                    id,
+                    Some(&instance.id),
+                    &e,
+                    "it keeps its state (an exited instance stays EXITED)",
+                );
+            }
         }
         fx.persist.push(job_key(id));
         self.reschedule(id, reason, fx);

@@ -46,14 +46,19 @@ impl RootState {
         }
         record.spec.replicas = from;
         let why = format!("scale to {to} refused by cluster {cluster}: {error}; it keeps {from}");
-        let _ = advance(
-            &mut record.lifecycle,
-            JobState::Running,
-            self.cx.now_ms(),
-            &why,
-        );
+        if let Err(e) = record
+            .lifecycle
+            .reconcile(JobState::Running, self.cx.now_ms(), &why)
+        {
+            self.refusals.note(
+                job.as_str(),
+                None,
+                &e,
+                "the job keeps its state; the count is restored all the same",
+            );
+        }
         warn!(job = %job, %why, "scale refused");
-        record.settle(self.cx.now_ms());
+        record.settle(self.cx.now_ms(), &mut self.refusals);
         fx.persist.push(job_key(job.as_str()));
     }
 
@@ -100,7 +105,9 @@ impl RootState {
                 };
                 job.spec.replicas = replicas;
                 let why = format!("scale from {from} to {replicas} replicas requested");
-                let _ = advance(&mut job.lifecycle, JobState::Scaling, self.cx.now_ms(), &why);
+                if let Err(e) = job.lifecycle.reconcile(JobState::Scaling, self.cx.now_ms(), &why) {
+                    self.refusals.note(id, None, &e, "the scale goes ahead; the job settles when its replicas run");
+                }
                 // (cluster, its new count, or None: let go of its part)
                 let mut changes: Vec<(String, Option<u32>)> = Vec::new();
                 if job.parts.is_empty() {

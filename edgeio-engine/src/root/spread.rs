@@ -72,8 +72,15 @@ impl RootState {
                 if job.parts.len() == 1 {
                     job.parts.clear();
                 }
-                let _ = advance(&mut job.lifecycle, JobState::Running, now, &why);
-                job.settle(now);
+                if let Err(e) = job.lifecycle.reconcile(JobState::Running, now, &why) {
+                    self.refusals.note(
+                        id,
+                        None,
+                        &e,
+                        "the job keeps its state; the count is narrowed all the same",
+                    );
+                }
+                job.settle(now, &mut self.refusals);
             }
             JobState::ScheduledCluster | JobState::ScheduledNode if !ran => {
                 let why = format!("{reason}; the other clusters cannot take them either");
@@ -81,14 +88,27 @@ impl RootState {
                 job.parts.clear();
                 job.cluster = None;
                 for instance in job.instances.iter_mut().filter(|i| !i.is_over()) {
-                    let _ = advance(
-                        &mut instance.lifecycle,
-                        InstanceState::Terminating,
-                        now,
-                        &why,
+                    if let Err(e) =
+                        instance
+                            .lifecycle
+                            .reconcile(InstanceState::Terminating, now, &why)
+                    {
+                        self.refusals.note(
+                            id,
+                            Some(&instance.id),
+                            &e,
+                            "the instance keeps its state",
+                        );
+                    }
+                }
+                if let Err(e) = job.lifecycle.reconcile(JobState::NotDeployable, now, &why) {
+                    self.refusals.note(
+                        id,
+                        None,
+                        &e,
+                        "the job keeps its state; its parts are stopped all the same",
                     );
                 }
-                let _ = advance(&mut job.lifecycle, JobState::NotDeployable, now, &why);
                 let job_id = job.id.clone();
                 for c in clusters {
                     fx.commands
@@ -141,7 +161,12 @@ impl RootState {
             "spread over clusters {}: no one cluster can take all {wanted} replicas",
             text.join(", ")
         );
-        if advance(&mut job.lifecycle, JobState::ScheduledCluster, now, &reason).is_err() {
+        if let Err(e) = job
+            .lifecycle
+            .reconcile(JobState::ScheduledCluster, now, &reason)
+        {
+            self.refusals
+                .note(id, None, &e, "the job is not spread; it keeps its state");
             return false;
         }
         info!(job = id, %reason, "spreading a job");

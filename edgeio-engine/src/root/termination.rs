@@ -18,12 +18,14 @@ impl RootState {
         if record.lifecycle.state() == JobState::Terminating
             && record.instances.iter().all(InstanceRecord::is_over)
         {
-            let _ = advance(
-                &mut record.lifecycle,
+            if let Err(e) = record.lifecycle.reconcile(
                 JobState::Terminated,
                 self.cx.now_ms(),
                 "the cluster ran nothing of it",
-            );
+            ) {
+                self.refusals
+                    .note(job.as_str(), None, &e, "the job stays TERMINATING");
+            }
             fx.persist.push(job_key(job.as_str()));
         }
     }
@@ -38,12 +40,12 @@ impl RootState {
             return Ok(job.view());
         }
         let now = self.cx.now_ms();
-        let _ = advance(
-            &mut job.lifecycle,
-            JobState::Terminating,
-            now,
-            "terminate requested",
-        );
+        if let Err(e) = job
+            .lifecycle
+            .reconcile(JobState::Terminating, now, "terminate requested")
+        {
+            self.refusals.note(id, None, &e, "the job keeps its state");
+        }
         let mut clusters = job.clusters();
         // a move across clusters not finished yet: the cluster it leaves still runs it
         clusters.extend(job.migration.as_ref().and_then(|m| m.from_cluster.clone()));
@@ -63,12 +65,13 @@ impl RootState {
                 }
             }
             _ => {
-                let _ = advance(
-                    &mut job.lifecycle,
-                    JobState::Terminated,
-                    now,
-                    "nothing was running",
-                );
+                if let Err(e) =
+                    job.lifecycle
+                        .reconcile(JobState::Terminated, now, "nothing was running")
+                {
+                    self.refusals
+                        .note(id, None, &e, "the job stays TERMINATING");
+                }
             }
         }
         fx.persist.push(job_key(id));

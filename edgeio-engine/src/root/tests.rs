@@ -1,0 +1,324 @@
+//! The root's decisions by value: given this state, this input at this time → this state and
+//! these effects. No transport, no store, no task: the state is built in place and its
+//! methods are called with a manual clock and seeded ids.
+
+use super::*;
+use edgeio_core::clock::{ManualClock, SeededIds};
+use edgeio_core::model::{Arch, Resources};
+use edgeio_core::reliable::CommandOutcome;
+use edgeio_core::testing::SimpleScheduler;
+
+const GIB: u64 = 1 << 30;
+
+struct Fixture {
+    state: RootState,
+    clock: Arc<ManualClock>,
+}
+
+fn fixture() -> Fixture {
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let cx = Context::new(clock.clone(), Arc::new(SeededIds::new(1)));
+    let state = RootState {
+        cx,
+        refusals: Refusals::default(),
+        config: RootConfig::default(),
+        scheduler: Arc::new(SimpleScheduler),
+        clusters: BTreeMap::new(),
+        jobs: BTreeMap::new(),
+        reserving: Vec::new(),
+        queries: BTreeMap::new(),
+        streams: BTreeMap::new(),
+        syncs: BTreeMap::new(),
+    };
+    Fixture { state, clock }
+}
+
+fn aggregate(cpu_millis: u64) -> ClusterAggregate {
+    let free = Resources {
+        cpu_millis,
+        memory_bytes: 4 * GIB,
+        disk_bytes: 10 * GIB,
+        gpus: 0,
+    };
+    ClusterAggregate {
+        nodes: 1,
+        ready_nodes: 1,
+        total: free,
+        free,
+        largest_free: free,
+        architectures: vec![Arch::Amd64],
+        runtimes: vec!["native".into()],
+        labels: Labels::new(),
+        location: None,
+        node_names: vec!["n1".into()],
+        node_labels: vec![Labels::new()],
+    }
+}
+
+impl Fixture {
+    /// Registers `name` and gives it an aggregate with `cpu_millis` free.
+    fn cluster(&mut self, name: &str, cpu_millis: u64) {
+        let mut fx = Fx::default();
+        let request = RegisterRequest {
+            role: PeerRole::Cluster,
+            name: name.into(),
+            previous_id: None,
+            capabilities: None,
+            location: None,
+            labels: Labels::new(),
+        };
+        self.state.register(request, &mut fx).unwrap();
+        self.state
+            .on_aggregate(name, aggregate(cpu_millis), &mut fx);
+    }
+
+    /// A REQUESTED job asking for `cpu_millis`, scheduled at once; the effects returned.
+    fn submit(&mut self, name: &str, cpu_millis: u64) -> (String, Fx) {
+        let spec = JobSpec::minimal(
+            name,
+            "fake:run",
+            "native",
+            Resources {
+                cpu_millis,
+                ..Resources::ZERO
+            },
+        );
+        let now = self.state.cx.now_ms();
+        let id = new_job_id(name, &self.state.cx);
+        let record = JobRecord::new(id.clone(), spec, JobState::Requested, now, "submitted");
+        self.state.jobs.insert(id.to_string(), record);
+        let mut fx = Fx::default();
+        self.state.schedule(id.as_str(), &mut fx);
+        (id.to_string(), fx)
+    }
+
+    fn job(&self, id: &str) -> &JobRecord {
+        &self.state.jobs[id]
+    }
+
+    fn states(&self, id: &str) -> Vec<JobState> {
+        self.job(id)
+            .lifecycle
+            .history()
+            .iter()
+            .map(|h| h.state)
+            .collect()
+    }
+}
+
+/// The clusters the effects send a deploy to, in order.
+fn deploys(fx: &Fx) -> Vec<String> {
+    fx.commands
+        .iter()
+        .filter(|(_, e, _)| matches!(e.body, Message::Deploy(_)))
+        .map(|(c, _, _)| c.clone())
+        .collect()
+}
+
+fn nack(message: &str) -> Result<CommandOutcome, TransportError> {
+    Ok(CommandOutcome::Nacked(ErrorBody {
+        code: "refused".into(),
+        message: message.into(),
+    }))
+}
+
+#[test]
+fn a_job_is_placed_on_the_cluster_with_room_and_a_deploy_goes_there() {
+    let mut f = fixture();
+    f.cluster("small", 500);
+    f.cluster("big", 4000);
+    let (id, fx) = f.submit("web", 1000);
+    assert_eq!(f.job(&id).lifecycle.state(), JobState::ScheduledCluster);
+    assert_eq!(f.job(&id).cluster.as_deref(), Some("big"));
+    assert_eq!(deploys(&fx), ["big"]);
+    assert!(fx.persist.contains(&job_key(&id)));
+    // the deploy's id and time come from the injected context
+    let (_, envelope, _) = &fx.commands[0];
+    assert_eq!(envelope.ts, 1_000_000);
+}
+
+#[test]
+fn the_same_inputs_make_the_same_decisions_with_the_same_ids() {
+    let run = || {
+        let mut f = fixture();
+        f.cluster("a", 4000);
+        let (id, fx) = f.submit("web", 1000);
+        (id, fx.commands[0].1.id.clone())
+    };
+    assert_eq!(run(), run());
+}
+
+#[test]
+fn a_refusal_sends_the_job_to_the_next_cluster() {
+    let mut f = fixture();
+    f.cluster("a", 4000);
+    f.cluster("b", 4000);
+    let (id, fx) = f.submit("web", 1000);
+    let first = deploys(&fx)[0].clone();
+    let mut fx = Fx::default();
+    let job = f.job(&id).id.clone();
+    f.state
+        .on_deploy_outcome(&job, &first, nack("capacity changed"), &mut fx);
+    let second = deploys(&fx);
+    assert_eq!(second.len(), 1);
+    assert_ne!(second[0], first);
+    assert_eq!(f.job(&id).cluster.as_deref(), Some(second[0].as_str()));
+    assert_eq!(
+        f.states(&id),
+        [
+            JobState::Requested,
+            JobState::ScheduledCluster,
+            JobState::Requested,
+            JobState::ScheduledCluster
+        ]
+    );
+    assert!(f.job(&id).refused_by.contains(&first));
+}
+
+#[test]
+fn a_job_every_cluster_refuses_is_not_deployable_with_every_tiers_reasons() {
+    let mut f = fixture();
+    f.cluster("a", 4000);
+    let (id, _) = f.submit("web", 1000);
+    let job = f.job(&id).id.clone();
+    let unschedulable = Unschedulable::new(1);
+    let mut fx = Fx::default();
+    let outcome = Ok(CommandOutcome::Unschedulable(
+        ErrorBody {
+            code: "unschedulable".into(),
+            message: "no node fits".into(),
+        },
+        Box::new(unschedulable),
+    ));
+    f.state.on_deploy_outcome(&job, "a", outcome, &mut fx);
+    assert_eq!(f.job(&id).lifecycle.state(), JobState::NotDeployable);
+    assert!(deploys(&fx).is_empty());
+    // the cluster's explanation is kept with the job
+    assert!(f
+        .job(&id)
+        .unschedulable
+        .iter()
+        .any(|u| u.tier == Tier::Nodes && u.candidates == 1));
+    // nothing fits at the root either: refused by the root's scheduler, never sent
+    let (big, fx) = f.submit("huge", 64_000);
+    assert!(deploys(&fx).is_empty());
+    assert_eq!(f.job(&big).lifecycle.state(), JobState::NotDeployable);
+    let reason = &f.job(&big).lifecycle.history().last().unwrap().reason;
+    assert!(!reason.is_empty());
+}
+
+#[test]
+fn a_silent_cluster_is_inactive_and_its_jobs_move_after_the_timeout() {
+    let mut f = fixture();
+    f.cluster("a", 4000);
+    let (id, _) = f.submit("web", 1000);
+    assert_eq!(f.job(&id).cluster.as_deref(), Some("a"));
+    f.cluster("b", 4000);
+    let config = f.state.config.clone();
+    let silence = config.aggregate_interval * config.missed_aggregates;
+    // "b" keeps talking, "a" falls silent
+    f.clock.advance_ms(silence.as_millis() as u64 + 1);
+    let mut fx = Fx::default();
+    f.state.on_aggregate("b", aggregate(4000), &mut fx);
+    f.state.check_clusters(&mut fx);
+    assert_eq!(
+        f.state.clusters["a"].lifecycle.state(),
+        ClusterState::Inactive
+    );
+    assert_eq!(f.job(&id).cluster.as_deref(), Some("a"), "not moved yet");
+    // past the timeout its jobs are placed elsewhere
+    f.clock
+        .advance_ms(config.cluster_timeout.as_millis() as u64);
+    let mut fx = Fx::default();
+    f.state.on_aggregate("b", aggregate(4000), &mut fx);
+    f.state.check_clusters(&mut fx);
+    assert_eq!(f.job(&id).cluster.as_deref(), Some("b"));
+    assert_eq!(deploys(&fx), ["b"]);
+    // "a" is told nothing now (it is away); re-sync settles it when it is back
+    let states = f.states(&id);
+    assert_eq!(
+        &states[states.len() - 2..],
+        [JobState::Requested, JobState::ScheduledCluster]
+    );
+}
+
+#[test]
+fn an_event_after_termination_is_refused_counted_and_changes_nothing() {
+    let mut f = fixture();
+    f.cluster("a", 4000);
+    let (id, _) = f.submit("web", 1000);
+    let job = f.job(&id).id.clone();
+    let mut fx = Fx::default();
+    let running = |state| InstanceEvent {
+        job: job.clone(),
+        instance: InstanceId::new(format!("{job}-0")).unwrap(),
+        node: "n1".into(),
+        state,
+        exit_code: None,
+        reason: String::new(),
+        unschedulable: None,
+    };
+    f.state
+        .on_instance_event("a", running(InstanceState::Running), &mut fx);
+    assert_eq!(f.job(&id).lifecycle.state(), JobState::Running);
+    f.state
+        .on_instance_event("a", running(InstanceState::Terminated), &mut fx);
+    let before = f.state.refusals.count();
+    let history = f.job(&id).instances[0].lifecycle.history().len();
+    // a late RUNNING after TERMINATED: refused, noted, the instance stays TERMINATED
+    f.state
+        .on_instance_event("a", running(InstanceState::Running), &mut fx);
+    assert_eq!(f.state.refusals.count(), before + 1);
+    assert_eq!(
+        f.job(&id).instances[0].lifecycle.state(),
+        InstanceState::Terminated
+    );
+    assert_eq!(f.job(&id).instances[0].lifecycle.history().len(), history);
+}
+
+#[test]
+fn a_migration_of_a_job_that_is_not_running_is_refused_and_records_nothing() {
+    let mut f = fixture();
+    f.cluster("a", 4000);
+    let (id, _) = f.submit("web", 1000);
+    let mut fx = Fx::default();
+    let answer = f.state.migrate(&id, MigrateTarget::Anywhere, None, &mut fx);
+    assert!(
+        matches!(answer, Err(ApiError::Conflict { .. })),
+        "{answer:?}"
+    );
+    assert!(f.job(&id).migration.is_none());
+    assert!(fx.commands.is_empty());
+}
+
+#[test]
+fn scaling_up_asks_the_jobs_cluster_and_a_refusal_restores_the_count() {
+    let mut f = fixture();
+    f.cluster("a", 4000);
+    let (id, _) = f.submit("web", 1000);
+    let job = f.job(&id).id.clone();
+    let mut fx = Fx::default();
+    let event = InstanceEvent {
+        job: job.clone(),
+        instance: InstanceId::new(format!("{job}-0")).unwrap(),
+        node: "n1".into(),
+        state: InstanceState::Running,
+        exit_code: None,
+        reason: String::new(),
+        unschedulable: None,
+    };
+    f.state.on_instance_event("a", event, &mut fx);
+    let mut fx = Fx::default();
+    f.state.scale(&id, 3, &mut fx).unwrap();
+    assert_eq!(f.job(&id).lifecycle.state(), JobState::Scaling);
+    assert!(matches!(
+        fx.commands.as_slice(),
+        [(c, e, Tag::Scale { from: 1, .. })] if c == "a" && matches!(&e.body, Message::Scale(s) if s.replicas == 3)
+    ));
+    // the only cluster refuses: nowhere else to go, the job keeps one replica
+    let mut fx = Fx::default();
+    f.state
+        .on_scale_outcome(&job, "a", 1, nack("no room"), &mut fx);
+    assert_eq!(f.job(&id).spec.replicas, 1);
+    assert_eq!(f.job(&id).lifecycle.state(), JobState::Running);
+}
