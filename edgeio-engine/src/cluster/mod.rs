@@ -46,6 +46,8 @@ mod relocation;
 mod reports;
 mod scaling;
 mod termination;
+#[cfg(test)]
+mod tests;
 
 /// An `instance_event` from this cluster (`from`) for the root.
 fn instance_event(

@@ -1,0 +1,317 @@
+//! The cluster's decisions by value: given this state, this input at this time → this state
+//! and these effects, on a manual clock with seeded ids; no transport, store or task.
+
+use super::*;
+use edgeio_core::clock::{ManualClock, SeededIds};
+use edgeio_core::job::JobSpec;
+use edgeio_core::model::{Arch, Capabilities, RuntimeInfo};
+use edgeio_core::testing::SimpleScheduler;
+use edgeio_core::wire::{ChannelKind, ChannelSettings, InstanceReport, PeerRole};
+
+const GIB: u64 = 1 << 30;
+
+struct Fixture {
+    state: ClusterState,
+    clock: Arc<ManualClock>,
+}
+
+fn fixture() -> Fixture {
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let cx = Context::new(clock.clone(), Arc::new(SeededIds::new(2)));
+    let config = ClusterConfig {
+        id: "edge".into(),
+        channel: ChannelSettings {
+            kind: ChannelKind::Ws,
+            broker: None,
+            topics: None,
+            status_interval_ms: 1000,
+            max_message_bytes: 1 << 20,
+        },
+        missed_heartbeats: 3,
+        aggregate_interval: Duration::from_secs(1),
+        location: None,
+        labels: Labels::new(),
+        grace: Duration::from_secs(1),
+        reliable: ReliableConfig::default(),
+    };
+    let state = ClusterState {
+        cx,
+        refusals: Refusals::default(),
+        config,
+        scheduler: Arc::new(SimpleScheduler),
+        nodes: BTreeMap::new(),
+        candidates: CandidateSet::for_tier(Tier::Nodes),
+        jobs: BTreeMap::new(),
+        relayed: BTreeMap::new(),
+        following: BTreeMap::new(),
+        stopping: BTreeSet::new(),
+    };
+    Fixture { state, clock }
+}
+
+fn capabilities(cores: u32) -> Capabilities {
+    Capabilities {
+        arch: Arch::Amd64,
+        cores,
+        memory_bytes: 4 * GIB,
+        disk_bytes: 10 * GIB,
+        gpus: 0,
+        runtimes: vec![RuntimeInfo {
+            kind: "native".into(),
+            version: "1".into(),
+        }],
+        labels: Labels::new(),
+        location: None,
+    }
+}
+
+fn spec(name: &str, cpu_millis: u64, replicas: u32) -> JobSpec {
+    let mut spec = JobSpec::minimal(
+        name,
+        "fake:run",
+        "native",
+        Resources {
+            cpu_millis,
+            ..Resources::ZERO
+        },
+    );
+    spec.replicas = replicas;
+    spec
+}
+
+impl Fixture {
+    fn node(&mut self, name: &str, cores: u32) {
+        let mut fx = Fx::default();
+        let request = RegisterRequest {
+            role: PeerRole::Node,
+            name: name.into(),
+            previous_id: None,
+            capabilities: Some(capabilities(cores)),
+            location: None,
+            labels: Labels::new(),
+        };
+        let reply = self.state.register(request, &mut fx).unwrap();
+        assert_eq!(reply.id, name);
+    }
+
+    /// A status from `node` saying it runs `running` (job, instance) pairs.
+    fn status(&mut self, node: &str, running: &[(&JobId, &InstanceId)]) -> Fx {
+        let total = self.state.nodes[node].total;
+        let status = NodeStatus {
+            free: total,
+            total,
+            instances: running
+                .iter()
+                .map(|(job, instance)| InstanceReport {
+                    instance: (*instance).clone(),
+                    job: (*job).clone(),
+                    state: InstanceState::Running,
+                })
+                .collect(),
+            usage: None,
+        };
+        let mut fx = Fx::default();
+        self.state.on_status(node, status, &mut fx);
+        fx
+    }
+
+    fn deploy(&mut self, spec: JobSpec) -> (Envelope, Fx) {
+        let job = JobId::new(format!("{}-1", spec.name)).unwrap();
+        let command = Envelope::new_in(
+            &self.state.cx,
+            "root",
+            Message::Deploy(Box::new(Deploy {
+                job,
+                spec,
+                instance: None,
+                first_instance: 0,
+                instance_prefix: None,
+            })),
+        );
+        let Message::Deploy(deploy) = &command.body else {
+            unreachable!()
+        };
+        let mut fx = Fx::default();
+        let answer = self.state.on_deploy(&command, deploy, &mut fx);
+        (answer, fx)
+    }
+
+    fn instance_states(&self, job: &str) -> Vec<(String, InstanceState)> {
+        self.state.jobs[job]
+            .instances
+            .iter()
+            .map(|i| (i.node.clone().unwrap_or_default(), i.lifecycle.state()))
+            .collect()
+    }
+}
+
+/// The nodes the effects command to start an instance, in order.
+fn starts(fx: &Fx) -> Vec<String> {
+    fx.commands
+        .iter()
+        .filter(|(_, e, _)| matches!(e.body, Message::Deploy(_)))
+        .map(|(n, _, _)| n.clone())
+        .collect()
+}
+
+#[test]
+fn a_deploy_is_acked_and_each_replica_goes_to_a_node_as_a_pending_instance() {
+    let mut f = fixture();
+    f.node("n1", 4);
+    f.node("n2", 4);
+    let (answer, fx) = f.deploy(spec("web", 1000, 2));
+    assert!(matches!(answer.body, Message::Ack(_)), "{answer:?}");
+    assert_eq!(starts(&fx).len(), 2);
+    let states = f.instance_states("web-1");
+    assert!(states.iter().all(|(_, s)| *s == InstanceState::Pending));
+    assert_eq!(
+        f.state.jobs["web-1"].lifecycle.state(),
+        JobState::ScheduledNode
+    );
+    // the root hears of each instance at once
+    assert_eq!(
+        fx.send_up
+            .iter()
+            .filter(|e| matches!(e.body, Message::InstanceEvent(_)))
+            .count(),
+        2
+    );
+}
+
+#[test]
+fn a_deploy_no_node_can_hold_is_nacked_with_the_schedulers_reasons_and_nothing_starts() {
+    let mut f = fixture();
+    f.node("n1", 1);
+    let (answer, fx) = f.deploy(spec("big", 8000, 1));
+    let Message::Nack(nack) = &answer.body else {
+        panic!("expected a nack, got {answer:?}");
+    };
+    let u = nack
+        .unschedulable
+        .as_ref()
+        .expect("the scheduler's explanation");
+    assert_eq!(u.candidates, 1);
+    assert!(starts(&fx).is_empty());
+    assert!(!f.state.jobs.contains_key("big-1"), "nothing half-created");
+}
+
+#[test]
+fn a_node_silent_for_its_missed_heartbeats_is_lost_and_its_instance_replaced_elsewhere() {
+    let mut f = fixture();
+    f.node("n1", 4);
+    f.node("n2", 4);
+    let (_, fx) = f.deploy(spec("web", 1000, 1));
+    let first = starts(&fx)[0].clone();
+    let other = if first == "n1" { "n2" } else { "n1" };
+    let job = JobId::new("web-1").unwrap();
+    let instance = f.state.jobs["web-1"].instances[0].id.clone();
+    f.status(&first, &[(&job, &instance)]);
+    assert_eq!(f.instance_states("web-1")[0].1, InstanceState::Running);
+    // three intervals and a bit later, only the other node has spoken
+    f.clock.advance_ms(3_001);
+    f.status(other, &[]);
+    let mut fx = Fx::default();
+    f.state.check_heartbeats(&mut fx);
+    assert_eq!(f.state.nodes[&first].lifecycle.state(), NodeState::Lost);
+    assert_eq!(
+        f.instance_states("web-1"),
+        [
+            (first.clone(), InstanceState::Lost),
+            (other.to_string(), InstanceState::Pending)
+        ]
+    );
+    assert_eq!(starts(&fx), [other]);
+}
+
+#[test]
+fn a_lost_node_whose_instance_no_other_node_can_take_escalates_to_the_root() {
+    let mut f = fixture();
+    f.node("n1", 4);
+    let (_, _) = f.deploy(spec("web", 1000, 1));
+    let mut fx = Fx::default();
+    f.state.node_lost("n1", "its will arrived", &mut fx);
+    let escalated = fx.send_up.iter().any(|e| {
+        matches!(&e.body, Message::InstanceEvent(ev)
+            if ev.state == InstanceState::Lost && ev.unschedulable.is_some())
+    });
+    assert!(escalated, "{:?}", fx.send_up);
+    assert!(starts(&fx).is_empty());
+}
+
+#[test]
+fn a_failed_instance_is_relocated_to_another_node_never_one_it_failed_on() {
+    let mut f = fixture();
+    f.node("n1", 4);
+    f.node("n2", 4);
+    let (_, fx) = f.deploy(spec("web", 1000, 1));
+    let first = starts(&fx)[0].clone();
+    let instance = f.state.jobs["web-1"].instances[0].id.clone();
+    let mut fx = Fx::default();
+    let event = |state| InstanceEvent {
+        job: JobId::new("web-1").unwrap(),
+        instance: instance.clone(),
+        node: first.clone(),
+        state,
+        exit_code: Some(1),
+        reason: "restart limit reached".into(),
+        unschedulable: None,
+    };
+    f.state
+        .on_instance_event(&first, event(InstanceState::Running), &mut fx);
+    f.state
+        .on_instance_event(&first, event(InstanceState::Failed), &mut fx);
+    let states = f.instance_states("web-1");
+    assert_eq!(states[0], (first.clone(), InstanceState::Failed));
+    assert_eq!(states[1].1, InstanceState::Pending);
+    assert_ne!(states[1].0, first);
+}
+
+#[test]
+fn an_event_after_termination_is_refused_and_counted() {
+    let mut f = fixture();
+    f.node("n1", 4);
+    f.deploy(spec("web", 1000, 1));
+    let instance = f.state.jobs["web-1"].instances[0].id.clone();
+    let event = |state| InstanceEvent {
+        job: JobId::new("web-1").unwrap(),
+        instance: instance.clone(),
+        node: "n1".into(),
+        state,
+        exit_code: None,
+        reason: String::new(),
+        unschedulable: None,
+    };
+    let mut fx = Fx::default();
+    f.state
+        .on_instance_event("n1", event(InstanceState::Terminated), &mut fx);
+    let before = f.state.refusals.count();
+    f.state
+        .on_instance_event("n1", event(InstanceState::Running), &mut fx);
+    assert_eq!(f.state.refusals.count(), before + 1);
+    assert_eq!(f.instance_states("web-1")[0].1, InstanceState::Terminated);
+}
+
+#[test]
+fn a_status_that_skipped_states_is_caught_up_through_the_declared_path() {
+    let mut f = fixture();
+    f.node("n1", 4);
+    f.deploy(spec("web", 1000, 1));
+    let job = JobId::new("web-1").unwrap();
+    let instance = f.state.jobs["web-1"].instances[0].id.clone();
+    f.status("n1", &[(&job, &instance)]);
+    let states: Vec<InstanceState> = f.state.jobs["web-1"].instances[0]
+        .lifecycle
+        .history()
+        .iter()
+        .map(|h| h.state)
+        .collect();
+    assert_eq!(
+        states,
+        [
+            InstanceState::Pending,
+            InstanceState::Starting,
+            InstanceState::Running
+        ]
+    );
+    assert_eq!(f.state.jobs["web-1"].lifecycle.state(), JobState::Running);
+}
