@@ -111,8 +111,18 @@ impl SeededIds {
 impl IdSource for SeededIds {
     fn next_uuid(&self) -> Uuid {
         let n = self.next.fetch_add(1, Ordering::SeqCst);
+        // splitmix64 of (seed, n): well spread bits, so ids drawn from small seeds differ in
+        // their first digits too (job ids show eight of them)
+        let mix = |mut z: u64| {
+            z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        };
+        let high = mix(self.seed ^ mix(n));
+        let low = mix(high ^ n);
         // version-4 layout bits set, so the ids look like any other and parse as uuids
-        let raw = (u128::from(self.seed) << 64) | u128::from(n);
+        let raw = (u128::from(high) << 64) | u128::from(low);
         let raw = (raw & !(0xf << 76) & !(0x3 << 62)) | (0x4 << 76) | (0x2 << 62);
         Uuid::from_u128(raw)
     }

@@ -20,4 +20,6 @@ mod effects;
 pub mod records;
 pub mod relay;
 pub mod root;
+#[cfg(feature = "testing")]
+pub mod sim;
 pub mod worker;

@@ -133,8 +133,22 @@ fn start_instance(
         InstanceState::Pending,
         reason,
     ));
+    fx.commands
+        .push(deploy_instance(cx, cluster, job, &id, node));
+    id
+}
+
+/// The command that starts instance `id` of `job` on `node` (a worker that runs it already
+/// does nothing: deploys are idempotent by instance id).
+fn deploy_instance(
+    cx: &Context,
+    cluster: &str,
+    job: &JobRecord,
+    id: &InstanceId,
+    node: &str,
+) -> (String, Envelope, Tag) {
     let instance = InstanceSpec::for_job(id.clone(), job.id.clone(), &job.spec);
-    fx.commands.push((
+    (
         node.to_string(),
         Envelope::new_in(
             cx,
@@ -151,8 +165,7 @@ fn start_instance(
             job: job.id.clone(),
             instance: id.clone(),
         },
-    ));
-    id
+    )
 }
 
 /// How the cluster engine runs.
@@ -186,7 +199,7 @@ impl ClusterConfig {
 
 /// What a command to a worker was for, so its outcome can be applied.
 #[derive(Debug, Clone)]
-enum Tag {
+pub(crate) enum Tag {
     Deploy {
         job: JobId,
         instance: InstanceId,
@@ -199,25 +212,28 @@ enum Tag {
 }
 
 /// The cluster's state: nodes, their candidates, jobs.
-struct ClusterState {
+pub(crate) struct ClusterState {
     /// State changes refused so far (logged and counted; see [`Refusals`]).
-    refusals: Refusals,
+    pub(crate) refusals: Refusals,
     /// Where decisions read the time and draw ids.
-    cx: Context,
+    pub(crate) cx: Context,
     config: ClusterConfig,
     scheduler: Arc<dyn Scheduler>,
-    nodes: BTreeMap<String, NodeRecord>,
+    pub(crate) nodes: BTreeMap<String, NodeRecord>,
     candidates: CandidateSet,
-    jobs: BTreeMap<String, JobRecord>,
+    pub(crate) jobs: BTreeMap<String, JobRecord>,
     /// Logs queries sent to a worker: their id → the root's query id.
     relayed: BTreeMap<String, String>,
     /// Followed logs: the root's query id → the node and the id of the query relayed to it.
     following: BTreeMap<String, (String, String)>,
+    /// PENDING instances whose deploy was sent again (the first was lost with a restart of
+    /// this cluster), and when: sent again at most every few status intervals.
+    redeployed: BTreeMap<InstanceId, u64>,
     /// Instances a node runs that this cluster asked it to stop (until the node answers).
     stopping: BTreeSet<InstanceId>,
 }
 
-type Fx = Effects<Tag>;
+pub(crate) type Fx = Effects<Tag>;
 
 impl ClusterState {
     fn node_key(id: &str) -> String {
@@ -230,6 +246,73 @@ impl ClusterState {
 
     fn up(&self, body: Message) -> Envelope {
         Envelope::new_in(&self.cx, &self.config.id, body)
+    }
+}
+
+impl ClusterState {
+    /// The aggregate, sent up now.
+    pub(crate) fn send_aggregate(&self, fx: &mut Fx) {
+        fx.send_up
+            .push(self.up(Message::ClusterAggregate(self.aggregate())));
+    }
+
+    /// What a command's outcome means, by what the command was for.
+    pub(crate) fn on_outcome(
+        &mut self,
+        tag: Tag,
+        outcome: Result<CommandOutcome, TransportError>,
+        fx: &mut Fx,
+    ) {
+        match tag {
+            Tag::Deploy { job, instance } => self.on_deploy_outcome(&job, &instance, outcome, fx),
+            Tag::Stop { instance } => {
+                self.stopping.remove(&instance);
+            }
+            Tag::Terminate => {}
+        }
+    }
+
+    /// A worker's link came up or went, or it sent a message.
+    pub(crate) fn on_node_event(&mut self, event: ParentEvent, fx: &mut Fx) {
+        match event {
+            ParentEvent::ChildUp { child } => self.node_heard(&child, fx),
+            ParentEvent::ChildLost { child, reason } => self.node_lost(&child, &reason, fx),
+            ParentEvent::Message { child, envelope } => match envelope.body {
+                Message::NodeStatus(status) => self.on_status(&child, status, fx),
+                Message::InstanceEvent(event) => self.on_instance_event(&child, event, fx),
+                Message::QueryReply(reply) => self.on_query_reply(reply, fx),
+                other => debug!(node = %child, kind = other.kind(), "ignored message from a node"),
+            },
+            ParentEvent::Invalid { child, error } => {
+                warn!(node = %child, %error, "bad message from a node")
+            }
+        }
+    }
+
+    /// A message from the root; a command's answer (ack or nack) is returned.
+    pub(crate) fn on_root_message(&mut self, envelope: &Envelope, fx: &mut Fx) -> Option<Envelope> {
+        match &envelope.body {
+            Message::Deploy(deploy) => Some(self.on_deploy(envelope, deploy, fx)),
+            Message::Terminate(t) => Some(self.on_terminate(envelope, t, fx)),
+            Message::Scale(scale) => Some(self.on_scale(envelope, scale, fx)),
+            Message::Migrate(m) => Some(self.on_migrate(envelope, m, fx)),
+            Message::Query(q) => {
+                self.on_query(envelope, q, fx);
+                None
+            }
+            other if other.is_command() => Some(envelope.nack_in(
+                &self.cx,
+                &self.config.id,
+                ErrorBody {
+                    code: "unsupported".into(),
+                    message: format!("{} is not supported by this cluster yet", other.kind()),
+                },
+            )),
+            other => {
+                debug!(kind = other.kind(), "ignored message from the root");
+                None
+            }
+        }
     }
 }
 
@@ -283,22 +366,42 @@ impl ClusterEngine {
         store: Arc<dyn Store>,
         scheduler: Arc<dyn Scheduler>,
     ) -> Result<ClusterEngine, edgeio_core::store::StoreError> {
+        let nodes = load::<NodeRecord>(&*store, NODES).await?;
+        let jobs = load::<JobRecord>(&*store, JOBS).await?;
+        let state = ClusterState::from_records(cx, config, scheduler, nodes, jobs);
+        let (core, outcomes) = Core::new(state, store);
+        Ok(ClusterEngine {
+            shared: Arc::new(core),
+            outcomes,
+        })
+    }
+}
+
+impl ClusterState {
+    /// The state a cluster restarts into from its stored records: nodes as they were, each
+    /// given its missed heartbeats from now before it is LOST.
+    pub(crate) fn from_records(
+        cx: Context,
+        config: ClusterConfig,
+        scheduler: Arc<dyn Scheduler>,
+        stored_nodes: Vec<NodeRecord>,
+        stored_jobs: Vec<JobRecord>,
+    ) -> ClusterState {
         let now = cx.now_ms();
         let mut nodes = BTreeMap::new();
         let mut candidates = CandidateSet::for_tier(Tier::Nodes);
-        for mut node in load::<NodeRecord>(&*store, NODES).await? {
+        for mut node in stored_nodes {
             node.last_seen_ms = now;
             if node.lifecycle.state() == NodeState::Ready {
                 candidates.insert(node.candidate(now));
             }
             nodes.insert(node.id.clone(), node);
         }
-        let jobs: BTreeMap<String, JobRecord> = load::<JobRecord>(&*store, JOBS)
-            .await?
+        let jobs: BTreeMap<String, JobRecord> = stored_jobs
             .into_iter()
             .map(|job| (job.id.to_string(), job))
             .collect();
-        let state = ClusterState {
+        ClusterState {
             refusals: Refusals::default(),
             cx,
             config,
@@ -309,14 +412,12 @@ impl ClusterEngine {
             relayed: BTreeMap::new(),
             following: BTreeMap::new(),
             stopping: BTreeSet::new(),
-        };
-        let (core, outcomes) = Core::new(state, store);
-        Ok(ClusterEngine {
-            shared: Arc::new(core),
-            outcomes,
-        })
+            redeployed: BTreeMap::new(),
+        }
     }
+}
 
+impl ClusterEngine {
     /// How many state changes the engine refused so far (late, duplicate or
     /// post-termination reports; each was logged with its ids).
     pub fn refused_transitions(&self) -> u64 {
@@ -371,45 +472,15 @@ impl ClusterEngine {
             let mut fx = Fx::default();
             tokio::select! {
                 _ = &mut shutdown => return Ok(()),
-                _ = aggregate_tick.tick() => {
-                    let state = self.shared.state();
-                    fx.send_up.push(state.up(Message::ClusterAggregate(state.aggregate())));
-                }
+                _ = aggregate_tick.tick() => self.shared.state().send_aggregate(&mut fx),
                 _ = heartbeat_tick.tick() => self.shared.state().check_heartbeats(&mut fx),
-                Some((tag, outcome)) = self.outcomes.recv() => match tag {
-                    Tag::Deploy { job, instance } => self.shared.state().on_deploy_outcome(&job, &instance, outcome, &mut fx),
-                    Tag::Stop { instance } => { self.shared.state().stopping.remove(&instance); }
-                    Tag::Terminate => {}
-                },
-                event = down.recv() => {
-                    let mut state = self.shared.state();
-                    match event? {
-                        ParentEvent::ChildUp { child } => state.node_heard(&child, &mut fx),
-                        ParentEvent::ChildLost { child, reason } => state.node_lost(&child, &reason, &mut fx),
-                        ParentEvent::Message { child, envelope } => match envelope.body {
-                            Message::NodeStatus(status) => state.on_status(&child, status, &mut fx),
-                            Message::InstanceEvent(event) => state.on_instance_event(&child, event, &mut fx),
-                            Message::QueryReply(reply) => state.on_query_reply(reply, &mut fx),
-                            other => debug!(node = %child, kind = other.kind(), "ignored message from a node"),
-                        },
-                        ParentEvent::Invalid { child, error } => warn!(node = %child, %error, "bad message from a node"),
-                    }
+                Some((tag, outcome)) = self.outcomes.recv() => {
+                    self.shared.state().on_outcome(tag, outcome, &mut fx)
                 }
+                event = down.recv() => self.shared.state().on_node_event(event?, &mut fx),
                 received = up.recv() => match received {
                     Ok(envelope) => {
-                        let mut state = self.shared.state();
-                        let answer = match &envelope.body {
-                            Message::Deploy(deploy) => Some(state.on_deploy(&envelope, deploy, &mut fx)),
-                            Message::Terminate(t) => Some(state.on_terminate(&envelope, t, &mut fx)),
-                            Message::Scale(scale) => Some(state.on_scale(&envelope, scale, &mut fx)),
-                            Message::Migrate(m) => Some(state.on_migrate(&envelope, m, &mut fx)),
-                            Message::Query(q) => { state.on_query(&envelope, q, &mut fx); None }
-                            other if other.is_command() => Some(envelope.nack_in(&state.cx, &state.config.id, ErrorBody {
-                                code: "unsupported".into(),
-                                message: format!("{} is not supported by this cluster yet", other.kind()),
-                            })),
-                            other => { debug!(kind = other.kind(), "ignored message from the root"); None }
-                        };
+                        let answer = self.shared.state().on_root_message(&envelope, &mut fx);
                         // the answer goes before any event the command caused
                         if let Some(answer) = answer {
                             fx.send_up.insert(0, answer);

@@ -3,7 +3,7 @@
 use super::*;
 
 impl ClusterState {
-    pub(super) fn register(
+    pub(crate) fn register(
         &mut self,
         request: RegisterRequest,
         fx: &mut Fx,
@@ -173,9 +173,10 @@ impl ClusterState {
         // not every interval, so an idle cluster does not write to disk once a second.
         self.reconcile_reports(node, &status, fx);
         self.stop_unwanted(node, &status, fx);
+        self.missing_from(node, &status, fx);
     }
 
-    pub(super) fn check_heartbeats(&mut self, fx: &mut Fx) {
+    pub(crate) fn check_heartbeats(&mut self, fx: &mut Fx) {
         let limit = self.config.status_interval() * self.config.missed_heartbeats.max(1);
         let now = self.cx.now_ms();
         let late: Vec<String> = self

@@ -3,20 +3,35 @@
 use super::*;
 
 impl ClusterState {
-    /// Places a replacement for every instance lost with `node`, on another node of this
-    /// cluster; one that no node can take stays LOST, with the scheduler's reason told up.
+    /// Places a replacement for every instance lost with `node` that its job still misses,
+    /// on another node of this cluster; one that no node can take stays LOST, with the
+    /// scheduler's reason told up. An instance lost before and replaced already is not
+    /// replaced again (the node may be lost twice while it stays LOST).
     pub(super) fn relocate_from(&mut self, node: &str, fx: &mut Fx) {
         let lost: Vec<(String, InstanceId)> = self
             .jobs
             .values()
             .filter(|j| j.lifecycle.state() != JobState::Terminating && j.is_live())
             .flat_map(|j| {
+                let live = j
+                    .instances
+                    .iter()
+                    .filter(|i| {
+                        !i.is_over()
+                            && !matches!(
+                                i.lifecycle.state(),
+                                InstanceState::Lost | InstanceState::Terminating
+                            )
+                    })
+                    .count();
+                let missing = (j.spec.replicas as usize).saturating_sub(live);
                 j.instances
                     .iter()
                     .filter(|i| {
                         i.node.as_deref() == Some(node)
                             && i.lifecycle.state() == InstanceState::Lost
                     })
+                    .take(missing)
                     .map(|i| (j.id.to_string(), i.id.clone()))
             })
             .collect();

@@ -64,64 +64,12 @@ impl ClusterState {
             if !was_lost && progress(report.state) <= progress(instance.lifecycle.state()) {
                 continue;
             }
-            if was_lost {
-                let others = job
-                    .instances
-                    .iter()
-                    .filter(|i| {
-                        i.id != report.instance
-                            && !i.is_over()
-                            && !matches!(
-                                i.lifecycle.state(),
-                                InstanceState::Lost | InstanceState::Terminating
-                            )
-                    })
-                    .count();
-                if others >= job.spec.replicas as usize {
-                    // replaced while its node was away: the newer placement wins
-                    let reason =
-                        format!("node {node} is back with it, but it was replaced meanwhile");
-                    let Some(instance) = job.instance_mut(&report.instance) else {
-                        continue;
-                    };
-                    let stopping =
-                        instance
-                            .lifecycle
-                            .reconcile(InstanceState::Terminating, now, &reason);
-                    let instead = "no terminate is sent; the instance keeps its state";
-                    if self
-                        .refusals
-                        .check(
-                            stopping,
-                            report.job.as_str(),
-                            Some(&report.instance),
-                            instead,
-                        )
-                        .is_some()
-                    {
-                        fx.persist.push(Self::job_key(report.job.as_str()));
-                        fx.send_up.push(instance_event(
-                            &self.cx,
-                            &self.config.id,
-                            &report.job,
-                            &report.instance,
-                            node,
-                            InstanceState::Terminating,
-                            reason,
-                        ));
-                        fx.commands.push(stop_instance(
-                            &self.cx,
-                            &self.config.id,
-                            node,
-                            &report.job,
-                            &report.instance,
-                            self.config.grace.as_millis() as u64,
-                            Tag::Terminate,
-                        ));
-                    }
-                    continue;
-                }
+            if was_lost && self.stop_if_replaced(node, &report.job, &report.instance, fx) {
+                continue;
             }
+            let Some(job) = self.jobs.get_mut(report.job.as_str()) else {
+                continue;
+            };
             let reason = if was_lost {
                 format!("node {node} is back and reports it {}", report.state)
             } else {
@@ -152,8 +100,164 @@ impl ClusterState {
         }
     }
 
+    /// An instance recorded LOST that its node reports alive again was replaced meanwhile
+    /// when enough others live: the newer placement wins, so it is stopped (TERMINATING, told
+    /// up, a terminate sent to the node). True when it was stopped. The status and the event
+    /// paths both ask, since either may be the first to bring it back (a deploy re-sent to a
+    /// node after it was declared LOST starts the instance there anew).
+    fn stop_if_replaced(
+        &mut self,
+        node: &str,
+        job_id: &JobId,
+        instance_id: &InstanceId,
+        fx: &mut Fx,
+    ) -> bool {
+        let now = self.cx.now_ms();
+        let Some(job) = self.jobs.get_mut(job_id.as_str()) else {
+            return false;
+        };
+        let others = job
+            .instances
+            .iter()
+            .filter(|i| {
+                &i.id != instance_id
+                    && !i.is_over()
+                    && !matches!(
+                        i.lifecycle.state(),
+                        InstanceState::Lost | InstanceState::Terminating
+                    )
+            })
+            .count();
+        if others < job.spec.replicas as usize {
+            return false;
+        }
+        let Some(instance) = job.instance_mut(instance_id) else {
+            return false;
+        };
+        let reason = format!("node {node} is back with it, but it was replaced meanwhile");
+        let stopping = instance
+            .lifecycle
+            .reconcile(InstanceState::Terminating, now, &reason);
+        let instead = "no terminate is sent; the instance keeps its state";
+        if self
+            .refusals
+            .check(stopping, job_id.as_str(), Some(instance_id), instead)
+            .is_none()
+        {
+            return false;
+        }
+        fx.persist.push(Self::job_key(job_id.as_str()));
+        fx.send_up.push(instance_event(
+            &self.cx,
+            &self.config.id,
+            job_id,
+            instance_id,
+            node,
+            InstanceState::Terminating,
+            reason,
+        ));
+        fx.commands.push(stop_instance(
+            &self.cx,
+            &self.config.id,
+            node,
+            job_id,
+            instance_id,
+            self.config.grace.as_millis() as u64,
+            Tag::Terminate,
+        ));
+        true
+    }
+
+    /// What the node's status leaves out. An instance it reported RUNNING is gone with the
+    /// node's restart (whose will was lost with the broker, when the cluster was down too):
+    /// it is LOST, told up, and replaced as a lost node's would be. A node's messages arrive
+    /// in order, so a status sent after the RUNNING event lists the instance while it runs.
+    /// An instance still PENDING a few status intervals after it was placed never reached
+    /// the node (its deploy went with a restart of this cluster): the deploy is sent again.
+    pub(super) fn missing_from(&mut self, node: &str, status: &NodeStatus, fx: &mut Fx) {
+        let now = self.cx.now_ms();
+        let listed: BTreeSet<&InstanceId> = status.instances.iter().map(|r| &r.instance).collect();
+        let patience = self.config.status_interval().as_millis() as u64 * 3;
+        self.redeployed
+            .retain(|_, at| now.saturating_sub(*at) < patience);
+        let mut again = Vec::new();
+        for job in self.jobs.values() {
+            for instance in job.instances.iter().filter(|i| {
+                i.node.as_deref() == Some(node)
+                    && i.lifecycle.state() == InstanceState::Pending
+                    && !listed.contains(&i.id)
+                    && !self.redeployed.contains_key(&i.id)
+                    && i.lifecycle
+                        .history()
+                        .last()
+                        .is_some_and(|h| now.saturating_sub(h.at_ms) >= patience)
+            }) {
+                info!(job = %job.id, instance = %instance.id, node, "deploying again: the node never got it");
+                again.push(instance.id.clone());
+                fx.commands.push(deploy_instance(
+                    &self.cx,
+                    &self.config.id,
+                    job,
+                    &instance.id,
+                    node,
+                ));
+            }
+        }
+        self.redeployed
+            .extend(again.into_iter().map(|id| (id, now)));
+        let mut vanished = false;
+        for job in self.jobs.values_mut() {
+            let mut changed = false;
+            for instance in job.instances.iter_mut().filter(|i| {
+                i.node.as_deref() == Some(node)
+                    && i.lifecycle.state() == InstanceState::Running
+                    && !listed.contains(&i.id)
+            }) {
+                let why = format!("node {node} no longer runs it");
+                let lost = instance.lifecycle.reconcile(InstanceState::Lost, now, &why);
+                let instead = "it keeps its state";
+                if self
+                    .refusals
+                    .check(lost, job.id.as_str(), Some(&instance.id), instead)
+                    .is_some()
+                {
+                    changed = true;
+                    fx.send_up.push(instance_event(
+                        &self.cx,
+                        &self.config.id,
+                        &job.id,
+                        &instance.id,
+                        node,
+                        InstanceState::Lost,
+                        why,
+                    ));
+                }
+            }
+            if changed {
+                vanished = true;
+                job.settle(now, &mut self.refusals);
+                fx.persist.push(Self::job_key(job.id.as_str()));
+            }
+        }
+        if vanished {
+            self.relocate_from(node, fx);
+        }
+    }
+
     pub(super) fn on_instance_event(&mut self, node: &str, event: InstanceEvent, fx: &mut Fx) {
         self.node_heard(node, fx);
+        let revived = matches!(
+            event.state,
+            InstanceState::Starting | InstanceState::Running
+        );
+        let lost = self
+            .jobs
+            .get(event.job.as_str())
+            .and_then(|j| j.instances.iter().find(|i| i.id == event.instance))
+            .is_some_and(|i| i.lifecycle.state() == InstanceState::Lost);
+        if revived && lost && self.stop_if_replaced(node, &event.job, &event.instance, fx) {
+            return;
+        }
         let Some(job) = self.jobs.get_mut(event.job.as_str()) else {
             debug!(node, job = %event.job, "event for a job this cluster does not know");
             return;

@@ -34,18 +34,13 @@ fn fixture() -> Fixture {
         grace: Duration::from_secs(1),
         reliable: ReliableConfig::default(),
     };
-    let state = ClusterState {
+    let state = ClusterState::from_records(
         cx,
-        refusals: Refusals::default(),
         config,
-        scheduler: Arc::new(SimpleScheduler),
-        nodes: BTreeMap::new(),
-        candidates: CandidateSet::for_tier(Tier::Nodes),
-        jobs: BTreeMap::new(),
-        relayed: BTreeMap::new(),
-        following: BTreeMap::new(),
-        stopping: BTreeSet::new(),
-    };
+        Arc::new(SimpleScheduler),
+        Vec::new(),
+        Vec::new(),
+    );
     Fixture { state, clock }
 }
 
@@ -314,4 +309,92 @@ fn a_status_that_skipped_states_is_caught_up_through_the_declared_path() {
         ]
     );
     assert_eq!(f.state.jobs["web-1"].lifecycle.state(), JobState::Running);
+}
+
+#[test]
+fn an_instance_a_returning_node_starts_again_after_it_was_replaced_is_stopped() {
+    let mut f = fixture();
+    f.node("n1", 4);
+    f.node("n2", 4);
+    let (_, fx) = f.deploy(spec("web", 1000, 1));
+    let first = starts(&fx)[0].clone();
+    let old = f.state.jobs["web-1"].instances[0].id.clone();
+    let mut fx = Fx::default();
+    f.state.node_lost(&first, "its will arrived", &mut fx);
+    assert_eq!(f.instance_states("web-1")[1].1, InstanceState::Pending);
+    // the deploy re-sent to the node before it was lost reaches it once it is back
+    let mut fx = Fx::default();
+    let event = InstanceEvent {
+        job: JobId::new("web-1").unwrap(),
+        instance: old.clone(),
+        node: first.clone(),
+        state: InstanceState::Running,
+        exit_code: None,
+        reason: String::new(),
+        unschedulable: None,
+    };
+    f.state.on_instance_event(&first, event, &mut fx);
+    assert_eq!(f.instance_states("web-1")[0].1, InstanceState::Terminating);
+    assert!(fx.commands.iter().any(|(n, e, _)| n == &first
+        && matches!(&e.body, Message::Terminate(t) if t.instance.as_ref() == Some(&old))));
+}
+
+#[test]
+fn a_node_lost_twice_does_not_replace_its_instance_twice() {
+    let mut f = fixture();
+    f.node("n1", 4);
+    f.node("n2", 4);
+    f.node("n3", 4);
+    let (_, fx) = f.deploy(spec("web", 1000, 1));
+    let first = starts(&fx)[0].clone();
+    let mut fx = Fx::default();
+    f.state.node_lost(&first, "its will arrived", &mut fx);
+    assert_eq!(starts(&fx).len(), 1);
+    // it registers again and is lost again before it reported anything
+    let request = RegisterRequest {
+        role: PeerRole::Node,
+        name: first.clone(),
+        previous_id: Some(first.clone()),
+        capabilities: Some(capabilities(4)),
+        location: None,
+        labels: Labels::new(),
+    };
+    f.state.register(request, &mut Fx::default()).unwrap();
+    let mut fx = Fx::default();
+    f.state.node_lost(&first, "its will arrived again", &mut fx);
+    assert!(starts(&fx).is_empty(), "replaced once is enough");
+    assert_eq!(f.instance_states("web-1").len(), 2);
+}
+
+#[test]
+fn a_running_instance_a_status_leaves_out_is_lost_and_replaced() {
+    let mut f = fixture();
+    f.node("n1", 4);
+    f.node("n2", 4);
+    let (_, fx) = f.deploy(spec("web", 1000, 1));
+    let first = starts(&fx)[0].clone();
+    let job = JobId::new("web-1").unwrap();
+    let instance = f.state.jobs["web-1"].instances[0].id.clone();
+    f.status(&first, &[(&job, &instance)]);
+    // the node restarted without it (its will went with a restart of this cluster)
+    let fx = f.status(&first, &[]);
+    let states = f.instance_states("web-1");
+    assert_eq!(states[0], (first.clone(), InstanceState::Lost));
+    assert_eq!(states[1].1, InstanceState::Pending);
+    assert_eq!(starts(&fx).len(), 1);
+}
+
+#[test]
+fn a_pending_instance_its_node_never_got_is_deployed_again_after_three_intervals() {
+    let mut f = fixture();
+    f.node("n1", 4);
+    let (_, fx) = f.deploy(spec("web", 1000, 1));
+    assert_eq!(starts(&fx), ["n1"]);
+    // the deploy went with a restart of this cluster: the node reports nothing
+    assert!(starts(&f.status("n1", &[])).is_empty(), "too early to tell");
+    f.clock.advance_ms(3_000);
+    assert_eq!(starts(&f.status("n1", &[])), ["n1"]);
+    // and not again at once
+    f.clock.advance_ms(1_000);
+    assert!(starts(&f.status("n1", &[])).is_empty());
 }

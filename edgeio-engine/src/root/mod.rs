@@ -83,7 +83,7 @@ impl Default for RootConfig {
 
 /// What a command to a cluster was for.
 #[derive(Debug, Clone)]
-enum Tag {
+pub(crate) enum Tag {
     Deploy {
         job: JobId,
         cluster: String,
@@ -104,17 +104,17 @@ enum Tag {
     },
 }
 
-type Fx = Effects<Tag>;
+pub(crate) type Fx = Effects<Tag>;
 
-struct RootState {
+pub(crate) struct RootState {
     /// State changes refused so far (logged and counted; see [`Refusals`]).
-    refusals: Refusals,
+    pub(crate) refusals: Refusals,
     /// Where decisions read the time and draw ids.
-    cx: Context,
+    pub(crate) cx: Context,
     config: RootConfig,
     scheduler: Arc<dyn Scheduler>,
-    clusters: BTreeMap<String, ClusterRecord>,
-    jobs: BTreeMap<String, JobRecord>,
+    pub(crate) clusters: BTreeMap<String, ClusterRecord>,
+    pub(crate) jobs: BTreeMap<String, JobRecord>,
     /// Job names being created right now (their record is being written).
     reserving: Vec<String>,
     /// Queries sent to clusters, waiting for their reply.
@@ -188,6 +188,52 @@ impl RootState {
     }
 }
 
+impl RootState {
+    /// What a command's outcome means, by what the command was for.
+    pub(crate) fn on_outcome(
+        &mut self,
+        tag: Tag,
+        outcome: Result<CommandOutcome, TransportError>,
+        fx: &mut Fx,
+    ) {
+        match tag {
+            Tag::Deploy { job, cluster } => self.on_deploy_outcome(&job, &cluster, outcome, fx),
+            Tag::Terminate { job } => self.on_terminate_outcome(&job, outcome, fx),
+            Tag::Scale { job, cluster, from } => {
+                self.on_scale_outcome(&job, &cluster, from, outcome, fx)
+            }
+            Tag::Migrate {
+                job,
+                cluster,
+                anywhere,
+            } => self.on_migrate_outcome(&job, &cluster, anywhere, outcome, fx),
+        }
+    }
+
+    /// A cluster's link came up or went, or it sent a message.
+    pub(crate) fn on_cluster_event(&mut self, event: ParentEvent, fx: &mut Fx) {
+        match event {
+            ParentEvent::ChildUp { child } => self.linked(&child, fx),
+            ParentEvent::ChildLost { child, reason } => self.cluster_lost(&child, &reason, fx),
+            ParentEvent::Message { child, envelope } => match envelope.body {
+                Message::ClusterAggregate(agg) => self.on_aggregate(&child, agg, fx),
+                Message::InstanceEvent(event) => self.on_instance_event(&child, event, fx),
+                Message::QueryReply(reply) => self.on_query_reply(reply, fx),
+                Message::Nack(nack) => {
+                    // a refusal whose command was abandoned; nothing waits for it
+                    debug!(cluster = %child, re = %nack.re, "late nack");
+                }
+                other => {
+                    debug!(cluster = %child, kind = other.kind(), "ignored message from a cluster")
+                }
+            },
+            ParentEvent::Invalid { child, error } => {
+                warn!(cluster = %child, %error, "bad message from a cluster")
+            }
+        }
+    }
+}
+
 impl Records for RootState {
     fn value_of(&self, key: &str) -> Option<serde_json::Value> {
         record_json(key, CLUSTERS, &self.clusters).or_else(|| record_json(key, JOBS, &self.jobs))
@@ -224,9 +270,30 @@ impl RootEngine {
         store: Arc<dyn Store>,
         scheduler: Arc<dyn Scheduler>,
     ) -> Result<RootEngine, edgeio_core::store::StoreError> {
+        let clusters = load::<ClusterRecord>(&*store, CLUSTERS).await?;
+        let jobs = load::<JobRecord>(&*store, JOBS).await?;
+        let state = RootState::from_records(cx, config, scheduler, clusters, jobs);
+        let (core, outcomes) = Core::new(state, store);
+        Ok(RootEngine {
+            shared: Arc::new(core),
+            outcomes,
+        })
+    }
+}
+
+impl RootState {
+    /// The state a root restarts into from its stored records: every cluster INACTIVE until
+    /// it dials in again.
+    pub(crate) fn from_records(
+        cx: Context,
+        config: RootConfig,
+        scheduler: Arc<dyn Scheduler>,
+        stored_clusters: Vec<ClusterRecord>,
+        stored_jobs: Vec<JobRecord>,
+    ) -> RootState {
         let now = cx.now_ms();
         let mut clusters = BTreeMap::new();
-        for mut c in load::<ClusterRecord>(&*store, CLUSTERS).await? {
+        for mut c in stored_clusters {
             // every cluster is INACTIVE until it dials in again (one already INACTIVE stays)
             if c.lifecycle.state() == ClusterState::Active {
                 if let Err(e) =
@@ -238,12 +305,11 @@ impl RootEngine {
             }
             clusters.insert(c.id.clone(), c);
         }
-        let jobs: BTreeMap<String, JobRecord> = load::<JobRecord>(&*store, JOBS)
-            .await?
+        let jobs: BTreeMap<String, JobRecord> = stored_jobs
             .into_iter()
             .map(|job| (job.id.to_string(), job))
             .collect();
-        let state = RootState {
+        RootState {
             refusals: Refusals::default(),
             cx,
             config,
@@ -254,14 +320,11 @@ impl RootEngine {
             queries: BTreeMap::new(),
             streams: BTreeMap::new(),
             syncs: BTreeMap::new(),
-        };
-        let (core, outcomes) = Core::new(state, store);
-        Ok(RootEngine {
-            shared: Arc::new(core),
-            outcomes,
-        })
+        }
     }
+}
 
+impl RootEngine {
     /// The handle: user API and cluster registrar.
     pub fn handle(&self) -> RootHandle {
         RootHandle {
@@ -295,36 +358,9 @@ impl RootEngine {
                 _ = &mut shutdown => return Ok(()),
                 _ = check_tick.tick() => self.shared.state().check_clusters(&mut fx),
                 Some((tag, outcome)) = self.outcomes.recv() => {
-                    let mut state = self.shared.state();
-                    match tag {
-                        Tag::Deploy { job, cluster } => state.on_deploy_outcome(&job, &cluster, outcome, &mut fx),
-                        Tag::Terminate { job } => state.on_terminate_outcome(&job, outcome, &mut fx),
-                        Tag::Scale { job, cluster, from } => {
-                state.on_scale_outcome(&job, &cluster, from, outcome, &mut fx)
-            }
-                        Tag::Migrate { job, cluster, anywhere } => {
-                            state.on_migrate_outcome(&job, &cluster, anywhere, outcome, &mut fx)
-                        }
-                    }
+                    self.shared.state().on_outcome(tag, outcome, &mut fx)
                 }
-                event = down.recv() => {
-                    let mut state = self.shared.state();
-                    match event? {
-                        ParentEvent::ChildUp { child } => state.linked(&child, &mut fx),
-                        ParentEvent::ChildLost { child, reason } => state.cluster_lost(&child, &reason, &mut fx),
-                        ParentEvent::Message { child, envelope } => match envelope.body {
-                            Message::ClusterAggregate(agg) => state.on_aggregate(&child, agg, &mut fx),
-                            Message::InstanceEvent(event) => state.on_instance_event(&child, event, &mut fx),
-                            Message::QueryReply(reply) => state.on_query_reply(reply, &mut fx),
-                            Message::Nack(nack) => {
-                                // a refusal whose command was abandoned; nothing waits for it
-                                debug!(cluster = %child, re = %nack.re, "late nack");
-                            }
-                            other => debug!(cluster = %child, kind = other.kind(), "ignored message from a cluster"),
-                        },
-                        ParentEvent::Invalid { child, error } => warn!(cluster = %child, %error, "bad message from a cluster"),
-                    }
-                }
+                event = down.recv() => self.shared.state().on_cluster_event(event?, &mut fx),
             }
             self.shared.apply(fx).await;
         }

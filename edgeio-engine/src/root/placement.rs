@@ -122,7 +122,7 @@ impl RootState {
     }
 
     /// Places a REQUESTED job on a cluster, or marks it NOT_DEPLOYABLE with the reasons.
-    pub(super) fn schedule(&mut self, id: &str, fx: &mut Fx) {
+    pub(crate) fn schedule(&mut self, id: &str, fx: &mut Fx) {
         let Some(job) = self.jobs.get(id) else {
             return;
         };

@@ -3,7 +3,7 @@
 use super::*;
 
 impl RootState {
-    pub(super) fn register(
+    pub(crate) fn register(
         &mut self,
         request: RegisterRequest,
         fx: &mut Fx,
@@ -31,9 +31,11 @@ impl RootState {
             }
         };
         let now = self.cx.now_ms();
+        let mut came_back = false;
         let record = match self.clusters.remove(&id) {
             Some(mut old) => {
                 if old.lifecycle.state() == ClusterState::Inactive {
+                    came_back = true;
                     // INACTIVE -> ACTIVE is in the table: a refusal would be a bug, logged
                     if let Err(e) =
                         old.lifecycle
@@ -60,6 +62,9 @@ impl RootState {
         info!(cluster = %id, "cluster registered");
         self.clusters.insert(id.clone(), record);
         fx.persist.push(cluster_key(&id));
+        if came_back {
+            self.retry_waiting(&format!("cluster {id} is back; retrying"), fx);
+        }
         Ok(RegisterReply {
             id,
             channel: ChannelSettings {
@@ -86,6 +91,24 @@ impl RootState {
         {
             fx.persist.push(cluster_key(cluster));
             self.sync(cluster, fx);
+            // a cluster back is capacity back, even with as many nodes as before
+            self.retry_waiting(&format!("cluster {cluster} is back; retrying"), fx);
+        }
+    }
+
+    /// Gives every NOT_DEPLOYABLE job another chance (capacity appeared).
+    fn retry_waiting(&mut self, reason: &str, fx: &mut Fx) {
+        let waiting: Vec<String> = self
+            .jobs
+            .values()
+            .filter(|j| j.lifecycle.state() == JobState::NotDeployable)
+            .map(|j| j.id.to_string())
+            .collect();
+        for job in waiting {
+            if let Some(record) = self.jobs.get_mut(&job) {
+                record.refused_by.clear();
+            }
+            self.reschedule(&job, reason, fx);
         }
     }
 
@@ -104,7 +127,7 @@ impl RootState {
 
     /// Marks clusters silent for `missed_aggregates` intervals INACTIVE, and moves the jobs of
     /// clusters INACTIVE for longer than `cluster_timeout`.
-    pub(super) fn check_clusters(&mut self, fx: &mut Fx) {
+    pub(crate) fn check_clusters(&mut self, fx: &mut Fx) {
         let now = self.cx.now_ms();
         let silent_limit = (self.config.aggregate_interval * self.config.missed_aggregates.max(1))
             .as_millis() as u64;
@@ -188,19 +211,7 @@ impl RootState {
         if more_nodes {
             fx.persist.push(cluster_key(cluster));
             // capacity appeared: jobs nothing could take get another chance
-            let waiting: Vec<String> = self
-                .jobs
-                .values()
-                .filter(|j| j.lifecycle.state() == JobState::NotDeployable)
-                .map(|j| j.id.to_string())
-                .collect();
-            for job in waiting {
-                if let Some(record) = self.jobs.get_mut(&job) {
-                    record.refused_by.clear();
-                }
-                let reason = format!("cluster {cluster} has new nodes; retrying");
-                self.reschedule(&job, &reason, fx);
-            }
+            self.retry_waiting(&format!("cluster {cluster} has new nodes; retrying"), fx);
             // and spread jobs left short of replicas when a part found no other cluster
             let short: Vec<(String, u32)> = self
                 .jobs

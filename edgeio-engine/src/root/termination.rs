@@ -30,7 +30,7 @@ impl RootState {
         }
     }
 
-    pub(super) fn terminate(&mut self, id: &str, fx: &mut Fx) -> Result<JobView, ApiError> {
+    pub(crate) fn terminate(&mut self, id: &str, fx: &mut Fx) -> Result<JobView, ApiError> {
         let job = self.jobs.get_mut(id).ok_or_else(|| ApiError::NotFound {
             kind: "job",
             id: id.to_string(),

@@ -322,3 +322,27 @@ fn scaling_up_asks_the_jobs_cluster_and_a_refusal_restores_the_count() {
     assert_eq!(f.job(&id).spec.replicas, 1);
     assert_eq!(f.job(&id).lifecycle.state(), JobState::Running);
 }
+
+#[test]
+fn a_job_not_deployable_while_every_cluster_was_away_is_placed_when_one_comes_back() {
+    let mut f = fixture();
+    f.cluster("a", 4000);
+    let mut fx = Fx::default();
+    f.state.cluster_lost("a", "link closed", &mut fx);
+    let (id, fx) = f.submit("web", 1000);
+    assert!(deploys(&fx).is_empty());
+    assert_eq!(f.job(&id).lifecycle.state(), JobState::NotDeployable);
+    // "a" dials in again with as many nodes as before
+    let mut fx = Fx::default();
+    let request = RegisterRequest {
+        role: PeerRole::Cluster,
+        name: "a".into(),
+        previous_id: Some("a".into()),
+        capabilities: None,
+        location: None,
+        labels: Labels::new(),
+    };
+    f.state.register(request, &mut fx).unwrap();
+    assert_eq!(deploys(&fx), ["a"]);
+    assert_eq!(f.job(&id).lifecycle.state(), JobState::ScheduledCluster);
+}
