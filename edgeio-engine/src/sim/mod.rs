@@ -35,7 +35,7 @@ mod net;
 mod tests;
 
 pub use model::{Addr, PlantedBug, Scripted, SimConfig, Violation};
-pub use net::{Report, Sim};
+pub use net::{EngineTime, Report, Sim};
 
 /// The one command that replays `seed` (printed with every failure).
 pub fn replay_command(seed: u64) -> String {

@@ -84,6 +84,11 @@ pub struct SimConfig {
     pub script: Vec<(u64, Scripted)>,
     /// A bug planted on purpose, if any.
     pub plant: Option<PlantedBug>,
+    /// Submit every job at this time instead of at random times (for throughput).
+    pub submit_at: Option<u64>,
+    /// Check the invariants after every event (off for scale measurements, where the
+    /// checks would cost more than the engines; the end checks still run).
+    pub check_every_event: bool,
 }
 
 impl Default for SimConfig {
@@ -104,6 +109,8 @@ impl Default for SimConfig {
             excess_grace_ms: 20_000,
             script: Vec::new(),
             plant: None,
+            submit_at: None,
+            check_every_event: true,
         }
     }
 }

@@ -22,7 +22,7 @@ use edgeio_core::wire::{
 use std::collections::{BTreeMap, BTreeSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The virtual time everything starts at (a plausible Unix time, so records look real).
 const EPOCH_MS: u64 = 1_700_000_000_000;
@@ -117,6 +117,28 @@ struct Worker {
     answered: BTreeMap<String, Envelope>,
 }
 
+/// Wall-clock time the engines spent, by what they handled (measured around the calls,
+/// not counting the simulator's own work).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct EngineTime {
+    /// Worker status messages handled by clusters.
+    pub statuses: u64,
+    /// Time clusters spent on them.
+    pub status_time: Duration,
+    /// Cluster aggregates handled by the root.
+    pub aggregates: u64,
+    /// Time the root spent on them.
+    pub aggregate_time: Duration,
+    /// Cluster ticks (building and sending an aggregate, checking heartbeats).
+    pub cluster_ticks: u64,
+    /// Time clusters spent on their ticks.
+    pub cluster_tick_time: Duration,
+    /// Root ticks (checking on clusters).
+    pub root_ticks: u64,
+    /// Time the root spent on its ticks.
+    pub root_tick_time: Duration,
+}
+
 /// What a run did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report {
@@ -159,6 +181,8 @@ pub struct Sim {
     faults: Vec<String>,
     /// The delivery time of the last message on each link (links deliver in order).
     fifo: BTreeMap<(Addr, Addr), u64>,
+    /// What the engines cost.
+    engine_time: EngineTime,
     events: u64,
 }
 
@@ -295,6 +319,7 @@ impl Sim {
             last_heal_ms: 0,
             faults: Vec::new(),
             fifo: BTreeMap::new(),
+            engine_time: EngineTime::default(),
             events: 0,
             config,
         };
@@ -318,7 +343,10 @@ impl Sim {
         }
         let until = self.config.faults_until_ms.max(1);
         for job in 0..self.config.jobs {
-            let at = self.rng.range(500, until);
+            let at = match self.config.submit_at {
+                Some(at) => at,
+                None => self.rng.range(500, until),
+            };
             self.at(at, Ev::Submit(job));
         }
         for _ in 0..self.config.random_faults {
@@ -351,6 +379,42 @@ impl Sim {
         self.at(self.now + delay, ev);
     }
 
+    /// Runs the events up to `ms` of virtual time (for measurements that look between
+    /// phases); the first violation ends it.
+    pub fn advance_to(&mut self, ms: u64) -> Result<(), Violation> {
+        while let Some(entry) = self.queue.first_entry() {
+            if entry.key().0 > ms {
+                break;
+            }
+            let ((at, _), ev) = entry.remove_entry();
+            self.now = at;
+            self.clock.set_ms(EPOCH_MS + at);
+            self.events += 1;
+            self.step(ev)?;
+            if self.config.check_every_event {
+                self.check()?;
+            }
+        }
+        self.now = self.now.max(ms);
+        self.clock.set_ms(EPOCH_MS + self.now);
+        Ok(())
+    }
+
+    /// What the engines cost so far.
+    pub fn engine_time(&self) -> &EngineTime {
+        &self.engine_time
+    }
+
+    /// Jobs the root holds in `state`.
+    pub fn jobs_at_root(&self, state: JobState) -> usize {
+        self.root_jobs_in(state)
+    }
+
+    /// Events processed so far.
+    pub fn events(&self) -> u64 {
+        self.events
+    }
+
     /// Runs until the faults end and the settle time has passed; the first violation ends
     /// the run. A panic inside an engine is a violation too.
     pub fn run(mut self) -> Result<Report, Violation> {
@@ -364,7 +428,9 @@ impl Sim {
                 self.clock.set_ms(EPOCH_MS + at);
                 self.events += 1;
                 self.step(ev)?;
-                self.check()?;
+                if self.config.check_every_event {
+                    self.check()?;
+                }
             }
             self.now = end;
             self.check_end()
@@ -718,15 +784,21 @@ impl Sim {
             Addr::Root => {
                 if let Some(root) = self.root.state.as_mut() {
                     let mut fx = Effects::default();
+                    let started = Instant::now();
                     root.check_clusters(&mut fx);
+                    self.engine_time.root_ticks += 1;
+                    self.engine_time.root_tick_time += started.elapsed();
                     self.apply_root(fx);
                 }
             }
             Addr::Cluster(i) => {
                 if let Some(cluster) = self.clusters[i].state.as_mut() {
                     let mut fx = Effects::default();
+                    let started = Instant::now();
                     cluster.send_aggregate(&mut fx);
                     cluster.check_heartbeats(&mut fx);
+                    self.engine_time.cluster_ticks += 1;
+                    self.engine_time.cluster_tick_time += started.elapsed();
                     self.apply_cluster(i, fx, None);
                 }
             }
@@ -970,6 +1042,8 @@ impl Sim {
         };
         let mut fx = Effects::default();
         let child = format!("c{i}");
+        let aggregate = matches!(env.body, Message::ClusterAggregate(_));
+        let started = Instant::now();
         root.on_cluster_event(
             ParentEvent::Message {
                 child,
@@ -977,6 +1051,10 @@ impl Sim {
             },
             &mut fx,
         );
+        if aggregate {
+            self.engine_time.aggregates += 1;
+            self.engine_time.aggregate_time += started.elapsed();
+        }
         self.apply_root(fx);
         Ok(())
     }
@@ -1018,6 +1096,8 @@ impl Sim {
         };
         let mut fx = Effects::default();
         let child = format!("w{w}");
+        let status = matches!(env.body, Message::NodeStatus(_));
+        let started = Instant::now();
         cluster.on_node_event(
             ParentEvent::Message {
                 child,
@@ -1025,6 +1105,10 @@ impl Sim {
             },
             &mut fx,
         );
+        if status {
+            self.engine_time.statuses += 1;
+            self.engine_time.status_time += started.elapsed();
+        }
         self.apply_cluster(i, fx, None);
     }
 
