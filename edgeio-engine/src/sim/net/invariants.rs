@@ -1,0 +1,195 @@
+//! What must hold after every event and at the end of a run.
+
+use super::*;
+
+impl Sim {
+    /// A cluster acked a deploy: the job must be in its store.
+    pub(super) fn check_acked(&self, cluster: usize, command: &Envelope) -> Result<(), Violation> {
+        let Message::Deploy(deploy) = &command.body else {
+            return Ok(());
+        };
+        let key = format!("{JOBS}{}", deploy.job);
+        if self.clusters[cluster].durable.contains_key(&key) {
+            return Ok(());
+        }
+        Err(Violation {
+            at_ms: self.now,
+            invariant: "ack-persisted",
+            detail: format!(
+                "c{cluster} acked the deploy of {} without storing it",
+                deploy.job
+            ),
+        })
+    }
+
+    /// What runs where: (job → instances running on live workers that reach their cluster).
+    pub(super) fn running(&self) -> Result<BTreeMap<JobId, Vec<(InstanceId, usize)>>, Violation> {
+        let mut seen: BTreeMap<&InstanceId, usize> = BTreeMap::new();
+        let mut jobs: BTreeMap<JobId, Vec<(InstanceId, usize)>> = BTreeMap::new();
+        for (w, worker) in self.workers.iter().enumerate() {
+            if !worker.alive {
+                continue;
+            }
+            for (id, local) in &worker.local {
+                if local.state != InstanceState::Running {
+                    continue;
+                }
+                if let Some(other) = seen.insert(id, w) {
+                    return Err(Violation {
+                        at_ms: self.now,
+                        invariant: "single-copy",
+                        detail: format!("instance {id} runs on w{other} and w{w}"),
+                    });
+                }
+                let c = w / self.config.workers_per_cluster;
+                let hidden = self.cut.contains(&Addr::Worker(w))
+                    || self.cut.contains(&Addr::Cluster(c))
+                    || self.down.contains(&Addr::Cluster(c));
+                if !hidden {
+                    jobs.entry(local.job.clone())
+                        .or_default()
+                        .push((id.clone(), w));
+                }
+            }
+        }
+        Ok(jobs)
+    }
+
+    /// What the root and the clusters record of `job`: its history and its instances', as
+    /// text (for a failing seed's report).
+    pub(super) fn story(&self, job: &JobId) -> String {
+        let mut out = format!("\n  faults: {}", self.faults.join(" "));
+        let tiers = std::iter::once((
+            "root".to_string(),
+            self.root.state.as_ref().map(|r| &r.jobs),
+        ))
+        .chain(
+            self.clusters
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (format!("c{i}"), c.state.as_ref().map(|s| &s.jobs))),
+        );
+        for (tier, jobs) in tiers {
+            let Some(record) = jobs.and_then(|j| j.get(job.as_str())) else {
+                continue;
+            };
+            let line = |h: &edgeio_core::state::HistoryEntry<_>| {
+                format!(
+                    "{}@{} ({})",
+                    h.state,
+                    h.at_ms.saturating_sub(EPOCH_MS),
+                    h.reason
+                )
+            };
+            let states: Vec<String> = record.lifecycle.history().iter().map(line).collect();
+            out.push_str(&format!("\n  {tier}: {}", states.join(" ")));
+            for i in &record.instances {
+                let states: Vec<String> = i
+                    .lifecycle
+                    .history()
+                    .iter()
+                    .map(|h| {
+                        format!(
+                            "{}@{} ({})",
+                            h.state,
+                            h.at_ms.saturating_sub(EPOCH_MS),
+                            h.reason
+                        )
+                    })
+                    .collect();
+                out.push_str(&format!(
+                    "\n    {} on {:?}: {}",
+                    i.id,
+                    i.node,
+                    states.join(" → ")
+                ));
+            }
+        }
+        out
+    }
+
+    pub(super) fn check(&mut self) -> Result<(), Violation> {
+        let running = self.running()?;
+        let wanted = self.config.replicas as usize;
+        let quiet = self.cut.is_empty() && self.down.is_empty();
+        let mut still = BTreeMap::new();
+        for (job, copies) in &running {
+            if copies.len() > wanted {
+                let since = self.excess_since.get(job).copied().unwrap_or(self.now);
+                let from = since.max(self.last_heal_ms);
+                if quiet && self.now.saturating_sub(from) > self.config.excess_grace_ms {
+                    return Err(Violation {
+                        at_ms: self.now,
+                        invariant: "replicas",
+                        detail: format!(
+                            "job {job} has run {} copies (wants {wanted}) since {since} ms: {:?}{}",
+                            copies.len(),
+                            copies,
+                            self.story(job)
+                        ),
+                    });
+                }
+                still.insert(job.clone(), since);
+            }
+        }
+        self.excess_since = still;
+        Ok(())
+    }
+
+    pub(super) fn check_end(&self) -> Result<(), Violation> {
+        let violation = |invariant, detail| Violation {
+            at_ms: self.now,
+            invariant,
+            detail,
+        };
+        let Some(root) = &self.root.state else {
+            return Err(violation("liveness", "the root is down at the end".into()));
+        };
+        let mut lives: Vec<Lifecycle<InstanceState>> = Vec::new();
+        for job in root.jobs.values() {
+            follows_table(&job.lifecycle)
+                .map_err(|e| violation("table", format!("job {} moved {e}", job.id)))?;
+            lives.extend(job.instances.iter().map(|i| i.lifecycle.clone()));
+        }
+        for cluster in self.clusters.iter().filter_map(|c| c.state.as_ref()) {
+            for job in cluster.jobs.values() {
+                follows_table(&job.lifecycle)
+                    .map_err(|e| violation("table", format!("job {} moved {e}", job.id)))?;
+                lives.extend(job.instances.iter().map(|i| i.lifecycle.clone()));
+            }
+        }
+        for life in &lives {
+            follows_table(life)
+                .map_err(|e| violation("table", format!("an instance moved {e}")))?;
+        }
+        let running = self.running()?;
+        for (n, id) in self.submitted.iter().enumerate() {
+            let Some(id) = id else {
+                return Err(violation(
+                    "liveness",
+                    format!("job {n} was never submitted"),
+                ));
+            };
+            let state = root.jobs.get(id.as_str()).map(|j| j.lifecycle.state());
+            let copies = running.get(id).map_or(0, Vec::len);
+            if self.terminated.contains(&n) {
+                if state != Some(JobState::Terminated) || copies != 0 {
+                    return Err(violation(
+                        "liveness",
+                        format!("terminated job {id} is {state:?} with {copies} copies running"),
+                    ));
+                }
+            } else if state != Some(JobState::Running) || copies != self.config.replicas as usize {
+                return Err(violation(
+                    "liveness",
+                    format!(
+                        "job {id} is {state:?} with {copies} copies running, {} s after the faults ended:{}",
+                        self.config.settle_ms / 1000,
+                        self.story(id)
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
