@@ -12,8 +12,8 @@
 
 use clap::Parser;
 use edgeio::roles::{
-    interrupted, start_cluster, start_root, start_worker, ClusterOptions, RootOptions, RootStore,
-    WorkerOptions,
+    interrupted, start_cluster, start_root, start_worker, ClusterOptions, Kvm, RootOptions,
+    RootStore, WorkerOptions,
 };
 use edgeio::state::JobState;
 use edgeio::transport_ws::RootClient;
@@ -111,6 +111,10 @@ async fn run(cli: Cli, data: &Path) -> Result<(), String> {
         allow_native: vec![program.clone()],
         data: Some(data.join("worker")),
         docker: false,
+        // no kernel to allow: the reference worker boots only kernels its operator named
+        mirage: false,
+        allow_kernel: Vec::new(),
+        kvm: Kvm::Auto,
     })
     .await
     .map_err(|e| e.to_string())?;
