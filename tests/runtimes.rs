@@ -1,6 +1,7 @@
 //! The reference binaries with every runtime of the default build, as processes: a `worker`
 //! started without runtime flags runs a Docker job and a unikernel job deployed through the
-//! root's REST API, and `worker --help` names its runtimes and their switches.
+//! root's REST API, `worker --help` names its runtimes and their switches, and the
+//! quickstart's root runs a Docker job deployed into it.
 //!
 //! Tests that need Docker or qemu ask `require` first: without the component they are
 //! skipped with a printed reason, or fail when `EDGEIO_REQUIRE` names it (as in CI).
@@ -19,9 +20,12 @@ use edgeio::state::{InstanceState, JobState};
 use edgeio::testing::require;
 use edgeio::transport_ws::RootClient;
 use futures::StreamExt;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use support::{binary, processes_running, root_and_cluster, until, Proc};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+use support::{binary, processes_running, root_and_cluster, until, Proc, RUNNING_WITHIN};
 
 /// A job running the test image until SIGTERM (which ends it at once).
 fn docker_job(name: &str) -> String {
@@ -285,4 +289,143 @@ fn worker_help_lists_the_runtimes_of_the_build_and_how_to_switch_each_off() {
         assert!(help.contains(line), "{line:?} not in:\n{help}");
     }
     assert!(!help.contains("Not in this build"), "{help}");
+}
+
+/// The quickstart as a process, its stdout read line by line on a thread.
+struct Quickstart {
+    child: std::process::Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Quickstart {
+    fn start() -> Quickstart {
+        let mut child = Command::new(binary("quickstart"))
+            .env("RUST_LOG", "error,rumqttd=off")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("quickstart starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Quickstart {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Reads lines until one contains `text` (within [`RUNNING_WITHIN`]); returns it.
+    fn line_with(&mut self, text: &str) -> String {
+        let deadline = Instant::now() + RUNNING_WITHIN;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(text) {
+                        return line;
+                    }
+                }
+                Err(e) => panic!(
+                    "no line with {text:?} from the quickstart ({e}); it printed:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+}
+
+impl Drop for Quickstart {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_quickstart_root_runs_a_docker_job_deployed_into_it() {
+    if !require::docker() {
+        return;
+    }
+    ensure_image();
+    let name = format!("qs-docker-{}", std::process::id());
+    let _sweep = Sweep(name.clone());
+    // built beside the quickstart (a `--test` run builds only the examples it asks for)
+    let built = binary("edgectl");
+    let mut quickstart = Quickstart::start();
+    let api = quickstart.line_with("root API");
+    let url = api
+        .split_whitespace()
+        .last()
+        .expect("the root's URL ends the line")
+        .to_string();
+    // the commands it prints run the edgectl of the same build, beside the quickstart
+    let get_jobs = quickstart.line_with(" get jobs");
+    let edgectl = get_jobs.split_whitespace().next().expect("a program");
+    let edgectl = std::path::absolute(edgectl).expect("an absolute path");
+    assert_eq!(edgectl, built, "{get_jobs}");
+    assert_eq!(built, binary("quickstart").with_file_name("edgectl"));
+    quickstart.line_with("Ctrl-C stops the job");
+    let out = Command::new(&edgectl)
+        .args(["--server", &url, "get", "jobs"])
+        .output()
+        .expect("the printed edgectl runs");
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && listed.contains("hello"), "{listed}");
+
+    let client = RootClient::new(&url).expect("a client of the quickstart's root");
+    let view = client
+        .submit(docker_job(&name).into_bytes(), "application/yaml")
+        .await
+        .expect("the job is accepted");
+    let id = view.id.to_string();
+    let deadline = Instant::now() + RUNNING_WITHIN;
+    loop {
+        let job = client.job(&id).await.expect("the job");
+        if job.state == JobState::Running {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline && job.state != JobState::Failed,
+            "the docker job is {} after {:?}: {:?}",
+            job.state,
+            RUNNING_WITHIN,
+            reasons(&job)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(containers(&name).len(), 1, "one container for the job");
+    client.terminate(&id).await.expect("terminate");
+    let deadline = Instant::now() + RUNNING_WITHIN;
+    while !containers(&name).is_empty() {
+        assert!(Instant::now() < deadline, "the container outlived its job");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Ctrl-C: the quickstart stops its own job and everything it started, and exits 0
+    let pid = quickstart.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("kill runs")
+        .success());
+    quickstart.line_with("stopped");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = quickstart.child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the quickstart did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
 }
