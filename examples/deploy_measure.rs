@@ -18,7 +18,8 @@
 //! SCHEDULED_NODE → RUNNING (the deploy over MQTT, the process start, events up).
 
 use edgeio::roles::{
-    start_cluster, start_root, start_worker, ClusterOptions, RootOptions, RootStore, WorkerOptions,
+    start_cluster, start_root, start_worker, ClusterOptions, Kvm, RootOptions, RootStore,
+    WorkerOptions,
 };
 use edgeio::state::JobState;
 use edgeio::store::Store;
@@ -238,6 +239,9 @@ async fn main() {
         allow_native: vec!["/bin/sleep".into()],
         data: Some(dir.join("worker")),
         docker: false,
+        mirage: false,
+        allow_kernel: Vec::new(),
+        kvm: Kvm::Auto,
     })
     .await
     .expect("worker");

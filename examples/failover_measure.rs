@@ -109,6 +109,7 @@ async fn main() {
             "--data".into(),
             d(name),
             "--docker=false".into(),
+            "--mirage=false".into(),
         ]
     };
     let names = ["wa", "wb"];

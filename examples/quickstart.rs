@@ -1,19 +1,22 @@
 //! `quickstart`: a root, one cluster with its embedded MQTT broker and one worker, in one
 //! process on free loopback ports; deploys a sample job with the native runtime through the
-//! REST API, shows it reach RUNNING and where it runs, and prints the edgectl commands to try.
-//! Ctrl-C terminates the job and shuts everything down.
+//! REST API, shows it reach RUNNING and where it runs, and prints the edgectl commands to try
+//! (the edgectl of this same build, beside this program). Ctrl-C terminates the job and shuts
+//! everything down.
 //!
 //! ```text
 //! cargo run --release --example quickstart
 //! ```
 //!
-//! The sample job is this very program started with `--sample` (it prints a line every two
-//! seconds); it is the one program the worker is allowed to run natively.
+//! It builds with a bare Rust toolchain (no protoc). The sample job is this very program
+//! started with `--sample` (it prints a line every two seconds); it is the one program the
+//! worker is allowed to run natively. The worker also offers Docker when an engine answers,
+//! so jobs with `image_runtime: docker` can be deployed into the root it prints.
 
 use clap::Parser;
 use edgeio::roles::{
-    interrupted, start_cluster, start_root, start_worker, ClusterOptions, RootOptions, RootStore,
-    WorkerOptions,
+    interrupted, start_cluster, start_root, start_worker, ClusterOptions, Kvm, RootOptions,
+    RootStore, WorkerOptions,
 };
 use edgeio::state::JobState;
 use edgeio::transport_ws::RootClient;
@@ -105,12 +108,18 @@ async fn run(cli: Cli, data: &Path) -> Result<(), String> {
     .map_err(|e| e.to_string())?;
     let worker = start_worker(WorkerOptions {
         cluster: cluster.url.clone(),
-        name: Some("quickstart-worker".into()),
+        // its own name: Docker containers carry the node's id, and a worker adopts those of
+        // its id, so two quickstarts sharing an engine must not share one
+        name: Some(format!("quickstart-worker-{}", std::process::id())),
         labels: Default::default(),
         location: None,
         allow_native: vec![program.clone()],
         data: Some(data.join("worker")),
-        docker: false,
+        docker: true,
+        // no kernel to allow: the reference worker boots only kernels its operator named
+        mirage: false,
+        allow_kernel: Vec::new(),
+        kvm: Kvm::Auto,
     })
     .await
     .map_err(|e| e.to_string())?;
@@ -174,11 +183,16 @@ async fn run(cli: Cli, data: &Path) -> Result<(), String> {
     );
 
     let server = &root.url;
+    let edgectl = Edgectl::beside(&program);
     println!("\ntry, in another terminal:");
-    println!("  cargo run --example edgectl -- --server {server} get jobs");
-    println!("  cargo run --example edgectl -- --server {server} describe job {id}");
-    println!("  cargo run --example edgectl -- --server {server} logs {id}");
-    println!("  cargo run --example edgectl -- --server {server} get nodes");
+    if let Some(build) = &edgectl.build {
+        println!("  {build}    # once: edgectl of this build");
+    }
+    let edgectl = &edgectl.path;
+    println!("  {edgectl} --server {server} get jobs");
+    println!("  {edgectl} --server {server} describe job {id}");
+    println!("  {edgectl} --server {server} logs {id}");
+    println!("  {edgectl} --server {server} get nodes");
     println!("  curl {server}/api/v1/jobs/{id}");
 
     if cli.once {
@@ -205,6 +219,42 @@ async fn run(cli: Cli, data: &Path) -> Result<(), String> {
     root.stop(Duration::from_secs(5)).await;
     println!("stopped");
     Ok(())
+}
+
+/// The `edgectl` of this build: the example binary in this program's own folder (so the
+/// commands printed reuse the build that is running, whatever its profile or target folder),
+/// shown relative to the current folder when it lies below it.
+struct Edgectl {
+    /// How to run it.
+    path: String,
+    /// The command that builds it, when it is not built yet (`cargo run --example
+    /// quickstart` builds the quickstart alone).
+    build: Option<String>,
+}
+
+impl Edgectl {
+    fn beside(program: &Path) -> Edgectl {
+        let folder = program.parent().unwrap_or(Path::new("."));
+        let binary = folder.join(format!("edgectl{}", std::env::consts::EXE_SUFFIX));
+        let shown = std::env::current_dir()
+            .ok()
+            .and_then(|here| binary.strip_prefix(here).ok().map(Path::to_path_buf))
+            .unwrap_or_else(|| binary.clone());
+        // target/<profile>/examples/quickstart: the profile names the cargo flag
+        let profile = folder
+            .parent()
+            .and_then(Path::file_name)
+            .and_then(|p| p.to_str());
+        let flag = match profile {
+            Some("debug") | None => String::new(),
+            Some("release") => " --release".into(),
+            Some(other) => format!(" --profile {other}"),
+        };
+        Edgectl {
+            path: shown.display().to_string(),
+            build: (!binary.is_file()).then(|| format!("cargo build{flag} --example edgectl")),
+        }
+    }
 }
 
 fn main() -> ExitCode {

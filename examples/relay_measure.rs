@@ -19,7 +19,7 @@
 //! Needs the `etcd` binary on the PATH (Debian: `etcd-server`) and the `root` example built
 //! beside this one (`cargo build --release --examples --features roles,testing`).
 
-use edgeio::roles::{start_cluster, start_worker, ClusterOptions, Running, WorkerOptions};
+use edgeio::roles::{start_cluster, start_worker, ClusterOptions, Kvm, Running, WorkerOptions};
 use edgeio::state::JobState;
 use edgeio::stores::testing::EtcdServer;
 use edgeio::stores::StoreConfig;
@@ -95,6 +95,9 @@ async fn cluster(dir: &Path, name: &str, root: &str) -> (Running, Running) {
         allow_native: vec!["/bin/sleep".into()],
         data: Some(dir.join(format!("{name}-worker"))),
         docker: false,
+        mirage: false,
+        allow_kernel: Vec::new(),
+        kvm: Kvm::Auto,
     })
     .await
     .expect("a worker");

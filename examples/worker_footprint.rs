@@ -106,6 +106,7 @@ fn main() {
             "--data".into(),
             d("worker"),
             "--docker=false".into(),
+            "--mirage=false".into(),
         ],
     );
     let exporter_port = free_port();

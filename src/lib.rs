@@ -10,14 +10,18 @@
 //! | (always) | `edgeio-core`: model, descriptors, states, wire, the four traits, the root's API contract | built |
 //! | `engine` (in `roles`) | `edgeio-engine`, as [`engine`]: the root, cluster and worker engines, the replica relay | built |
 //! | `scheduler` (default) | `edgeio-scheduler`, as [`schedulers`] | built: six policies |
-//! | `store` | `edgeio-store`, as [`stores`] | built: embedded (redb) and etcd |
+//! | `store` | `edgeio-store`, as [`stores`] | built: embedded (redb) |
+//! | `etcd` (in `full`) | the etcd store of `edgeio-store` (`root --store etcd://…`); building it needs protoc | built |
 //! | `transport-mqtt` | `edgeio-transport-mqtt`, as [`transport_mqtt`] | built: channel + embedded broker |
 //! | `transport-ws` (default) | `edgeio-transport-ws`, as [`transport_ws`] | built: registration + channel, the root's REST router and client; `edgectl` ([`cli`]) needs it |
-//! | `runtime-docker` | `edgeio-runtime-docker`, as [`runtime_docker`] | built |
-//! | `runtime-mirage` | `edgeio-runtime-mirage`, as [`runtime_mirage`] | built (qemu; Solo5 tenders by unit tests) |
-//! | `runtime-process` | `edgeio-runtime-process`, as [`runtime_process`] | built |
+//! | `runtime-docker` (in `roles`) | `edgeio-runtime-docker`, as [`runtime_docker`] | built |
+//! | `runtime-mirage` (in `roles`) | `edgeio-runtime-mirage`, as [`runtime_mirage`] | built (qemu; Solo5 tenders by unit tests) |
+//! | `runtime-process` (in `roles`) | `edgeio-runtime-process`, as [`runtime_process`] | built |
 //! | `testing` | the test kit of `edgeio-core` (fakes, mocks, conformance suites) | built |
-//! | `roles` (default) | the reference roles root, cluster, worker ([`roles`]) that `examples/` run | built |
+//! | `roles` (default) | the reference roles root, cluster, worker ([`roles`]) that `examples/` run, with every runtime | built |
+//!
+//! Everything in the default features builds with a bare Rust toolchain; `full` adds `etcd`.
+//! `default-features = false` leaves out the roles and their runtimes.
 //!
 //! See `ARCHITECTURE.md` in the repository for the map of crates, traits and data flow.
 

@@ -498,6 +498,7 @@ async fn a_job_migrates_to_another_cluster_make_before_break_and_scales_there() 
 
 /// Starts cluster `names.0`, dialing the roots on `roots` in that order, and its worker
 /// `names.1`, once the cluster serves.
+#[cfg(feature = "etcd")]
 async fn cluster_of_roots(
     d: &std::path::Path,
     procs: &mut Vec<Proc>,
@@ -519,6 +520,7 @@ async fn cluster_of_roots(
     ));
 }
 
+#[cfg(feature = "etcd")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_roots_on_etcd_the_standby_takes_over_when_the_leader_is_killed() {
     use edgeio::stores::testing::{fresh_prefix, EtcdServer};

@@ -105,6 +105,7 @@ async fn root_two_clusters_and_three_workers_run_jobs_as_separate_processes() {
                 "--data".into(),
                 d(name),
                 "--docker=false".into(),
+                "--mirage=false".into(),
             ],
             dir.path(),
         )
@@ -508,6 +509,7 @@ async fn a_killed_workers_job_runs_elsewhere_and_its_duplicate_is_stopped_when_i
             "--data".into(),
             d(name),
             "--docker=false".into(),
+            "--mirage=false".into(),
         ]
     };
     let mut w1 = Proc::start("w1", "worker", &worker_args("w1"), dir.path());

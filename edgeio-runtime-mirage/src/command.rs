@@ -265,9 +265,9 @@ pub fn check_socket_path(path: &Path) -> Result<(), String> {
     }
 }
 
-// FNV-1a: stable across Rust versions and processes (std's hasher is neither), which a
-// name that must be found again after a restart needs.
-fn fnv1a64(bytes: &[u8]) -> u64 {
+/// FNV-1a, 64 bits: stable across Rust versions and processes (std's hasher is neither),
+/// which a name that must be found again after a restart needs.
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
         (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })

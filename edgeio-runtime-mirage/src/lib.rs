@@ -17,6 +17,8 @@
 //!   success**. The full table is in [`instance`].
 //! * **Terminate**: QMP `quit`, then SIGTERM, then SIGKILL once the grace period is over;
 //!   the instance's files are removed after it is gone.
+//! * **Allow list**: with [`MirageConfig::allow`] set, only the kernels it names boot
+//!   ([`allow`]); the reference worker sets it from `--allow-kernel` (nothing by default).
 //! * **Adoption**: a new runtime over the same state folder finds the instances an earlier one
 //!   started (their `meta.json`, pid and QMP socket) in [`Runtime::list`], reports those that
 //!   ended as exited, and can terminate the rest.
@@ -53,6 +55,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod allow;
 pub mod command;
 pub mod image;
 pub mod instance;
@@ -60,6 +63,8 @@ mod logs;
 pub mod probe;
 pub mod qmp;
 mod supervisor;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use async_trait::async_trait;
 use edgeio_core::job::InstanceSpec;
@@ -108,6 +113,11 @@ pub struct MirageConfig {
     pub default_memory_mib: u64,
     /// How long a deploy waits for qemu to report the guest running.
     pub start_timeout_ms: u64,
+    /// The kernel images deploys may name ([`allow`]). `None` (the default): any file the
+    /// runtime can read; `Some(list)`: only those (an empty list allows nothing). The
+    /// reference worker always sets a list (`--allow-kernel`, empty unless the operator names
+    /// kernels), since anyone who reaches the API could otherwise have qemu read any file.
+    pub allow: Option<Vec<PathBuf>>,
 }
 
 impl Default for MirageConfig {
@@ -121,6 +131,7 @@ impl Default for MirageConfig {
             kvm_device: PathBuf::from("/dev/kvm"),
             default_memory_mib: 64,
             start_timeout_ms: 30_000,
+            allow: None,
         }
     }
 }
@@ -175,9 +186,22 @@ impl Runtime for MirageRuntime {
     }
 
     async fn probe(&self) -> Result<RuntimeProbe, RuntimeError> {
-        Ok(probe::HostProbe::run(&self.inner.config)
+        let mut probe = probe::HostProbe::run(&self.inner.config)
             .await
-            .to_runtime_probe())
+            .to_runtime_probe();
+        if let Some(allowed) = &self.inner.config.allow {
+            let n = allowed.len();
+            probe.detail.push_str(&format!(
+                "; {n} kernel{} allowed",
+                if n == 1 { "" } else { "s" }
+            ));
+            if n == 0 {
+                probe
+                    .detail
+                    .push_str(" (start the worker with --allow-kernel <path>)");
+            }
+        }
+        Ok(probe)
     }
 
     async fn deploy(&self, spec: &InstanceSpec) -> Result<InstanceStatus, RuntimeError> {

@@ -272,6 +272,7 @@ impl Inner {
         too_long(&config.state_dir)?;
         create(&instance::instances_dir(&config.state_dir))?;
         create(&command::socket_dir(&config.state_dir))?;
+        config.allow = config.allow.as_deref().map(crate::allow::canonical);
         Ok(Inner {
             config,
             shared: Arc::new(Shared {
@@ -325,8 +326,12 @@ impl Inner {
             ));
         }
 
-        let image_path = std::path::absolute(&spec.image)
-            .map_err(|e| invalid("image", &spec.image, format!("not a usable path: {e}")))?;
+        // an allowed image is read (and booted) at the path it resolved to when checked
+        let image_path = match &self.config.allow {
+            Some(allowed) => crate::allow::check(allowed, &spec.image)?,
+            None => std::path::absolute(&spec.image)
+                .map_err(|e| invalid("image", &spec.image, format!("not a usable path: {e}")))?,
+        };
         let bytes = match tokio::fs::read(&image_path).await {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {

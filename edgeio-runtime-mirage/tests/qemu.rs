@@ -192,6 +192,45 @@ async fn the_looping_kernel_is_terminated_through_qmp_and_no_qemu_is_left() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_an_allow_list_only_the_listed_kernel_boots_through_a_link_too() {
+    if !edgeio_core::testing::require::qemu() {
+        return;
+    }
+    let env = TestEnv::new();
+    let allowed = kernel(Kernel::Exit(4));
+    let runtime = MirageRuntime::new(MirageConfig {
+        allow: Some(vec![allowed.clone()]),
+        ..env.config()
+    })
+    .unwrap();
+    // a kernel like any other, but not listed: refused before it is read
+    let id = unique_id("unlisted");
+    let result = runtime.deploy(&spec(&id, &kernel(Kernel::Loop))).await;
+    let err = assert_refused_and_nothing_left(&env, &runtime, &id, result).await;
+    assert!(
+        err.to_string()
+            .ends_with("not allowed on this worker: start the worker with --allow-kernel <path>"),
+        "{err}"
+    );
+    // the listed one, named through a symlink, boots
+    let link = env.dir.path().join("link.elf");
+    std::os::unix::fs::symlink(&allowed, &link).unwrap();
+    let id = unique_id("listed");
+    let mut events = runtime.events();
+    runtime.deploy(&spec(&id, &link)).await.expect("deploy");
+    let event = event_for(&mut events, &id, exited).await;
+    assert_eq!(
+        event.state,
+        RunState::Exited {
+            code: Some(4),
+            oom_killed: false
+        }
+    );
+    runtime.terminate(&id, GRACE).await.expect("terminate");
+    env.assert_no_process_left();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fresh_runtime_adopts_a_running_unikernel_and_terminates_it() {
     if !edgeio_core::testing::require::qemu() {
         return;

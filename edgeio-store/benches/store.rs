@@ -4,7 +4,7 @@
 //! default settings, so its WAL is fsynced like the embedded store's commits); its rows are
 //! skipped with a note when etcd is not installed. A side-by-side table ends the run.
 //!
-//! `cargo bench -p edgeio-store --bench store`
+//! `cargo bench -p edgeio-store --features etcd,testing --bench store`
 
 use bytes::Bytes;
 use criterion::{Criterion, Throughput};

@@ -1,14 +1,31 @@
 //! [`StoreConfig`]: which store to open, from configuration.
 
 use crate::embedded::{EmbeddedOptions, EmbeddedStore, DEFAULT_HISTORY};
+#[cfg(feature = "etcd")]
 use crate::etcd::{EtcdOptions, EtcdStore, DEFAULT_TIMEOUT};
 use edgeio_core::store::{Store, StoreError};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::Arc;
+#[cfg(feature = "etcd")]
 use std::time::Duration;
 
+/// The etcd client's timeout, also known to builds without it so that a configuration reads
+/// the same everywhere.
+#[cfg(not(feature = "etcd"))]
+const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Why an etcd configuration is refused by a build without the `etcd` feature (the rule of
+/// the [`StoreError::Invalid`] on field `backend`).
+pub const ETCD_NOT_BUILT: &str = "this build has no etcd support; rebuild with --features etcd \
+    (which needs protoc to build etcd-client: Debian's protobuf-compiler)";
+
 /// Which store backend to open, and how. Serialized with a `backend` tag:
+///
+/// The `etcd` backend is read by every build, so one configuration file serves all; a build
+/// without the `etcd` feature refuses it in [`StoreConfig::validate`] and
+/// [`StoreConfig::open`] with [`StoreError::Invalid`] (field `backend`, rule
+/// [`ETCD_NOT_BUILT`]).
 ///
 /// ```yaml
 /// backend: embedded          # the default choice: one file, no server
@@ -31,7 +48,7 @@ pub enum StoreConfig {
         #[serde(default = "default_history")]
         history: usize,
     },
-    /// An [`EtcdStore`].
+    /// An `EtcdStore` (feature `etcd`).
     Etcd {
         /// etcd client URLs, `http://host:port`.
         endpoints: Vec<String>,
@@ -86,25 +103,32 @@ impl StoreConfig {
                 }
                 embedded_options(*history).validate()
             }
+            #[cfg(feature = "etcd")]
             Self::Etcd { .. } => self.etcd_options().map(|_| ()),
+            #[cfg(not(feature = "etcd"))]
+            Self::Etcd { .. } => Err(etcd_not_built()),
         }
     }
 
     /// Opens the configured store.
     ///
-    /// Errors: what [`StoreConfig::validate`], [`EmbeddedStore::open`] or
-    /// [`EtcdStore::connect`] answer; an unreachable etcd is [`StoreError::Unavailable`]
-    /// within the configured timeout.
+    /// Errors: what [`StoreConfig::validate`], [`EmbeddedStore::open`] or `EtcdStore::connect`
+    /// answer; an unreachable etcd is [`StoreError::Unavailable`] within the configured
+    /// timeout.
     pub async fn open(&self) -> Result<Arc<dyn Store>, StoreError> {
         self.validate()?;
         match self {
             Self::Embedded { path, history } => Ok(Arc::new(
                 EmbeddedStore::open(path.clone(), embedded_options(*history)).await?,
             )),
+            #[cfg(feature = "etcd")]
             Self::Etcd { .. } => Ok(Arc::new(EtcdStore::connect(self.etcd_options()?).await?)),
+            #[cfg(not(feature = "etcd"))]
+            Self::Etcd { .. } => Err(etcd_not_built()),
         }
     }
 
+    #[cfg(feature = "etcd")]
     fn etcd_options(&self) -> Result<EtcdOptions, StoreError> {
         let Self::Etcd {
             endpoints,
@@ -123,6 +147,15 @@ impl StoreConfig {
             .with_timeout(Duration::from_millis(*timeout_ms));
         options.validate()?;
         Ok(options)
+    }
+}
+
+#[cfg(not(feature = "etcd"))]
+fn etcd_not_built() -> StoreError {
+    StoreError::Invalid {
+        field: "backend",
+        value: "etcd".into(),
+        rule: ETCD_NOT_BUILT.into(),
     }
 }
 
@@ -147,6 +180,27 @@ mod tests {
         assert!(err.to_string().contains("must not be empty"), "{err}");
     }
 
+    #[cfg(not(feature = "etcd"))]
+    #[tokio::test]
+    async fn an_etcd_config_on_a_build_without_etcd_says_how_to_rebuild() {
+        let config = StoreConfig::etcd(["http://127.0.0.1:2379"], "p/");
+        let err = config.validate().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("invalid backend \"etcd\": {ETCD_NOT_BUILT}")
+        );
+        assert!(err.to_string().contains("--features etcd"), "{err}");
+        assert!(err.to_string().contains("protobuf-compiler"), "{err}");
+        assert!(matches!(
+            config.open().await,
+            Err(StoreError::Invalid {
+                field: "backend",
+                ..
+            })
+        ));
+    }
+
+    #[cfg(feature = "etcd")]
     #[test]
     fn etcd_without_endpoints_or_with_a_malformed_one_is_invalid() {
         let none = StoreConfig::etcd(Vec::<String>::new(), "p/").validate();
@@ -186,6 +240,7 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "etcd")]
     #[test]
     fn zero_timeout_is_invalid() {
         let config = StoreConfig::Etcd {

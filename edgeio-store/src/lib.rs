@@ -5,8 +5,11 @@
 //! - [`EmbeddedStore`]: the default. One crash-safe file on [redb]: ACID, every acknowledged
 //!   write fsynced, watch history kept in the file across restarts, leases and election. No
 //!   server to install — what a single-machine root or cluster wants.
-//! - [`EtcdStore`]: for several root replicas on one replicated database. Revisions are
-//!   etcd's, watches are etcd watches, leases and election are etcd's own.
+//! - `EtcdStore` (feature `etcd`): for several root replicas on one replicated database.
+//!   Revisions are etcd's, watches are etcd watches, leases and election are etcd's own.
+//!   Off by default because building its client (etcd-client) runs `protoc` (Debian's
+//!   `protobuf-compiler`); without the feature an etcd configuration is refused with
+//!   [`StoreError::Invalid`](edgeio_core::store::StoreError::Invalid) saying how to rebuild.
 //!
 //! [`StoreConfig`] picks one from configuration and opens it as an `Arc<dyn Store>`.
 //!
@@ -33,10 +36,12 @@
 mod config;
 pub mod embedded;
 mod error;
+#[cfg(feature = "etcd")]
 pub mod etcd;
-#[cfg(feature = "testing")]
+#[cfg(all(feature = "testing", feature = "etcd"))]
 pub mod testing;
 
-pub use config::StoreConfig;
+pub use config::{StoreConfig, ETCD_NOT_BUILT};
 pub use embedded::{EmbeddedOptions, EmbeddedStore};
+#[cfg(feature = "etcd")]
 pub use etcd::{EtcdOptions, EtcdStore};

@@ -2,10 +2,15 @@
 //! never a hang and never a panic. None of these needs etcd installed.
 
 use edgeio_core::store::StoreError;
-use edgeio_store::{EtcdOptions, EtcdStore, StoreConfig};
+use edgeio_store::StoreConfig;
+#[cfg(feature = "etcd")]
+use edgeio_store::{EtcdOptions, EtcdStore};
+#[cfg(feature = "etcd")]
 use std::net::{Ipv4Addr, TcpListener};
+#[cfg(feature = "etcd")]
 use std::time::{Duration, Instant};
 
+#[cfg(feature = "etcd")]
 #[tokio::test]
 async fn an_unreachable_etcd_is_unavailable_within_the_timeout() {
     // A port that was free a moment ago: nothing listens there.
@@ -35,6 +40,7 @@ async fn an_unreachable_etcd_is_unavailable_within_the_timeout() {
     );
 }
 
+#[cfg(feature = "etcd")]
 #[tokio::test]
 async fn a_malformed_endpoint_is_invalid_before_any_connection() {
     for bad in [
@@ -78,6 +84,29 @@ async fn config_with_an_empty_path_is_invalid() {
         }
         Err(other) => panic!("expected Invalid {{ field: \"path\" }}, got {other:?}"),
         Ok(_) => panic!("an empty path must not open"),
+    }
+}
+
+#[cfg(not(feature = "etcd"))]
+#[tokio::test]
+async fn an_etcd_config_is_refused_by_a_build_without_etcd_naming_the_feature() {
+    let etcd: StoreConfig = serde_json::from_str(
+        r#"{ "backend": "etcd", "endpoints": ["http://10.0.0.5:2379"], "prefix": "edgeio/" }"#,
+    )
+    .unwrap();
+    match etcd.open().await {
+        Err(
+            err @ StoreError::Invalid {
+                field: "backend", ..
+            },
+        ) => {
+            let text = err.to_string();
+            assert!(text.starts_with("invalid backend \"etcd\""), "{text}");
+            assert!(text.contains("--features etcd"), "{text}");
+            assert!(text.contains("protobuf-compiler"), "{text}");
+        }
+        Err(other) => panic!("expected Invalid {{ field: \"backend\" }}, got {other:?}"),
+        Ok(_) => panic!("an etcd store opened on a build without etcd"),
     }
 }
 

@@ -3,8 +3,8 @@
 //! specific to etcd: prefixes, etcd's own compaction, batches, and an etcd that goes away.
 //!
 //! Each test first asks `require::etcd()`: without etcd it is skipped with a printed reason,
-//! or fails when `EDGEIO_REQUIRE` names etcd (as in CI).
-#![cfg(feature = "testing")]
+//! or fails when `EDGEIO_REQUIRE` names etcd (as in CI). Built with the features `etcd` and
+//! `testing` (`required-features` in Cargo.toml; CI builds with `--all-features`).
 
 mod support;
 

@@ -16,4 +16,4 @@ pub use common::{
 };
 pub use main::role_main;
 pub use root::{parse_store, start_root, RootOptions, RootStore};
-pub use worker::{start_worker, WorkerOptions};
+pub use worker::{runtimes_help, start_worker, Kvm, WorkerOptions};

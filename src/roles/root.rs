@@ -50,6 +50,7 @@ pub struct RootOptions {
     /// runs the engine, reaching every cluster through etcd (the replica holding a cluster's
     /// link passes messages both ways), and the others forward API requests to it. The next
     /// one takes over (with the state in etcd) within a few seconds of the leader's death.
+    /// etcd needs a build with `--features etcd` (which needs protoc).
     #[arg(long, env = "EDGEIO_ROOT_STORE", default_value = "embedded", value_parser = parse_store)]
     pub store: RootStore,
 
@@ -95,8 +96,14 @@ pub enum RootStore {
     },
 }
 
-/// Reads `embedded` or `etcd://HOST:PORT[,HOST:PORT…][/PREFIX]`.
+/// Reads `embedded` or `etcd://HOST:PORT[,HOST:PORT…][/PREFIX]`; a build without the `etcd`
+/// feature refuses `etcd://…` saying how to rebuild.
 pub fn parse_store(text: &str) -> Result<RootStore, String> {
+    read_store(text, cfg!(feature = "etcd"))
+}
+
+/// [`parse_store`] for a build with or without etcd (both tested in any build).
+fn read_store(text: &str, etcd_built: bool) -> Result<RootStore, String> {
     let text = text.trim();
     if text == "embedded" {
         return Ok(RootStore::Embedded);
@@ -106,6 +113,12 @@ pub fn parse_store(text: &str) -> Result<RootStore, String> {
             "{text:?} is not a store; write embedded or etcd://HOST:PORT[,HOST:PORT…][/PREFIX]"
         ));
     };
+    if !etcd_built {
+        return Err(format!(
+            "{text:?}: this root was built without etcd support; rebuild it with \
+             --features etcd (which needs protoc: Debian's protobuf-compiler)"
+        ));
+    }
     let (hosts, prefix) = match rest.split_once('/') {
         Some((hosts, prefix)) if !prefix.trim_matches('/').is_empty() => {
             (hosts, format!("{}/", prefix.trim_matches('/')))
@@ -332,22 +345,22 @@ mod tests {
 
     #[test]
     fn stores_parse_and_refuse_with_the_rule() {
-        assert_eq!(parse_store("embedded").unwrap(), RootStore::Embedded);
+        assert_eq!(read_store("embedded", true).unwrap(), RootStore::Embedded);
         assert_eq!(
-            parse_store("etcd://10.0.0.1:2379,10.0.0.2:2379/prod").unwrap(),
+            read_store("etcd://10.0.0.1:2379,10.0.0.2:2379/prod", true).unwrap(),
             RootStore::Etcd {
                 endpoints: vec!["http://10.0.0.1:2379".into(), "http://10.0.0.2:2379".into()],
                 prefix: "prod/".into(),
             }
         );
         assert_eq!(
-            parse_store("etcd://etcd:2379").unwrap(),
+            read_store("etcd://etcd:2379", true).unwrap(),
             RootStore::Etcd {
                 endpoints: vec!["http://etcd:2379".into()],
                 prefix: DEFAULT_PREFIX.into(),
             }
         );
-        let bad = parse_store("redis://x:1").unwrap_err();
+        let bad = read_store("redis://x:1", true).unwrap_err();
         assert!(bad.contains("embedded or etcd://"), "{bad}");
         for text in [
             "etcd://",
@@ -356,8 +369,24 @@ mod tests {
             "etcd://:2379",
             "etcd://h:99999",
         ] {
-            let e = parse_store(text).unwrap_err();
+            let e = read_store(text, true).unwrap_err();
             assert!(e.contains("HOST:PORT"), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn a_build_without_etcd_refuses_etcd_stores_saying_how_to_rebuild() {
+        assert_eq!(read_store("embedded", false).unwrap(), RootStore::Embedded);
+        let e = read_store("etcd://10.0.0.1:2379/prod", false).unwrap_err();
+        assert_eq!(
+            e,
+            "\"etcd://10.0.0.1:2379/prod\": this root was built without etcd support; \
+             rebuild it with --features etcd (which needs protoc: Debian's protobuf-compiler)"
+        );
+        // this build answers as its features say
+        assert_eq!(
+            parse_store("etcd://10.0.0.1:2379").is_ok(),
+            cfg!(feature = "etcd")
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! A worker (Node Engine): registers with its cluster over WebSocket, then talks MQTT; runs
-//! native programs the operator allowed, and Docker containers where an engine answers.
-//! It opens no port.
+//! native programs and unikernels the operator allowed, and Docker containers. Each runtime
+//! built in (features `runtime-process`, `runtime-docker`, `runtime-mirage`; all in `roles`)
+//! is offered when its engine answers at start ([`runtimes_help`]). It opens no port.
 
 use super::common::{
     data_dir, parse_labels, parse_location, read_id, write_id, RoleError, Running,
@@ -55,6 +56,76 @@ pub struct WorkerOptions {
     /// Offer Docker when its engine answers (`--docker=false` to never use it).
     #[arg(long, env = "EDGEIO_WORKER_DOCKER", default_value_t = true, action = clap::ArgAction::Set)]
     pub docker: bool,
+
+    /// Offer unikernels when qemu (or a Solo5 tender) is found (`--mirage=false` to never
+    /// use them).
+    #[arg(long, env = "EDGEIO_WORKER_MIRAGE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub mirage: bool,
+
+    /// Kernel images jobs may boot with `image_runtime: mirage` (or `unikernel`), as paths
+    /// separated by commas. Nothing by default: until the API authenticates users, whoever
+    /// reaches it could otherwise have qemu read any file here.
+    #[arg(long, env = "EDGEIO_WORKER_ALLOW_KERNEL", value_delimiter = ',')]
+    pub allow_kernel: Vec<PathBuf>,
+
+    /// Whether qemu uses KVM: `auto` (when /dev/kvm opens for reading and writing), `on`
+    /// (refuse unikernels without it) or `off` (software emulation; KVM can be slower to
+    /// start under nested virtualisation).
+    #[arg(long, env = "EDGEIO_WORKER_KVM", value_enum, default_value_t = Kvm::Auto)]
+    pub kvm: Kvm,
+}
+
+/// Whether the unikernel runtime's qemu uses KVM (`worker --kvm`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kvm {
+    /// KVM when `/dev/kvm` is usable, else software emulation.
+    #[default]
+    Auto,
+    /// Always KVM: unikernels are refused where it is not usable.
+    On,
+    /// Always software emulation.
+    Off,
+}
+
+/// What `worker --help` says about runtimes: those this build has, when each is offered and
+/// how to switch it off, and those left out of the build.
+pub fn runtimes_help() -> String {
+    let mut built = Vec::new();
+    let mut missing = Vec::new();
+    let mut note = |on: bool, name: &'static str, feature: &'static str, what: &'static str| {
+        if on {
+            built.push(format!("  {name:<7} {what}"));
+        } else {
+            missing.push(format!("{name} (feature {feature})"));
+        }
+    };
+    note(
+        cfg!(feature = "runtime-process"),
+        "native",
+        "runtime-process",
+        "programs named by --allow-native; none runs while it names none",
+    );
+    note(
+        cfg!(feature = "runtime-docker"),
+        "docker",
+        "runtime-docker",
+        "containers, when the Docker engine answers at start; --docker=false switches it off",
+    );
+    note(
+        cfg!(feature = "runtime-mirage"),
+        "mirage",
+        "runtime-mirage",
+        "unikernels named by --allow-kernel, when qemu is found at start (KVM per --kvm); \
+         --mirage=false switches it off",
+    );
+    let mut text = format!("Runtimes in this build:\n{}", built.join("\n"));
+    if !missing.is_empty() {
+        text.push_str(&format!(
+            "\nNot in this build: {} (rebuild with those features)",
+            missing.join(", ")
+        ));
+    }
+    text
 }
 
 fn host_name() -> String {
@@ -139,16 +210,133 @@ async fn docker_runtime(options: &WorkerOptions, node: Option<&str>) -> Option<A
             node_id: node.map(str::to_string),
             ..DockerConfig::default()
         };
-        match DockerRuntime::connect(config).await {
-            Ok(docker) if docker.probe().await.is_ok_and(|p| p.available) => {
-                return Some(Arc::new(docker))
-            }
-            Ok(_) | Err(_) => {
-                tracing::info!("docker is not available; this worker offers native only")
-            }
+        let why = match DockerRuntime::connect(config).await {
+            Ok(docker) => match docker.probe().await {
+                Ok(p) if p.available => return Some(Arc::new(docker)),
+                Ok(p) => p.detail,
+                Err(e) => e.to_string(),
+            },
+            Err(e) => e.to_string(),
+        };
+        if node.is_none() {
+            tracing::info!(reason = %why, "docker is not available; this worker does not offer it");
         }
     }
     None
+}
+
+/// The unikernel runtime, when it is wanted and a tender (qemu) is found; its qemu uses KVM
+/// as `--kvm` says, and boots only the kernels `--allow-kernel` names.
+#[allow(unused_variables)]
+async fn mirage_runtime(
+    options: &WorkerOptions,
+    data: &Path,
+) -> Result<Option<Arc<dyn Runtime>>, RoleError> {
+    #[cfg(feature = "runtime-mirage")]
+    if options.mirage {
+        use edgeio_runtime_mirage::{probe::HostProbe, KvmPolicy, MirageConfig, MirageRuntime};
+        let mut config = MirageConfig {
+            kvm: match options.kvm {
+                Kvm::Auto => KvmPolicy::Auto,
+                Kvm::On => KvmPolicy::On,
+                Kvm::Off => KvmPolicy::Off,
+            },
+            allow: Some(options.allow_kernel.clone()),
+            ..MirageConfig::default()
+        };
+        // probed before any folder is made, so a host without qemu is left untouched
+        let host = HostProbe::run(&config).await.to_runtime_probe();
+        if !host.available {
+            tracing::info!(reason = %host.detail, "unikernels are not available; this worker does not offer them");
+            return Ok(None);
+        }
+        config.state_dir = mirage_state_dir(data)?;
+        let runtime = MirageRuntime::new(config).map_err(|e| {
+            RoleError::new(format!(
+                "cannot start the unikernel runtime: {e} (choose another --data, or --mirage=false)"
+            ))
+        })?;
+        if options.allow_kernel.is_empty() {
+            tracing::info!(
+                "no kernel allowed: start the worker with --allow-kernel PATH to boot unikernels"
+            );
+        }
+        tracing::info!(state = %runtime.config().state_dir.display(), detail = %host.detail, "offering unikernels");
+        return Ok(Some(Arc::new(runtime)));
+    }
+    Ok(None)
+}
+
+/// The unikernel runtime's state folder: `DATA/mirage`, unless its absolute path is too long
+/// for the QMP sockets under it (a unix socket path has at most 107 bytes, which leaves
+/// `edgeio_runtime_mirage::command::max_state_dir_len()` = 83 for the folder). Then it is
+/// `$XDG_RUNTIME_DIR/edgeio-mirage-HASH`, or `/tmp/edgeio-mirage-HASH` when that is unset
+/// or too long too, where HASH is a stable hash (FNV-1a) of the data folder's absolute path:
+/// a worker restarted on the same data folder finds its unikernels again. The short folder
+/// is made private (0700) and refused unless this user owns it.
+#[cfg(feature = "runtime-mirage")]
+fn mirage_state_dir(data: &Path) -> Result<PathBuf, RoleError> {
+    use edgeio_runtime_mirage::command::{fnv1a64, max_state_dir_len};
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    let data = std::path::absolute(data).map_err(|e| {
+        RoleError::new(format!(
+            "cannot resolve the data folder {}: {e}",
+            data.display()
+        ))
+    })?;
+    let xdg = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from);
+    let dir = short_state_dir(&data, xdg.as_deref(), max_state_dir_len(), fnv1a64);
+    if dir.starts_with(&data) {
+        return Ok(dir);
+    }
+    let refuse = |why: String| {
+        RoleError::new(format!(
+            "the unikernel state folder {} (the data folder {} is too long for QMP socket paths): {why}; choose a shorter --data, or --mirage=false",
+            dir.display(),
+            data.display()
+        ))
+    };
+    match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(refuse(format!("cannot be created: {e}"))),
+    }
+    // the folder sits in a shared place: it must be ours, private, and not a link
+    let meta = std::fs::symlink_metadata(&dir).map_err(|e| refuse(e.to_string()))?;
+    let mine = std::fs::metadata(&data)
+        .map_err(|e| refuse(e.to_string()))?
+        .uid();
+    if !meta.is_dir() || meta.uid() != mine || meta.permissions().mode() & 0o077 != 0 {
+        return Err(refuse(
+            "it exists but is not a private folder of this user".into(),
+        ));
+    }
+    tracing::info!(data = %data.display(), state = %dir.display(), "the data folder is too long for QMP socket paths; unikernels keep their state in a short folder");
+    Ok(dir)
+}
+
+/// Where [`mirage_state_dir`] puts the state of a worker whose absolute data folder is
+/// `data`: pure, for tests.
+#[cfg(feature = "runtime-mirage")]
+fn short_state_dir(
+    data: &Path,
+    xdg_runtime_dir: Option<&Path>,
+    max_len: usize,
+    hash: fn(&[u8]) -> u64,
+) -> PathBuf {
+    let inside = data.join("mirage");
+    if inside.as_os_str().len() <= max_len {
+        return inside;
+    }
+    let name = format!(
+        "edgeio-mirage-{:016x}",
+        hash(data.as_os_str().as_encoded_bytes())
+    );
+    xdg_runtime_dir
+        .filter(|x| x.is_absolute())
+        .map(|x| x.join(&name))
+        .filter(|d| d.as_os_str().len() <= max_len)
+        .unwrap_or_else(|| Path::new("/tmp").join(name))
 }
 
 /// Starts a worker: registers with its cluster, connects to the broker the cluster named,
@@ -161,9 +349,13 @@ pub async fn start_worker(options: WorkerOptions) -> Result<Running, RoleError> 
         .unwrap_or_else(|| PathBuf::from(format!("edgeio-data/worker-{name}")));
     data_dir(&data)?;
     let process = process_runtime(&options, &data)?;
+    let mirage = mirage_runtime(&options, &data).await?;
     // Docker is probed for the capabilities here, and built again with the node id below
+    let docker = docker_runtime(&options, None).await;
+    let offers_docker = docker.is_some();
     let probed: Vec<Arc<dyn Runtime>> = std::iter::once(process.clone())
-        .chain(docker_runtime(&options, None).await)
+        .chain(mirage.clone())
+        .chain(docker)
         .collect();
     let mut infos = Vec::new();
     for runtime in &probed {
@@ -214,7 +406,8 @@ pub async fn start_worker(options: WorkerOptions) -> Result<Running, RoleError> 
     let reply = registration.reply;
     write_id(&id_file, &reply.id)?;
     let mut runtimes = vec![process];
-    if probed.len() > 1 {
+    runtimes.extend(mirage);
+    if offers_docker {
         runtimes.extend(docker_runtime(&options, Some(&reply.id)).await);
     }
     drop(probed);
@@ -252,6 +445,7 @@ pub async fn start_worker(options: WorkerOptions) -> Result<Running, RoleError> 
         Arc::new(link),
         ReliableConfig::default(),
     ));
+    let offered: Vec<String> = runtimes.iter().map(|r| r.kind().to_string()).collect();
     let mut worker = Worker::new(config, link.clone(), runtimes).with_usage(usage_probe());
     let adopted = worker.adopt().await;
     if adopted > 0 {
@@ -266,6 +460,102 @@ pub async fn start_worker(options: WorkerOptions) -> Result<Running, RoleError> 
         let _ = link.close().await;
         result.map_err(|e| RoleError::new(format!("worker stopped: {e}")))
     });
-    tracing::info!(node = %reply.id, broker = %broker, "worker up");
+    tracing::info!(node = %reply.id, broker = %broker, runtimes = %offered.join(","), "worker up");
     Ok(running)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_help_names_every_runtime_of_this_build_and_its_switch() {
+        let help = runtimes_help();
+        assert!(help.starts_with("Runtimes in this build:\n"), "{help}");
+        for (built, line) in [
+            (
+                cfg!(feature = "runtime-process"),
+                "native  programs named by --allow-native",
+            ),
+            (
+                cfg!(feature = "runtime-docker"),
+                "--docker=false switches it off",
+            ),
+            (
+                cfg!(feature = "runtime-mirage"),
+                "--mirage=false switches it off",
+            ),
+        ] {
+            assert_eq!(help.contains(line), built, "{line:?} in {help}");
+        }
+        let all = cfg!(all(
+            feature = "runtime-process",
+            feature = "runtime-docker",
+            feature = "runtime-mirage"
+        ));
+        assert_eq!(!help.contains("Not in this build"), all, "{help}");
+    }
+
+    #[cfg(feature = "runtime-mirage")]
+    #[test]
+    fn a_data_folder_too_long_for_socket_paths_moves_the_state_to_a_short_folder() {
+        use edgeio_runtime_mirage::command::{fnv1a64, max_state_dir_len};
+        let max = max_state_dir_len();
+        let short = Path::new("/var/lib/edgeio/worker-a");
+        assert_eq!(
+            short_state_dir(short, None, max, fnv1a64),
+            short.join("mirage")
+        );
+        let long = PathBuf::from(format!("/home/{}/edgeio-data/worker-a", "x".repeat(60)));
+        let name = format!(
+            "edgeio-mirage-{:016x}",
+            fnv1a64(long.as_os_str().as_encoded_bytes())
+        );
+        let xdg = Path::new("/run/user/1000");
+        assert_eq!(
+            short_state_dir(&long, Some(xdg), max, fnv1a64),
+            xdg.join(&name)
+        );
+        // no runtime folder, a relative one, or one too long itself: /tmp
+        for xdg in [None, Some(Path::new("run")), Some(long.as_path())] {
+            assert_eq!(
+                short_state_dir(&long, xdg, max, fnv1a64),
+                Path::new("/tmp").join(&name)
+            );
+        }
+        // stable (a restarted worker finds its unikernels), and distinct per data folder
+        let other = long.with_file_name("worker-b");
+        assert_ne!(
+            short_state_dir(&other, None, max, fnv1a64),
+            short_state_dir(&long, None, max, fnv1a64)
+        );
+        assert!(Path::new("/tmp").join(&name).as_os_str().len() <= max);
+    }
+
+    #[cfg(feature = "runtime-mirage")]
+    #[test]
+    fn the_short_state_folder_is_private_and_one_of_another_user_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let base = tempfile::tempdir().unwrap();
+        let data = base.path().join("d".repeat(90));
+        std::fs::create_dir_all(&data).unwrap();
+        let dir = mirage_state_dir(&data).unwrap();
+        assert!(!dir.starts_with(&data), "{}", dir.display());
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "{mode:o}");
+        // found again on the next start
+        assert_eq!(mirage_state_dir(&data).unwrap(), dir);
+        // opened up to others: refused, naming the flags that avoid it
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = mirage_state_dir(&data).unwrap_err().to_string();
+        assert!(
+            err.contains("is not a private folder of this user"),
+            "{err}"
+        );
+        assert!(
+            err.contains("--data") && err.contains("--mirage=false"),
+            "{err}"
+        );
+        std::fs::remove_dir(&dir).unwrap();
+    }
 }

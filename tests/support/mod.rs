@@ -247,6 +247,7 @@ pub fn worker_args(dir: &Path, name: &str, cluster_port: u16) -> Vec<String> {
         "--data".into(),
         dir.join(name).display().to_string(),
         "--docker=false".into(),
+        "--mirage=false".into(),
     ]
 }
 

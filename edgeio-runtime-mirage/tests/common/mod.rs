@@ -1,4 +1,4 @@
-//! Shared by the qemu tests: the test kernels (assembled once per test process), a runtime
+//! Shared by the qemu tests: the test kernels (the crate's `testing` feature), a runtime
 //! over a fresh state folder, and a guard that kills any tender left behind.
 
 #![allow(dead_code)]
@@ -8,94 +8,18 @@ use edgeio_core::model::{InstanceId, JobId, Resources};
 use edgeio_core::runtime::{RunState, RuntimeEvent};
 use edgeio_runtime_mirage::{KvmPolicy, MirageConfig, MirageRuntime};
 use futures::{Stream, StreamExt};
-use std::collections::BTreeMap;
-use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// The line every test kernel prints on COM1.
-pub const HELLO: &str = "edgeio test kernel: hello from COM1";
+#[allow(unused_imports)] // each test file uses its part
+pub use edgeio_runtime_mirage::testing::{Kernel, HELLO};
 
-const SOURCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/kernels/hello.S");
-
-/// A variant of `tests/kernels/hello.S`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kernel {
-    /// Prints, then exits through isa-debug-exit with this code.
-    Exit(u8),
-    /// Prints, then halts forever (until QMP quit or a signal).
-    Loop,
-    /// The exit kernel without its multiboot header: an ELF that is not a kernel.
-    NoHeader,
-}
-
-impl Kernel {
-    fn defsym(self) -> String {
-        match self {
-            Kernel::Exit(code) => format!("CODE={code}"),
-            Kernel::Loop => "LOOP=1".into(),
-            Kernel::NoHeader => "NOHEADER=1".into(),
-        }
-    }
-}
-
-fn run(program: &str, args: &[&str]) {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("cannot run {program} (binutils is needed to build the test kernels): {e}")
-        });
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// The kernel's ELF file, assembled with `as --32` and linked with `ld -m elf_i386` at 1 MiB
-/// into the target's test folder. Each variant is built once per process; parallel test
-/// processes build into folders of their own and rename the result into place atomically.
+/// The kernel's ELF file, built once into the target's test folder (shared by the test
+/// processes: see `edgeio_runtime_mirage::testing::build_kernel`).
 pub fn kernel(kernel: Kernel) -> PathBuf {
-    static BUILT: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
-    static SEQ: AtomicU32 = AtomicU32::new(0);
-    let defsym = kernel.defsym();
-    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(path) = built.get(&defsym) {
-        return path.clone();
-    }
-    let source = std::fs::read(SOURCE).expect("the test kernel's source");
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    (&source, &defsym).hash(&mut hasher);
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kernels");
-    std::fs::create_dir_all(&dir).unwrap();
-    let name = defsym.replace('=', "-").to_lowercase();
-    let out = dir.join(format!("hello-{name}-{:016x}.elf", hasher.finish()));
-    if !out.exists() {
-        let work = dir.join(format!(
-            "build-{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&work).unwrap();
-        let object = work.join("kernel.o");
-        let elf = work.join("kernel.elf");
-        let (o, e) = (object.to_str().unwrap(), elf.to_str().unwrap());
-        run("as", &["--32", "--defsym", &defsym, SOURCE, "-o", o]);
-        run(
-            "ld",
-            &[
-                "-m", "elf_i386", "-Ttext", "0x100000", "-e", "_start", "-o", e, o,
-            ],
-        );
-        std::fs::rename(&elf, &out).unwrap();
-        let _ = std::fs::remove_dir_all(&work);
-    }
-    built.insert(defsym, out.clone());
-    out
+    edgeio_runtime_mirage::testing::kernel(kernel, &dir)
 }
 
 /// A fresh, short state folder with a runtime over it; on drop, kills every process whose
