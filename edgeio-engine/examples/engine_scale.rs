@@ -11,6 +11,7 @@
 //! ```sh
 //! cargo run --release -p edgeio-engine --features testing --example engine_scale
 //! EDGEIO_SCALE_SECONDS=5 cargo run --release -p edgeio-engine --features testing --example engine_scale
+//! EDGEIO_SCALE_PART=jobs EDGEIO_SCALE_JOBS=2000 cargo run --release -p edgeio-engine --features testing --example engine_scale
 //! ```
 
 use edgeio_core::state::JobState;
@@ -100,7 +101,24 @@ fn fleet(name: &str, clusters: usize, workers_per_cluster: usize) {
     );
 }
 
+/// Which part to run: `fleets`, `jobs` or both (the default).
+fn part(name: &str) -> bool {
+    match std::env::var("EDGEIO_SCALE_PART") {
+        Ok(p) => p == name || p == "all",
+        Err(_) => true,
+    }
+}
+
 fn main() {
+    if part("fleets") {
+        fleets();
+    }
+    if part("jobs") {
+        jobs();
+    }
+}
+
+fn fleets() {
     println!(
         "engine CPU at 1 Hz, {} virtual seconds each (wall-clock time inside the engines):\n",
         seconds()
@@ -111,9 +129,14 @@ fn main() {
     fleet("root + 1 cluster × 10,000 workers", 1, 10_000);
     fleet("root + 1,000 clusters × 2 workers", 1_000, 2);
     println!("\ngoals: a cluster engine keeps up with 10,000 workers at 1 Hz in ≤ 10% of one core; the root with 1,000 clusters in ≤ 5%");
+}
 
-    // memory and throughput: 100 clusters × 100 workers, then 10,000 jobs at once
-    let jobs = 10_000;
+/// Memory and throughput: 100 clusters × 100 workers, then 10,000 jobs at once.
+fn jobs() {
+    let jobs: usize = std::env::var("EDGEIO_SCALE_JOBS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10_000);
     let submit_at = 3_000;
     let base = rss_bytes();
     let mut config = quiet(100, 100, jobs);
@@ -134,7 +157,7 @@ fn main() {
     let placed_now = placed(&sim);
     sim.advance_to(at + 5_000).expect("the jobs settle");
     let jobs_rss = rss_bytes();
-    println!("\n10,000 jobs submitted at once to root + 100 clusters × 100 workers:\n");
+    println!("\n{jobs} jobs submitted at once to root + 100 clusters × 100 workers:\n");
     println!("| figure | edgeio (simulated) | goal / peers |");
     println!("|---|---|---|");
     println!(

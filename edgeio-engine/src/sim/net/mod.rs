@@ -427,19 +427,7 @@ impl Sim {
     pub fn run(mut self) -> Result<Report, Violation> {
         let end = self.config.faults_until_ms + self.config.settle_ms;
         let ran = catch_unwind(AssertUnwindSafe(|| -> Result<(), Violation> {
-            while let Some(((at, _), ev)) = self.queue.pop_first() {
-                if at > end {
-                    break;
-                }
-                self.now = at;
-                self.clock.set_ms(EPOCH_MS + at);
-                self.events += 1;
-                self.step(ev)?;
-                if self.config.check_every_event {
-                    self.check()?;
-                }
-            }
-            self.now = end;
+            self.advance_to(end)?;
             self.check_end()
         }));
         match ran {
