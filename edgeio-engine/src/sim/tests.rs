@@ -4,7 +4,7 @@
 use super::*;
 
 /// How many seeds CI runs (a few seconds); `EDGEIO_SIM_SEEDS=N` runs N from seed 0 instead.
-const SEEDS: u64 = 300;
+const SEEDS: u64 = 500;
 
 fn run(seed: u64, config: SimConfig) -> Result<Report, Violation> {
     Sim::new(seed, config).run()
