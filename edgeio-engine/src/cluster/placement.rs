@@ -93,6 +93,7 @@ impl ClusterState {
                                 message: format!("cluster {}: {u}", self.config.id),
                             },
                             unschedulable: Some(u),
+                            retry: false,
                         }),
                     );
                 }
@@ -159,6 +160,7 @@ impl ClusterState {
                     message: format!("cluster {}: {what}: {u}", self.config.id),
                 },
                 unschedulable: Some(u),
+                retry: false,
             }),
         )
     }
