@@ -1,19 +1,32 @@
 //! What a change of engine state asks the outside world to do, collected while the state's
 //! lock is held and carried out after it is released (no I/O under a lock).
+//!
+//! **Ack means persisted.** A change's records are written before anything it asks for is
+//! done. When the store refuses a write (a full disk), the key stays *dirty*: the engine's
+//! memory is ahead of its store, and the change's messages and commands are *held*, in
+//! order, not sent; a command it answers gets a `nack` with `retry` ("not now") instead of
+//! its `ack`. Every later [`Core::apply`] (the engines' loops run one on each tick) writes the
+//! dirty keys again first; once they are all written, what was held goes out, in order, and
+//! the parent's re-sent command is acked. So nothing leaves the engine — no deploy to a node,
+//! no event to the root, no ack — that its store does not hold.
 
 use edgeio_core::reliable::{CommandOutcome, ReliableParent};
-use edgeio_core::store::{Store, StoreExt};
+use edgeio_core::store::{Store, StoreError, StoreExt};
 use edgeio_core::transport::{ChildTransport, ParentTransport, TransportError};
-use edgeio_core::wire::Envelope;
+use edgeio_core::wire::{Envelope, ErrorBody, Message, Nack};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::mpsc;
-use tracing::warn;
+use tracing::{info, warn};
 
 /// The effects of one change. `T` tells what a command was for, so its outcome can be
 /// applied when it comes back.
 pub(crate) struct Effects<T> {
     /// Store keys whose records changed (written with the record as it is when written).
     pub persist: Vec<String>,
+    /// The answer to the command from the parent that this change handled; sent before
+    /// anything else. An `ack` goes out only once every record is written; until then the
+    /// command is answered "not now" (`nack` with `retry`), and the parent sends it again.
+    pub answer: Option<Envelope>,
     /// Messages to the parent.
     pub send_up: Vec<Envelope>,
     /// Messages to one child, not acknowledged.
@@ -26,6 +39,7 @@ impl<T> Default for Effects<T> {
     fn default() -> Self {
         Effects {
             persist: Vec::new(),
+            answer: None,
             send_up: Vec::new(),
             send_down: Vec::new(),
             commands: Vec::new(),
@@ -33,31 +47,38 @@ impl<T> Default for Effects<T> {
     }
 }
 
-/// Writes each key's current value. `order` serializes writers, and each value is read
-/// under it, so a later write never carries an older record than an earlier one.
+/// Writes the current value of each dirty key, in order, removing the keys written; stops at
+/// the first refusal (the store will refuse the rest too), leaving it and the keys after it
+/// dirty. Each value is read when written, so a later write never carries an older record
+/// than an earlier one; callers serialize calls (the backlog's mutex).
 pub(crate) async fn persist_all(
-    order: &tokio::sync::Mutex<()>,
     store: &dyn Store,
-    keys: &[String],
+    dirty: &mut Vec<String>,
     value_of: impl Fn(&str) -> Option<serde_json::Value>,
-) {
-    if keys.is_empty() {
-        return;
-    }
-    let _turn = order.lock().await;
-    let mut done: Vec<&str> = Vec::new();
-    for key in keys {
-        if done.contains(&key.as_str()) {
-            continue;
+) -> Result<(), StoreError> {
+    while let Some(key) = dirty.first() {
+        // A record no longer kept (never the case for jobs and nodes, which end in a final
+        // state) leaves its last stored value.
+        if let Some(value) = value_of(key) {
+            store.put_json(key, &value).await?;
         }
-        done.push(key);
-        let Some(value) = value_of(key) else {
-            continue;
-        };
-        if let Err(e) = store.put_json(key, &value).await {
-            warn!(key, error = %e, "cannot persist a record; the store is behind the engine");
-        }
+        dirty.remove(0);
     }
+    Ok(())
+}
+
+/// Something a change asked for that waits for its records to be written.
+enum Held<T> {
+    Up(Envelope),
+    Down(String, Envelope),
+    Command(String, Envelope, T),
+}
+
+/// What is not durable yet: keys whose records the store refused, and what waits for them.
+struct Backlog<T> {
+    /// In the order they changed first.
+    dirty: Vec<String>,
+    held: Vec<Held<T>>,
 }
 
 /// The JSON of the record `key` names when it lies under `prefix` in `records` (keyed by id).
@@ -93,7 +114,8 @@ struct Links {
 pub(crate) struct Core<S, T> {
     state: Mutex<S>,
     pub(crate) store: Arc<dyn Store>,
-    persist: tokio::sync::Mutex<()>,
+    /// Serializes writers, and keeps what is not durable yet.
+    backlog: tokio::sync::Mutex<Backlog<T>>,
     outcomes: mpsc::UnboundedSender<Outcome<T>>,
     links: Mutex<Option<Links>>,
 }
@@ -108,7 +130,10 @@ impl<S: Records, T: Send + 'static> Core<S, T> {
         let core = Core {
             state: Mutex::new(state),
             store,
-            persist: tokio::sync::Mutex::new(()),
+            backlog: tokio::sync::Mutex::new(Backlog {
+                dirty: Vec::new(),
+                held: Vec::new(),
+            }),
             outcomes: tx,
             links: Mutex::new(None),
         };
@@ -135,34 +160,126 @@ impl<S: Records, T: Send + 'static> Core<S, T> {
     }
 
     /// Persists, sends, and starts the commands of `fx`; outcomes arrive on the receiver.
-    pub(crate) async fn apply(&self, fx: Effects<T>) {
-        persist_all(&self.persist, &*self.store, &fx.persist, |key| {
-            self.state().value_of(key)
+    ///
+    /// Writes the records left dirty by earlier changes and then those of `fx`. When all are
+    /// written, what earlier changes held goes out first, then `fx`'s. When the store refuses
+    /// one, `fx`'s messages and commands are held (a change with no records of its own, such
+    /// as an aggregate, sends its messages anyway: they say nothing the store lacks), its
+    /// `ack` becomes a "not now", and the answer is [`StoreError::Unavailable`] saying why.
+    pub(crate) async fn apply(&self, fx: Effects<T>) -> Result<(), StoreError> {
+        let Effects {
+            persist,
+            answer,
+            send_up,
+            send_down,
+            commands,
+        } = fx;
+        let (written, mut release) = {
+            let mut backlog = self.backlog.lock().await;
+            let was_dirty = !backlog.dirty.is_empty();
+            for key in &persist {
+                if !backlog.dirty.contains(key) {
+                    backlog.dirty.push(key.clone());
+                }
+            }
+            let written = persist_all(&*self.store, &mut backlog.dirty, |key| {
+                self.state().value_of(key)
+            })
+            .await;
+            let mut release = Vec::new();
+            match &written {
+                Ok(()) => {
+                    if was_dirty {
+                        info!(
+                            held = backlog.held.len(),
+                            "the store takes writes again; sending what waited for it"
+                        );
+                    }
+                    release = std::mem::take(&mut backlog.held);
+                }
+                Err(e) => {
+                    if !was_dirty {
+                        warn!(
+                            error = %e,
+                            dirty = backlog.dirty.len(),
+                            "cannot persist; holding back what depends on it until the store takes writes"
+                        );
+                    }
+                }
+            }
+            (written, release)
+        };
+        let durable = written.is_ok();
+        let hold = !durable && !persist.is_empty();
+        let fresh = send_up
+            .into_iter()
+            .map(Held::Up)
+            .chain(send_down.into_iter().map(|(c, e)| Held::Down(c, e)));
+        let commands = commands.into_iter().map(|(c, e, t)| Held::Command(c, e, t));
+        let answer = answer.map(|answer| match (&answer.body, &written) {
+            (Message::Ack(ack), Err(e)) => not_now(&answer.from, &ack.re, e),
+            _ => answer,
+        });
+        if durable {
+            release.extend(fresh.chain(commands));
+        } else {
+            let mut backlog = self.backlog.lock().await;
+            if hold {
+                backlog.held.extend(fresh.chain(commands));
+            } else {
+                release.extend(fresh);
+                backlog.held.extend(commands);
+            }
+        }
+        self.send(answer, release).await;
+        written.map_err(|e| StoreError::Unavailable {
+            reason: format!("the change is not stored yet: {e}"),
         })
-        .await;
+    }
+
+    /// Sends `answer` first, then each message and command in order.
+    async fn send(&self, answer: Option<Envelope>, effects: Vec<Held<T>>) {
         let links = self.links.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let Some(links) = links else {
             return;
         };
-        if let Some(up) = &links.up {
-            for envelope in fx.send_up {
-                if let Err(e) = up.send(&envelope).await {
-                    warn!(kind = envelope.kind(), error = %e, "cannot send to the parent");
+        for held in answer.map(Held::Up).into_iter().chain(effects) {
+            match held {
+                Held::Up(envelope) => match &links.up {
+                    Some(up) => {
+                        if let Err(e) = up.send(&envelope).await {
+                            warn!(kind = envelope.kind(), error = %e, "cannot send to the parent");
+                        }
+                    }
+                    None => warn!(kind = envelope.kind(), "no parent to send to"),
+                },
+                Held::Down(child, envelope) => {
+                    if let Err(e) = links.down.send(&child, &envelope).await {
+                        warn!(child, kind = envelope.kind(), error = %e, "cannot send to a child");
+                    }
+                }
+                Held::Command(child, envelope, tag) => {
+                    let down = links.down.clone();
+                    let outcomes = self.outcomes.clone();
+                    tokio::spawn(async move {
+                        let outcome = down.command(&child, envelope).await;
+                        let _ = outcomes.send((tag, outcome));
+                    });
                 }
             }
         }
-        for (child, envelope) in fx.send_down {
-            if let Err(e) = links.down.send(&child, &envelope).await {
-                warn!(child, kind = envelope.kind(), error = %e, "cannot send to a child");
-            }
-        }
-        for (child, envelope, tag) in fx.commands {
-            let down = links.down.clone();
-            let outcomes = self.outcomes.clone();
-            tokio::spawn(async move {
-                let outcome = down.command(&child, envelope).await;
-                let _ = outcomes.send((tag, outcome));
-            });
-        }
     }
+}
+
+/// The "not now" answering command `re` from `from`: its change could not be stored.
+fn not_now(from: &str, re: &str, e: &StoreError) -> Envelope {
+    Envelope::new(
+        from,
+        Message::Nack(Nack {
+            re: re.to_string(),
+            error: ErrorBody::unavailable(format!("{from} cannot store the change now: {e}")),
+            unschedulable: None,
+            retry: true,
+        }),
+    )
 }

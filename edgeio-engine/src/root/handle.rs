@@ -9,6 +9,18 @@ pub struct RootHandle {
     pub(super) shared: Arc<Shared>,
 }
 
+/// The answer to a change the root made but could not store: 503, retry. The change is not
+/// acknowledged, as a cluster's "not now" is not: the engine keeps it in memory and holds what
+/// it asks of the clusters until the store takes it (then carries it out), and a root that
+/// stops before that forgets it. A retry meets the state as changed (a terminate or a scale
+/// to the same count is answered as done; a second migration is a conflict while the first
+/// is under way).
+fn not_stored(job: &str, e: edgeio_core::store::StoreError) -> ApiError {
+    ApiError::Unavailable {
+        reason: format!("job {job}: {e}; retry"),
+    }
+}
+
 impl RootHandle {
     /// How many state changes the engine refused so far (late, duplicate or post-termination
     /// events; each was logged with its ids). A test or the simulator reads it.
@@ -69,7 +81,13 @@ impl Registrar for RootHandle {
     async fn register(&self, request: RegisterRequest) -> Result<RegisterReply, ErrorBody> {
         let mut fx = Fx::default();
         let reply = self.shared.state().register(request, &mut fx);
-        self.shared.apply(fx).await;
+        // an id the store does not hold is not given out: the cluster dials again
+        if let Err(e) = self.shared.apply(fx).await {
+            return Err(ErrorBody::unavailable(format!(
+                "root cannot register {} now: {e}; retry",
+                reply.as_ref().map_or("the cluster", |r| r.id.as_str())
+            )));
+        }
         reply
     }
 }
@@ -125,7 +143,11 @@ impl RootApi for RootHandle {
             state.schedule(&id, &mut fx);
             view
         };
-        self.shared.apply(fx).await;
+        // the job is stored (REQUESTED); if its placement cannot be stored yet, its deploy
+        // waits for the store (effects::Core::apply) and the job is placed as stored
+        if let Err(e) = self.shared.apply(fx).await {
+            warn!(job = %view.id, error = %e, "job stored, its placement waits for the store");
+        }
         Ok(view)
     }
 
@@ -148,14 +170,14 @@ impl RootApi for RootHandle {
     async fn terminate(&self, id: &str) -> Result<JobView, ApiError> {
         let mut fx = Fx::default();
         let view = self.shared.state().terminate(id, &mut fx)?;
-        self.shared.apply(fx).await;
+        self.shared.apply(fx).await.map_err(|e| not_stored(id, e))?;
         Ok(view)
     }
 
     async fn scale(&self, id: &str, replicas: u32) -> Result<JobView, ApiError> {
         let mut fx = Fx::default();
         let view = self.shared.state().scale(id, replicas, &mut fx)?;
-        self.shared.apply(fx).await;
+        self.shared.apply(fx).await.map_err(|e| not_stored(id, e))?;
         Ok(view)
     }
 
@@ -167,7 +189,7 @@ impl RootApi for RootHandle {
     ) -> Result<JobView, ApiError> {
         let mut fx = Fx::default();
         let view = self.shared.state().migrate(id, target, instance, &mut fx)?;
-        self.shared.apply(fx).await;
+        self.shared.apply(fx).await.map_err(|e| not_stored(id, e))?;
         Ok(view)
     }
 

@@ -362,7 +362,11 @@ impl RootEngine {
                 }
                 event = down.recv() => self.shared.state().on_cluster_event(event?, &mut fx),
             }
-            self.shared.apply(fx).await;
+            // a refused write is retried by the next apply (every check tick at the latest);
+            // what depends on it waits, so there is nothing else to do here
+            if let Err(e) = self.shared.apply(fx).await {
+                debug!(error = %e, "effects held until the store takes writes");
+            }
         }
     }
 }
