@@ -8,7 +8,8 @@
 //! - [`ReliableParent`] wraps an `Arc<dyn ParentTransport>`. [`ReliableParent::command`] sends
 //!   a command and re-sends it, with exponential backoff and at once when the child comes
 //!   back up, until the child answers it with an `ack` or `nack` whose `re` is the
-//!   command's envelope id.
+//!   command's envelope id, or until [`ReliableConfig::give_up_after`] passes
+//!   ([`CommandOutcome::GaveUp`]: not a refusal, since the child may have applied it).
 //! - [`ReliableChild`] wraps an `Arc<dyn ChildTransport>`. Its `recv` delivers each command id
 //!   once; a re-sent copy of a command already answered is answered again from a cache of
 //!   the answers sent through it, without reaching the engine a second time.
@@ -72,6 +73,9 @@ use std::time::Duration;
 use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 
+/// [`ReliableConfig::give_up_after`] by default.
+pub const DEFAULT_GIVE_UP_AFTER: Duration = Duration::from_secs(60);
+
 /// Settings of both layers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReliableConfig {
@@ -79,8 +83,11 @@ pub struct ReliableConfig {
     pub resend_initial: Duration,
     /// The longest wait between two re-sends.
     pub resend_max: Duration,
-    /// Give up on a command not answered for this long ([`TransportError::Unavailable`]);
-    /// `None` keeps re-sending until it is answered or its `command` future is dropped.
+    /// Give up on a command not answered for good this long
+    /// ([`CommandOutcome::GaveUp`]: the child may or may not have applied it); `None` keeps
+    /// re-sending until it is answered or its `command` future is dropped. A minute by
+    /// default: long enough to ride out a link or broker restart, short enough that the
+    /// engine learns of a child that is connected but does not answer.
     pub give_up_after: Option<Duration>,
     /// How many command ids each side remembers (the child: delivered commands and their
     /// answers; the parent: commands answered recently, to swallow late duplicate answers).
@@ -94,7 +101,7 @@ impl Default for ReliableConfig {
         ReliableConfig {
             resend_initial: Duration::from_millis(500),
             resend_max: Duration::from_secs(10),
-            give_up_after: None,
+            give_up_after: Some(DEFAULT_GIVE_UP_AFTER),
             dedupe_window: 4096,
         }
     }
@@ -110,6 +117,11 @@ pub enum CommandOutcome {
     Nacked(ErrorBody),
     /// `nack` of a deploy that nothing could take, with the scheduler's explanation.
     Unschedulable(ErrorBody, Box<Unschedulable>),
+    /// No final answer within [`ReliableConfig::give_up_after`] (none at all, or only "not
+    /// now"s): the command may or may not have been applied, so this is not a refusal. The
+    /// sender finds out from the child's state (the root re-syncs with the cluster; a
+    /// cluster learns from the node's status) before acting again. Says why.
+    GaveUp(String),
 }
 
 /// What a message says about the command it answers.
@@ -302,8 +314,8 @@ impl ReliableParent {
     ///
     /// Errors: [`TransportError::Invalid`] when `envelope` is not a command or a command with
     /// its id is already pending, and whatever other error the inner `send` returns (an
-    /// oversized command will not get smaller); [`TransportError::Unavailable`] when
-    /// [`ReliableConfig::give_up_after`] passes without an answer.
+    /// oversized command will not get smaller). When [`ReliableConfig::give_up_after`] passes
+    /// without a final answer it resolves as [`CommandOutcome::GaveUp`].
     pub async fn command(
         &self,
         child: &str,
@@ -398,13 +410,13 @@ impl ReliableParent {
                     Some(e) => format!("answered only \"not now\" ({}: {})", e.code, e.message),
                     None => "not answered".to_string(),
                 };
-                return Err(TransportError::Unavailable {
-                    reason: format!(
-                        "command {id} ({}) to {child:?} {how} after {attempts} attempts in {:?}",
-                        envelope.kind(),
-                        started.elapsed()
-                    ),
-                });
+                let reason = format!(
+                    "command {id} ({}) to {child:?} {how} after {attempts} attempts in {:?}",
+                    envelope.kind(),
+                    started.elapsed()
+                );
+                tracing::warn!(command = id, child, %reason, "giving up on a command");
+                return Ok(CommandOutcome::GaveUp(reason));
             }
         }
     }
@@ -1067,16 +1079,14 @@ mod tests {
             let mut delivered = engine_with_a_failing_store(child, usize::MAX);
 
             let command = scale(1);
-            let err = within("the give-up", parent.command("n1", command.clone()))
-                .await
-                .unwrap_err();
-            match err {
-                TransportError::Unavailable { reason } => {
+            let outcome = within("the give-up", parent.command("n1", command.clone())).await;
+            match outcome {
+                Ok(CommandOutcome::GaveUp(reason)) => {
                     assert!(reason.contains(&command.id), "{reason}");
                     assert!(reason.contains("not now"), "{reason}");
                     assert!(reason.contains("disk full"), "{reason}");
                 }
-                other => panic!("expected Unavailable, got {other:?}"),
+                other => panic!("expected GaveUp, got {other:?}"),
             }
             let mut copies = 0;
             while delivered.try_recv().is_ok() {
@@ -1150,15 +1160,13 @@ mod tests {
             let _child = hub.connect("n1").await.unwrap();
 
             let command = scale(1);
-            let err = within("the give-up", parent.command("n1", command.clone()))
-                .await
-                .unwrap_err();
-            match err {
-                TransportError::Unavailable { reason } => {
+            let outcome = within("the give-up", parent.command("n1", command.clone())).await;
+            match outcome {
+                Ok(CommandOutcome::GaveUp(reason)) => {
                     assert!(reason.contains(&command.id), "{reason}");
                     assert!(reason.contains("attempts"), "{reason}");
                 }
-                other => panic!("expected Unavailable, got {other:?}"),
+                other => panic!("expected GaveUp, got {other:?}"),
             }
             assert!(parent.pending("n1").is_empty());
         }

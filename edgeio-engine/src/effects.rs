@@ -16,6 +16,7 @@ use edgeio_core::transport::{ChildTransport, ParentTransport, TransportError};
 use edgeio_core::wire::{Envelope, ErrorBody, Message, Nack};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 /// The effects of one change. `T` tells what a command was for, so its outcome can be
@@ -113,6 +114,9 @@ struct Links {
 /// with the lock released.
 pub(crate) struct Core<S, T> {
     state: Mutex<S>,
+    /// The commands in flight: each is a task owned here, so that they all end with the
+    /// engine ([`Core::end`]) instead of re-sending after it stopped.
+    commands: Mutex<JoinSet<()>>,
     pub(crate) store: Arc<dyn Store>,
     /// Serializes writers, and keeps what is not durable yet.
     backlog: tokio::sync::Mutex<Backlog<T>>,
@@ -129,6 +133,7 @@ impl<S: Records, T: Send + 'static> Core<S, T> {
         let (tx, rx) = mpsc::unbounded_channel();
         let core = Core {
             state: Mutex::new(state),
+            commands: Mutex::new(JoinSet::new()),
             store,
             backlog: tokio::sync::Mutex::new(Backlog {
                 dirty: Vec::new(),
@@ -143,6 +148,21 @@ impl<S: Records, T: Send + 'static> Core<S, T> {
     /// The state, locked. A panic elsewhere must not turn every later call into a second one.
     pub(crate) fn state(&self) -> MutexGuard<'_, S> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Ends the engine's commands in flight and forgets its links, so that nothing more is
+    /// sent on its behalf (a change made through a handle later is kept and persisted, not
+    /// sent). The engines' loops call this however they end ([`Running`]).
+    pub(crate) fn end(&self) {
+        *self.links.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        let mut commands = self.commands.lock().unwrap_or_else(|e| e.into_inner());
+        if !commands.is_empty() {
+            info!(
+                commands = commands.len(),
+                "engine stopped; its commands in flight end with it"
+            );
+        }
+        commands.abort_all();
     }
 
     /// Sets the links when the engine starts running.
@@ -261,9 +281,15 @@ impl<S: Records, T: Send + 'static> Core<S, T> {
                 Held::Command(child, envelope, tag) => {
                     let down = links.down.clone();
                     let outcomes = self.outcomes.clone();
-                    tokio::spawn(async move {
+                    let mut commands = self.commands.lock().unwrap_or_else(|e| e.into_inner());
+                    // the finished ones are reaped here, so the set holds only those in flight
+                    while commands.try_join_next().is_some() {}
+                    commands.spawn(async move {
                         let outcome = down.command(&child, envelope).await;
-                        let _ = outcomes.send((tag, outcome));
+                        // the receiver is gone only when the engine is: nothing to tell
+                        if outcomes.send((tag, outcome)).is_err() {
+                            tracing::debug!("command outcome after the engine stopped");
+                        }
                     });
                 }
             }
@@ -282,4 +308,14 @@ fn not_now(from: &str, re: &str, e: &StoreError) -> Envelope {
             retry: true,
         }),
     )
+}
+
+/// Ends an engine's commands when its loop ends, however it ends (returned, failed, or its
+/// future dropped): hold one in the loop.
+pub(crate) struct Running<'a, S: Records, T: Send + 'static>(pub(crate) &'a Core<S, T>);
+
+impl<S: Records, T: Send + 'static> Drop for Running<'_, S, T> {
+    fn drop(&mut self) {
+        self.0.end();
+    }
 }

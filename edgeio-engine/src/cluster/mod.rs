@@ -8,7 +8,7 @@
 //! ([`ClusterEngine::run`]) both go through it, so the workers' WebSocket handshakes need no
 //! round trip through the loop.
 
-use crate::effects::{record_json, Core, Effects, Outcome, Records};
+use crate::effects::{record_json, Core, Effects, Outcome, Records, Running};
 use crate::records::{
     load, InstanceRecord, JobRecord, Migration, NodeRecord, Refusals, JOBS, NODES,
 };
@@ -469,6 +469,9 @@ impl ClusterEngine {
         };
         let down = ReliableParent::new(down, reliable);
         self.shared.connect(down.clone(), Some(up.clone()));
+        // every command sent from here on ends with this loop
+        let shared = self.shared.clone();
+        let _running = Running(&shared);
         let mut aggregate_tick = tokio::time::interval(aggregate_every);
         aggregate_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut heartbeat_tick = tokio::time::interval(heartbeat_every);
