@@ -194,7 +194,14 @@ impl<S: Records, T: Send + 'static> Core<S, T> {
             send_down,
             commands,
         } = fx;
-        let (written, mut release) = {
+        let fresh = send_up
+            .into_iter()
+            .map(Held::Up)
+            .chain(send_down.into_iter().map(|(c, e)| Held::Down(c, e)));
+        let commands = commands.into_iter().map(|(c, e, t)| Held::Command(c, e, t));
+        // one turn of the backlog's lock from the write to the decision, so that a change
+        // held here cannot miss a release by a concurrent apply that found the store healed
+        let (written, release) = {
             let mut backlog = self.backlog.lock().await;
             let was_dirty = !backlog.dirty.is_empty();
             for key in &persist {
@@ -216,6 +223,7 @@ impl<S: Records, T: Send + 'static> Core<S, T> {
                         );
                     }
                     release = std::mem::take(&mut backlog.held);
+                    release.extend(fresh.chain(commands));
                 }
                 Err(e) => {
                     if !was_dirty {
@@ -225,32 +233,20 @@ impl<S: Records, T: Send + 'static> Core<S, T> {
                             "cannot persist; holding back what depends on it until the store takes writes"
                         );
                     }
+                    if persist.is_empty() {
+                        release.extend(fresh);
+                        backlog.held.extend(commands);
+                    } else {
+                        backlog.held.extend(fresh.chain(commands));
+                    }
                 }
             }
             (written, release)
         };
-        let durable = written.is_ok();
-        let hold = !durable && !persist.is_empty();
-        let fresh = send_up
-            .into_iter()
-            .map(Held::Up)
-            .chain(send_down.into_iter().map(|(c, e)| Held::Down(c, e)));
-        let commands = commands.into_iter().map(|(c, e, t)| Held::Command(c, e, t));
         let answer = answer.map(|answer| match (&answer.body, &written) {
             (Message::Ack(ack), Err(e)) => not_now(&answer.from, &ack.re, e),
             _ => answer,
         });
-        if durable {
-            release.extend(fresh.chain(commands));
-        } else {
-            let mut backlog = self.backlog.lock().await;
-            if hold {
-                backlog.held.extend(fresh.chain(commands));
-            } else {
-                release.extend(fresh);
-                backlog.held.extend(commands);
-            }
-        }
         self.send(answer, release).await;
         written.map_err(|e| StoreError::Unavailable {
             reason: format!("the change is not stored yet: {e}"),
