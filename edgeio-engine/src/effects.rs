@@ -68,6 +68,9 @@ pub(crate) async fn persist_all(
     Ok(())
 }
 
+/// Puts an engine's state back as it was before a change (see [`Core::apply_or_undo`]).
+type Undo<'a, S> = Box<dyn FnOnce(&mut S) + Send + 'a>;
+
 /// Something a change asked for that waits for its records to be written.
 enum Held<T> {
     Up(Envelope),
@@ -187,6 +190,28 @@ impl<S: Records, T: Send + 'static> Core<S, T> {
     /// as an aggregate, sends its messages anyway: they say nothing the store lacks), its
     /// `ack` becomes a "not now", and the answer is [`StoreError::Unavailable`] saying why.
     pub(crate) async fn apply(&self, fx: Effects<T>) -> Result<(), StoreError> {
+        self.apply_with(fx, None).await
+    }
+
+    /// As [`Core::apply`], for a change a caller is waiting on (the root's API): when the store
+    /// refuses its records, the change is undone instead of held — `undo` puts the state back
+    /// as it was, under the backlog's lock so that no other apply writes the changed records
+    /// meanwhile — its messages and commands are dropped, and its keys stay dirty so that the
+    /// store gets the restored records once it takes writes. Nothing of it happens, now or
+    /// later; the caller says so (503) and may retry.
+    pub(crate) async fn apply_or_undo(
+        &self,
+        fx: Effects<T>,
+        undo: impl FnOnce(&mut S) + Send,
+    ) -> Result<(), StoreError> {
+        self.apply_with(fx, Some(Box::new(undo))).await
+    }
+
+    async fn apply_with(
+        &self,
+        fx: Effects<T>,
+        undo: Option<Undo<'_, S>>,
+    ) -> Result<(), StoreError> {
         let Effects {
             persist,
             answer,
@@ -233,7 +258,19 @@ impl<S: Records, T: Send + 'static> Core<S, T> {
                             "cannot persist; holding back what depends on it until the store takes writes"
                         );
                     }
-                    if persist.is_empty() {
+                    if let Some(undo) = undo {
+                        undo(&mut self.state());
+                        // what was written of it must be written back as restored
+                        for key in &persist {
+                            if !backlog.dirty.contains(key) {
+                                backlog.dirty.push(key.clone());
+                            }
+                        }
+                        info!(
+                            dropped = fresh.count() + commands.count(),
+                            "change undone: the store refused it"
+                        );
+                    } else if persist.is_empty() {
                         release.extend(fresh);
                         backlog.held.extend(commands);
                     } else {

@@ -286,13 +286,21 @@ async fn a_root_that_cannot_store_a_job_answers_unavailable_and_creates_nothing(
 }
 
 #[tokio::test]
-async fn a_change_the_root_cannot_store_is_unavailable_and_nothing_is_sent_until_it_can() {
+async fn a_change_the_root_cannot_store_is_unavailable_and_undone() {
     let t = tiers().await;
     let view = t.root.submit(job("web")).await.unwrap();
     let id = view.id.to_string();
     wait_state(&t.root, &id, JobState::Running).await;
 
     t.root_store.switch().fail();
+    let err = t.root.scale(&id, 2).await.unwrap_err();
+    assert_eq!(err.code(), "unavailable", "{err}");
+    let unscaled = t.root.job(&id).await.unwrap();
+    assert_eq!(
+        (unscaled.state, unscaled.spec.replicas),
+        (JobState::Running, 1),
+        "the refused scale was undone: {unscaled:#?}"
+    );
     let err = t.root.terminate(&id).await.unwrap_err();
     assert_eq!(err.code(), "unavailable", "{err}");
     tokio::time::sleep(WHILE_FAILING).await;
@@ -315,8 +323,20 @@ async fn a_change_the_root_cannot_store_is_unavailable_and_nothing_is_sent_until
         "the store still holds the job as it was: {stored:#}"
     );
 
+    assert_eq!(
+        still.state,
+        JobState::Running,
+        "the refused change was undone: {still:#?}"
+    );
+
+    // healed, nothing of the refused terminate happens by itself (the caller was told it
+    // did not take); asked again, it does
     t.root_store.switch().heal();
-    // the held terminate goes out once the root's next tick stores the change
+    tokio::time::sleep(WHILE_FAILING).await;
+    let after = t.root.job(&id).await.unwrap();
+    assert_eq!(after.state, JobState::Running, "{after:#?}");
+    assert_eq!(after.instances[0].state, InstanceState::Running);
+    t.root.terminate(&id).await.unwrap();
     let done = wait_state(&t.root, &id, JobState::Terminated).await;
     assert_eq!(done.instances[0].state, InstanceState::Terminated);
     assert_eq!(t.runtime.deploy_count(), 1);

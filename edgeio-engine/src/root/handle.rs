@@ -9,15 +9,23 @@ pub struct RootHandle {
     pub(super) shared: Arc<Shared>,
 }
 
-/// The answer to a change the root made but could not store: 503, retry. The change is not
-/// acknowledged, as a cluster's "not now" is not: the engine keeps it in memory and holds what
-/// it asks of the clusters until the store takes it (then carries it out), and a root that
-/// stops before that forgets it. A retry meets the state as changed (a terminate or a scale
-/// to the same count is answered as done; a second migration is a conflict while the first
-/// is under way).
+/// The answer to a change the root could not store: 503, retry. The change was undone
+/// (`restore`) and nothing it asked of the clusters was sent: a retry starts afresh.
 fn not_stored(job: &str, e: edgeio_core::store::StoreError) -> ApiError {
     ApiError::Unavailable {
         reason: format!("job {job}: {e}; retry"),
+    }
+}
+
+/// Puts job `id` back as it was before a change the store refused.
+fn restore(state: &mut RootState, id: &str, before: Option<JobRecord>) {
+    match before {
+        Some(record) => {
+            state.jobs.insert(id.to_string(), record);
+        }
+        None => {
+            state.jobs.remove(id);
+        }
     }
 }
 
@@ -169,15 +177,31 @@ impl RootApi for RootHandle {
 
     async fn terminate(&self, id: &str) -> Result<JobView, ApiError> {
         let mut fx = Fx::default();
-        let view = self.shared.state().terminate(id, &mut fx)?;
-        self.shared.apply(fx).await.map_err(|e| not_stored(id, e))?;
+        let before;
+        let view = {
+            let mut state = self.shared.state();
+            before = state.jobs.get(id).cloned();
+            state.terminate(id, &mut fx)?
+        };
+        self.shared
+            .apply_or_undo(fx, |state| restore(state, id, before))
+            .await
+            .map_err(|e| not_stored(id, e))?;
         Ok(view)
     }
 
     async fn scale(&self, id: &str, replicas: u32) -> Result<JobView, ApiError> {
         let mut fx = Fx::default();
-        let view = self.shared.state().scale(id, replicas, &mut fx)?;
-        self.shared.apply(fx).await.map_err(|e| not_stored(id, e))?;
+        let before;
+        let view = {
+            let mut state = self.shared.state();
+            before = state.jobs.get(id).cloned();
+            state.scale(id, replicas, &mut fx)?
+        };
+        self.shared
+            .apply_or_undo(fx, |state| restore(state, id, before))
+            .await
+            .map_err(|e| not_stored(id, e))?;
         Ok(view)
     }
 
@@ -188,8 +212,16 @@ impl RootApi for RootHandle {
         instance: Option<InstanceId>,
     ) -> Result<JobView, ApiError> {
         let mut fx = Fx::default();
-        let view = self.shared.state().migrate(id, target, instance, &mut fx)?;
-        self.shared.apply(fx).await.map_err(|e| not_stored(id, e))?;
+        let before;
+        let view = {
+            let mut state = self.shared.state();
+            before = state.jobs.get(id).cloned();
+            state.migrate(id, target, instance, &mut fx)?
+        };
+        self.shared
+            .apply_or_undo(fx, |state| restore(state, id, before))
+            .await
+            .map_err(|e| not_stored(id, e))?;
         Ok(view)
     }
 
