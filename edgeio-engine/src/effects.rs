@@ -281,7 +281,7 @@ impl<S: Records, T: Send + 'static> Core<S, T> {
             (written, release)
         };
         let answer = answer.map(|answer| match (&answer.body, &written) {
-            (Message::Ack(ack), Err(e)) => not_now(&answer.from, &ack.re, e),
+            (Message::Ack(ack), Err(e)) => not_now(&answer, &ack.re, e),
             _ => answer,
         });
         self.send(answer, release).await;
@@ -330,17 +330,19 @@ impl<S: Records, T: Send + 'static> Core<S, T> {
     }
 }
 
-/// The "not now" answering command `re` from `from`: its change could not be stored.
-fn not_now(from: &str, re: &str, e: &StoreError) -> Envelope {
-    Envelope::new(
-        from,
-        Message::Nack(Nack {
+/// The "not now" that replaces `ack` (answering command `re`): the command's change could
+/// not be stored. It keeps the ack's id, time and sender, which the engine drew from its
+/// context, so the loop draws no id and reads no clock of its own.
+fn not_now(ack: &Envelope, re: &str, e: &StoreError) -> Envelope {
+    Envelope {
+        body: Message::Nack(Nack {
             re: re.to_string(),
-            error: ErrorBody::unavailable(format!("{from} cannot store the change now: {e}")),
+            error: ErrorBody::unavailable(format!("{} cannot store the change now: {e}", ack.from)),
             unschedulable: None,
             retry: true,
         }),
-    )
+        ..ack.clone()
+    }
 }
 
 /// Ends an engine's commands when its loop ends, however it ends (returned, failed, or its
