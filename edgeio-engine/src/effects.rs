@@ -354,3 +354,238 @@ impl<S: Records, T: Send + 'static> Drop for Running<'_, S, T> {
         self.0.end();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! `Core::apply` by value: a state of plain JSON records, a store that fails on command,
+    //! and raw in-memory links on both sides to see exactly what goes out, and when.
+
+    use super::*;
+    use edgeio_core::reliable::ReliableConfig;
+    use edgeio_core::testing::{FailSwitch, FailingStore, MemoryChild, MemoryHub, MemoryParent};
+    use edgeio_core::transport::ParentEvent;
+    use edgeio_core::wire::{Ack, Scale};
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    /// Records by key.
+    struct Kv(BTreeMap<String, serde_json::Value>);
+
+    impl Records for Kv {
+        fn value_of(&self, key: &str) -> Option<serde_json::Value> {
+            self.0.get(key).cloned()
+        }
+    }
+
+    struct Rig {
+        core: Core<Kv, u32>,
+        failing: FailSwitch,
+        store: FailingStore,
+        /// The parent's end of the core's link up: what the core sends up arrives here.
+        parent: MemoryParent,
+        /// A child of the core: the commands it sends arrive here.
+        child: MemoryChild,
+        _outcomes: mpsc::UnboundedReceiver<Outcome<u32>>,
+    }
+
+    async fn rig() -> Rig {
+        let store = FailingStore::new(Arc::new(edgeio_core::testing::MemoryStore::new()));
+        let state = Kv([("jobs/a".to_string(), serde_json::json!({"v": 1}))].into());
+        let (core, outcomes) = Core::new(state, Arc::new(store.clone()));
+        let up_hub = MemoryHub::new();
+        let parent = up_hub.parent();
+        let up: Arc<dyn ChildTransport> = Arc::new(up_hub.connect("me").await.unwrap());
+        let down_hub = MemoryHub::new();
+        let child = down_hub.connect("c1").await.unwrap();
+        let down = ReliableParent::new(Arc::new(down_hub.parent()), ReliableConfig::default());
+        core.connect(down, Some(up));
+        Rig {
+            core,
+            failing: store.switch(),
+            store,
+            parent,
+            child,
+            _outcomes: outcomes,
+        }
+    }
+
+    fn event(n: u64) -> Envelope {
+        Envelope::new(
+            "me",
+            Message::Scale(Scale {
+                job: "up".parse().unwrap(),
+                replicas: n as u32,
+            }),
+        )
+    }
+
+    fn command(n: u32) -> Envelope {
+        Envelope::new(
+            "me",
+            Message::Scale(Scale {
+                job: "down".parse().unwrap(),
+                replicas: n,
+            }),
+        )
+    }
+
+    /// The messages that reach the parent within a moment.
+    async fn sent_up(parent: &MemoryParent) -> Vec<Envelope> {
+        let mut got = Vec::new();
+        while let Ok(Ok(event)) =
+            tokio::time::timeout(Duration::from_millis(100), parent.recv()).await
+        {
+            if let ParentEvent::Message { envelope, .. } = event {
+                got.push(envelope);
+            }
+        }
+        got
+    }
+
+    /// The commands that reach the child within a moment.
+    async fn sent_down(child: &MemoryChild) -> Vec<Envelope> {
+        let mut got = Vec::new();
+        while let Ok(Ok(envelope)) =
+            tokio::time::timeout(Duration::from_millis(100), child.recv()).await
+        {
+            got.push(envelope);
+        }
+        got
+    }
+
+    /// A change of `jobs/a` that answers a command, tells the parent and commands `c1`.
+    fn change(answer: Option<Envelope>, up: &Envelope, down: &Envelope) -> Effects<u32> {
+        Effects {
+            persist: vec!["jobs/a".into()],
+            answer,
+            send_up: vec![up.clone()],
+            send_down: Vec::new(),
+            commands: vec![("c1".into(), down.clone(), 1)],
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_write_holds_what_the_change_asked_for_and_turns_its_ack_into_not_now() {
+        let rig = rig().await;
+        rig.failing.fail();
+        let ack = Envelope::new("me", Message::Ack(Ack { re: "cmd-1".into() }));
+        let (up, down) = (event(1), command(1));
+        let refused = rig.core.apply(change(Some(ack.clone()), &up, &down)).await;
+        assert!(
+            matches!(refused, Err(StoreError::Unavailable { .. })),
+            "{refused:?}"
+        );
+
+        let answered = sent_up(&rig.parent).await;
+        assert_eq!(answered.len(), 1, "only the answer: {answered:#?}");
+        match &answered[0].body {
+            Message::Nack(nack) => {
+                assert!(nack.retry, "retryable");
+                assert_eq!(
+                    (nack.re.as_str(), nack.error.code.as_str()),
+                    ("cmd-1", "unavailable")
+                );
+            }
+            other => panic!("expected a nack, got {other:?}"),
+        }
+        assert_eq!(
+            (&answered[0].id, answered[0].ts),
+            (&ack.id, ack.ts),
+            "the ack's id and time"
+        );
+        assert!(
+            sent_down(&rig.child).await.is_empty(),
+            "no command went down"
+        );
+        assert!(rig.store.inner().get("jobs/a").await.unwrap().is_none());
+
+        // a change with no records of its own says nothing the store lacks: it goes out
+        let aggregate = event(2);
+        let passing = Effects {
+            send_up: vec![aggregate.clone()],
+            ..Effects::default()
+        };
+        assert!(rig.core.apply(passing).await.is_err(), "still not durable");
+        assert_eq!(sent_up(&rig.parent).await, [aggregate]);
+
+        // healed: the next apply writes the record, then sends what waited, in order
+        rig.failing.heal();
+        rig.core.apply(Effects::default()).await.unwrap();
+        assert_eq!(sent_up(&rig.parent).await, [up]);
+        assert_eq!(sent_down(&rig.child).await, [down]);
+        assert_eq!(
+            rig.store
+                .inner()
+                .get("jobs/a")
+                .await
+                .unwrap()
+                .map(|kv| kv.value),
+            Some(bytes::Bytes::from(r#"{"v":1}"#))
+        );
+    }
+
+    #[tokio::test]
+    async fn an_undone_change_sends_nothing_then_or_later_and_the_store_gets_the_restored_record() {
+        let rig = rig().await;
+        rig.failing.fail();
+        rig.core
+            .state()
+            .0
+            .insert("jobs/a".into(), serde_json::json!({"v": 2}));
+        let (up, down) = (event(1), command(1));
+        let undone = rig
+            .core
+            .apply_or_undo(change(None, &up, &down), |state| {
+                state.0.insert("jobs/a".into(), serde_json::json!({"v": 1}));
+            })
+            .await;
+        assert!(undone.is_err());
+        assert_eq!(
+            rig.core.state().value_of("jobs/a"),
+            Some(serde_json::json!({"v": 1}))
+        );
+
+        rig.failing.heal();
+        rig.core.apply(Effects::default()).await.unwrap();
+        assert!(
+            sent_up(&rig.parent).await.is_empty(),
+            "nothing of it went up"
+        );
+        assert!(
+            sent_down(&rig.child).await.is_empty(),
+            "nothing of it went down"
+        );
+        assert_eq!(
+            rig.store
+                .inner()
+                .get("jobs/a")
+                .await
+                .unwrap()
+                .map(|kv| kv.value),
+            Some(bytes::Bytes::from(r#"{"v":1}"#)),
+            "the record as restored"
+        );
+    }
+
+    #[tokio::test]
+    async fn commands_in_flight_end_with_the_engine() {
+        let rig = rig().await;
+        let down = command(1);
+        let mut fx = Effects::default();
+        fx.commands.push(("c1".into(), down.clone(), 1));
+        rig.core.apply(fx).await.unwrap();
+        assert_eq!(sent_down(&rig.child).await, [down], "sent once so far");
+        rig.core.end();
+        // the default re-send waits start at 500 ms: two would have come by now
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        assert!(
+            sent_down(&rig.child).await.is_empty(),
+            "re-sent after the end"
+        );
+        // and nothing new is sent for an engine that ended
+        let mut fx = Effects::default();
+        fx.commands.push(("c1".into(), command(2), 2));
+        rig.core.apply(fx).await.unwrap();
+        assert!(sent_down(&rig.child).await.is_empty());
+    }
+}
