@@ -341,3 +341,30 @@ async fn a_change_the_root_cannot_store_is_unavailable_and_undone() {
     assert_eq!(done.instances[0].state, InstanceState::Terminated);
     assert_eq!(t.runtime.deploy_count(), 1);
 }
+
+#[tokio::test]
+async fn a_registration_the_store_refuses_is_answered_unavailable_and_taken_once_healed() {
+    let t = tiers().await;
+    let request = RegisterRequest {
+        role: PeerRole::Cluster,
+        name: "second".into(),
+        previous_id: None,
+        capabilities: None,
+        location: None,
+        labels: Default::default(),
+    };
+    t.root_store.switch().fail();
+    let refused = t.root.register(request.clone()).await.unwrap_err();
+    assert_eq!(refused.code, "unavailable", "{refused:?}");
+    assert!(refused.message.contains("retry"), "{refused:?}");
+
+    t.root_store.switch().heal();
+    let reply = t.root.register(request).await.unwrap();
+    assert_eq!(reply.id, "second");
+    let stored = t.root_store.inner().list("clusters/").await.unwrap();
+    assert!(
+        stored.items.iter().any(|kv| kv.key == "clusters/second"),
+        "{:?}",
+        stored.items.iter().map(|kv| &kv.key).collect::<Vec<_>>()
+    );
+}
