@@ -9,8 +9,9 @@ use edgeio_core::store::{
     Listing, Precondition, Revision, Store, StoreError, WatchEvent, WatchStream,
 };
 use edgeio_core::testing::conformance::store as suite;
-use edgeio_core::testing::MemoryStore;
+use edgeio_core::testing::{FailingStore, MemoryStore};
 use futures::StreamExt;
+use std::sync::Arc;
 use std::time::Duration;
 
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -28,6 +29,18 @@ async fn memory_store_passes_the_store_conformance_suite() {
     let store = MemoryStore::new();
     assert_eq!(store.backend(), "memory");
     suite::run_all(&store, "conformance/").await;
+}
+
+#[tokio::test]
+async fn failing_store_passes_the_store_conformance_suite_when_not_failing() {
+    let store = FailingStore::new(Arc::new(MemoryStore::new()));
+    suite::run_all(&store, "failing/").await;
+    // Failed and healed again, it is the store it wraps.
+    store.switch().fail();
+    assert!(store.put("failing/k", "v".into()).await.is_err());
+    store.switch().heal();
+    suite::run_all(&store, "healed/").await;
+    assert_eq!(store.switch().refused(), 1);
 }
 
 #[tokio::test(start_paused = true)]

@@ -1,14 +1,16 @@
 //! Test kit for edgeio and its integrators (feature `testing`): in-memory implementations of
-//! the traits, mockall mocks, the conformance suites, and [`require`] for tests that need an
+//! the traits, a store that fails on command ([`FailingStore`]), mockall mocks, the conformance suites, and [`require`] for tests that need an
 //! outside component.
 
 pub mod conformance;
+mod failing_store;
 mod fake_runtime;
 mod memory_store;
 mod memory_transport;
 pub mod require;
 mod simple_scheduler;
 
+pub use failing_store::{FailSwitch, FailingStore};
 pub use fake_runtime::FakeRuntime;
 pub use memory_store::MemoryStore;
 pub use memory_transport::{MemoryChild, MemoryHub, MemoryParent};

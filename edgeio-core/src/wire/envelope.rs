@@ -80,6 +80,23 @@ impl Envelope {
                 re: self.id.clone(),
                 error,
                 unschedulable: None,
+                retry: false,
+            }),
+        )
+    }
+
+    /// The `nack` saying this command cannot be taken *now* (`retry` set): nothing of it was
+    /// applied, and the sender re-sends the same command later. Use it when what the command
+    /// changes could not be persisted (a failing store), never for a refusal that would hold
+    /// on the next attempt.
+    pub fn nack_retry(&self, from: impl Into<String>, error: ErrorBody) -> Envelope {
+        Envelope::new(
+            from,
+            Message::Nack(Nack {
+                re: self.id.clone(),
+                error,
+                unschedulable: None,
+                retry: true,
             }),
         )
     }

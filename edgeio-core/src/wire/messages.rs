@@ -260,7 +260,22 @@ pub struct ErrorBody {
     pub message: String,
 }
 
-/// `nack`: the command with this id was refused; it will not be applied.
+impl ErrorBody {
+    /// The code of a refusal that holds only for now ([`ErrorBody::unavailable`]).
+    pub const UNAVAILABLE: &'static str = "unavailable";
+
+    /// `unavailable`: the receiver cannot take the request now (its store refused the write,
+    /// a part it needs is down); the same request may succeed later.
+    pub fn unavailable(message: impl Into<String>) -> ErrorBody {
+        ErrorBody {
+            code: Self::UNAVAILABLE.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// `nack`: the command with this id was refused. Unless `retry` is set, it will not be
+/// applied.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Nack {
     /// The id of the command it answers.
@@ -270,6 +285,12 @@ pub struct Nack {
     /// When a deploy was refused because nothing fits: the scheduler's explanation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unschedulable: Option<Unschedulable>,
+    /// The refusal holds only for now (`unavailable`: the receiver could not persist what the
+    /// command changes): the receiver has not applied the command and keeps no answer for its
+    /// id, and the sender re-sends the same command later instead of taking this as final.
+    /// Absent (false) on the wire for a final refusal, so older peers read it as before.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retry: bool,
 }
 
 /// `query`: a parent asks a child for a view it keeps (answered by a `query_reply` whose `re`

@@ -143,6 +143,7 @@ fn examples() -> Vec<Message> {
                 message: "2 candidates: insufficient memory (need 2 GiB, best free 1.5 GiB)".into(),
             },
             unschedulable: None,
+            retry: false,
         }),
         Message::InstanceEvent(InstanceEvent {
             job: job_id(),
@@ -343,5 +344,39 @@ mod props {
                                serde_json::to_string(&kind).unwrap());
             let _ = Codec::default().decode(json.as_bytes());
         }
+    }
+}
+
+#[test]
+fn a_retryable_nack_says_so_on_the_wire() {
+    let command = fixed(Message::Scale(Scale {
+        job: job_id(),
+        replicas: 3,
+    }));
+    let mut nack = command.nack_retry(
+        "cluster-a",
+        ErrorBody::unavailable(
+            "cannot persist job \"image_detection\": store unavailable: disk full",
+        ),
+    );
+    nack.id = "3f1c2d9e-0000-4000-8000-000000000002".into();
+    nack.ts = 1_700_000_000_000;
+    let codec = Codec::default();
+    let bytes = codec.encode(&nack).unwrap();
+    let pretty: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    insta::assert_snapshot!(
+        "message_nack_retry",
+        serde_json::to_string_pretty(&pretty).unwrap()
+    );
+    assert_eq!(codec.decode(&bytes).unwrap(), nack);
+}
+
+#[test]
+fn a_nack_without_retry_is_final_as_older_peers_send_it() {
+    let json = br#"{"v":1,"kind":"nack","id":"a1","ts":5,"from":"node-1",
+                   "body":{"re":"r1","error":{"code":"unavailable","message":"busy"}}}"#;
+    match Codec::default().decode(json).unwrap().body {
+        Message::Nack(nack) => assert!(!nack.retry, "absent means final"),
+        other => panic!("expected a nack, got {other:?}"),
     }
 }

@@ -8,7 +8,7 @@
 //! ([`ClusterEngine::run`]) both go through it, so the workers' WebSocket handshakes need no
 //! round trip through the loop.
 
-use crate::effects::{record_json, Core, Effects, Outcome, Records};
+use crate::effects::{record_json, Core, Effects, Outcome, Records, Running};
 use crate::records::{
     load, InstanceRecord, JobRecord, Migration, NodeRecord, Refusals, JOBS, NODES,
 };
@@ -335,7 +335,13 @@ impl Registrar for ClusterRegistrar {
     async fn register(&self, request: RegisterRequest) -> Result<RegisterReply, ErrorBody> {
         let mut fx = Fx::default();
         let reply = self.shared.state().register(request, &mut fx);
-        self.shared.apply(fx).await;
+        // an id the store does not hold is not given out: the worker dials again
+        if let Err(e) = self.shared.apply(fx).await {
+            return Err(ErrorBody::unavailable(format!(
+                "cluster cannot register {} now: {e}; retry",
+                reply.as_ref().map_or("the node", |r| r.id.as_str())
+            )));
+        }
         reply
     }
 }
@@ -463,6 +469,9 @@ impl ClusterEngine {
         };
         let down = ReliableParent::new(down, reliable);
         self.shared.connect(down.clone(), Some(up.clone()));
+        // every command sent from here on ends with this loop
+        let shared = self.shared.clone();
+        let _running = Running(&shared);
         let mut aggregate_tick = tokio::time::interval(aggregate_every);
         aggregate_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut heartbeat_tick = tokio::time::interval(heartbeat_every);
@@ -481,16 +490,19 @@ impl ClusterEngine {
                 received = up.recv() => match received {
                     Ok(envelope) => {
                         let answer = self.shared.state().on_root_message(&envelope, &mut fx);
-                        // the answer goes before any event the command caused
-                        if let Some(answer) = answer {
-                            fx.send_up.insert(0, answer);
-                        }
+                        // sent before any event the command caused, and an ack only once
+                        // what the command changed is stored (effects::Core::apply)
+                        fx.answer = answer;
                     }
                     Err(TransportError::Invalid { reason, .. }) => warn!(%reason, "bad message from the root"),
                     Err(e) => return Err(e),
                 },
             }
-            self.shared.apply(fx).await;
+            // a refused write is retried by the next apply (every heartbeat tick at the
+            // latest); what depends on it waits, so there is nothing else to do here
+            if let Err(e) = self.shared.apply(fx).await {
+                debug!(error = %e, "effects held until the store takes writes");
+            }
         }
     }
 }

@@ -93,6 +93,7 @@ impl ClusterState {
                                 message: format!("cluster {}: {u}", self.config.id),
                             },
                             unschedulable: Some(u),
+                            retry: false,
                         }),
                     );
                 }
@@ -159,8 +160,48 @@ impl ClusterState {
                     message: format!("cluster {}: {what}: {u}", self.config.id),
                 },
                 unschedulable: Some(u),
+                retry: false,
             }),
         )
+    }
+
+    /// A deploy a node never answered for good: the node may be slow but alive and have
+    /// started the instance, so it is not failed (relocating it could run it twice). Its
+    /// status reports tell what it runs; while the instance is still PENDING on a READY node
+    /// the deploy is sent again, as a new command (a node starts an instance once, however
+    /// often it is asked). A node that is not READY is handled as lost.
+    fn deploy_unanswered(&mut self, job: &JobId, instance: &InstanceId, why: &str, fx: &mut Fx) {
+        let Some(record) = self.jobs.get(job.as_str()) else {
+            return;
+        };
+        let Some(i) = record.instances.iter().find(|i| &i.id == instance) else {
+            return;
+        };
+        let node = i.node.clone().unwrap_or_default();
+        let ready = self
+            .nodes
+            .get(&node)
+            .is_some_and(|n| n.lifecycle.state() == NodeState::Ready);
+        if i.lifecycle.state() != InstanceState::Pending || !ready {
+            debug!(job = %job, instance = %instance, node, why, "deploy unanswered; the node's reports settle it");
+            return;
+        }
+        warn!(job = %job, instance = %instance, node, why, "deploy unanswered; sending it again");
+        let spec = InstanceSpec::for_job(instance.clone(), job.clone(), &record.spec);
+        fx.commands.push((
+            node,
+            self.up(Message::Deploy(Box::new(Deploy {
+                job: job.clone(),
+                spec: record.spec.clone(),
+                instance: Some(spec),
+                first_instance: 0,
+                instance_prefix: None,
+            }))),
+            Tag::Deploy {
+                job: job.clone(),
+                instance: instance.clone(),
+            },
+        ));
     }
 
     pub(super) fn on_deploy_outcome(
@@ -172,6 +213,10 @@ impl ClusterState {
     ) {
         let reason = match outcome {
             Ok(CommandOutcome::Acked) => return,
+            Ok(CommandOutcome::GaveUp(why)) => {
+                self.deploy_unanswered(job, instance, &why, fx);
+                return;
+            }
             Ok(CommandOutcome::Nacked(e) | CommandOutcome::Unschedulable(e, _)) => {
                 format!("the worker refused: {}", e.message)
             }

@@ -9,6 +9,26 @@ pub struct RootHandle {
     pub(super) shared: Arc<Shared>,
 }
 
+/// The answer to a change the root could not store: 503, retry. The change was undone
+/// (`restore`) and nothing it asked of the clusters was sent: a retry starts afresh.
+fn not_stored(job: &str, e: edgeio_core::store::StoreError) -> ApiError {
+    ApiError::Unavailable {
+        reason: format!("job {job}: {e}; retry"),
+    }
+}
+
+/// Puts job `id` back as it was before a change the store refused.
+fn restore(state: &mut RootState, id: &str, before: Option<JobRecord>) {
+    match before {
+        Some(record) => {
+            state.jobs.insert(id.to_string(), record);
+        }
+        None => {
+            state.jobs.remove(id);
+        }
+    }
+}
+
 impl RootHandle {
     /// How many state changes the engine refused so far (late, duplicate or post-termination
     /// events; each was logged with its ids). A test or the simulator reads it.
@@ -69,7 +89,13 @@ impl Registrar for RootHandle {
     async fn register(&self, request: RegisterRequest) -> Result<RegisterReply, ErrorBody> {
         let mut fx = Fx::default();
         let reply = self.shared.state().register(request, &mut fx);
-        self.shared.apply(fx).await;
+        // an id the store does not hold is not given out: the cluster dials again
+        if let Err(e) = self.shared.apply(fx).await {
+            return Err(ErrorBody::unavailable(format!(
+                "root cannot register {} now: {e}; retry",
+                reply.as_ref().map_or("the cluster", |r| r.id.as_str())
+            )));
+        }
         reply
     }
 }
@@ -125,7 +151,11 @@ impl RootApi for RootHandle {
             state.schedule(&id, &mut fx);
             view
         };
-        self.shared.apply(fx).await;
+        // the job is stored (REQUESTED); if its placement cannot be stored yet, its deploy
+        // waits for the store (effects::Core::apply) and the job is placed as stored
+        if let Err(e) = self.shared.apply(fx).await {
+            warn!(job = %view.id, error = %e, "job stored, its placement waits for the store");
+        }
         Ok(view)
     }
 
@@ -147,15 +177,31 @@ impl RootApi for RootHandle {
 
     async fn terminate(&self, id: &str) -> Result<JobView, ApiError> {
         let mut fx = Fx::default();
-        let view = self.shared.state().terminate(id, &mut fx)?;
-        self.shared.apply(fx).await;
+        let before;
+        let view = {
+            let mut state = self.shared.state();
+            before = state.jobs.get(id).cloned();
+            state.terminate(id, &mut fx)?
+        };
+        self.shared
+            .apply_or_undo(fx, |state| restore(state, id, before))
+            .await
+            .map_err(|e| not_stored(id, e))?;
         Ok(view)
     }
 
     async fn scale(&self, id: &str, replicas: u32) -> Result<JobView, ApiError> {
         let mut fx = Fx::default();
-        let view = self.shared.state().scale(id, replicas, &mut fx)?;
-        self.shared.apply(fx).await;
+        let before;
+        let view = {
+            let mut state = self.shared.state();
+            before = state.jobs.get(id).cloned();
+            state.scale(id, replicas, &mut fx)?
+        };
+        self.shared
+            .apply_or_undo(fx, |state| restore(state, id, before))
+            .await
+            .map_err(|e| not_stored(id, e))?;
         Ok(view)
     }
 
@@ -166,8 +212,16 @@ impl RootApi for RootHandle {
         instance: Option<InstanceId>,
     ) -> Result<JobView, ApiError> {
         let mut fx = Fx::default();
-        let view = self.shared.state().migrate(id, target, instance, &mut fx)?;
-        self.shared.apply(fx).await;
+        let before;
+        let view = {
+            let mut state = self.shared.state();
+            before = state.jobs.get(id).cloned();
+            state.migrate(id, target, instance, &mut fx)?
+        };
+        self.shared
+            .apply_or_undo(fx, |state| restore(state, id, before))
+            .await
+            .map_err(|e| not_stored(id, e))?;
         Ok(view)
     }
 

@@ -6,7 +6,7 @@
 //! Like the cluster engine, state lives behind one mutex and every change returns its
 //! effects (records to persist, messages, commands), carried out after the lock is released.
 
-use crate::effects::{record_json, Core, Effects, Outcome, Records};
+use crate::effects::{record_json, Core, Effects, Outcome, Records, Running};
 use crate::records::{
     load, new_job_id, ClusterRecord, InstanceRecord, JobRecord, Migration, Part, Refusals,
     CLUSTERS, JOBS,
@@ -90,6 +90,7 @@ pub(crate) enum Tag {
     },
     Terminate {
         job: JobId,
+        cluster: String,
     },
     Scale {
         job: JobId,
@@ -102,6 +103,18 @@ pub(crate) enum Tag {
         cluster: String,
         anywhere: bool,
     },
+}
+
+impl Tag {
+    /// The cluster the command went to.
+    fn cluster(&self) -> &str {
+        match self {
+            Tag::Deploy { cluster, .. }
+            | Tag::Terminate { cluster, .. }
+            | Tag::Scale { cluster, .. }
+            | Tag::Migrate { cluster, .. } => cluster,
+        }
+    }
 }
 
 pub(crate) type Fx = Effects<Tag>;
@@ -135,6 +148,9 @@ fn refusal(
         Ok(CommandOutcome::Acked) => None,
         Ok(CommandOutcome::Nacked(e)) => Some((e.message, None)),
         Ok(CommandOutcome::Unschedulable(e, u)) => Some((e.message, Some(*u))),
+        // not a refusal: the cluster may have taken it; the loop re-syncs with the cluster
+        // (`RootState::gave_up`), which settles what it runs
+        Ok(CommandOutcome::GaveUp(_)) => None,
         Err(e) => Some((format!("cluster {cluster} could not be reached: {e}"), None)),
     }
 }
@@ -155,7 +171,10 @@ fn terminate_command(
     (
         cluster.to_string(),
         Envelope::new_in(cx, &config.id, body),
-        Tag::Terminate { job: job.clone() },
+        Tag::Terminate {
+            job: job.clone(),
+            cluster: cluster.to_string(),
+        },
     )
 }
 
@@ -196,9 +215,12 @@ impl RootState {
         outcome: Result<CommandOutcome, TransportError>,
         fx: &mut Fx,
     ) {
+        if let Ok(CommandOutcome::GaveUp(reason)) = &outcome {
+            self.gave_up(tag.cluster(), reason, fx);
+        }
         match tag {
             Tag::Deploy { job, cluster } => self.on_deploy_outcome(&job, &cluster, outcome, fx),
-            Tag::Terminate { job } => self.on_terminate_outcome(&job, outcome, fx),
+            Tag::Terminate { job, .. } => self.on_terminate_outcome(&job, outcome, fx),
             Tag::Scale { job, cluster, from } => {
                 self.on_scale_outcome(&job, &cluster, from, outcome, fx)
             }
@@ -349,6 +371,9 @@ impl RootEngine {
         };
         let down = ReliableParent::new(down, reliable);
         self.shared.connect(down.clone(), None);
+        // every command sent from here on ends with this loop
+        let shared = self.shared.clone();
+        let _running = Running(&shared);
         let mut check_tick = tokio::time::interval(check_every);
         check_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
@@ -362,7 +387,11 @@ impl RootEngine {
                 }
                 event = down.recv() => self.shared.state().on_cluster_event(event?, &mut fx),
             }
-            self.shared.apply(fx).await;
+            // a refused write is retried by the next apply (every check tick at the latest);
+            // what depends on it waits, so there is nothing else to do here
+            if let Err(e) = self.shared.apply(fx).await {
+                debug!(error = %e, "effects held until the store takes writes");
+            }
         }
     }
 }

@@ -3,6 +3,19 @@
 use super::*;
 
 impl RootState {
+    /// A command to `cluster` went unanswered for good (the reliable layer gave up): the
+    /// cluster may be slow but alive and have applied it, so it is not taken as a refusal
+    /// (placing the job elsewhere could run it twice). The root asks the cluster what it
+    /// keeps instead, and the re-sync settles it: a deploy it never got is sent again, a job
+    /// it terminated is recorded so, one it runs is followed.
+    pub(super) fn gave_up(&mut self, cluster: &str, reason: &str, fx: &mut Fx) {
+        warn!(
+            cluster,
+            reason, "a command went unanswered; re-syncing with the cluster"
+        );
+        self.sync(cluster, fx);
+    }
+
     pub(super) fn sync(&mut self, cluster: &str, fx: &mut Fx) {
         let query = self.msg(Message::Query(Query::Jobs));
         self.syncs.insert(query.id.clone(), cluster.to_string());

@@ -31,6 +31,19 @@
 //! The committer holds one mutex across the commit *and* the publication of its events on a
 //! broadcast channel; [`Store::watch`] opens its read snapshot and subscribes under the same
 //! mutex, so its replay from the file and the live events meet with no gap and no duplicate.
+//!
+//! # Recovery from I/O failures
+//!
+//! After one failed write (a full disk, most often on an edge device's SD card) redb answers
+//! `PreviousIo` to every later call until the database is closed and opened again. The store
+//! does that by itself: a call that meets an I/O failure answers
+//! [`StoreError::Unavailable`] (retry later; the write did not happen) and marks the file
+//! broken, and the next call reopens it — under the writers' mutex and with the readers
+//! held off, at most every [`REOPEN_INTERVAL`] — before it goes on. Once open again, what is
+//! held in memory is taken from the file: the revision (with the events of any commit that
+//! reached the file although it reported a failure published to watchers) and the leases
+//! (a grant, renewal or revocation that failed is as if never asked). So once the disk has
+//! room again, writes succeed, and every write acknowledged before the failure is there.
 
 mod codec;
 
@@ -51,10 +64,12 @@ use redb::{
 };
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
+use std::ops::Deref;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{broadcast, oneshot, watch};
 use tokio::time::Instant;
@@ -82,6 +97,10 @@ pub const DEFAULT_CACHE_SIZE: usize = 64 << 20;
 const MAX_BATCH: usize = 1_024;
 /// How long a committer waits for the writers of the previous group to queue again.
 const LINGER: Duration = Duration::from_micros(200);
+/// The shortest time between two attempts to reopen a file broken by an I/O failure: a reopen
+/// reads the whole file (the integrity check), and callers retrying a full disk in a loop
+/// must not turn that into a busy loop.
+pub const REOPEN_INTERVAL: Duration = Duration::from_millis(250);
 
 /// How an [`EmbeddedStore`] is opened. `Default` gives the documented defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,7 +181,19 @@ pub struct EmbeddedStore {
 }
 
 struct Inner {
-    db: Database,
+    /// The open file; `None` after a reopen failed, until the next attempt. Reads and commits
+    /// hold it shared for as long as their transaction lives; only a reopen takes it alone.
+    db: RwLock<Option<Database>>,
+    /// An I/O failure was met: the file must be reopened before its next use.
+    broken: AtomicBool,
+    /// When a broken file may be reopened next ([`REOPEN_INTERVAL`]).
+    next_reopen: Mutex<std::time::Instant>,
+    /// To reopen the file as it was opened.
+    options: EmbeddedOptions,
+    /// Itself, for the lease expiry tasks a reopen starts.
+    me: Weak<Inner>,
+    /// The runtime the store was opened on, for those tasks (a reopen runs on its blocking pool).
+    runtime: tokio::runtime::Handle,
     path: PathBuf,
     history: u64,
     /// Mirrors the committed `revision` meta value, for a lock-free [`Store::revision`].
@@ -174,7 +205,34 @@ struct Inner {
 }
 
 /// Called once per write with its group's fate: committed (`Ok`) or abandoned (`Err`, why).
-type Reply = Box<dyn FnOnce(Result<(), &str>) + Send>;
+type Reply = Box<dyn FnOnce(Result<(), &Failure>) + Send>;
+
+/// Why a group of writes was abandoned.
+#[derive(Debug, Clone)]
+struct Failure {
+    reason: String,
+    /// An I/O failure: the writes may succeed once retried ([`StoreError::Unavailable`]).
+    retry: bool,
+}
+
+impl Failure {
+    fn of(e: &StoreError) -> Failure {
+        Failure {
+            reason: reason(e),
+            retry: matches!(e, StoreError::Unavailable { .. }),
+        }
+    }
+
+    fn error(&self) -> StoreError {
+        if self.retry {
+            StoreError::Unavailable {
+                reason: self.reason.clone(),
+            }
+        } else {
+            other(self.reason.clone())
+        }
+    }
+}
 
 /// One queued write. It runs against its group's transaction, or is called with `None` when
 /// the group failed before reaching it; either way it returns its [`Reply`].
@@ -224,8 +282,9 @@ impl EmbeddedStore {
             });
         }
         options.validate()?;
+        let runtime = tokio::runtime::Handle::current();
         let (inner, leases) = blocking(move || {
-            let inner = Arc::new(open_file(path, &options)?);
+            let inner = open_file(path, options, runtime)?;
             let leases = inner.startup()?;
             Ok((inner, leases))
         })
@@ -264,7 +323,8 @@ impl EmbeddedStore {
 
     /// Queues a write and waits for its group's commit. `op` answers `Err` for a failure of
     /// the file (which abandons the whole group) and `Ok(Err(..))` for a refusal that wrote
-    /// nothing (a CAS conflict, a dead lease).
+    /// nothing (a CAS conflict, a dead lease). A group abandoned for an I/O failure answers
+    /// each of its writes [`StoreError::Unavailable`].
     async fn submit<T: Send + 'static>(
         &self,
         op: impl FnOnce(&mut Shared, &mut Writer<'_>) -> Result<Result<T, StoreError>, StoreError>
@@ -274,14 +334,14 @@ impl EmbeddedStore {
         let (answer, answered) = oneshot::channel::<Result<T, StoreError>>();
         let job: Job = Box::new(move |group| {
             let outcome = group.map(|(shared, writer)| {
-                op(shared, writer).inspect_err(|fatal| writer.poisoned = Some(reason(fatal)))
+                op(shared, writer).inspect_err(|fatal| writer.poisoned = Some(Failure::of(fatal)))
             });
-            Box::new(move |committed: Result<(), &str>| {
+            Box::new(move |committed: Result<(), &Failure>| {
                 let reply = match (outcome, committed) {
                     (Some(Ok(Err(refused))), _) => Err(refused),
                     (Some(Err(fatal)), _) => Err(fatal),
                     (Some(Ok(Ok(value))), Ok(())) => Ok(value),
-                    (_, Err(why)) => Err(other(why.to_owned())),
+                    (_, Err(why)) => Err(why.error()),
                     (None, Ok(())) => Err(other("the write was skipped".into())),
                 };
                 // The caller may have stopped waiting; the write stands regardless.
@@ -373,9 +433,13 @@ fn builder(options: &EmbeddedOptions) -> Builder {
     builder
 }
 
-fn open_file(path: PathBuf, options: &EmbeddedOptions) -> Result<Inner, StoreError> {
+fn open_file(
+    path: PathBuf,
+    options: EmbeddedOptions,
+    runtime: tokio::runtime::Handle,
+) -> Result<Arc<Inner>, StoreError> {
     match std::fs::metadata(&path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => create_file(&path, options)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => create_file(&path, &options)?,
         Err(e) => {
             return Err(other(format!(
                 "cannot read store file {:?}: {e}",
@@ -392,12 +456,16 @@ fn open_file(path: PathBuf, options: &EmbeddedOptions) -> Result<Inner, StoreErr
         Ok(meta) if meta.len() == 0 => return Err(damaged(&path, "the file is empty, 0 bytes")),
         Ok(_) => {}
     }
-    let db = open_db(&path, options)?;
+    let db = open_db(&path, &options)?;
     let revision = check_layout(&db, &path)?;
     let (events, _) = broadcast::channel(options.watch_buffer);
     let (changes, _) = watch::channel(revision);
-    Ok(Inner {
-        db,
+    Ok(Arc::new_cyclic(|me| Inner {
+        db: RwLock::new(Some(db)),
+        broken: AtomicBool::new(false),
+        next_reopen: Mutex::new(std::time::Instant::now()),
+        me: me.clone(),
+        runtime,
         path,
         history: options.history as u64,
         revision: AtomicU64::new(revision),
@@ -408,7 +476,8 @@ fn open_file(path: PathBuf, options: &EmbeddedOptions) -> Result<Inner, StoreErr
         }),
         queue: Mutex::new(Queue::default()),
         queued: Condvar::new(),
-    })
+        options,
+    }))
 }
 
 /// Writes a new store under a temporary name, then links it to `path`: a crash leaves either
@@ -595,7 +664,7 @@ fn check_layout(db: &Database, path: &Path) -> Result<Revision, StoreError> {
 
 /// The tables of one write transaction and what it changed.
 struct Writer<'t> {
-    path: &'t Path,
+    inner: &'t Inner,
     meta: Table<'t, &'static str, u64>,
     kv: Table<'t, &'static str, &'static [u8]>,
     history: Table<'t, u64, &'static [u8]>,
@@ -608,17 +677,17 @@ struct Writer<'t> {
     /// Anything to commit: events, or lease records that change no revision.
     dirty: bool,
     /// Why the group's transaction must be abandoned (a write failed half way).
-    poisoned: Option<String>,
+    poisoned: Option<Failure>,
 }
 
 impl<'t> Writer<'t> {
     fn open(txn: &'t WriteTransaction, inner: &'t Inner) -> Result<Self, StoreError> {
         let fail = |e: redb::TableError| inner.failed("open a table", e);
         let meta = txn.open_table(META).map_err(fail)?;
-        let revision = meta_value(&meta, META_REVISION, &inner.path)?;
-        let last_lease = meta_value(&meta, META_LAST_LEASE, &inner.path)? as LeaseId;
+        let revision = meta_value(&meta, META_REVISION, inner)?;
+        let last_lease = meta_value(&meta, META_LAST_LEASE, inner)? as LeaseId;
         Ok(Self {
-            path: &inner.path,
+            inner,
             meta,
             kv: txn.open_table(KV).map_err(fail)?,
             history: txn.open_table(HISTORY).map_err(fail)?,
@@ -633,20 +702,20 @@ impl<'t> Writer<'t> {
         })
     }
 
-    fn failed(&self, what: &str, e: impl fmt::Display) -> StoreError {
-        failed(self.path, what, e)
+    fn failed(&self, what: &str, e: impl Into<redb::Error>) -> StoreError {
+        self.inner.failed(what, e)
     }
 
     fn entry(&self, key: &str) -> Result<Option<Entry>, StoreError> {
         let found = self
             .kv
             .get(key)
-            .map_err(|e| failed(self.path, "read a key", e))?;
+            .map_err(|e| self.inner.failed("read a key", e))?;
         match found {
             None => Ok(None),
             Some(raw) => decode_entry(raw.value())
                 .map(Some)
-                .map_err(|e| damaged(self.path, e)),
+                .map_err(|e| damaged(&self.inner.path, e)),
         }
     }
 
@@ -655,12 +724,12 @@ impl<'t> Writer<'t> {
         let found = self
             .kv
             .get(key)
-            .map_err(|e| failed(self.path, "read a key", e))?;
+            .map_err(|e| self.inner.failed("read a key", e))?;
         match found {
             None => Ok(None),
             Some(raw) => decode_entry_head(raw.value())
                 .map(Some)
-                .map_err(|e| damaged(self.path, e)),
+                .map_err(|e| damaged(&self.inner.path, e)),
         }
     }
 
@@ -674,18 +743,18 @@ impl<'t> Writer<'t> {
             if old_lease != 0 {
                 self.lease_keys
                     .remove(lease_key(old_lease, key).as_str())
-                    .map_err(|e| failed(self.path, "unbind a key from its lease", e))?;
+                    .map_err(|e| self.inner.failed("unbind a key from its lease", e))?;
             }
             if lease != 0 {
                 self.lease_keys
                     .insert(lease_key(lease, key).as_str(), ())
-                    .map_err(|e| failed(self.path, "bind a key to its lease", e))?;
+                    .map_err(|e| self.inner.failed("bind a key to its lease", e))?;
             }
         }
         let record = encode_entry(create_revision, revision, lease, value);
         self.kv
             .insert(key, record.as_slice())
-            .map_err(|e| failed(self.path, "write a key", e))?;
+            .map_err(|e| self.inner.failed("write a key", e))?;
         self.revision = revision;
         self.record(WatchEvent::Put(KeyValue {
             key: key.to_owned(),
@@ -702,11 +771,11 @@ impl<'t> Writer<'t> {
         };
         self.kv
             .remove(key)
-            .map_err(|e| failed(self.path, "delete a key", e))?;
+            .map_err(|e| self.inner.failed("delete a key", e))?;
         if old_lease != 0 {
             self.lease_keys
                 .remove(lease_key(old_lease, key).as_str())
-                .map_err(|e| failed(self.path, "unbind a key from its lease", e))?;
+                .map_err(|e| self.inner.failed("unbind a key from its lease", e))?;
         }
         self.revision += 1;
         self.record(WatchEvent::Delete {
@@ -722,12 +791,12 @@ impl<'t> Writer<'t> {
             let revision = event.revision();
             self.history
                 .insert(revision, encode_event(&event).as_slice())
-                .map_err(|e| failed(self.path, "append to the history", e))?;
+                .map_err(|e| self.inner.failed("append to the history", e))?;
             // Every write is one event, so the kept window stays contiguous by dropping one.
             if revision > self.history_len {
                 self.history
                     .remove(revision - self.history_len)
-                    .map_err(|e| failed(self.path, "trim the history", e))?;
+                    .map_err(|e| self.inner.failed("trim the history", e))?;
             }
         }
         self.events.push(event);
@@ -741,9 +810,9 @@ impl<'t> Writer<'t> {
         let range = self
             .lease_keys
             .range::<&str>(prefix.as_str()..)
-            .map_err(|e| failed(self.path, "read a lease's keys", e))?;
+            .map_err(|e| self.inner.failed("read a lease's keys", e))?;
         for item in range {
-            let (bound, _) = item.map_err(|e| failed(self.path, "read a lease's keys", e))?;
+            let (bound, _) = item.map_err(|e| self.inner.failed("read a lease's keys", e))?;
             match bound.value().strip_prefix(prefix.as_str()) {
                 Some(key) => keys.push(key.to_owned()),
                 None => break,
@@ -754,7 +823,7 @@ impl<'t> Writer<'t> {
         }
         self.leases
             .remove(lease)
-            .map_err(|e| failed(self.path, "delete a lease", e))?;
+            .map_err(|e| self.inner.failed("delete a lease", e))?;
         self.dirty = true;
         Ok(())
     }
@@ -768,7 +837,7 @@ impl<'t> Writer<'t> {
         let record = encode_lease(millis(ttl), unix_ms(deadline));
         self.leases
             .insert(lease, record.as_slice())
-            .map_err(|e| failed(self.path, "write a lease", e))?;
+            .map_err(|e| self.inner.failed("write a lease", e))?;
         self.dirty = true;
         Ok(())
     }
@@ -780,10 +849,10 @@ impl<'t> Writer<'t> {
         }
         self.meta
             .insert(META_REVISION, self.revision)
-            .map_err(|e| failed(self.path, "write the revision", e))?;
+            .map_err(|e| self.inner.failed("write the revision", e))?;
         self.meta
             .insert(META_LAST_LEASE, self.last_lease as u64)
-            .map_err(|e| failed(self.path, "write the lease counter", e))?;
+            .map_err(|e| self.inner.failed("write the lease counter", e))?;
         Ok(())
     }
 }
@@ -834,28 +903,33 @@ fn drain(inner: &Weak<Inner>) {
             strong.commit_group(&mut shared, &mut jobs, &mut replies)
         }))
         .unwrap_or_else(|payload| {
-            Err(format!(
-                "store file {:?}: the storage engine failed: {}",
-                shown(&strong.path),
-                panic_message(payload.as_ref())
-            ))
+            Err(Failure {
+                reason: format!(
+                    "store file {:?}: the storage engine failed: {}",
+                    shown(&strong.path),
+                    panic_message(payload.as_ref())
+                ),
+                retry: false,
+            })
         });
         if let Err(why) = &outcome {
-            tracing::warn!(path = %strong.path.display(), error = %why, "a group of writes failed");
+            tracing::warn!(path = %strong.path.display(), error = %why.reason, retry = why.retry, "a group of writes failed");
         }
         drop(strong);
         // Writes the failed group never reached share its failure.
         replies.extend(jobs.map(|job| job(None)));
         for reply in replies {
-            reply(outcome.as_ref().map(|_| ()).map_err(String::as_str));
+            reply(outcome.as_ref().map(|_| ()));
         }
     }
 }
 
-/// An error's own words, without the `store error:` of [`StoreError::Other`]'s message.
+/// An error's own words, without the `store error:` of [`StoreError::Other`]'s message (or
+/// the `store unavailable:` of [`StoreError::Unavailable`]'s).
 fn reason(e: &StoreError) -> String {
     match e {
         StoreError::Other { source } => source.to_string(),
+        StoreError::Unavailable { reason } => reason.clone(),
         other => other.to_string(),
     }
 }
@@ -879,19 +953,39 @@ fn check_lease(
     Ok(Ok(ttl))
 }
 
-fn failed(path: &Path, what: &str, e: impl fmt::Display) -> StoreError {
-    other(format!("store file {:?}: cannot {what}: {e}", shown(path)))
+/// Whether redb failed for the file's I/O (a full disk …) rather than for what it holds:
+/// such a failure passes once the file is reopened and the disk works again.
+fn is_io(e: &redb::Error) -> bool {
+    matches!(
+        e,
+        redb::Error::Io(_) | redb::Error::PreviousIo | redb::Error::DatabaseClosed
+    )
 }
 
 fn meta_value(
     meta: &impl ReadableTable<&'static str, u64>,
     name: &str,
-    path: &Path,
+    inner: &Inner,
 ) -> Result<u64, StoreError> {
     match meta.get(name) {
         Ok(Some(v)) => Ok(v.value()),
-        Ok(None) => Err(damaged(path, format!("no {name} in its metadata"))),
-        Err(e) => Err(failed(path, "read the metadata", e)),
+        Ok(None) => Err(damaged(&inner.path, format!("no {name} in its metadata"))),
+        Err(e) => Err(inner.failed("read the metadata", e)),
+    }
+}
+
+/// A read transaction with the file held open under it.
+struct Snapshot<'a> {
+    // Dropped first: the transaction ends before the file may be reopened.
+    txn: ReadTransaction,
+    _db: RwLockReadGuard<'a, Option<Database>>,
+}
+
+impl Deref for Snapshot<'_> {
+    type Target = ReadTransaction;
+
+    fn deref(&self) -> &ReadTransaction {
+        &self.txn
     }
 }
 
@@ -902,8 +996,178 @@ impl Inner {
         self.shared.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn failed(&self, what: &str, e: impl fmt::Display) -> StoreError {
-        failed(&self.path, what, e)
+    /// The error for a failed redb call. An I/O failure marks the file broken, to be reopened
+    /// before its next use, and is [`StoreError::Unavailable`]: the caller may retry.
+    fn failed(&self, what: &str, e: impl Into<redb::Error>) -> StoreError {
+        let e: redb::Error = e.into();
+        let message = format!("store file {:?}: cannot {what}: {e}", shown(&self.path));
+        if is_io(&e) {
+            if !self.broken.swap(true, Ordering::SeqCst) {
+                tracing::warn!(path = %self.path.display(), error = %e, "I/O failure; the store file will be reopened");
+            }
+            StoreError::Unavailable {
+                reason: format!("{message}; retry later (the file is reopened on the next call)"),
+            }
+        } else {
+            other(message)
+        }
+    }
+
+    fn db(&self) -> RwLockReadGuard<'_, Option<Database>> {
+        self.db.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The file, or why it is not open (a reopen failed; the next call tries again).
+    fn open_db<'a>(
+        &self,
+        db: &'a RwLockReadGuard<'_, Option<Database>>,
+    ) -> Result<&'a Database, StoreError> {
+        db.as_ref().ok_or_else(|| StoreError::Unavailable {
+            reason: format!(
+                "store file {:?} is closed after an I/O failure and could not be reopened yet; \
+                 retry later",
+                shown(&self.path)
+            ),
+        })
+    }
+
+    /// Reopens the file when an I/O failure broke it; takes the writers' lock for that.
+    fn recover(&self) -> Result<(), StoreError> {
+        if !self.broken.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let mut shared = self.lock();
+        self.recover_locked(&mut shared)
+    }
+
+    /// Reopens the file when an I/O failure broke it, then takes the revision and the leases
+    /// from it. Callers hold the writers' lock; readers are held off while the file is swapped.
+    fn recover_locked(&self, shared: &mut Shared) -> Result<(), StoreError> {
+        if !self.broken.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        {
+            let mut next = self
+                .next_reopen
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let now = std::time::Instant::now();
+            if now < *next {
+                return Err(StoreError::Unavailable {
+                    reason: format!(
+                        "store file {:?} failed on I/O and is reopened at most every {REOPEN_INTERVAL:?}; \
+                         retry later",
+                        shown(&self.path)
+                    ),
+                });
+            }
+            *next = now + REOPEN_INTERVAL;
+        }
+        {
+            let mut db = self.db.write().unwrap_or_else(PoisonError::into_inner);
+            if let Some(old) = db.take() {
+                // redb cannot close a failed file cleanly; what counts is that it lets go.
+                if let Err(e) = old.close() {
+                    tracing::debug!(path = %self.path.display(), error = %e, "closing the failed store file");
+                }
+            }
+            let reopened = open_db(&self.path, &self.options)
+                .and_then(|db| check_layout(&db, &self.path).map(|_| db));
+            match reopened {
+                Ok(reopened) => *db = Some(reopened),
+                Err(e) => {
+                    tracing::warn!(path = %self.path.display(), error = %e, "cannot reopen the store file yet");
+                    return Err(StoreError::Unavailable {
+                        reason: format!(
+                            "store file {:?} failed on I/O and cannot be reopened yet ({}); retry later",
+                            shown(&self.path),
+                            reason(&e)
+                        ),
+                    });
+                }
+            }
+            self.broken.store(false, Ordering::SeqCst);
+        }
+        self.resync(shared)?;
+        tracing::info!(
+            path = %self.path.display(),
+            revision = self.revision.load(Ordering::SeqCst),
+            "store file reopened after an I/O failure"
+        );
+        Ok(())
+    }
+
+    /// Takes the revision and the leases from the file just reopened: a commit that reported
+    /// a failure may have reached the file anyway (its events are published now), and lease
+    /// changes made in memory by writes that failed are undone.
+    fn resync(&self, shared: &mut Shared) -> Result<(), StoreError> {
+        let txn = self.snapshot()?;
+        let on_disk = self.revision_in(&txn)?;
+        let published = self.revision.load(Ordering::SeqCst);
+        if on_disk > published {
+            let history = txn
+                .open_table(HISTORY)
+                .map_err(|e| self.failed("open the history", e))?;
+            let mut events = Vec::new();
+            for item in history
+                .range(published + 1..)
+                .map_err(|e| self.failed("read the history", e))?
+            {
+                let (rev, raw) = item.map_err(|e| self.failed("read the history", e))?;
+                events.push(
+                    decode_event(rev.value(), raw.value()).map_err(|e| damaged(&self.path, e))?,
+                );
+            }
+            tracing::warn!(
+                published,
+                on_disk,
+                "writes reported as failed reached the store file; publishing them"
+            );
+            self.publish(shared, on_disk, events);
+        } else if on_disk < published {
+            // Cannot happen with durable commits; the file is the truth either way.
+            tracing::error!(
+                published,
+                on_disk,
+                "the reopened store file is behind the revision published"
+            );
+            self.revision.store(on_disk, Ordering::SeqCst);
+        }
+
+        let now = SystemTime::now();
+        let clock = Instant::now();
+        let leases = txn
+            .open_table(LEASES)
+            .map_err(|e| self.failed("open the leases", e))?;
+        let mut kept = HashMap::new();
+        let mut new = Vec::new();
+        for item in leases
+            .iter()
+            .map_err(|e| self.failed("read the leases", e))?
+        {
+            let (id, record) = item.map_err(|e| self.failed("read the leases", e))?;
+            let (ttl, deadline) =
+                decode_lease(id.value(), record.value()).map_err(|e| damaged(&self.path, e))?;
+            let deadline = clock + Duration::from_millis(deadline.saturating_sub(unix_ms(now)));
+            if !shared.leases.contains_key(&id.value()) {
+                new.push((id.value(), deadline));
+            }
+            kept.insert(
+                id.value(),
+                LiveLease {
+                    ttl: Duration::from_millis(ttl),
+                    deadline,
+                },
+            );
+        }
+        shared.leases = kept;
+        // Leases known before keep their expiry tasks, which read the deadline from the map;
+        // one whose revocation failed needs a task again.
+        let _runtime = self.runtime.enter();
+        for (lease, deadline) in new {
+            spawn_expiry(self.me.clone(), lease, deadline);
+        }
+        Ok(())
     }
 
     /// Runs `f` in one write transaction and, if it changed anything, commits it durably and
@@ -914,8 +1178,10 @@ impl Inner {
         shared: &mut Shared,
         f: impl FnOnce(&mut Writer<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
+        self.recover_locked(shared)?;
+        let db = self.db();
         let mut txn = self
-            .db
+            .open_db(&db)?
             .begin_write()
             .map_err(|e| self.failed("begin a write", e))?;
         // redb's default, set anyway: an acknowledged write must be on disk.
@@ -959,10 +1225,13 @@ impl Inner {
         shared: &mut Shared,
         jobs: &mut impl Iterator<Item = Job>,
         replies: &mut Vec<Reply>,
-    ) -> Result<(), String> {
-        let why = |e: StoreError| reason(&e);
+    ) -> Result<(), Failure> {
+        let why = |e: StoreError| Failure::of(&e);
+        self.recover_locked(shared).map_err(why)?;
+        let db = self.db();
         let mut txn = self
-            .db
+            .open_db(&db)
+            .map_err(why)?
             .begin_write()
             .map_err(|e| why(self.failed("begin a write", e)))?;
         // redb's default, set anyway: an acknowledged write must be on disk.
@@ -1058,10 +1327,20 @@ impl Inner {
         Ok(live)
     }
 
-    fn read(&self) -> Result<ReadTransaction, StoreError> {
-        self.db
+    /// A read transaction, the file reopened first if an I/O failure broke it.
+    fn read(&self) -> Result<Snapshot<'_>, StoreError> {
+        self.recover()?;
+        self.snapshot()
+    }
+
+    /// A read transaction on the file as it is (callers holding the writers' lock).
+    fn snapshot(&self) -> Result<Snapshot<'_>, StoreError> {
+        let db = self.db();
+        let txn = self
+            .open_db(&db)?
             .begin_read()
-            .map_err(|e| self.failed("begin a read", e))
+            .map_err(|e| self.failed("begin a read", e))?;
+        Ok(Snapshot { txn, _db: db })
     }
 
     fn get_in(&self, txn: &ReadTransaction, key: &str) -> Result<Option<Entry>, StoreError> {
@@ -1101,7 +1380,7 @@ impl Inner {
         let meta = txn
             .open_table(META)
             .map_err(|e| self.failed("open the metadata", e))?;
-        meta_value(&meta, META_REVISION, &self.path)
+        meta_value(&meta, META_REVISION, self)
     }
 
     fn expire_or_reschedule(&self, lease: LeaseId) -> Result<Option<Instant>, StoreError> {
@@ -1223,9 +1502,10 @@ impl Store for EmbeddedStore {
                 // The snapshot and the subscription are taken together under the writers'
                 // lock: the snapshot holds every event published before, the receiver every
                 // event published after.
+                inner.recover()?;
                 let (txn, events) = {
                     let shared = inner.lock();
-                    (inner.read()?, shared.events.subscribe())
+                    (inner.snapshot()?, shared.events.subscribe())
                 };
                 let revision = inner.revision_in(&txn)?;
                 let history = txn
