@@ -229,9 +229,10 @@ impl Sim {
         };
         if now.saturating_sub(pending.first_ms) >= GIVE_UP_MS {
             let pending = self.link_mut(from).pending.remove(&id).expect("present");
-            let outcome = Err(TransportError::Unavailable {
-                reason: format!("no answer within {GIVE_UP_MS} ms"),
-            });
+            // as ReliableParent does: not a refusal, the child may have applied it
+            let outcome = Ok(CommandOutcome::GaveUp(format!(
+                "no answer within {GIVE_UP_MS} ms"
+            )));
             self.outcome(from, pending.tag, outcome);
             return;
         }

@@ -241,9 +241,12 @@ fn cluster_config(i: usize) -> ClusterConfig {
     }
 }
 
+/// What an answer says about its command; a "not now" (nack with retry) says nothing final,
+/// so the command stays pending and is re-sent, as `ReliableParent` does.
 fn outcome_of(message: &Message) -> Option<(&str, CommandOutcome)> {
     match message {
         Message::Ack(a) => Some((&a.re, CommandOutcome::Acked)),
+        Message::Nack(n) if n.retry => None,
         Message::Nack(n) => Some((
             &n.re,
             match &n.unschedulable {
