@@ -1,6 +1,10 @@
-//! The cluster's summary for the root: counts, sums, the largest free node, architectures, runtimes, labels.
+//! The cluster's summary for the root: counts, sums, the largest free node, architectures,
+//! runtimes, labels, and what the root needs to route pins and selectors — a capped summary
+//! of the nodes' labels and a Bloom filter of their ids, so its size does not grow with the
+//! node count (see `edgeio_core::wire::{LabelSummary, NodeFilter}`).
 
 use super::*;
+use edgeio_core::wire::{LabelSummary, NodeFilter};
 
 impl ClusterState {
     pub(super) fn aggregate(&self) -> ClusterAggregate {
@@ -19,8 +23,10 @@ impl ClusterState {
             runtimes: Vec::new(),
             labels: self.config.labels.clone(),
             location: self.config.location.clone(),
-            node_names: ready.iter().map(|n| n.id.clone()).collect(),
-            node_labels: Vec::new(),
+            node_label_summary: Some(LabelSummary::of(
+                ready.iter().map(|n| &n.capabilities.labels),
+            )),
+            node_filter: Some(NodeFilter::of(ready.iter().map(|n| n.id.as_str()))),
         };
         for node in ready {
             agg.total = agg.total.saturating_add(&node.total);
@@ -30,11 +36,6 @@ impl ClusterState {
                 > (agg.largest_free.cpu_millis, agg.largest_free.memory_bytes)
             {
                 agg.largest_free = node.free;
-            }
-            if !node.capabilities.labels.is_empty()
-                && !agg.node_labels.contains(&node.capabilities.labels)
-            {
-                agg.node_labels.push(node.capabilities.labels.clone());
             }
             if !agg.architectures.contains(&node.capabilities.arch) {
                 agg.architectures.push(node.capabilities.arch.clone());

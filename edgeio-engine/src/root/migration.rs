@@ -179,25 +179,23 @@ impl RootState {
                 rule: rule.into(),
             }],
         };
-        let node_cluster = |node: &str| {
+        // the ACTIVE clusters whose filter may hold `node`, in id order; the cluster it runs
+        // on is asked first (a false positive there is refused and the migration abandoned)
+        let node_clusters = |node: &str| -> Vec<String> {
             self.clusters
                 .values()
-                .find(|c| {
-                    c.lifecycle.state() == ClusterState::Active
-                        && c.aggregate
-                            .as_ref()
-                            .is_some_and(|a| a.node_names.iter().any(|n| n == node))
-                })
+                .filter(|c| c.lifecycle.state() == ClusterState::Active && c.may_have_node(node))
                 .map(|c| c.id.clone())
+                .collect()
         };
         if !job.parts.is_empty() {
             // a spread job moves one part at a time: the named instance's, or the one on
             // the cluster of the node named
             let part = match (&from, &target) {
                 (Some(c), _) => Some(c.clone()),
-                (None, MigrateTarget::Node(node)) => {
-                    node_cluster(node).filter(|c| job.parts.iter().any(|p| &p.cluster == c))
-                }
+                (None, MigrateTarget::Node(node)) => node_clusters(node)
+                    .into_iter()
+                    .find(|c| job.parts.iter().any(|p| &p.cluster == c)),
                 _ => None,
             };
             let Some(part) = part else {
@@ -238,7 +236,14 @@ impl RootState {
                         "must be another node than the one it runs on",
                     ));
                 }
-                let Some(owner) = node_cluster(node) else {
+                let maybe = node_clusters(node);
+                let owner = maybe
+                    .iter()
+                    .find(|c| **c == cluster)
+                    .or_else(|| maybe.iter().find(|c| !job.holds(c)))
+                    .or(maybe.first())
+                    .cloned();
+                let Some(owner) = owner else {
                     return Err(ApiError::NotFound {
                         kind: "node",
                         id: node.clone(),
