@@ -13,8 +13,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// At most this many label keys are summarized; beyond them [`LabelSummary::more_keys`] is set.
 pub const MAX_LABEL_KEYS: usize = 64;
-/// At most this many values per key are listed; beyond them the key is in
-/// [`LabelSummary::capped_keys`].
+/// At most this many values per key are listed; a key with more is in
+/// [`LabelSummary::capped_keys`] instead, its values left out.
 pub const MAX_LABEL_VALUES: usize = 32;
 /// Keys and values longer than this (bytes) are not listed (as Kubernetes, 63): the key is
 /// counted as capped instead, so the summary's size stays bounded.
@@ -23,13 +23,15 @@ pub const MAX_LABEL_LEN: usize = 63;
 /// The label sets of a cluster's READY nodes, per key: the values present and how many nodes
 /// carry each. At most [`MAX_LABEL_KEYS`] keys × [`MAX_LABEL_VALUES`] values of at most
 /// [`MAX_LABEL_LEN`] bytes, so at most about 160 KiB whatever the node count, and a few
-/// hundred bytes for the usual handful of keys.
+/// hundred bytes for the usual handful of keys. A key with more values (one per node, as a
+/// host name) is only named as capped: listing some of its values would not change an
+/// answer, since any value of it may be present.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct LabelSummary {
-    /// key → value → READY nodes with that value.
+    /// key → value → READY nodes with that value, for keys whose values are all listed.
     #[serde(default)]
     pub values: BTreeMap<String, BTreeMap<String, u32>>,
-    /// Keys some of whose values were left out (more than [`MAX_LABEL_VALUES`], or longer
+    /// Keys present whose values are left out (more than [`MAX_LABEL_VALUES`], or one longer
     /// than [`MAX_LABEL_LEN`]): any value of them may be present.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub capped_keys: BTreeSet<String>,
@@ -57,19 +59,22 @@ impl LabelSummary {
         }
         let mut summary = LabelSummary::default();
         for (key, values) in all {
-            if key.len() > MAX_LABEL_LEN || summary.values.len() == MAX_LABEL_KEYS {
+            let kept = summary.values.len() + summary.capped_keys.len();
+            if key.len() > MAX_LABEL_LEN || kept == MAX_LABEL_KEYS {
                 summary.more_keys = true;
                 continue;
             }
-            let mut kept = BTreeMap::new();
-            for (value, count) in values {
-                if value.len() > MAX_LABEL_LEN || kept.len() == MAX_LABEL_VALUES {
-                    summary.capped_keys.insert(key.to_string());
-                } else {
-                    kept.insert(value.to_string(), count);
-                }
+            let listable =
+                values.len() <= MAX_LABEL_VALUES && values.keys().all(|v| v.len() <= MAX_LABEL_LEN);
+            if listable {
+                let values = values
+                    .into_iter()
+                    .map(|(v, n)| (v.to_string(), n))
+                    .collect();
+                summary.values.insert(key.to_string(), values);
+            } else {
+                summary.capped_keys.insert(key.to_string());
             }
-            summary.values.insert(key.to_string(), kept);
         }
         summary
     }
@@ -78,8 +83,8 @@ impl LabelSummary {
     /// sure none does.
     pub fn may_have(&self, key: &str, value: &str) -> bool {
         match self.values.get(key) {
-            Some(values) => values.contains_key(value) || self.capped_keys.contains(key),
-            None => self.more_keys,
+            Some(values) => values.contains_key(value),
+            None => self.capped_keys.contains(key) || self.more_keys,
         }
     }
 
@@ -288,17 +293,29 @@ mod tests {
             .map(|i| labels(&[("rack", &format!("r{i:02}")), ("zone", "a")]))
             .collect();
         let s = LabelSummary::of(&nodes);
-        assert_eq!(s.values["rack"].len(), MAX_LABEL_VALUES);
-        // the first 32 in sorted order are kept, whatever order the nodes came in
-        assert!(s.values["rack"].contains_key("r31"));
-        assert!(!s.values["rack"].contains_key("r32"));
+        assert!(!s.values.contains_key("rack"));
         assert_eq!(s.capped_keys, ["rack".to_string()].into());
+        assert!(
+            !s.may_have("none", "x"),
+            "other keys are still known absent"
+        );
         assert!(s.may_have("rack", "r39"));
         assert!(s.may_have("rack", "anything"));
         assert!(!s.may_have("zone", "b"), "an uncapped key still says no");
         let mut reversed = nodes.clone();
         reversed.reverse();
         assert_eq!(LabelSummary::of(&reversed), s);
+    }
+
+    #[test]
+    fn a_key_with_exactly_the_cap_of_values_is_listed_in_full() {
+        let nodes: Vec<Labels> = (0..MAX_LABEL_VALUES)
+            .map(|i| labels(&[("rack", &format!("r{i:02}"))]))
+            .collect();
+        let s = LabelSummary::of(&nodes);
+        assert_eq!(s.values["rack"].len(), MAX_LABEL_VALUES);
+        assert!(s.capped_keys.is_empty());
+        assert!(!s.may_have("rack", "r99"));
     }
 
     #[test]
@@ -320,7 +337,7 @@ mod tests {
         let s = LabelSummary::of([&labels(&[(&long, "v"), ("zone", &long)])]);
         assert!(s.more_keys);
         assert_eq!(s.capped_keys, ["zone".to_string()].into());
-        assert!(s.values["zone"].is_empty());
+        assert!(s.values.is_empty());
         assert!(s.may_have(&long, "v"));
         assert!(s.may_have("zone", &long));
     }

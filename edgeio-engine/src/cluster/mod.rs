@@ -38,6 +38,9 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 mod aggregate;
+pub use aggregate::aggregate_of;
+#[cfg(any(test, feature = "testing"))]
+pub use aggregate::sample_nodes;
 mod candidates;
 mod migration;
 mod nodes;
