@@ -8,6 +8,7 @@ impl RootState {
         job: &JobId,
         cluster: &str,
         anywhere: bool,
+        node: Option<&str>,
         outcome: Result<CommandOutcome, TransportError>,
         fx: &mut Fx,
     ) {
@@ -15,6 +16,26 @@ impl RootState {
             return;
         };
         let why = format!("cluster {cluster} cannot move it: {error}");
+        if let Some(node) = node {
+            // its filter's "maybe" may have been a false positive: the next ACTIVE cluster
+            // whose filter may hold the node and that holds no part of the job, make-before-break
+            let next = self.jobs.get(job.as_str()).and_then(|j| {
+                self.clusters
+                    .values()
+                    .find(|c| {
+                        c.id != cluster
+                            && c.lifecycle.state() == ClusterState::Active
+                            && c.may_have_node(node)
+                            && !j.holds(&c.id)
+                    })
+                    .map(|c| c.id.clone())
+            });
+            if let Some(next) = next {
+                info!(job = %job, to = %next, node, %why, "migrating to another cluster that may hold the node");
+                self.migrate_across(job.as_str(), cluster, &next, Some(node), fx);
+                return;
+            }
+        }
         if anywhere {
             // no other node there: another cluster (one holding no part of it),
             // make-before-break
@@ -180,7 +201,7 @@ impl RootState {
             }],
         };
         // the ACTIVE clusters whose filter may hold `node`, in id order; the cluster it runs
-        // on is asked first (a false positive there is refused and the migration abandoned)
+        // on is asked first (refused, the next one is tried: see on_migrate_outcome)
         let node_clusters = |node: &str| -> Vec<String> {
             self.clusters
                 .values()
@@ -330,6 +351,10 @@ impl RootState {
                 job: job_id,
                 cluster,
                 anywhere,
+                node: match &target {
+                    MigrateTarget::Node(n) => Some(n.clone()),
+                    _ => None,
+                },
             },
         ));
         fx.persist.push(job_key(id));

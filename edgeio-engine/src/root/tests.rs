@@ -535,3 +535,64 @@ fn a_selector_goes_to_a_cluster_whose_summary_may_match_and_onward_when_refused(
     assert!(deploys(&fx).is_empty());
     assert_eq!(f.job(&id).lifecycle.state(), JobState::NotDeployable);
 }
+
+#[test]
+fn a_migration_to_a_node_its_own_cluster_refuses_goes_to_the_next_cluster_that_may_hold_it() {
+    let mut f = fixture();
+    // a's filter says "maybe" to every node (a false positive for w9); b has w9
+    let full = NodeFilter {
+        hashes: NodeFilter::HASHES,
+        bits: vec![0xff; NodeFilter::MIN_BITS / 8],
+    };
+    f.cluster_of("a", &[("w1", Labels::new())], Some(full));
+    f.cluster_of("b", &[("w9", Labels::new())], None);
+    f.cluster_of("c", &[("w5", Labels::new())], None);
+    // first fit in id order: a
+    let (id, fx) = f.submit_spec(small_spec("web"));
+    assert_eq!(deploys(&fx), ["a"]);
+    let job = f.job(&id).id.clone();
+    let running = InstanceEvent {
+        job: job.clone(),
+        instance: InstanceId::new(format!("{job}-0")).unwrap(),
+        node: "w1".into(),
+        state: InstanceState::Running,
+        exit_code: None,
+        reason: String::new(),
+        unschedulable: None,
+    };
+    f.state.on_instance_event("a", running, &mut Fx::default());
+    assert_eq!(f.job(&id).lifecycle.state(), JobState::Running);
+
+    let mut fx = Fx::default();
+    f.state
+        .migrate(&id, MigrateTarget::Node("w9".into()), None, &mut fx)
+        .unwrap();
+    // its own cluster may hold w9: asked first, inside the cluster
+    let [(to, envelope, Tag::Migrate { node, .. })] = fx.commands.as_slice() else {
+        panic!("one migrate command: {:?}", fx.commands.len());
+    };
+    assert_eq!(to, "a");
+    assert!(matches!(&envelope.body, Message::Migrate(_)));
+    assert_eq!(node.as_deref(), Some("w9"));
+
+    let refused = Ok(CommandOutcome::Nacked(ErrorBody {
+        code: "not_found".into(),
+        message: "node w9 is not a READY node of cluster a".into(),
+    }));
+    let mut fx = Fx::default();
+    f.state
+        .on_migrate_outcome(&job, "a", false, Some("w9"), refused, &mut fx);
+    // onward to b (c's filter says no), deployed there pinned to w9, make-before-break
+    let [(to, envelope, _)] = fx.commands.as_slice() else {
+        panic!("one deploy: {:?}", fx.commands.len());
+    };
+    assert_eq!(to, "b");
+    let Message::Deploy(deploy) = &envelope.body else {
+        panic!("a deploy: {envelope:?}");
+    };
+    assert_eq!(deploy.spec.worker_node.as_deref(), Some("w9"));
+    let migration = f.job(&id).migration.clone().unwrap();
+    assert_eq!(migration.from_cluster.as_deref(), Some("a"));
+    assert_eq!(migration.to_cluster.as_deref(), Some("b"));
+    assert_eq!(f.job(&id).lifecycle.state(), JobState::Migrating);
+}
