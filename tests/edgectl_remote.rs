@@ -9,7 +9,7 @@ use edgeio_core::api::{ApiError, ClusterView, InstanceView, NodeView};
 use edgeio_core::model::{Arch, Capabilities, InstanceId, Location, Resources, Tier};
 use edgeio_core::scheduler::Unschedulable;
 use edgeio_core::state::{ClusterState, HistoryEntry, InstanceState, JobState, NodeState};
-use edgeio_core::wire::{ClusterAggregate, HostUsage};
+use edgeio_core::wire::{ClusterAggregate, HostUsage, LabelSummary, NodeFilter};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -141,8 +141,8 @@ fn cluster(id: &str, location: &str) -> ClusterView {
             runtimes: Vec::new(),
             labels: Default::default(),
             location: None,
-            node_names: vec!["node-1".into()],
-            node_labels: Vec::new(),
+            node_label_summary: Some(LabelSummary::of([&Default::default()])),
+            node_filter: Some(NodeFilter::of(["node-1"].into_iter())),
         }),
         last_seen_ms: 1,
     }
@@ -347,6 +347,18 @@ fn get_clusters_and_nodes_print_tables() {
          cluster-a   cluster-a-name   ACTIVE   1/2     Garching\n\
          cluster-b   cluster-b-name   ACTIVE   1/2     Munich\n"
     );
+
+    // the aggregate names no node: a label summary and a node filter of bounded size; the
+    // nodes themselves are listed under /clusters/{id}/nodes
+    let outcome = root.edgectl(&["get", "clusters", "-o", "json"], b"");
+    assert_eq!(outcome.code, 0, "{}", outcome.stderr);
+    let clusters: serde_json::Value = serde_json::from_str(&outcome.stdout).unwrap();
+    let aggregate = &clusters[0]["aggregate"];
+    assert_eq!(aggregate["ready_nodes"], 1);
+    assert_eq!(aggregate["node_filter"]["hashes"], 3);
+    assert!(aggregate["node_label_summary"]["values"].is_object());
+    assert!(aggregate.get("node_names").is_none(), "{aggregate}");
+    assert!(aggregate.get("node_labels").is_none(), "{aggregate}");
 
     let outcome = root.edgectl(&["get", "nodes"], b"");
     assert_eq!(outcome.code, 0, "{}", outcome.stderr);

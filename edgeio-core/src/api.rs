@@ -92,7 +92,9 @@ pub struct ClusterView {
     /// Its labels.
     #[serde(default)]
     pub labels: Labels,
-    /// Its last aggregate, once one arrived.
+    /// Its last aggregate, once one arrived: counts, sums, a summary of its nodes' labels
+    /// and a filter of their ids, of bounded size (its nodes are listed under
+    /// `/clusters/{id}/nodes`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aggregate: Option<ClusterAggregate>,
     /// When the root last heard from it (unix ms).

@@ -161,20 +161,23 @@ pub struct ClusterRecord {
 impl ClusterRecord {
     /// The cluster as the root scheduler sees it, when it has reported an aggregate: its free
     /// resources are those of its emptiest node, since one instance needs one node that fits;
-    /// its labels are its own plus those of a node matching `selector`, when one does.
+    /// its labels are its own plus the pairs of `selector` that some READY node may carry by
+    /// its aggregate's label summary (all of them when it sent none). The summary is per key,
+    /// so the cluster may pass where no single node matches every pair: it then refuses the
+    /// deploy and the job goes on to the next cluster.
     pub fn candidate(&self, now_ms: u64, selector: &Labels) -> Option<Candidate> {
         let agg = self.aggregate.as_ref()?;
         let mut c = Candidate::new(self.id.clone(), agg.total);
         c.free = agg.largest_free;
         c.labels = self.labels.clone();
         c.labels.extend(agg.labels.clone());
-        if !selector.is_empty() {
-            let matching = agg
-                .node_labels
-                .iter()
-                .find(|set| selector.iter().all(|(k, v)| set.get(k) == Some(v)));
-            if let Some(set) = matching {
-                c.labels.extend(set.clone());
+        for (k, v) in selector {
+            let maybe = agg
+                .node_label_summary
+                .as_ref()
+                .is_none_or(|s| s.may_have(k, v));
+            if maybe {
+                c.labels.insert(k.clone(), v.clone());
             }
         }
         c.location = self.location.clone().or_else(|| agg.location.clone());
@@ -182,6 +185,15 @@ impl ClusterRecord {
         c.runtimes = agg.runtimes.clone();
         c.data_age = Duration::from_millis(now_ms.saturating_sub(self.last_seen_ms));
         Some(c)
+    }
+
+    /// Whether its last aggregate says it may have a READY node `node` (its Bloom filter:
+    /// false for certain, true maybe; true when the cluster sends no filter, as older ones
+    /// do, so a pin reaches them and a refusal sends it on).
+    pub fn may_have_node(&self, node: &str) -> bool {
+        self.aggregate
+            .as_ref()
+            .is_some_and(|a| a.node_filter.as_ref().is_none_or(|f| f.may_contain(node)))
     }
 
     /// The user's view.

@@ -174,9 +174,12 @@ async fn tiers() -> Tiers {
         "the worker in the aggregate",
         |root| async move {
             root.clusters().await.unwrap().iter().any(|c| {
-                c.aggregate
-                    .as_ref()
-                    .is_some_and(|a| a.node_names == ["worker-1"])
+                c.aggregate.as_ref().is_some_and(|a| {
+                    a.ready_nodes == 1
+                        && a.node_filter
+                            .as_ref()
+                            .is_some_and(|f| f.may_contain("worker-1"))
+                })
             })
         },
     )

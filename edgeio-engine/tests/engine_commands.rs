@@ -12,7 +12,8 @@ use edgeio_core::state::{InstanceState, JobState};
 use edgeio_core::testing::{MemoryChild, MemoryHub, MemoryStore, SimpleScheduler};
 use edgeio_core::transport::{ChildTransport, Registrar};
 use edgeio_core::wire::{
-    ClusterAggregate, Envelope, InstanceEvent, Message, PeerRole, Query, RegisterRequest,
+    ClusterAggregate, Envelope, InstanceEvent, LabelSummary, Message, NodeFilter, PeerRole, Query,
+    RegisterRequest,
 };
 use edgeio_engine::root::{RootConfig, RootEngine, RootHandle};
 use std::sync::Arc;
@@ -103,8 +104,8 @@ async fn root(give_up_after: Option<Duration>) -> Root {
             runtimes: vec!["native".into()],
             labels: Default::default(),
             location: None,
-            node_names: vec!["n1".into()],
-            node_labels: Vec::new(),
+            node_label_summary: Some(LabelSummary::default()),
+            node_filter: Some(NodeFilter::of(["n1"].into_iter())),
         }),
     ))
     .await

@@ -235,7 +235,7 @@ async fn clusters_with(specs: &[(&str, u32, usize)], relay: bool) -> Tiers {
         expected.push((cluster_name.to_string(), names));
     }
 
-    // wait until the root has an aggregate naming the workers of every cluster
+    // wait until the root has an aggregate of every cluster whose filter holds its workers
     wait(&handle, |root| {
         let expected = expected.clone();
         async move {
@@ -245,7 +245,12 @@ async fn clusters_with(specs: &[(&str, u32, usize)], relay: bool) -> Tiers {
                     .iter()
                     .find(|c| &c.id == id)
                     .and_then(|c| c.aggregate.as_ref())
-                    .is_some_and(|a| &a.node_names == names)
+                    .is_some_and(|a| {
+                        a.ready_nodes as usize == names.len()
+                            && names
+                                .iter()
+                                .all(|n| a.node_filter.as_ref().is_some_and(|f| f.may_contain(n)))
+                    })
             })
         }
     })

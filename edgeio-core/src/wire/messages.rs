@@ -1,5 +1,6 @@
 //! The bodies of wire messages, one struct per kind.
 
+use super::summary::{LabelSummary, NodeFilter};
 use crate::job::{InstanceSpec, JobSpec};
 use crate::model::{
     Arch, Capabilities, InstanceId, JobId, Labels, Location, Resources, RuntimeKind,
@@ -161,13 +162,15 @@ pub struct ClusterAggregate {
     /// Where the cluster is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<Location>,
-    /// The ids of its READY nodes, so the root can route a job pinned to one (`worker_node`).
-    #[serde(default)]
-    pub node_names: Vec<String>,
-    /// The distinct label sets of its READY nodes, so the root can tell whether some node
-    /// matches a job's `node_selector`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub node_labels: Vec<Labels>,
+    /// Its READY nodes' label sets, summarized per key (capped: see [`LabelSummary`]), so the
+    /// root can tell whether some node may match a job's `node_selector`. `None` from a
+    /// cluster that does not send one (older versions): the root then takes it as "maybe".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_label_summary: Option<LabelSummary>,
+    /// A Bloom filter of its READY node ids, so the root can route a job pinned to one
+    /// (`worker_node`) without the aggregate naming every node. `None` as above.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_filter: Option<NodeFilter>,
 }
 
 /// `deploy`: run a job (root → cluster) or one instance of it (cluster → node).

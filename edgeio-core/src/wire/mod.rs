@@ -3,6 +3,7 @@
 mod codec;
 mod envelope;
 mod messages;
+mod summary;
 
 pub use codec::{Codec, DecodeError, WireError, DEFAULT_MAX_MESSAGE_BYTES};
 pub use envelope::{now_ms, Envelope, PROTOCOL_VERSION};
@@ -11,6 +12,9 @@ pub use messages::{
     HostUsage, InstanceEvent, InstanceReport, Message, Migrate, MigrateTarget, Nack, NodeStatus,
     PeerRole, Query, QueryReply, RegisterReply, RegisterRequest, Scale, Terminate, Topics,
     MAX_PREFIX,
+};
+pub use summary::{
+    fnv1a, LabelSummary, NodeFilter, MAX_LABEL_KEYS, MAX_LABEL_LEN, MAX_LABEL_VALUES,
 };
 
 #[cfg(test)]

@@ -109,8 +109,11 @@ fn examples() -> Vec<Message> {
             runtimes: vec!["docker".into(), "native".into()],
             labels: Default::default(),
             location: Some(Location::named("Garching")),
-            node_names: vec!["node-a".into(), "node-b".into()],
-            node_labels: vec![[("zone".to_string(), "garching".to_string())].into()],
+            node_label_summary: Some(LabelSummary::of(&[
+                [("zone".to_string(), "garching".to_string())].into(),
+                [("zone".to_string(), "garching".to_string())].into(),
+            ])),
+            node_filter: Some(NodeFilter::of(["node-a", "node-b"].into_iter())),
         }),
         Message::Deploy(Box::new(Deploy {
             job: job_id(),
@@ -214,6 +217,26 @@ fn unknown_fields_are_ignored() {
             replicas: 2
         })
     );
+}
+
+#[test]
+fn an_aggregate_from_an_older_cluster_naming_its_nodes_still_decodes() {
+    // what clusters sent before aggregates were of constant size: node_names and
+    // node_labels are now unknown fields, and the summary and filter are absent ("maybe")
+    let json = br#"{"v":1,"kind":"cluster_aggregate","id":"r1","ts":5,"from":"c1","body":{
+        "nodes":2,"ready_nodes":2,
+        "total":{"cpu_millis":4000,"memory_bytes":8,"disk_bytes":0,"gpus":0},
+        "free":{"cpu_millis":4000,"memory_bytes":8,"disk_bytes":0,"gpus":0},
+        "largest_free":{"cpu_millis":2000,"memory_bytes":4,"disk_bytes":0,"gpus":0},
+        "architectures":["amd64"],"runtimes":["native"],"labels":{},
+        "node_names":["node-a","node-b"],"node_labels":[{"zone":"garching"}]}}"#;
+    let env = Codec::default().decode(json).unwrap();
+    let Message::ClusterAggregate(agg) = env.body else {
+        panic!("not an aggregate: {:?}", env.body);
+    };
+    assert_eq!(agg.ready_nodes, 2);
+    assert_eq!(agg.node_label_summary, None);
+    assert_eq!(agg.node_filter, None);
 }
 
 #[test]

@@ -45,9 +45,8 @@ impl ClusterState {
             );
         };
         let (old_id, from) = (old.id.clone(), old.node.clone().unwrap_or_default());
-        let spec = job.spec.clone();
-        self.refresh_candidates();
-        let mut set = self.candidates.clone();
+        let mut spec = job.spec.clone();
+        let mut except = Vec::new();
         let target = match &m.target {
             MigrateTarget::Node(node) if node == &from => {
                 return self.refuse(
@@ -57,7 +56,7 @@ impl ClusterState {
                 );
             }
             MigrateTarget::Node(node) => {
-                if set.get(node).is_none() {
+                if self.candidates.get(node).is_none() {
                     return self.refuse(
                         command,
                         "not_found",
@@ -67,18 +66,12 @@ impl ClusterState {
                         ),
                     );
                 }
-                let others: Vec<String> = set
-                    .iter()
-                    .filter(|c| &c.id != node)
-                    .map(|c| c.id.clone())
-                    .collect();
-                for id in others {
-                    set.remove(&id);
-                }
+                // the pin filter keeps the scheduler to that node, without a search
+                spec.worker_node = Some(node.clone());
                 format!("node {node}")
             }
             MigrateTarget::Anywhere => {
-                set.remove(&from);
+                except.push(from.clone());
                 "another node".to_string()
             }
             MigrateTarget::Cluster(c) => {
@@ -92,15 +85,13 @@ impl ClusterState {
                 );
             }
         };
-        let placed = match self.scheduler.place(&spec, &set) {
-            Ok(p) => p.candidate,
+        let placed = match self.place_many(&spec, 1, &except) {
+            Ok(mut placed) => placed.remove(0),
             Err(SchedulerError::Unschedulable(u)) => {
                 return self.unschedulable(command, &format!("cannot move {old_id} to {target}"), u)
             }
             Err(e) => return self.refuse(command, "invalid", e.to_string()),
         };
-        self.candidates.reserve(&placed, &spec.resources);
-        self.candidates.add_job(&placed, &spec.name);
         let now = self.cx.now_ms();
         let cluster = self.config.id.clone();
         let Some(job) = self.jobs.get_mut(m.job.as_str()) else {
@@ -123,11 +114,16 @@ impl ClusterState {
             });
         }
         let reason = format!("{why} (make-before-break)");
-        let id = start_instance(&self.cx, &cluster, job, &placed, reason, now, fx);
-        if let Some(new) = job.instance_mut(&id) {
+        let id = self.start_on(m.job.as_str(), &placed, reason, fx);
+        let new = id.as_ref().and_then(|id| {
+            self.jobs
+                .get_mut(m.job.as_str())
+                .and_then(|j| j.instance_mut(id))
+        });
+        if let Some(new) = new {
             new.replaces = Some(old_id);
         }
-        info!(job = %m.job, instance = %id, node = %placed, "migrating");
+        info!(job = %m.job, instance = ?id, node = %placed, "migrating");
         fx.persist.push(Self::job_key(m.job.as_str()));
         command.ack_in(&self.cx, &cluster)
     }

@@ -38,6 +38,10 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 mod aggregate;
+pub use aggregate::aggregate_of;
+#[cfg(any(test, feature = "testing"))]
+pub use aggregate::sample_nodes;
+mod candidates;
 mod migration;
 mod nodes;
 mod placement;
@@ -220,7 +224,10 @@ pub(crate) struct ClusterState {
     config: ClusterConfig,
     scheduler: Arc<dyn Scheduler>,
     pub(crate) nodes: BTreeMap<String, NodeRecord>,
+    /// READY nodes as the scheduler sees them, kept current (see `candidates.rs`).
     candidates: CandidateSet,
+    /// Per node, what this cluster placed there that its status reports do not show yet.
+    unreported: BTreeMap<String, candidates::Unreported>,
     pub(crate) jobs: BTreeMap<String, JobRecord>,
     /// Logs queries sent to a worker: their id → the root's query id.
     relayed: BTreeMap<String, String>,
@@ -407,19 +414,22 @@ impl ClusterState {
             .into_iter()
             .map(|job| (job.id.to_string(), job))
             .collect();
-        ClusterState {
+        let mut state = ClusterState {
             refusals: Refusals::default(),
             cx,
             config,
             scheduler,
             nodes,
             candidates,
+            unreported: BTreeMap::new(),
             jobs,
             relayed: BTreeMap::new(),
             following: BTreeMap::new(),
             stopping: BTreeSet::new(),
             redeployed: BTreeMap::new(),
-        }
+        };
+        state.seed_unreported();
+        state
     }
 }
 

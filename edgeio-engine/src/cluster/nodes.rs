@@ -150,30 +150,24 @@ impl ClusterState {
 
     pub(super) fn on_status(&mut self, node: &str, status: NodeStatus, fx: &mut Fx) {
         self.node_heard(node, fx);
-        let now = self.cx.now_ms();
-        let placed = self.placed_on(node);
         let Some(record) = self.nodes.get_mut(node) else {
             debug!(node, "status from a node that never registered");
             return;
         };
-        // the worker's figure lags the deploys in flight to it; what this cluster placed
-        // there is reserved either way
-        record.free = status.free.min_each(&status.total.saturating_sub(&placed));
-        record.total = status.total;
         record.usage = status.usage;
         record.instances = status
             .instances
             .iter()
             .filter(|i| !matches!(i.state, InstanceState::Terminated | InstanceState::Failed))
             .count();
-        if record.lifecycle.state() == NodeState::Ready {
-            self.candidates.insert(record.candidate(now));
-        }
         // Node records change with every status; they are written when their state changes,
         // not every interval, so an idle cluster does not write to disk once a second.
         self.reconcile_reports(node, &status, fx);
         self.stop_unwanted(node, &status, fx);
         self.missing_from(node, &status, fx);
+        // after reconciling, so an instance the report ended is no longer counted as on
+        // its way; the worker's figure lags the deploys in flight to it, which stay reserved
+        self.update_from_status(node, &status);
     }
 
     pub(crate) fn check_heartbeats(&mut self, fx: &mut Fx) {
@@ -195,5 +189,7 @@ impl ClusterState {
             );
             self.node_lost(&node, &reason, fx);
         }
+        // once per interval, so a scheduler refusing stale data sees each report's age
+        self.age_candidates();
     }
 }

@@ -3,34 +3,6 @@
 use super::*;
 
 impl ClusterState {
-    /// The free resources of READY nodes as the scheduler should see them now: the workers'
-    /// reports less what this cluster placed and has not seen reported yet.
-    pub(super) fn refresh_candidates(&mut self) {
-        let now = self.cx.now_ms();
-        for record in self.nodes.values() {
-            if record.lifecycle.state() == NodeState::Ready {
-                let free = record
-                    .free
-                    .min_each(&record.total.saturating_sub(&self.placed_on(&record.id)));
-                self.candidates
-                    .update_free(&record.id, free, record.candidate(now).data_age);
-            }
-        }
-    }
-
-    /// What the live instances this cluster placed on `node` reserve.
-    pub(super) fn placed_on(&self, node: &str) -> Resources {
-        self.jobs
-            .values()
-            .flat_map(|j| {
-                j.instances
-                    .iter()
-                    .filter(|i| i.node.as_deref() == Some(node) && !i.is_over())
-                    .map(|_| j.spec.resources)
-            })
-            .fold(Resources::ZERO, |sum, r| sum.saturating_add(&r))
-    }
-
     pub(super) fn on_deploy(
         &mut self,
         command: &Envelope,
@@ -63,53 +35,40 @@ impl ClusterState {
             }
         }
         let now = self.cx.now_ms();
-        self.refresh_candidates();
         let spec = &deploy.spec;
-        let mut set = self.candidates.clone();
-        let mut placed = Vec::new();
-        for _ in 0..spec.replicas.max(1) {
-            match self.scheduler.place(spec, &set) {
-                Ok(p) => {
-                    set.reserve(&p.candidate, &spec.resources);
-                    set.add_job(&p.candidate, &spec.name);
-                    placed.push(p.candidate);
+        let placed = match self.place_many(spec, spec.replicas.max(1) as usize, &[]) {
+            Ok(placed) => placed,
+            Err(SchedulerError::Unschedulable(u)) => {
+                info!(job = %deploy.job, explanation = %u, "refusing a job: no node fits");
+                if spec.replicas > 1 {
+                    let what = format!("{} replicas asked, {} fit", spec.replicas, u.fits);
+                    return self.unschedulable(command, &what, u);
                 }
-                Err(SchedulerError::Unschedulable(u)) => {
-                    let mut u = u.in_tier(Tier::Nodes);
-                    u.fits = placed.len() as u32;
-                    info!(job = %deploy.job, explanation = %u, "refusing a job: no node fits");
-                    if spec.replicas > 1 {
-                        let what =
-                            format!("{} replicas asked, {} fit", spec.replicas, placed.len());
-                        return self.unschedulable(command, &what, u);
-                    }
-                    return Envelope::new_in(
-                        &self.cx,
-                        &self.config.id,
-                        Message::Nack(Nack {
-                            re: command.id.clone(),
-                            error: ErrorBody {
-                                code: "unschedulable".into(),
-                                message: format!("cluster {}: {u}", self.config.id),
-                            },
-                            unschedulable: Some(u),
-                            retry: false,
-                        }),
-                    );
-                }
-                Err(e) => {
-                    return command.nack_in(
-                        &self.cx,
-                        &self.config.id,
-                        ErrorBody {
-                            code: "invalid".into(),
-                            message: e.to_string(),
+                return Envelope::new_in(
+                    &self.cx,
+                    &self.config.id,
+                    Message::Nack(Nack {
+                        re: command.id.clone(),
+                        error: ErrorBody {
+                            code: "unschedulable".into(),
+                            message: format!("cluster {}: {u}", self.config.id),
                         },
-                    )
-                }
+                        unschedulable: Some(u),
+                        retry: false,
+                    }),
+                );
             }
-        }
-        self.candidates = set;
+            Err(e) => {
+                return command.nack_in(
+                    &self.cx,
+                    &self.config.id,
+                    ErrorBody {
+                        code: "invalid".into(),
+                        message: e.to_string(),
+                    },
+                )
+            }
+        };
         let policy = self.scheduler.name().to_string();
         let mut job = JobRecord::new(
             deploy.job.clone(),
@@ -121,11 +80,11 @@ impl ClusterState {
         job.cluster = Some(self.config.id.clone());
         job.first_instance = deploy.first_instance;
         job.instance_prefix = deploy.instance_prefix.clone();
+        self.jobs.insert(deploy.job.to_string(), job);
         for node in placed {
             let reason = format!("placed on {node} by {policy}");
-            start_instance(&self.cx, &self.config.id, &mut job, &node, reason, now, fx);
+            self.start_on(deploy.job.as_str(), &node, reason, fx);
         }
-        self.jobs.insert(deploy.job.to_string(), job);
         fx.persist.push(Self::job_key(deploy.job.as_str()));
         command.ack_in(&self.cx, &self.config.id)
     }
@@ -232,6 +191,15 @@ impl ClusterState {
             return;
         }
         let node = i.node.clone().unwrap_or_default();
+        // it never ran there: what it reserved is free again
+        self.release(&node, instance);
+        let Some(i) = self
+            .jobs
+            .get_mut(job.as_str())
+            .and_then(|r| r.instance_mut(instance))
+        else {
+            return;
+        };
         let failed = i
             .lifecycle
             .reconcile(InstanceState::Failed, self.cx.now_ms(), &reason);

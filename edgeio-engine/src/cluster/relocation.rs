@@ -38,21 +38,19 @@ impl ClusterState {
         if lost.is_empty() {
             return;
         }
-        self.refresh_candidates();
         let policy = self.scheduler.name().to_string();
-        let now = self.cx.now_ms();
         for (job_id, old) in lost {
             let Some(job) = self.jobs.get(&job_id) else {
                 continue;
             };
-            let spec = job.spec.clone();
-            let (target, reason) = match self.scheduler.place(&spec, &self.candidates) {
-                Ok(p) => {
+            let (id, spec) = (job.id.clone(), job.spec.clone());
+            let (target, reason) = match self.place_many(&spec, 1, &[]) {
+                Ok(mut placed) => {
+                    let target = placed.remove(0);
                     let reason = format!(
-                        "replaces {old} (node {node} lost), placed on {} by {policy}",
-                        p.candidate
+                        "replaces {old} (node {node} lost), placed on {target} by {policy}"
                     );
-                    (p.candidate, reason)
+                    (target, reason)
                 }
                 Err(e) => {
                     // nothing here fits: the root is told, and places the job elsewhere
@@ -61,7 +59,7 @@ impl ClusterState {
                     let mut event = instance_event(
                         &self.cx,
                         &self.config.id,
-                        &job.id,
+                        &id,
                         &old,
                         node,
                         InstanceState::Lost,
@@ -81,14 +79,10 @@ impl ClusterState {
                     continue;
                 }
             };
-            self.candidates.reserve(&target, &spec.resources);
-            self.candidates.add_job(&target, &spec.name);
-            let Some(job) = self.jobs.get_mut(&job_id) else {
-                continue;
-            };
-            let id = start_instance(&self.cx, &self.config.id, job, &target, reason, now, fx);
-            info!(job = %job_id, instance = %id, node = %target, "relocating a lost instance");
-            fx.persist.push(Self::job_key(&job_id));
+            if let Some(id) = self.start_on(&job_id, &target, reason, fx) {
+                info!(job = %job_id, instance = %id, node = %target, "relocating a lost instance");
+                fx.persist.push(Self::job_key(&job_id));
+            }
         }
     }
 
@@ -124,42 +118,24 @@ impl ClusterState {
             .filter(|i| i.lifecycle.state() == InstanceState::Failed)
             .filter_map(|i| i.node.clone())
             .collect();
-        let spec = job.spec.clone();
-        let labels = self
-            .nodes
-            .get(node)
-            .map(|n| n.capabilities.labels.clone())
-            .unwrap_or_default();
-        self.refresh_candidates();
-        let mut set = self.candidates.clone();
-        let unlike: Vec<String> = set
-            .iter()
-            .filter(|c| {
-                tried.contains(&c.id)
-                    || c.id == node
-                    || !labels.iter().all(|(k, v)| c.labels.get(k) == Some(v))
-            })
-            .map(|c| c.id.clone())
-            .collect();
-        for id in unlike {
-            set.remove(&id);
+        // at least the same labels: the node's own, asked of the others as a selector
+        let mut spec = job.spec.clone();
+        if let Some(n) = self.nodes.get(node) {
+            spec.node_selector.extend(n.capabilities.labels.clone());
         }
-        let placed = match self.scheduler.place(&spec, &set) {
-            Ok(p) => p.candidate,
+        let mut except = tried;
+        except.push(node.to_string());
+        let placed = match self.place_many(&spec, 1, &except) {
+            Ok(mut placed) => placed.remove(0),
             Err(e) => {
                 info!(job = job_id, instance = %old, reason = %e, "no other node with the same labels can take a failed instance; it stays FAILED");
                 return;
             }
         };
-        self.candidates.reserve(&placed, &spec.resources);
-        self.candidates.add_job(&placed, &spec.name);
         let policy = self.scheduler.name().to_string();
         let reason =
             format!("replaces {old} (failed on {node}: {why}), placed on {placed} by {policy}");
-        let now = self.cx.now_ms();
-        let cluster = self.config.id.clone();
-        if let Some(job) = self.jobs.get_mut(job_id) {
-            let id = start_instance(&self.cx, &cluster, job, &placed, reason, now, fx);
+        if let Some(id) = self.start_on(job_id, &placed, reason, fx) {
             info!(job = job_id, instance = %id, node = %placed, "relocating a failed instance");
             fx.persist.push(Self::job_key(job_id));
         }

@@ -288,11 +288,19 @@ impl ClusterState {
             }
             fx.persist.push(Self::job_key(&job_id));
         }
-        let migrating = self
+        let instance = self
             .jobs
             .get(&job_id)
-            .and_then(|j| j.instances.iter().find(|i| i.id == event.instance))
-            .is_some_and(|i| i.replaces.is_some());
+            .and_then(|j| j.instances.iter().find(|i| i.id == event.instance));
+        let migrating = instance.is_some_and(|i| i.replaces.is_some());
+        // over before a status named it: the node's last report never counted it, so what
+        // it reserved is free again now rather than at the next status
+        let ended = instance
+            .filter(|i| i.is_over())
+            .and_then(|i| i.node.clone());
+        if let Some(on) = ended {
+            self.release(&on, &event.instance);
+        }
         if failed {
             // the replacement's PENDING goes up before the failure, so the root never sees
             // the job with a failed instance and nothing to take its place

@@ -35,29 +35,18 @@ impl ClusterState {
             job.spec.replicas, scale.replicas
         );
         if wanted > alive.len() {
-            self.refresh_candidates();
-            let mut set = self.candidates.clone();
-            let mut targets = Vec::new();
-            for _ in alive.len()..wanted {
-                match self.scheduler.place(&spec, &set) {
-                    Ok(p) => {
-                        set.reserve(&p.candidate, &spec.resources);
-                        set.add_job(&p.candidate, &spec.name);
-                        targets.push(p.candidate);
-                    }
-                    Err(SchedulerError::Unschedulable(mut u)) => {
-                        u.fits = targets.len() as u32;
-                        let what = format!(
-                            "cannot place {} more replicas ({} fit)",
-                            wanted - alive.len(),
-                            targets.len()
-                        );
-                        return self.unschedulable(command, &what, u);
-                    }
-                    Err(e) => return self.refuse(command, "invalid", e.to_string()),
+            let targets = match self.place_many(&spec, wanted - alive.len(), &[]) {
+                Ok(targets) => targets,
+                Err(SchedulerError::Unschedulable(u)) => {
+                    let what = format!(
+                        "cannot place {} more replicas ({} fit)",
+                        wanted - alive.len(),
+                        u.fits
+                    );
+                    return self.unschedulable(command, &what, u);
                 }
-            }
-            self.candidates = set;
+                Err(e) => return self.refuse(command, "invalid", e.to_string()),
+            };
             let policy = self.scheduler.name().to_string();
             let cluster = self.config.id.clone();
             let Some(job) = self.jobs.get_mut(scale.job.as_str()) else {
@@ -74,7 +63,7 @@ impl ClusterState {
             }
             for node in targets {
                 let reason = format!("{why}: placed on {node} by {policy}");
-                start_instance(&self.cx, &cluster, job, &node, reason, now, fx);
+                self.start_on(scale.job.as_str(), &node, reason, fx);
             }
         } else {
             let ready: Vec<String> = self

@@ -4,7 +4,7 @@
 use super::*;
 use edgeio_core::clock::{ManualClock, SeededIds};
 use edgeio_core::job::JobSpec;
-use edgeio_core::model::{Arch, Capabilities, RuntimeInfo};
+use edgeio_core::model::{Arch, Candidate, Capabilities, RuntimeInfo};
 use edgeio_core::testing::SimpleScheduler;
 use edgeio_core::wire::{ChannelKind, ChannelSettings, InstanceReport, PeerRole};
 
@@ -92,8 +92,19 @@ impl Fixture {
     /// A status from `node` saying it runs `running` (job, instance) pairs.
     fn status(&mut self, node: &str, running: &[(&JobId, &InstanceId)]) -> Fx {
         let total = self.state.nodes[node].total;
+        self.status_free(node, total, running)
+    }
+
+    /// As [`Fixture::status`], with `free` as the worker's figure.
+    fn status_free(
+        &mut self,
+        node: &str,
+        free: Resources,
+        running: &[(&JobId, &InstanceId)],
+    ) -> Fx {
+        let total = self.state.nodes[node].total;
         let status = NodeStatus {
-            free: total,
+            free,
             total,
             instances: running
                 .iter()
@@ -397,4 +408,245 @@ fn a_pending_instance_its_node_never_got_is_deployed_again_after_three_intervals
     // and not again at once
     f.clock.advance_ms(1_000);
     assert!(starts(&f.status("n1", &[])).is_empty());
+}
+
+fn cpu(cpu_millis: u64) -> Resources {
+    Resources {
+        cpu_millis,
+        memory_bytes: 4 * GIB,
+        disk_bytes: 10 * GIB,
+        gpus: 0,
+    }
+}
+
+impl Fixture {
+    /// The free CPU of `node` as the scheduler sees it, and as its record says (they agree).
+    fn free_cpu(&self, node: &str) -> u64 {
+        let seen = self.state.candidates.get(node).unwrap().free.cpu_millis;
+        assert_eq!(
+            seen, self.state.nodes[node].free.cpu_millis,
+            "set and record agree"
+        );
+        seen
+    }
+
+    fn instances_on(&self, job: &str, node: &str) -> Vec<InstanceId> {
+        self.state.jobs[job]
+            .instances
+            .iter()
+            .filter(|i| i.node.as_deref() == Some(node) && !i.is_over())
+            .map(|i| i.id.clone())
+            .collect()
+    }
+}
+
+#[test]
+fn a_placement_reserves_on_the_one_set_until_the_node_reports_the_instance() {
+    let mut f = fixture();
+    f.node("n1", 4);
+    f.node("n2", 4);
+    let (answer, _) = f.deploy(spec("web", 1000, 1));
+    assert!(matches!(answer.body, Message::Ack(_)), "{answer:?}");
+    assert_eq!(f.free_cpu("n1"), 3000);
+    assert_eq!(f.free_cpu("n2"), 4000);
+    let job = f.state.jobs["web-1"].id.clone();
+    let placed = f.instances_on("web-1", "n1");
+    // a status sent before the deploy arrived does not show it: it stays reserved
+    f.status_free("n1", cpu(4000), &[]);
+    assert_eq!(f.free_cpu("n1"), 3000);
+    assert_eq!(f.state.unreported["n1"].len(), 1);
+    // once reported, the worker's figure counts it and the cluster's reservation ends
+    f.status_free("n1", cpu(3000), &[(&job, &placed[0])]);
+    assert_eq!(f.free_cpu("n1"), 3000);
+    assert!(f.state.unreported["n1"].is_empty());
+    // a status of another node touches that node's entry only
+    f.status_free("n2", cpu(2500), &[]);
+    assert_eq!(f.free_cpu("n2"), 2500);
+    assert_eq!(f.free_cpu("n1"), 3000);
+}
+
+#[test]
+fn a_refused_multi_replica_deploy_leaves_no_reservation_behind() {
+    let mut f = fixture();
+    f.node("n1", 2);
+    f.node("n2", 1);
+    let before: Vec<Candidate> = f.state.candidates.iter().cloned().collect();
+    // two fit (n1 twice or n1 and n2), the third does not
+    let (answer, fx) = f.deploy(spec("web", 1000, 4));
+    let Message::Nack(nack) = &answer.body else {
+        panic!("expected a nack, got {answer:?}");
+    };
+    assert_eq!(nack.unschedulable.as_ref().unwrap().fits, 3);
+    assert!(starts(&fx).is_empty());
+    let after: Vec<Candidate> = f.state.candidates.iter().cloned().collect();
+    assert_eq!(after, before, "free resources and jobs as they were");
+    assert_eq!(f.free_cpu("n1"), 2000);
+    assert_eq!(f.free_cpu("n2"), 1000);
+    assert!(f.state.unreported.values().all(BTreeMap::is_empty));
+    // and what fits is placed afterwards on the same set
+    let (answer, fx) = f.deploy(spec("api", 1000, 3));
+    assert!(matches!(answer.body, Message::Ack(_)), "{answer:?}");
+    assert_eq!(starts(&fx).len(), 3);
+    assert_eq!(f.free_cpu("n1") + f.free_cpu("n2"), 0);
+}
+
+#[test]
+fn a_refused_scale_up_leaves_no_reservation_and_an_accepted_one_reserves() {
+    let mut f = fixture();
+    f.node("n1", 2);
+    let (answer, _) = f.deploy(spec("web", 1000, 1));
+    assert!(matches!(answer.body, Message::Ack(_)));
+    let job = f.state.jobs["web-1"].id.clone();
+    let scale = |replicas| {
+        Envelope::new_in(
+            &Context::new(Arc::new(ManualClock::new(1)), Arc::new(SeededIds::new(9))),
+            "root",
+            Message::Scale(Scale {
+                job: job.clone(),
+                replicas,
+            }),
+        )
+    };
+    let command = scale(3);
+    let Message::Scale(s) = &command.body else {
+        unreachable!()
+    };
+    let answer = f.state.on_scale(&command, s, &mut Fx::default());
+    assert!(matches!(answer.body, Message::Nack(_)), "{answer:?}");
+    assert_eq!(f.free_cpu("n1"), 1000);
+    let command = scale(2);
+    let Message::Scale(s) = &command.body else {
+        unreachable!()
+    };
+    let answer = f.state.on_scale(&command, s, &mut Fx::default());
+    assert!(matches!(answer.body, Message::Ack(_)), "{answer:?}");
+    assert_eq!(f.free_cpu("n1"), 0);
+    assert_eq!(f.state.unreported["n1"].len(), 2);
+}
+
+#[test]
+fn an_instance_over_before_it_was_reported_is_not_reserved_any_more() {
+    let mut f = fixture();
+    f.node("n1", 2);
+    let (answer, _) = f.deploy(spec("web", 1000, 2));
+    assert!(matches!(answer.body, Message::Ack(_)));
+    assert_eq!(f.free_cpu("n1"), 0);
+    let job = f.state.jobs["web-1"].id.clone();
+    let ids = f.instances_on("web-1", "n1");
+    // the worker refuses one: it is FAILED and gives back what it reserved at once
+    let refused = Ok(CommandOutcome::Nacked(ErrorBody {
+        code: "invalid".into(),
+        message: "no such image".into(),
+    }));
+    f.state
+        .on_deploy_outcome(&job, &ids[0], refused, &mut Fx::default());
+    assert_eq!(f.free_cpu("n1"), 1000);
+    // the job is terminated before the node ever reported the other: its end gives back
+    // what it reserved at once, not at the next status
+    let command = Envelope::new_in(
+        &f.state.cx,
+        "root",
+        Message::Terminate(Terminate {
+            job: job.clone(),
+            instance: None,
+            grace_ms: 0,
+        }),
+    );
+    let Message::Terminate(t) = &command.body else {
+        unreachable!()
+    };
+    f.state.on_terminate(&command, t, &mut Fx::default());
+    let mut event_fx = Fx::default();
+    f.state.on_instance_event(
+        "n1",
+        InstanceEvent {
+            job: job.clone(),
+            instance: ids[1].clone(),
+            node: "n1".into(),
+            state: InstanceState::Terminated,
+            exit_code: None,
+            reason: "removed".into(),
+            unschedulable: None,
+        },
+        &mut event_fx,
+    );
+    assert_eq!(f.free_cpu("n1"), 2000);
+    assert!(f.state.unreported["n1"].is_empty());
+    f.status_free("n1", cpu(2000), &[]);
+    assert_eq!(f.free_cpu("n1"), 2000);
+    assert!(f.state.unreported["n1"].is_empty());
+}
+
+#[test]
+fn a_status_keeps_the_jobs_a_node_runs_for_anti_affinity() {
+    let mut f = fixture();
+    f.node("n1", 4);
+    let (answer, _) = f.deploy(spec("web", 1000, 1));
+    assert!(matches!(answer.body, Message::Ack(_)));
+    let job = f.state.jobs["web-1"].id.clone();
+    let ids = f.instances_on("web-1", "n1");
+    f.status_free("n1", cpu(3000), &[(&job, &ids[0])]);
+    let names = &f.state.candidates.get("n1").unwrap().jobs;
+    assert_eq!(names.iter().collect::<Vec<_>>(), ["web"]);
+    // once it ended there, the next status drops the job from the node's entry
+    let ended = InstanceEvent {
+        job: job.clone(),
+        instance: ids[0].clone(),
+        node: "n1".into(),
+        state: InstanceState::Failed,
+        exit_code: Some(1),
+        reason: "restarts used up".into(),
+        unschedulable: None,
+    };
+    f.state.on_instance_event("n1", ended, &mut Fx::default());
+    f.status_free("n1", cpu(4000), &[]);
+    assert!(f.state.candidates.get("n1").unwrap().jobs.is_empty());
+}
+
+#[test]
+fn a_migration_to_a_named_node_goes_through_the_pin_and_touches_no_other_node() {
+    let mut f = fixture();
+    f.node("n1", 4);
+    f.node("n2", 4);
+    f.node("n3", 4);
+    let (answer, _) = f.deploy(spec("web", 1000, 1));
+    assert!(matches!(answer.body, Message::Ack(_)));
+    let job_id = f.state.jobs["web-1"].id.clone();
+    let ids = f.instances_on("web-1", "n1");
+    f.status_free("n1", cpu(3000), &[(&job_id, &ids[0])]);
+    let job = f.state.jobs.get_mut("web-1").unwrap();
+    job.instances[0]
+        .lifecycle
+        .reconcile(InstanceState::Running, 1_000_000, "runs")
+        .unwrap();
+    job.lifecycle
+        .reconcile(JobState::Running, 1_000_000, "runs")
+        .unwrap();
+    let before: Vec<Candidate> = f.state.candidates.iter().cloned().collect();
+    let migrate = |target| {
+        Envelope::new_in(
+            &Context::new(Arc::new(ManualClock::new(1)), Arc::new(SeededIds::new(9))),
+            "root",
+            Message::Migrate(Migrate {
+                job: job_id.clone(),
+                instance: Some(ids[0].clone()),
+                target,
+            }),
+        )
+    };
+    let command = migrate(MigrateTarget::Node("n3".into()));
+    let Message::Migrate(m) = &command.body else {
+        unreachable!()
+    };
+    let mut fx = Fx::default();
+    let answer = f.state.on_migrate(&command, m, &mut fx);
+    assert!(matches!(answer.body, Message::Ack(_)), "{answer:?}");
+    assert_eq!(starts(&fx), ["n3"]);
+    assert_eq!(f.free_cpu("n3"), 3000);
+    // n1 and n2 are untouched, and every node is still in the set
+    assert_eq!(f.state.candidates.len(), 3);
+    assert_eq!(
+        f.state.candidates.get("n2"),
+        before.iter().find(|c| c.id == "n2")
+    );
 }

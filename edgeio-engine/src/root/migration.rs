@@ -8,6 +8,7 @@ impl RootState {
         job: &JobId,
         cluster: &str,
         anywhere: bool,
+        node: Option<&str>,
         outcome: Result<CommandOutcome, TransportError>,
         fx: &mut Fx,
     ) {
@@ -15,6 +16,26 @@ impl RootState {
             return;
         };
         let why = format!("cluster {cluster} cannot move it: {error}");
+        if let Some(node) = node {
+            // its filter's "maybe" may have been a false positive: the next ACTIVE cluster
+            // whose filter may hold the node and that holds no part of the job, make-before-break
+            let next = self.jobs.get(job.as_str()).and_then(|j| {
+                self.clusters
+                    .values()
+                    .find(|c| {
+                        c.id != cluster
+                            && c.lifecycle.state() == ClusterState::Active
+                            && c.may_have_node(node)
+                            && !j.holds(&c.id)
+                    })
+                    .map(|c| c.id.clone())
+            });
+            if let Some(next) = next {
+                info!(job = %job, to = %next, node, %why, "migrating to another cluster that may hold the node");
+                self.migrate_across(job.as_str(), cluster, &next, Some(node), fx);
+                return;
+            }
+        }
         if anywhere {
             // no other node there: another cluster (one holding no part of it),
             // make-before-break
@@ -179,25 +200,23 @@ impl RootState {
                 rule: rule.into(),
             }],
         };
-        let node_cluster = |node: &str| {
+        // the ACTIVE clusters whose filter may hold `node`, in id order; the cluster it runs
+        // on is asked first (refused, the next one is tried: see on_migrate_outcome)
+        let node_clusters = |node: &str| -> Vec<String> {
             self.clusters
                 .values()
-                .find(|c| {
-                    c.lifecycle.state() == ClusterState::Active
-                        && c.aggregate
-                            .as_ref()
-                            .is_some_and(|a| a.node_names.iter().any(|n| n == node))
-                })
+                .filter(|c| c.lifecycle.state() == ClusterState::Active && c.may_have_node(node))
                 .map(|c| c.id.clone())
+                .collect()
         };
         if !job.parts.is_empty() {
             // a spread job moves one part at a time: the named instance's, or the one on
             // the cluster of the node named
             let part = match (&from, &target) {
                 (Some(c), _) => Some(c.clone()),
-                (None, MigrateTarget::Node(node)) => {
-                    node_cluster(node).filter(|c| job.parts.iter().any(|p| &p.cluster == c))
-                }
+                (None, MigrateTarget::Node(node)) => node_clusters(node)
+                    .into_iter()
+                    .find(|c| job.parts.iter().any(|p| &p.cluster == c)),
                 _ => None,
             };
             let Some(part) = part else {
@@ -238,7 +257,14 @@ impl RootState {
                         "must be another node than the one it runs on",
                     ));
                 }
-                let Some(owner) = node_cluster(node) else {
+                let maybe = node_clusters(node);
+                let owner = maybe
+                    .iter()
+                    .find(|c| **c == cluster)
+                    .or_else(|| maybe.iter().find(|c| !job.holds(c)))
+                    .or(maybe.first())
+                    .cloned();
+                let Some(owner) = owner else {
                     return Err(ApiError::NotFound {
                         kind: "node",
                         id: node.clone(),
@@ -325,6 +351,10 @@ impl RootState {
                 job: job_id,
                 cluster,
                 anywhere,
+                node: match &target {
+                    MigrateTarget::Node(n) => Some(n.clone()),
+                    _ => None,
+                },
             },
         ));
         fx.persist.push(job_key(id));

@@ -102,6 +102,9 @@ pub(crate) enum Tag {
         /// The cluster asked to move it (for a spread job, the part's).
         cluster: String,
         anywhere: bool,
+        /// The node named as the target: refused, the job goes on to another cluster whose
+        /// node filter may hold it (the first one's "maybe" may have been a false positive).
+        node: Option<String>,
     },
 }
 
@@ -228,7 +231,8 @@ impl RootState {
                 job,
                 cluster,
                 anywhere,
-            } => self.on_migrate_outcome(&job, &cluster, anywhere, outcome, fx),
+                node,
+            } => self.on_migrate_outcome(&job, &cluster, anywhere, node.as_deref(), outcome, fx),
         }
     }
 

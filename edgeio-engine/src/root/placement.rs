@@ -105,6 +105,24 @@ impl RootState {
         set
     }
 
+    /// Takes out of `set` the clusters whose aggregate says for certain that they have no
+    /// READY node `node` (their Bloom filter); those that may have it stay, in id order.
+    pub(super) fn keep_clusters_for_node(&self, set: &mut CandidateSet, node: &str) {
+        let without: Vec<String> = set
+            .iter()
+            .filter(|c| {
+                !self
+                    .clusters
+                    .get(&c.id)
+                    .is_some_and(|r| r.may_have_node(node))
+            })
+            .map(|c| c.id.clone())
+            .collect();
+        for id in without {
+            set.remove(&id);
+        }
+    }
+
     /// Moves a job back to REQUESTED (recording `reason`) and schedules it again.
     pub(super) fn reschedule(&mut self, id: &str, reason: &str, fx: &mut Fx) {
         let Some(record) = self.jobs.get_mut(id) else {
@@ -129,32 +147,26 @@ impl RootState {
         if job.lifecycle.state() != JobState::Requested {
             return;
         }
-        let set = self.candidates(&job.refused_by, &job.spec.node_selector);
-        let mut spec = job.spec.clone();
+        let mut set = self.candidates(&job.refused_by, &job.spec.node_selector);
         let placed = match &job.spec.worker_node {
-            Some(node) if spec.cluster.is_none() => {
-                // a pinned node is routed to the cluster whose aggregate names it
-                match self.clusters.values().find(|c| {
-                    c.aggregate
-                        .as_ref()
-                        .is_some_and(|a| a.node_names.contains(node))
-                }) {
-                    Some(c) => {
-                        spec.cluster = Some(c.id.clone());
-                        self.scheduler.place(&spec, &set)
-                    }
-                    None => Err(SchedulerError::Unschedulable(
-                        Unschedulable::new(set.len())
-                            .in_tier(Tier::Clusters)
-                            .refused(
-                                "worker_node",
-                                set.len(),
-                                format!("no cluster reports a READY node {node:?}"),
-                            ),
-                    )),
+            Some(node) if job.spec.cluster.is_none() => {
+                // a pinned node goes to a cluster whose filter may hold it; a false positive
+                // is refused there, and that cluster joins `refused_by` like any other
+                let all = set.len();
+                self.keep_clusters_for_node(&mut set, node);
+                if set.is_empty() {
+                    Err(SchedulerError::Unschedulable(
+                        Unschedulable::new(all).in_tier(Tier::Clusters).refused(
+                            "worker_node",
+                            all,
+                            format!("no cluster reports a READY node {node:?}"),
+                        ),
+                    ))
+                } else {
+                    self.scheduler.place(&job.spec, &set)
                 }
             }
-            _ => self.scheduler.place(&spec, &set),
+            _ => self.scheduler.place(&job.spec, &set),
         };
         let offered = self.jobs.get(id).is_some_and(|j| !j.offers.is_empty());
         if placed.is_err() && offered && self.spread(id, fx) {
@@ -186,7 +198,8 @@ impl RootState {
                 let reason = match e {
                     SchedulerError::Unschedulable(u) => {
                         let u = u.in_tier(Tier::Clusters);
-                        let text = if set.is_empty() && job.refused_by.is_empty() {
+                        let pinned = job.spec.worker_node.is_some();
+                        let text = if set.is_empty() && job.refused_by.is_empty() && !pinned {
                             "no ACTIVE cluster with READY nodes".to_string()
                         } else {
                             u.to_string()

@@ -7,6 +7,7 @@ use edgeio_core::clock::{ManualClock, SeededIds};
 use edgeio_core::model::{Arch, Resources};
 use edgeio_core::reliable::CommandOutcome;
 use edgeio_core::testing::SimpleScheduler;
+use edgeio_core::wire::{LabelSummary, NodeFilter};
 
 const GIB: u64 = 1 << 30;
 
@@ -50,9 +51,16 @@ fn aggregate(cpu_millis: u64) -> ClusterAggregate {
         runtimes: vec!["native".into()],
         labels: Labels::new(),
         location: None,
-        node_names: vec!["n1".into()],
-        node_labels: vec![Labels::new()],
+        node_label_summary: Some(LabelSummary::of([&Labels::new()])),
+        node_filter: Some(NodeFilter::of(["n1"].into_iter())),
     }
+}
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 impl Fixture {
@@ -70,6 +78,39 @@ impl Fixture {
         self.state.register(request, &mut fx).unwrap();
         self.state
             .on_aggregate(name, aggregate(cpu_millis), &mut fx);
+    }
+
+    /// Registers `name` with an aggregate of READY nodes `nodes` (ids and labels) and 4 cores
+    /// free; `filter` replaces the Bloom filter built from the ids (to plant a false positive).
+    fn cluster_of(&mut self, name: &str, nodes: &[(&str, Labels)], filter: Option<NodeFilter>) {
+        let mut fx = Fx::default();
+        let request = RegisterRequest {
+            role: PeerRole::Cluster,
+            name: name.into(),
+            previous_id: None,
+            capabilities: None,
+            location: None,
+            labels: Labels::new(),
+        };
+        self.state.register(request, &mut fx).unwrap();
+        let mut agg = aggregate(4000);
+        agg.ready_nodes = nodes.len() as u32;
+        agg.nodes = agg.ready_nodes;
+        agg.node_label_summary = Some(LabelSummary::of(nodes.iter().map(|(_, l)| l)));
+        agg.node_filter =
+            Some(filter.unwrap_or_else(|| NodeFilter::of(nodes.iter().map(|(id, _)| *id))));
+        self.state.on_aggregate(name, agg, &mut fx);
+    }
+
+    /// Submits `spec` as a REQUESTED job and schedules it; the effects returned.
+    fn submit_spec(&mut self, spec: JobSpec) -> (String, Fx) {
+        let now = self.state.cx.now_ms();
+        let id = new_job_id(&spec.name, &self.state.cx);
+        let record = JobRecord::new(id.clone(), spec, JobState::Requested, now, "submitted");
+        self.state.jobs.insert(id.to_string(), record);
+        let mut fx = Fx::default();
+        self.state.schedule(id.as_str(), &mut fx);
+        (id.to_string(), fx)
     }
 
     /// A REQUESTED job asking for `cpu_millis`, scheduled at once; the effects returned.
@@ -345,4 +386,213 @@ fn a_job_not_deployable_while_every_cluster_was_away_is_placed_when_one_comes_ba
     f.state.register(request, &mut fx).unwrap();
     assert_eq!(deploys(&fx), ["a"]);
     assert_eq!(f.job(&id).lifecycle.state(), JobState::ScheduledCluster);
+}
+
+fn small_spec(name: &str) -> JobSpec {
+    JobSpec::minimal(
+        name,
+        "fake:run",
+        "native",
+        Resources {
+            cpu_millis: 100,
+            ..Resources::ZERO
+        },
+    )
+}
+
+/// The cluster's refusal of a deploy because no node fits, as it sends it.
+fn unschedulable(message: &str) -> Result<CommandOutcome, TransportError> {
+    Ok(CommandOutcome::Unschedulable(
+        ErrorBody {
+            code: "unschedulable".into(),
+            message: message.into(),
+        },
+        Box::new(Unschedulable::new(1).in_tier(Tier::Nodes)),
+    ))
+}
+
+#[test]
+fn a_pinned_job_goes_to_the_cluster_whose_filter_holds_its_node() {
+    let mut f = fixture();
+    f.cluster_of("a", &[("w1", Labels::new())], None);
+    f.cluster_of("b", &[("w2", Labels::new()), ("w3", Labels::new())], None);
+    let mut spec = small_spec("web");
+    spec.worker_node = Some("w3".into());
+    let (id, fx) = f.submit_spec(spec);
+    assert_eq!(deploys(&fx), ["b"]);
+    assert_eq!(f.job(&id).cluster.as_deref(), Some("b"));
+}
+
+#[test]
+fn a_false_positive_of_the_filter_is_refused_there_and_the_pin_goes_onward() {
+    let mut f = fixture();
+    // every bit set: cluster a's filter says "maybe" to any node, as a false positive does
+    let full = NodeFilter {
+        hashes: NodeFilter::HASHES,
+        bits: vec![0xff; NodeFilter::MIN_BITS / 8],
+    };
+    f.cluster_of("a", &[("w1", Labels::new())], Some(full));
+    f.cluster_of("b", &[("w9", Labels::new())], None);
+    f.cluster_of("c", &[("w5", Labels::new())], None);
+    let mut spec = small_spec("web");
+    spec.worker_node = Some("w9".into());
+    let (id, fx) = f.submit_spec(spec);
+    assert_eq!(deploys(&fx), ["a"], "a may hold w9 and comes first");
+    let job = f.job(&id).id.clone();
+    let mut fx = Fx::default();
+    f.state.on_deploy_outcome(
+        &job,
+        "a",
+        unschedulable("cluster a: 1 candidates: worker_node w9 is not a candidate"),
+        &mut fx,
+    );
+    // c's filter says no for certain: it is never asked
+    assert_eq!(deploys(&fx), ["b"]);
+    assert_eq!(f.job(&id).cluster.as_deref(), Some("b"));
+    assert_eq!(f.job(&id).refused_by, ["a"]);
+}
+
+#[test]
+fn a_pin_no_cluster_may_hold_is_not_deployable_saying_so() {
+    let mut f = fixture();
+    f.cluster_of("a", &[("w1", Labels::new())], None);
+    let mut spec = small_spec("web");
+    spec.worker_node = Some("w9".into());
+    let (id, fx) = f.submit_spec(spec);
+    assert!(deploys(&fx).is_empty());
+    assert_eq!(f.job(&id).lifecycle.state(), JobState::NotDeployable);
+    let reason = &f.job(&id).lifecycle.history().last().unwrap().reason;
+    assert!(
+        reason.contains("no cluster reports a READY node \"w9\""),
+        "{reason}"
+    );
+}
+
+/// First fit honouring `node_selector` as the scheduler crate's filter does (the test kit's
+/// `SimpleScheduler` ignores selectors; the engine names no scheduler implementation).
+struct SelectorFirstFit;
+
+impl Scheduler for SelectorFirstFit {
+    fn name(&self) -> &str {
+        "selector-first-fit"
+    }
+
+    fn place(
+        &self,
+        job: &JobSpec,
+        set: &CandidateSet,
+    ) -> Result<edgeio_core::scheduler::Placement, SchedulerError> {
+        set.iter()
+            .find(|c| {
+                job.node_selector
+                    .iter()
+                    .all(|(k, v)| c.labels.get(k) == Some(v))
+            })
+            .map(|c| edgeio_core::scheduler::Placement::on(c.id.clone()))
+            .ok_or_else(|| {
+                SchedulerError::Unschedulable(Unschedulable::new(set.len()).refused(
+                    "node_selector",
+                    set.len(),
+                    "no match",
+                ))
+            })
+    }
+}
+
+#[test]
+fn a_selector_goes_to_a_cluster_whose_summary_may_match_and_onward_when_refused() {
+    let mut f = fixture();
+    f.state.scheduler = Arc::new(SelectorFirstFit);
+    // a has zone=a and gpu=yes, but on different nodes: per key it may match
+    f.cluster_of(
+        "a",
+        &[
+            ("w1", labels(&[("zone", "a"), ("gpu", "no")])),
+            ("w2", labels(&[("zone", "b"), ("gpu", "yes")])),
+        ],
+        None,
+    );
+    f.cluster_of(
+        "b",
+        &[("w3", labels(&[("zone", "a"), ("gpu", "yes")]))],
+        None,
+    );
+    // c has no gpu at all: the summary says no for certain
+    f.cluster_of("c", &[("w4", labels(&[("zone", "a")]))], None);
+    let mut spec = small_spec("train");
+    spec.node_selector = labels(&[("zone", "a"), ("gpu", "yes")]);
+    let (id, fx) = f.submit_spec(spec);
+    assert_eq!(deploys(&fx), ["a"]);
+    let job = f.job(&id).id.clone();
+    let mut fx = Fx::default();
+    f.state
+        .on_deploy_outcome(&job, "a", unschedulable("no node matches"), &mut fx);
+    assert_eq!(deploys(&fx), ["b"]);
+    let mut fx = Fx::default();
+    f.state
+        .on_deploy_outcome(&job, "b", unschedulable("capacity changed"), &mut fx);
+    // c is never tried: its summary says no
+    assert!(deploys(&fx).is_empty());
+    assert_eq!(f.job(&id).lifecycle.state(), JobState::NotDeployable);
+}
+
+#[test]
+fn a_migration_to_a_node_its_own_cluster_refuses_goes_to_the_next_cluster_that_may_hold_it() {
+    let mut f = fixture();
+    // a's filter says "maybe" to every node (a false positive for w9); b has w9
+    let full = NodeFilter {
+        hashes: NodeFilter::HASHES,
+        bits: vec![0xff; NodeFilter::MIN_BITS / 8],
+    };
+    f.cluster_of("a", &[("w1", Labels::new())], Some(full));
+    f.cluster_of("b", &[("w9", Labels::new())], None);
+    f.cluster_of("c", &[("w5", Labels::new())], None);
+    // first fit in id order: a
+    let (id, fx) = f.submit_spec(small_spec("web"));
+    assert_eq!(deploys(&fx), ["a"]);
+    let job = f.job(&id).id.clone();
+    let running = InstanceEvent {
+        job: job.clone(),
+        instance: InstanceId::new(format!("{job}-0")).unwrap(),
+        node: "w1".into(),
+        state: InstanceState::Running,
+        exit_code: None,
+        reason: String::new(),
+        unschedulable: None,
+    };
+    f.state.on_instance_event("a", running, &mut Fx::default());
+    assert_eq!(f.job(&id).lifecycle.state(), JobState::Running);
+
+    let mut fx = Fx::default();
+    f.state
+        .migrate(&id, MigrateTarget::Node("w9".into()), None, &mut fx)
+        .unwrap();
+    // its own cluster may hold w9: asked first, inside the cluster
+    let [(to, envelope, Tag::Migrate { node, .. })] = fx.commands.as_slice() else {
+        panic!("one migrate command: {:?}", fx.commands.len());
+    };
+    assert_eq!(to, "a");
+    assert!(matches!(&envelope.body, Message::Migrate(_)));
+    assert_eq!(node.as_deref(), Some("w9"));
+
+    let refused = Ok(CommandOutcome::Nacked(ErrorBody {
+        code: "not_found".into(),
+        message: "node w9 is not a READY node of cluster a".into(),
+    }));
+    let mut fx = Fx::default();
+    f.state
+        .on_migrate_outcome(&job, "a", false, Some("w9"), refused, &mut fx);
+    // onward to b (c's filter says no), deployed there pinned to w9, make-before-break
+    let [(to, envelope, _)] = fx.commands.as_slice() else {
+        panic!("one deploy: {:?}", fx.commands.len());
+    };
+    assert_eq!(to, "b");
+    let Message::Deploy(deploy) = &envelope.body else {
+        panic!("a deploy: {envelope:?}");
+    };
+    assert_eq!(deploy.spec.worker_node.as_deref(), Some("w9"));
+    let migration = f.job(&id).migration.clone().unwrap();
+    assert_eq!(migration.from_cluster.as_deref(), Some("a"));
+    assert_eq!(migration.to_cluster.as_deref(), Some("b"));
+    assert_eq!(f.job(&id).lifecycle.state(), JobState::Migrating);
 }
