@@ -99,6 +99,52 @@ impl ClusterState {
         }
     }
 
+    /// Marks LOST the instances on `node` that `which` picks, tells the root of each, and
+    /// returns the jobs that changed (persisted). An instance whose table refuses LOST (an
+    /// exited one stays EXITED) is noted as a refusal and keeps its state.
+    pub(super) fn mark_lost(
+        &mut self,
+        node: &str,
+        which: impl Fn(&InstanceRecord) -> bool,
+        why: &str,
+        fx: &mut Fx,
+    ) -> Vec<String> {
+        let now = self.cx.now_ms();
+        let mut changed_jobs = Vec::new();
+        for job in self.jobs.values_mut() {
+            let mut changed = false;
+            for instance in job
+                .instances
+                .iter_mut()
+                .filter(|i| i.node.as_deref() == Some(node) && which(i))
+            {
+                let lost = instance.lifecycle.reconcile(InstanceState::Lost, now, why);
+                let instead = "it keeps its state (an exited instance stays EXITED)";
+                if self
+                    .refusals
+                    .check(lost, job.id.as_str(), Some(&instance.id), instead)
+                    .is_some()
+                {
+                    changed = true;
+                    fx.send_up.push(instance_event(
+                        &self.cx,
+                        &self.config.id,
+                        &job.id,
+                        &instance.id,
+                        node,
+                        InstanceState::Lost,
+                        why.to_string(),
+                    ));
+                }
+            }
+            if changed {
+                fx.persist.push(Self::job_key(job.id.as_str()));
+                changed_jobs.push(job.id.to_string());
+            }
+        }
+        changed_jobs
+    }
+
     pub(super) fn node_lost(&mut self, node: &str, reason: &str, fx: &mut Fx) {
         let now = self.cx.now_ms();
         let Some(record) = self.nodes.get_mut(node) else {
@@ -114,37 +160,8 @@ impl ClusterState {
         warn!(node, reason, "node lost");
         self.candidates.remove(node);
         fx.persist.push(Self::node_key(node));
-        for job in self.jobs.values_mut() {
-            let mut changed = false;
-            for instance in job
-                .instances
-                .iter_mut()
-                .filter(|i| i.node.as_deref() == Some(node) && !i.is_over())
-            {
-                let why = format!("node {node} lost: {reason}");
-                let lost = instance.lifecycle.reconcile(InstanceState::Lost, now, &why);
-                let instead = "it keeps its state (an exited instance stays EXITED)";
-                if self
-                    .refusals
-                    .check(lost, job.id.as_str(), Some(&instance.id), instead)
-                    .is_some()
-                {
-                    changed = true;
-                    fx.send_up.push(instance_event(
-                        &self.cx,
-                        &self.config.id,
-                        &job.id,
-                        &instance.id,
-                        node,
-                        InstanceState::Lost,
-                        why,
-                    ));
-                }
-            }
-            if changed {
-                fx.persist.push(Self::job_key(job.id.as_str()));
-            }
-        }
+        let why = format!("node {node} lost: {reason}");
+        self.mark_lost(node, |i| !i.is_over(), &why, fx);
         self.relocate_from(node, fx);
     }
 

@@ -205,43 +205,28 @@ impl ClusterState {
         }
         self.redeployed
             .extend(again.into_iter().map(|id| (id, now)));
-        let mut vanished = false;
-        for job in self.jobs.values_mut() {
-            let mut changed = false;
-            for instance in job.instances.iter_mut().filter(|i| {
+        let vanished: BTreeSet<InstanceId> = self
+            .jobs
+            .values()
+            .flat_map(|j| &j.instances)
+            .filter(|i| {
                 i.node.as_deref() == Some(node)
                     && i.lifecycle.state() == InstanceState::Running
                     && !listed.contains(&i.id)
-            }) {
-                let why = format!("node {node} no longer runs it");
-                let lost = instance.lifecycle.reconcile(InstanceState::Lost, now, &why);
-                let instead = "it keeps its state";
-                if self
-                    .refusals
-                    .check(lost, job.id.as_str(), Some(&instance.id), instead)
-                    .is_some()
-                {
-                    changed = true;
-                    fx.send_up.push(instance_event(
-                        &self.cx,
-                        &self.config.id,
-                        &job.id,
-                        &instance.id,
-                        node,
-                        InstanceState::Lost,
-                        why,
-                    ));
-                }
-            }
-            if changed {
-                vanished = true;
+            })
+            .map(|i| i.id.clone())
+            .collect();
+        if vanished.is_empty() {
+            return;
+        }
+        let why = format!("node {node} no longer runs it");
+        let changed = self.mark_lost(node, |i| vanished.contains(&i.id), &why, fx);
+        for job in changed {
+            if let Some(job) = self.jobs.get_mut(&job) {
                 job.settle(now, &mut self.refusals);
-                fx.persist.push(Self::job_key(job.id.as_str()));
             }
         }
-        if vanished {
-            self.relocate_from(node, fx);
-        }
+        self.relocate_from(node, fx);
     }
 
     pub(super) fn on_instance_event(&mut self, node: &str, event: InstanceEvent, fx: &mut Fx) {
