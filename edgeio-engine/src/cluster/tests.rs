@@ -650,3 +650,92 @@ fn a_migration_to_a_named_node_goes_through_the_pin_and_touches_no_other_node() 
         before.iter().find(|c| c.id == "n2")
     );
 }
+
+#[test]
+fn scaling_down_stops_the_newest_replicas_first() {
+    let mut f = fixture();
+    f.node("n1", 4);
+    f.node("n2", 4);
+    f.deploy(spec("web", 500, 3));
+    let ids: Vec<InstanceId> = f.state.jobs["web-1"]
+        .instances
+        .iter()
+        .map(|i| i.id.clone())
+        .collect();
+    let command = Envelope::new_in(
+        &f.state.cx,
+        "root",
+        Message::Scale(Scale {
+            job: JobId::new("web-1").unwrap(),
+            replicas: 1,
+        }),
+    );
+    let Message::Scale(scale) = &command.body else {
+        unreachable!()
+    };
+    let mut fx = Fx::default();
+    let answer = f.state.on_scale(&command, scale, &mut fx);
+    assert!(matches!(answer.body, Message::Ack(_)), "{answer:?}");
+    let stopped: Vec<InstanceId> = fx
+        .commands
+        .iter()
+        .filter_map(|(_, e, _)| match &e.body {
+            Message::Terminate(t) => t.instance.clone(),
+            _ => None,
+        })
+        .collect();
+    let mut newest = ids[1..].to_vec();
+    newest.sort();
+    let mut stopped_sorted = stopped.clone();
+    stopped_sorted.sort();
+    assert_eq!(stopped_sorted, newest, "the oldest stays");
+}
+
+#[test]
+fn a_migration_starts_the_new_instance_and_stops_the_old_only_once_it_runs() {
+    let mut f = fixture();
+    f.node("n1", 4);
+    f.node("n2", 4);
+    let (_, fx) = f.deploy(spec("web", 1000, 1));
+    let first = starts(&fx)[0].clone();
+    let target = if first == "n1" { "n2" } else { "n1" };
+    let old = f.state.jobs["web-1"].instances[0].id.clone();
+    let job = JobId::new("web-1").unwrap();
+    f.status(&first, &[(&job, &old)]);
+    let command = Envelope::new_in(
+        &f.state.cx,
+        "root",
+        Message::Migrate(Migrate {
+            job: JobId::new("web-1").unwrap(),
+            instance: None,
+            target: MigrateTarget::Node(target.into()),
+        }),
+    );
+    let Message::Migrate(m) = &command.body else {
+        unreachable!()
+    };
+    let mut fx = Fx::default();
+    let answer = f.state.on_migrate(&command, m, &mut fx);
+    assert!(matches!(answer.body, Message::Ack(_)), "{answer:?}");
+    assert_eq!(starts(&fx), [target]);
+    assert!(
+        !fx.commands
+            .iter()
+            .any(|(_, e, _)| matches!(e.body, Message::Terminate(_))),
+        "make before break"
+    );
+    let new = f.state.jobs["web-1"].instances[1].id.clone();
+    let mut fx = Fx::default();
+    let event = InstanceEvent {
+        job: JobId::new("web-1").unwrap(),
+        instance: new,
+        node: target.into(),
+        state: InstanceState::Running,
+        exit_code: None,
+        reason: String::new(),
+        unschedulable: None,
+    };
+    f.state.on_instance_event(target, event, &mut fx);
+    assert!(fx.commands.iter().any(|(n, e, _)| n == &first
+        && matches!(&e.body, Message::Terminate(t) if t.instance.as_ref() == Some(&old))));
+}

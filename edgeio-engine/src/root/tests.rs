@@ -596,3 +596,166 @@ fn a_migration_to_a_node_its_own_cluster_refuses_goes_to_the_next_cluster_that_m
     assert_eq!(migration.to_cluster.as_deref(), Some("b"));
     assert_eq!(f.job(&id).lifecycle.state(), JobState::Migrating);
 }
+
+/// Job `id` on `cluster` with its first instance RUNNING there.
+fn running_on(f: &mut Fixture, id: &str, cluster: &str) -> InstanceId {
+    let job = f.job(id).id.clone();
+    let instance = InstanceId::new(format!("{job}-0")).unwrap();
+    let event = InstanceEvent {
+        job,
+        instance: instance.clone(),
+        node: "n1".into(),
+        state: InstanceState::Running,
+        exit_code: None,
+        reason: String::new(),
+        unschedulable: None,
+    };
+    f.state
+        .on_instance_event(cluster, event, &mut Fx::default());
+    assert_eq!(f.job(id).lifecycle.state(), JobState::Running);
+    instance
+}
+
+#[test]
+fn an_instance_its_cluster_cannot_replace_moves_the_job_to_another_cluster() {
+    let mut f = fixture();
+    f.cluster("a", 4000);
+    f.cluster("b", 4000);
+    let (id, fx) = f.submit("web", 1000);
+    let first = deploys(&fx)[0].clone();
+    let other = if first == "a" { "b" } else { "a" };
+    let instance = running_on(&mut f, &id, &first);
+    // the cluster lost the node and no other node of it can take the instance
+    let event = InstanceEvent {
+        job: f.job(&id).id.clone(),
+        instance,
+        node: "n1".into(),
+        state: InstanceState::Lost,
+        exit_code: None,
+        reason: "cannot replace it".into(),
+        unschedulable: Some(Unschedulable::new(0)),
+    };
+    let mut fx = Fx::default();
+    f.state.on_instance_event(&first, event, &mut fx);
+    assert_eq!(deploys(&fx), [other]);
+    assert_eq!(f.job(&id).cluster.as_deref(), Some(other));
+    assert!(fx
+        .commands
+        .iter()
+        .any(|(c, e, _)| c == &first && matches!(e.body, Message::Terminate(_))));
+}
+
+#[test]
+fn replicas_no_one_cluster_can_take_are_spread_over_those_that_offered_some() {
+    let mut f = fixture();
+    f.cluster("a", 4000);
+    f.cluster("b", 4000);
+    let mut spec = small_spec("wide");
+    spec.replicas = 3;
+    spec.resources.cpu_millis = 2000;
+    let now = f.state.cx.now_ms();
+    let id = new_job_id("wide", &f.state.cx);
+    let record = JobRecord::new(id.clone(), spec, JobState::Requested, now, "submitted");
+    f.state.jobs.insert(id.to_string(), record);
+    let mut fx = Fx::default();
+    f.state.schedule(id.as_str(), &mut fx);
+    // each cluster refuses the whole job, saying it could take two
+    for _ in 0..2 {
+        let (cluster, _, _) = fx.commands.pop().expect("a deploy");
+        let mut u = Unschedulable::new(2);
+        u.fits = 2;
+        let outcome = Ok(CommandOutcome::Unschedulable(
+            ErrorBody {
+                code: "unschedulable".into(),
+                message: "only two fit".into(),
+            },
+            Box::new(u),
+        ));
+        fx = Fx::default();
+        f.state.on_deploy_outcome(&id, &cluster, outcome, &mut fx);
+    }
+    let parts: Vec<(String, u32)> = f
+        .job(id.as_str())
+        .parts
+        .iter()
+        .map(|p| (p.cluster.clone(), p.replicas))
+        .collect();
+    assert_eq!(parts.iter().map(|p| p.1).sum::<u32>(), 3, "{parts:?}");
+    assert_eq!(parts.len(), 2, "{parts:?}");
+    let mut sent = deploys(&fx);
+    sent.sort();
+    assert_eq!(sent, ["a", "b"]);
+}
+
+#[test]
+fn scaling_down_asks_the_jobs_cluster_for_the_smaller_count() {
+    let mut f = fixture();
+    f.cluster("a", 4000);
+    let mut spec = small_spec("web");
+    spec.replicas = 3;
+    let now = f.state.cx.now_ms();
+    let id = new_job_id("web", &f.state.cx);
+    let record = JobRecord::new(id.clone(), spec, JobState::Requested, now, "submitted");
+    f.state.jobs.insert(id.to_string(), record);
+    f.state.schedule(id.as_str(), &mut Fx::default());
+    for n in 0..3 {
+        let event = InstanceEvent {
+            job: id.clone(),
+            instance: InstanceId::new(format!("{id}-{n}")).unwrap(),
+            node: "n1".into(),
+            state: InstanceState::Running,
+            exit_code: None,
+            reason: String::new(),
+            unschedulable: None,
+        };
+        f.state.on_instance_event("a", event, &mut Fx::default());
+    }
+    assert_eq!(f.job(id.as_str()).lifecycle.state(), JobState::Running);
+    let mut fx = Fx::default();
+    f.state.scale(id.as_str(), 1, &mut fx).unwrap();
+    assert_eq!(f.job(id.as_str()).spec.replicas, 1);
+    assert!(matches!(
+        fx.commands.as_slice(),
+        [(c, e, _)] if c == "a" && matches!(&e.body, Message::Scale(s) if s.replicas == 1)
+    ));
+}
+
+#[test]
+fn a_migration_to_another_cluster_deploys_there_first_and_stops_the_old_once_it_runs() {
+    let mut f = fixture();
+    f.cluster("a", 4000);
+    f.cluster("b", 4000);
+    let (id, fx) = f.submit("web", 1000);
+    let from = deploys(&fx)[0].clone();
+    let to = if from == "a" { "b" } else { "a" };
+    running_on(&mut f, &id, &from);
+    let mut fx = Fx::default();
+    f.state
+        .migrate(&id, MigrateTarget::Cluster(to.into()), None, &mut fx)
+        .unwrap();
+    assert_eq!(f.job(&id).lifecycle.state(), JobState::Migrating);
+    assert_eq!(deploys(&fx), [to]);
+    assert!(
+        !fx.commands
+            .iter()
+            .any(|(_, e, _)| matches!(e.body, Message::Terminate(_))),
+        "make before break"
+    );
+    // the new cluster's instance runs: the old cluster is told to stop
+    let job = f.job(&id).id.clone();
+    let event = InstanceEvent {
+        job: job.clone(),
+        instance: InstanceId::new(format!("{job}-1")).unwrap(),
+        node: "n1".into(),
+        state: InstanceState::Running,
+        exit_code: None,
+        reason: String::new(),
+        unschedulable: None,
+    };
+    let mut fx = Fx::default();
+    f.state.on_instance_event(to, event, &mut fx);
+    assert!(fx
+        .commands
+        .iter()
+        .any(|(c, e, _)| c == &from && matches!(e.body, Message::Terminate(_))));
+}
