@@ -236,6 +236,10 @@ pub(crate) struct ClusterState {
     /// PENDING instances whose deploy was sent again (the first was lost with a restart of
     /// this cluster), and when: sent again at most every few status intervals.
     redeployed: BTreeMap<InstanceId, u64>,
+    /// RUNNING instances their node's statuses have left out, and since when: LOST only
+    /// once they stay missing a few intervals (a worker that just restarted reports before
+    /// it has adopted what survived).
+    missing: BTreeMap<InstanceId, u64>,
     /// Instances a node runs that this cluster asked it to stop (until the node answers).
     stopping: BTreeSet<InstanceId>,
 }
@@ -427,6 +431,7 @@ impl ClusterState {
             following: BTreeMap::new(),
             stopping: BTreeSet::new(),
             redeployed: BTreeMap::new(),
+            missing: BTreeMap::new(),
         };
         state.seed_unreported();
         state

@@ -168,12 +168,22 @@ impl ClusterState {
         true
     }
 
-    /// What the node's status leaves out. An instance it reported RUNNING is gone with the
-    /// node's restart (whose will was lost with the broker, when the cluster was down too):
-    /// it is LOST, told up, and replaced as a lost node's would be. A node's messages arrive
-    /// in order, so a status sent after the RUNNING event lists the instance while it runs.
+    /// What the node's status leaves out. An instance it reported RUNNING and that its
+    /// statuses keep leaving out for three intervals is gone with the node's restart (whose
+    /// will was lost with the broker, when the cluster was down too): it is LOST, told up,
+    /// and replaced as a lost node's would be. The wait covers a worker that reports before
+    /// it has adopted what survived its restart.
     /// An instance still PENDING a few status intervals after it was placed never reached
     /// the node (its deploy went with a restart of this cluster): the deploy is sent again.
+    /// The node an instance of any job is recorded on.
+    fn instance_node(&self, id: &InstanceId) -> Option<String> {
+        self.jobs
+            .values()
+            .flat_map(|j| &j.instances)
+            .find(|i| &i.id == id)
+            .and_then(|i| i.node.clone())
+    }
+
     pub(super) fn missing_from(&mut self, node: &str, status: &NodeStatus, fx: &mut Fx) {
         let now = self.cx.now_ms();
         let listed: BTreeSet<&InstanceId> = status.instances.iter().map(|r| &r.instance).collect();
@@ -205,7 +215,7 @@ impl ClusterState {
         }
         self.redeployed
             .extend(again.into_iter().map(|id| (id, now)));
-        let vanished: BTreeSet<InstanceId> = self
+        let left_out: Vec<InstanceId> = self
             .jobs
             .values()
             .flat_map(|j| &j.instances)
@@ -216,8 +226,27 @@ impl ClusterState {
             })
             .map(|i| i.id.clone())
             .collect();
+        // forget what this node lists again, or no longer runs at all
+        let on_node = |id: &InstanceId| self.instance_node(id).as_deref() == Some(node);
+        let keep: BTreeMap<InstanceId, u64> = self
+            .missing
+            .iter()
+            .filter(|(id, _)| !on_node(id) || left_out.contains(id))
+            .map(|(id, at)| (id.clone(), *at))
+            .collect();
+        self.missing = keep;
+        let mut vanished = BTreeSet::new();
+        for id in left_out {
+            let since = *self.missing.entry(id.clone()).or_insert(now);
+            if now.saturating_sub(since) >= patience {
+                vanished.insert(id);
+            }
+        }
         if vanished.is_empty() {
             return;
+        }
+        for id in &vanished {
+            self.missing.remove(id);
         }
         let why = format!("node {node} no longer runs it");
         let changed = self.mark_lost(node, |i| vanished.contains(&i.id), &why, fx);

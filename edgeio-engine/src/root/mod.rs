@@ -139,6 +139,10 @@ pub(crate) struct RootState {
     streams: BTreeMap<String, mpsc::Sender<Result<bytes::Bytes, ApiError>>>,
     /// Re-sync queries sent to clusters whose link came up: query id → cluster.
     syncs: BTreeMap<String, String>,
+    /// The ACTIVE clusters as candidates for a job with no node selector, kept up to date
+    /// cluster by cluster (an aggregate, a cluster up or lost), so placing a job does not
+    /// rebuild the set; `None` until first needed.
+    offered: Option<CandidateSet>,
 }
 
 /// The refusal in a command's outcome, if it was refused: why, and the scheduler's
@@ -346,6 +350,7 @@ impl RootState {
             queries: BTreeMap::new(),
             streams: BTreeMap::new(),
             syncs: BTreeMap::new(),
+            offered: None,
         }
     }
 }

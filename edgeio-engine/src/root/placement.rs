@@ -1,6 +1,8 @@
 //! Placing a job on a cluster: candidates from the aggregates, the deploy command, refusals and NOT_DEPLOYABLE.
 
 use super::*;
+use edgeio_core::model::Candidate;
+use edgeio_core::scheduler::Placement;
 
 impl RootState {
     /// Places `count` more replicas of spread job `id` on a cluster that holds none of it
@@ -123,6 +125,45 @@ impl RootState {
         }
     }
 
+    /// Brings `cluster`'s entry in the kept candidate set up to date (see
+    /// [`RootState::offered`]): there while it is ACTIVE with an aggregate, gone otherwise.
+    pub(super) fn refresh_offered(&mut self, cluster: &str) {
+        let now = self.cx.now_ms();
+        let Some(set) = self.offered.as_mut() else {
+            return;
+        };
+        set.remove(cluster);
+        if let Some(record) = self
+            .clusters
+            .get(cluster)
+            .filter(|c| c.lifecycle.state() == ClusterState::Active)
+        {
+            if let Some(candidate) = record.candidate(now, &Labels::new()) {
+                set.insert(candidate);
+            }
+        }
+    }
+
+    /// Places `id` (no selector, no pinned node) on the kept candidate set, the clusters that
+    /// refused it set aside for the call: no set is built per job.
+    fn place_on_offered(&mut self, id: &str) -> Option<Result<Placement, SchedulerError>> {
+        if self.offered.is_none() {
+            self.offered = Some(self.candidates(&[], &Labels::new()));
+        }
+        let job = self.jobs.get(id)?;
+        let set = self.offered.as_mut()?;
+        let aside: Vec<Candidate> = job
+            .refused_by
+            .iter()
+            .filter_map(|c| set.remove(c))
+            .collect();
+        let placed = self.scheduler.place(&job.spec, set);
+        for candidate in aside {
+            set.insert(candidate);
+        }
+        Some(placed)
+    }
+
     /// Moves a job back to REQUESTED (recording `reason`) and schedules it again.
     pub(super) fn reschedule(&mut self, id: &str, reason: &str, fx: &mut Fx) {
         let Some(record) = self.jobs.get_mut(id) else {
@@ -147,6 +188,16 @@ impl RootState {
         if job.lifecycle.state() != JobState::Requested {
             return;
         }
+        let pinned = job.spec.worker_node.is_some() && job.spec.cluster.is_none();
+        if !pinned && job.spec.node_selector.is_empty() {
+            if let Some(placed) = self.place_on_offered(id) {
+                let set_empty = self.offered.as_ref().is_none_or(CandidateSet::is_empty);
+                return self.placed(id, placed, set_empty, fx);
+            }
+        }
+        let Some(job) = self.jobs.get(id) else {
+            return;
+        };
         let mut set = self.candidates(&job.refused_by, &job.spec.node_selector);
         let placed = match &job.spec.worker_node {
             Some(node) if job.spec.cluster.is_none() => {
@@ -168,6 +219,20 @@ impl RootState {
             }
             _ => self.scheduler.place(&job.spec, &set),
         };
+        let set_empty = set.is_empty();
+        self.placed(id, placed, set_empty, fx);
+    }
+
+    /// What the scheduler's answer for `id` means: a deploy to the cluster it chose, or
+    /// (after trying to spread it over offers) NOT_DEPLOYABLE with the reasons. `set_empty`:
+    /// there was no candidate at all.
+    fn placed(
+        &mut self,
+        id: &str,
+        placed: Result<Placement, SchedulerError>,
+        set_empty: bool,
+        fx: &mut Fx,
+    ) {
         let offered = self.jobs.get(id).is_some_and(|j| !j.offers.is_empty());
         if placed.is_err() && offered && self.spread(id, fx) {
             return;
@@ -199,7 +264,7 @@ impl RootState {
                     SchedulerError::Unschedulable(u) => {
                         let u = u.in_tier(Tier::Clusters);
                         let pinned = job.spec.worker_node.is_some();
-                        let text = if set.is_empty() && job.refused_by.is_empty() && !pinned {
+                        let text = if set_empty && job.refused_by.is_empty() && !pinned {
                             "no ACTIVE cluster with READY nodes".to_string()
                         } else {
                             u.to_string()

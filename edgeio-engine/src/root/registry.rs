@@ -61,6 +61,7 @@ impl RootState {
         };
         info!(cluster = %id, "cluster registered");
         self.clusters.insert(id.clone(), record);
+        self.refresh_offered(&id);
         fx.persist.push(cluster_key(&id));
         if came_back {
             self.retry_waiting(&format!("cluster {id} is back; retrying"), fx);
@@ -90,6 +91,7 @@ impl RootState {
                 .is_ok()
         {
             fx.persist.push(cluster_key(cluster));
+            self.refresh_offered(cluster);
             self.sync(cluster, fx);
             // a cluster back is capacity back, even with as many nodes as before
             self.retry_waiting(&format!("cluster {cluster} is back; retrying"), fx);
@@ -194,6 +196,7 @@ impl RootState {
             } else {
                 warn!(cluster, reason, "cluster inactive");
             }
+            self.refresh_offered(cluster);
             fx.persist.push(cluster_key(cluster));
         }
         // queries to it will not be answered
@@ -208,6 +211,7 @@ impl RootState {
         let more_nodes =
             aggregate.ready_nodes > record.aggregate.as_ref().map_or(0, |a| a.ready_nodes);
         record.aggregate = Some(aggregate);
+        self.refresh_offered(cluster);
         if more_nodes {
             fx.persist.push(cluster_key(cluster));
             // capacity appeared: jobs nothing could take get another chance

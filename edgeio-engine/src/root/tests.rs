@@ -30,6 +30,7 @@ fn fixture() -> Fixture {
         queries: BTreeMap::new(),
         streams: BTreeMap::new(),
         syncs: BTreeMap::new(),
+        offered: None,
     };
     Fixture { state, clock }
 }
