@@ -1,7 +1,6 @@
 //! Placing a job on a cluster: candidates from the aggregates, the deploy command, refusals and NOT_DEPLOYABLE.
 
 use super::*;
-use edgeio_core::model::Candidate;
 use edgeio_core::scheduler::Placement;
 
 impl RootState {
@@ -129,39 +128,41 @@ impl RootState {
     /// [`RootState::offered`]): there while it is ACTIVE with an aggregate, gone otherwise.
     pub(super) fn refresh_offered(&mut self, cluster: &str) {
         let now = self.cx.now_ms();
-        let Some(set) = self.offered.as_mut() else {
+        if self.offered.is_none() {
             return;
-        };
-        set.remove(cluster);
-        if let Some(record) = self
+        }
+        let candidate = self
             .clusters
             .get(cluster)
             .filter(|c| c.lifecycle.state() == ClusterState::Active)
-        {
-            if let Some(candidate) = record.candidate(now, &Labels::new()) {
-                set.insert(candidate);
+            .and_then(|record| record.candidate(now, &Labels::new()));
+        let Some(set) = self.offered.as_mut() else {
+            return;
+        };
+        match candidate {
+            // an entry already there is replaced in place (O(log n)); only a new or a gone
+            // cluster reorders the set
+            Some(candidate) => set.insert(candidate),
+            None => {
+                set.remove(cluster);
             }
         }
     }
 
-    /// Places `id` (no selector, no pinned node) on the kept candidate set, the clusters that
-    /// refused it set aside for the call: no set is built per job.
+    /// Places `id` (no selector, no pinned node, refused by no cluster yet) on the kept
+    /// candidate set: no set is built per job. `None` when the job does not qualify (a set
+    /// without the clusters that refused it is built instead: taking them out of the kept
+    /// one would reorder it twice each).
     fn place_on_offered(&mut self, id: &str) -> Option<Result<Placement, SchedulerError>> {
-        if self.offered.is_none() {
+        if self.jobs.get(id)?.refused_by.is_empty() && self.offered.is_none() {
             self.offered = Some(self.candidates(&[], &Labels::new()));
         }
         let job = self.jobs.get(id)?;
-        let set = self.offered.as_mut()?;
-        let aside: Vec<Candidate> = job
-            .refused_by
-            .iter()
-            .filter_map(|c| set.remove(c))
-            .collect();
-        let placed = self.scheduler.place(&job.spec, set);
-        for candidate in aside {
-            set.insert(candidate);
+        if !job.refused_by.is_empty() {
+            return None;
         }
-        Some(placed)
+        let set = self.offered.as_ref()?;
+        Some(self.scheduler.place(&job.spec, set))
     }
 
     /// Moves a job back to REQUESTED (recording `reason`) and schedules it again.
