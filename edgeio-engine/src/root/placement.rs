@@ -1,6 +1,7 @@
 //! Placing a job on a cluster: candidates from the aggregates, the deploy command, refusals and NOT_DEPLOYABLE.
 
 use super::*;
+use edgeio_core::model::Candidate;
 use edgeio_core::scheduler::Placement;
 
 impl RootState {
@@ -149,20 +150,25 @@ impl RootState {
         }
     }
 
-    /// Places `id` (no selector, no pinned node, refused by no cluster yet) on the kept
-    /// candidate set: no set is built per job. `None` when the job does not qualify (a set
-    /// without the clusters that refused it is built instead: taking them out of the kept
-    /// one would reorder it twice each).
+    /// Places `id` (no selector, no pinned node) on the kept candidate set, the clusters that
+    /// refused it set aside for the call: no set is built per job (building one asks every
+    /// cluster's record for its candidate, which costs more than setting a few aside).
     fn place_on_offered(&mut self, id: &str) -> Option<Result<Placement, SchedulerError>> {
-        if self.jobs.get(id)?.refused_by.is_empty() && self.offered.is_none() {
+        if self.offered.is_none() {
             self.offered = Some(self.candidates(&[], &Labels::new()));
         }
         let job = self.jobs.get(id)?;
-        if !job.refused_by.is_empty() {
-            return None;
+        let set = self.offered.as_mut()?;
+        let aside: Vec<Candidate> = job
+            .refused_by
+            .iter()
+            .filter_map(|c| set.remove(c))
+            .collect();
+        let placed = self.scheduler.place(&job.spec, set);
+        for candidate in aside {
+            set.insert(candidate);
         }
-        let set = self.offered.as_ref()?;
-        Some(self.scheduler.place(&job.spec, set))
+        Some(placed)
     }
 
     /// Moves a job back to REQUESTED (recording `reason`) and schedules it again.
