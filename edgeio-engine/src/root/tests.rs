@@ -654,12 +654,8 @@ fn replicas_no_one_cluster_can_take_are_spread_over_those_that_offered_some() {
     let mut spec = small_spec("wide");
     spec.replicas = 3;
     spec.resources.cpu_millis = 2000;
-    let now = f.state.cx.now_ms();
-    let id = new_job_id("wide", &f.state.cx);
-    let record = JobRecord::new(id.clone(), spec, JobState::Requested, now, "submitted");
-    f.state.jobs.insert(id.to_string(), record);
-    let mut fx = Fx::default();
-    f.state.schedule(id.as_str(), &mut fx);
+    let (id, mut fx) = f.submit_spec(spec);
+    let id = JobId::new(id).unwrap();
     // each cluster refuses the whole job, saying it could take two
     for _ in 0..2 {
         let (cluster, _, _) = fx.commands.pop().expect("a deploy");
@@ -694,11 +690,7 @@ fn scaling_down_asks_the_jobs_cluster_for_the_smaller_count() {
     f.cluster("a", 4000);
     let mut spec = small_spec("web");
     spec.replicas = 3;
-    let now = f.state.cx.now_ms();
-    let id = new_job_id("web", &f.state.cx);
-    let record = JobRecord::new(id.clone(), spec, JobState::Requested, now, "submitted");
-    f.state.jobs.insert(id.to_string(), record);
-    f.state.schedule(id.as_str(), &mut Fx::default());
+    let id = JobId::new(f.submit_spec(spec).0).unwrap();
     for n in 0..3 {
         let event = InstanceEvent {
             job: id.clone(),
