@@ -752,3 +752,83 @@ fn a_migration_to_another_cluster_deploys_there_first_and_stops_the_old_once_it_
         .iter()
         .any(|(c, e, _)| c == &from && matches!(e.body, Message::Terminate(_))));
 }
+
+/// A re-sync answer from a cluster: these instances run there.
+fn resync_reply(events: &[InstanceEvent]) -> QueryReply {
+    QueryReply {
+        re: "sync".into(),
+        result: Some(serde_json::to_value(events).unwrap()),
+        error: None,
+        more: false,
+    }
+}
+
+fn running_event(job: &JobId, n: u32) -> InstanceEvent {
+    InstanceEvent {
+        job: job.clone(),
+        instance: InstanceId::new(format!("{job}-{n}")).unwrap(),
+        node: "n1".into(),
+        state: InstanceState::Running,
+        exit_code: None,
+        reason: String::new(),
+        unschedulable: None,
+    }
+}
+
+#[test]
+fn a_cluster_back_with_a_job_placed_elsewhere_meanwhile_is_told_to_stop_it() {
+    let mut f = fixture();
+    f.cluster("a", 4000);
+    let (id, _) = f.submit("web", 1000);
+    running_on(&mut f, &id, "a");
+    f.cluster("b", 4000);
+    // "a" falls silent past the timeout: the job moves to "b" and runs there
+    let config = f.state.config.clone();
+    let silence = config.aggregate_interval * config.missed_aggregates;
+    f.clock.advance_ms(silence.as_millis() as u64 + 1);
+    let mut fx = Fx::default();
+    f.state.on_aggregate("b", aggregate(4000), &mut fx);
+    f.state.check_clusters(&mut fx);
+    f.clock
+        .advance_ms(config.cluster_timeout.as_millis() as u64);
+    f.state.on_aggregate("b", aggregate(4000), &mut fx);
+    f.state.check_clusters(&mut fx);
+    assert_eq!(f.job(&id).cluster.as_deref(), Some("b"));
+    let job = f.job(&id).id.clone();
+    f.state
+        .on_instance_event("b", running_event(&job, 1), &mut Fx::default());
+    // "a" is back and still runs the old copy: the newer placement wins
+    let mut fx = Fx::default();
+    f.state
+        .on_sync("a", resync_reply(&[running_event(&job, 0)]), &mut fx);
+    assert_eq!(f.job(&id).cluster.as_deref(), Some("b"));
+    assert!(fx
+        .commands
+        .iter()
+        .any(|(c, e, _)| c == "a" && matches!(e.body, Message::Terminate(_))));
+    assert!(
+        !fx.commands.iter().any(|(c, _, _)| c == "b"),
+        "the new placement is left alone"
+    );
+}
+
+#[test]
+fn a_cluster_back_with_a_job_the_root_gave_up_on_is_given_it_back() {
+    let mut f = fixture();
+    f.cluster("a", 4000);
+    let mut fx = Fx::default();
+    f.state.cluster_lost("a", "link closed", &mut fx);
+    let (id, _) = f.submit("web", 1000);
+    assert_eq!(f.job(&id).lifecycle.state(), JobState::NotDeployable);
+    // it kept running a copy from before (its records came back, the root's did not)
+    let job = f.job(&id).id.clone();
+    let mut fx = Fx::default();
+    f.state
+        .on_sync("a", resync_reply(&[running_event(&job, 0)]), &mut fx);
+    assert_eq!(f.job(&id).cluster.as_deref(), Some("a"));
+    assert_eq!(f.job(&id).lifecycle.state(), JobState::Running);
+    assert!(!fx
+        .commands
+        .iter()
+        .any(|(_, e, _)| matches!(e.body, Message::Terminate(_))));
+}
