@@ -48,7 +48,7 @@ impl ClusterState {
                 fx.commands.push(stop);
             } else {
                 // nothing to stop where nothing is reachable; if the node comes back with
-                // it still running, its report is answered with a terminate (issue 9)
+                // it still running, its report is answered with a terminate (stop_unwanted)
                 let reason = format!("node {node} is not reachable; recorded as terminated");
                 if let Err(e) =
                     instance
