@@ -188,6 +188,37 @@ pub fn instance_state(state: &RunState) -> InstanceState {
     }
 }
 
+/// A node's status from what it runs (`local`): free is `total` less what its pending,
+/// starting and running instances reserve; every instance is reported with its state.
+pub fn status_of(
+    total: Resources,
+    local: &BTreeMap<InstanceId, Local>,
+    usage: Option<HostUsage>,
+) -> NodeStatus {
+    let reserved = local
+        .values()
+        .filter(|l| {
+            matches!(
+                l.state,
+                InstanceState::Pending | InstanceState::Starting | InstanceState::Running
+            )
+        })
+        .fold(Resources::ZERO, |sum, l| sum.saturating_add(&l.resources));
+    NodeStatus {
+        free: total.saturating_sub(&reserved),
+        total,
+        instances: local
+            .iter()
+            .map(|(id, l)| InstanceReport {
+                instance: id.clone(),
+                job: l.job.clone(),
+                state: l.state,
+            })
+            .collect(),
+        usage,
+    }
+}
+
 /// The worker engine: one transport up, one runtime per kind.
 pub struct Worker {
     config: WorkerConfig,
@@ -292,30 +323,7 @@ impl Worker {
 
     /// The status report: free resources and every instance's state.
     pub fn status(&self) -> NodeStatus {
-        let reserved = self
-            .local
-            .values()
-            .filter(|l| {
-                matches!(
-                    l.state,
-                    InstanceState::Pending | InstanceState::Starting | InstanceState::Running
-                )
-            })
-            .fold(Resources::ZERO, |sum, l| sum.saturating_add(&l.resources));
-        NodeStatus {
-            free: self.config.total.saturating_sub(&reserved),
-            total: self.config.total,
-            instances: self
-                .local
-                .iter()
-                .map(|(id, l)| InstanceReport {
-                    instance: id.clone(),
-                    job: l.job.clone(),
-                    state: l.state,
-                })
-                .collect(),
-            usage: self.usage,
-        }
+        status_of(self.config.total, &self.local, self.usage)
     }
 
     async fn send(&self, body: Message) -> Result<(), TransportError> {

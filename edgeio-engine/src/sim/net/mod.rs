@@ -6,7 +6,7 @@ use crate::cluster::{ClusterConfig, ClusterState as ClusterEngineState, Tag as C
 use crate::effects::{Effects, Records};
 use crate::records::{ClusterRecord, JobRecord, NodeRecord, CLUSTERS, JOBS, NODES};
 use crate::root::{RootConfig, RootState, Tag as RootTag};
-use crate::worker::{plan, Action, Local};
+use crate::worker::{plan, status_of, Action, Local};
 use edgeio_core::clock::{Context, ManualClock, SeededIds};
 use edgeio_core::job::JobSpec;
 use edgeio_core::model::{Arch, Capabilities, InstanceId, JobId, Labels, Resources, RuntimeInfo};
@@ -16,8 +16,7 @@ use edgeio_core::state::{InstanceState, JobState, Lifecycle, StateMachine};
 use edgeio_core::testing::SimpleScheduler;
 use edgeio_core::transport::{ParentEvent, TransportError};
 use edgeio_core::wire::{
-    ChannelKind, ChannelSettings, Envelope, InstanceEvent, InstanceReport, Message, NodeStatus,
-    PeerRole, RegisterRequest,
+    ChannelKind, ChannelSettings, Envelope, InstanceEvent, Message, PeerRole, RegisterRequest,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};

@@ -43,28 +43,7 @@ impl Sim {
             disk_bytes: 20 << 30,
             gpus: 0,
         };
-        let used: u64 = self.workers[w]
-            .local
-            .values()
-            .map(|l| l.resources.cpu_millis)
-            .sum();
-        let status = NodeStatus {
-            free: Resources {
-                cpu_millis: total.cpu_millis.saturating_sub(used),
-                ..total
-            },
-            total,
-            instances: self.workers[w]
-                .local
-                .iter()
-                .map(|(id, l)| InstanceReport {
-                    instance: id.clone(),
-                    job: l.job.clone(),
-                    state: l.state,
-                })
-                .collect(),
-            usage: None,
-        };
+        let status = status_of(total, &self.workers[w].local, None);
         self.worker_send(w, Message::NodeStatus(status));
     }
 
