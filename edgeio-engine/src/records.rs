@@ -491,6 +491,36 @@ impl JobRecord {
         (implied.0 != state).then_some(implied)
     }
 
+    /// Marks LOST the live instances `which` picks, each change recorded with `why`; one the
+    /// table refuses (an exited instance stays EXITED) is noted in `refusals`. Returns the
+    /// instances that became LOST.
+    pub fn lose(
+        &mut self,
+        which: impl Fn(&InstanceRecord) -> bool,
+        now_ms: u64,
+        why: &str,
+        refusals: &mut Refusals,
+    ) -> Vec<InstanceId> {
+        let mut lost = Vec::new();
+        for instance in self
+            .instances
+            .iter_mut()
+            .filter(|i| !i.is_over() && which(i))
+        {
+            let moved = instance
+                .lifecycle
+                .reconcile(InstanceState::Lost, now_ms, why);
+            let instead = "it keeps its state (an exited instance stays EXITED)";
+            if refusals
+                .check(moved, self.id.as_str(), Some(&instance.id), instead)
+                .is_some()
+            {
+                lost.push(instance.id.clone());
+            }
+        }
+        lost
+    }
+
     /// Moves the job to the state its instances imply, step by step (see [`Self::implied_state`]).
     pub fn settle(&mut self, now_ms: u64, refusals: &mut Refusals) {
         while let Some((state, why)) = self.implied_state() {

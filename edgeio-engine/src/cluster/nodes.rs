@@ -112,32 +112,24 @@ impl ClusterState {
         let now = self.cx.now_ms();
         let mut changed_jobs = Vec::new();
         for job in self.jobs.values_mut() {
-            let mut changed = false;
-            for instance in job
-                .instances
-                .iter_mut()
-                .filter(|i| i.node.as_deref() == Some(node) && which(i))
-            {
-                let lost = instance.lifecycle.reconcile(InstanceState::Lost, now, why);
-                let instead = "it keeps its state (an exited instance stays EXITED)";
-                if self
-                    .refusals
-                    .check(lost, job.id.as_str(), Some(&instance.id), instead)
-                    .is_some()
-                {
-                    changed = true;
-                    fx.send_up.push(instance_event(
-                        &self.cx,
-                        &self.config.id,
-                        &job.id,
-                        &instance.id,
-                        node,
-                        InstanceState::Lost,
-                        why.to_string(),
-                    ));
-                }
+            let lost = job.lose(
+                |i| i.node.as_deref() == Some(node) && which(i),
+                now,
+                why,
+                &mut self.refusals,
+            );
+            for instance in &lost {
+                fx.send_up.push(instance_event(
+                    &self.cx,
+                    &self.config.id,
+                    &job.id,
+                    instance,
+                    node,
+                    InstanceState::Lost,
+                    why.to_string(),
+                ));
             }
-            if changed {
+            if !lost.is_empty() {
                 fx.persist.push(Self::job_key(job.id.as_str()));
                 changed_jobs.push(job.id.to_string());
             }
@@ -161,7 +153,7 @@ impl ClusterState {
         self.candidates.remove(node);
         fx.persist.push(Self::node_key(node));
         let why = format!("node {node} lost: {reason}");
-        self.mark_lost(node, |i| !i.is_over(), &why, fx);
+        self.mark_lost(node, |_| true, &why, fx);
         self.relocate_from(node, fx);
     }
 

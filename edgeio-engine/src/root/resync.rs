@@ -162,23 +162,12 @@ impl RootState {
                     job = id,
                     cluster, reason, "moving a part of a job to another cluster"
                 );
-                for instance in job
-                    .instances
-                    .iter_mut()
-                    .filter(|i| !i.is_over() && i.cluster.as_deref() == Some(cluster))
-                {
-                    if let Err(e) = instance
-                        .lifecycle
-                        .reconcile(InstanceState::Lost, now, reason)
-                    {
-                        self.refusals.note(
-                            id,
-                            Some(&instance.id),
-                            &e,
-                            "it keeps its state (an exited instance stays EXITED)",
-                        );
-                    }
-                }
+                job.lose(
+                    |i| i.cluster.as_deref() == Some(cluster),
+                    now,
+                    reason,
+                    &mut self.refusals,
+                );
                 job.cluster_from_parts();
                 if !job.refused_by.iter().any(|c| c == cluster) {
                     job.refused_by.push(cluster.to_string());
@@ -191,19 +180,7 @@ impl RootState {
         warn!(job = id, cluster, reason, "moving a job to another cluster");
         job.cluster = None;
         job.parts.clear();
-        for instance in job.instances.iter_mut().filter(|i| !i.is_over()) {
-            if let Err(e) = instance
-                .lifecycle
-                .reconcile(InstanceState::Lost, now, reason)
-            {
-                self.refusals.note(
-                    id,
-                    Some(&instance.id),
-                    &e,
-                    "it keeps its state (an exited instance stays EXITED)",
-                );
-            }
-        }
+        job.lose(|_| true, now, reason, &mut self.refusals);
         fx.persist.push(job_key(id));
         self.reschedule(id, reason, fx);
     }
