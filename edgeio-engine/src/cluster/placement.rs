@@ -146,20 +146,12 @@ impl ClusterState {
             return;
         }
         warn!(job = %job, instance = %instance, node, why, "deploy unanswered; sending it again");
-        let spec = InstanceSpec::for_job(instance.clone(), job.clone(), &record.spec);
-        fx.commands.push((
-            node,
-            self.up(Message::Deploy(Box::new(Deploy {
-                job: job.clone(),
-                spec: record.spec.clone(),
-                instance: Some(spec),
-                first_instance: 0,
-                instance_prefix: None,
-            }))),
-            Tag::Deploy {
-                job: job.clone(),
-                instance: instance.clone(),
-            },
+        fx.commands.push(deploy_instance(
+            &self.cx,
+            &self.config.id,
+            record,
+            instance,
+            &node,
         ));
     }
 

@@ -104,6 +104,4 @@ impl Sim {
         }
         self.apply_cluster(i, fx, None);
     }
-
-    // ---- the worker model ----
 }

@@ -62,8 +62,6 @@ impl Sim {
         }
     }
 
-    // ---- registration and links ----
-
     pub(super) fn tick(&mut self, addr: Addr) {
         self.after(TICK_MS, Ev::Tick(addr));
         if self.down.contains(&addr) {

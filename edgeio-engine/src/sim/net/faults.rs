@@ -131,6 +131,4 @@ impl Sim {
             }
         }
     }
-
-    // ---- delivery ----
 }

@@ -97,8 +97,6 @@ impl Sim {
         id.strip_prefix('w')?.parse().ok().map(Addr::Worker)
     }
 
-    // ---- applying effects ----
-
     pub(super) fn register_cluster(&mut self, i: usize) {
         let Some(root) = self.root.state.as_mut() else {
             return;
@@ -159,8 +157,6 @@ impl Sim {
             );
         }
     }
-
-    // ---- one step ----
 
     pub(super) fn link_up(&mut self, child: Addr) {
         if self.down.contains(&child) || self.cut.contains(&child) {

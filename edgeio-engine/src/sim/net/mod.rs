@@ -476,8 +476,6 @@ impl Sim {
         self.now < self.config.faults_until_ms
     }
 
-    // ---- the network ----
-
     fn step(&mut self, ev: Ev) -> Result<(), Violation> {
         match ev {
             Ev::Deliver { from, to, env } => {

@@ -139,6 +139,4 @@ impl Sim {
             _ => {}
         }
     }
-
-    // ---- invariants ----
 }
