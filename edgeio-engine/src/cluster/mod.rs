@@ -10,7 +10,7 @@
 
 use crate::effects::{record_json, Core, Effects, Outcome, Records, Running};
 use crate::records::{
-    load, InstanceRecord, JobRecord, Migration, NodeRecord, Refusals, JOBS, NODES,
+    load, ClusterJob, InstanceRecord, Migration, NodeRecord, Refusals, JOBS, NODES,
 };
 use async_trait::async_trait;
 use edgeio_core::clock::Context;
@@ -113,7 +113,7 @@ fn progress(state: InstanceState) -> u8 {
 fn start_instance(
     cx: &Context,
     cluster: &str,
-    job: &mut JobRecord,
+    job: &mut ClusterJob,
     node: &str,
     reason: String,
     now: u64,
@@ -147,7 +147,7 @@ fn start_instance(
 fn deploy_instance(
     cx: &Context,
     cluster: &str,
-    job: &JobRecord,
+    job: &ClusterJob,
     id: &InstanceId,
     node: &str,
 ) -> (String, Envelope, Tag) {
@@ -228,7 +228,7 @@ pub(crate) struct ClusterState {
     candidates: CandidateSet,
     /// Per node, what this cluster placed there that its status reports do not show yet.
     unreported: BTreeMap<String, candidates::Unreported>,
-    pub(crate) jobs: BTreeMap<String, JobRecord>,
+    pub(crate) jobs: BTreeMap<String, ClusterJob>,
     /// Logs queries sent to a worker: their id → the root's query id.
     relayed: BTreeMap<String, String>,
     /// Followed logs: the root's query id → the node and the id of the query relayed to it.
@@ -384,7 +384,7 @@ impl ClusterEngine {
         scheduler: Arc<dyn Scheduler>,
     ) -> Result<ClusterEngine, edgeio_core::store::StoreError> {
         let nodes = load::<NodeRecord>(&*store, NODES).await?;
-        let jobs = load::<JobRecord>(&*store, JOBS).await?;
+        let jobs = load::<ClusterJob>(&*store, JOBS).await?;
         let state = ClusterState::from_records(cx, config, scheduler, nodes, jobs);
         let (core, outcomes) = Core::new(state, store);
         Ok(ClusterEngine {
@@ -402,7 +402,7 @@ impl ClusterState {
         config: ClusterConfig,
         scheduler: Arc<dyn Scheduler>,
         stored_nodes: Vec<NodeRecord>,
-        stored_jobs: Vec<JobRecord>,
+        stored_jobs: Vec<ClusterJob>,
     ) -> ClusterState {
         let now = cx.now_ms();
         let mut nodes = BTreeMap::new();
@@ -414,9 +414,10 @@ impl ClusterState {
             }
             nodes.insert(node.id.clone(), node);
         }
-        let jobs: BTreeMap<String, JobRecord> = stored_jobs
+        // an older format's record is written back in today's at its next change
+        let jobs: BTreeMap<String, ClusterJob> = stored_jobs
             .into_iter()
-            .map(|job| (job.id.to_string(), job))
+            .map(|job| (job.id.to_string(), job.upgraded()))
             .collect();
         let mut state = ClusterState {
             refusals: Refusals::default(),

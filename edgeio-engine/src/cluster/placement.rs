@@ -70,16 +70,15 @@ impl ClusterState {
             }
         };
         let policy = self.scheduler.name().to_string();
-        let mut job = JobRecord::new(
+        let mut job = ClusterJob::new(
             deploy.job.clone(),
             spec.clone(),
             JobState::ScheduledNode,
             now,
             "placed on nodes",
         );
-        job.cluster = Some(self.config.id.clone());
         job.first_instance = deploy.first_instance;
-        job.instance_prefix = deploy.instance_prefix.clone();
+        job.at.instance_prefix = deploy.instance_prefix.clone();
         self.jobs.insert(deploy.job.to_string(), job);
         for node in placed {
             let reason = format!("placed on {node} by {policy}");

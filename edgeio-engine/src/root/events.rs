@@ -15,16 +15,16 @@ impl RootState {
             return;
         };
         if record.lifecycle.state() != JobState::ScheduledCluster
-            || record.cluster.as_deref() != Some(cluster)
+            || record.at.cluster.as_deref() != Some(cluster)
         {
             return;
         }
-        record.refused_by.push(cluster.to_string());
+        record.at.refused_by.push(cluster.to_string());
         if let Some(fits) = unschedulable.as_ref().map(|u| u.fits).filter(|n| *n > 0) {
-            record.offers.insert(cluster.to_string(), fits);
+            record.at.offers.insert(cluster.to_string(), fits);
         }
         record.unschedulable.extend(unschedulable);
-        record.cluster = None;
+        record.at.cluster = None;
         let reason = format!("cluster {cluster} refused: {error}");
         self.reschedule(job.as_str(), &reason, fx);
     }
@@ -144,8 +144,8 @@ impl RootState {
             return;
         }
         if let Some(job) = self.jobs.get_mut(id) {
-            job.refused_by.clear();
-            job.refused_by.push(cluster.to_string());
+            job.at.refused_by.clear();
+            job.at.refused_by.push(cluster.to_string());
         }
         fx.commands
             .push(terminate_command(&self.cx, &self.config, cluster, &job_id));

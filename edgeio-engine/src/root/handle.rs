@@ -18,7 +18,7 @@ fn not_stored(job: &str, e: edgeio_core::store::StoreError) -> ApiError {
 }
 
 /// Puts job `id` back as it was before a change the store refused.
-fn restore(state: &mut RootState, id: &str, before: Option<JobRecord>) {
+fn restore(state: &mut RootState, id: &str, before: Option<RootJob>) {
     match before {
         Some(record) => {
             state.jobs.insert(id.to_string(), record);
@@ -122,7 +122,7 @@ impl RootApi for RootHandle {
             }
             state.reserving.push(spec.name.clone());
             let id = new_job_id(&spec.name, &state.cx);
-            JobRecord::new(
+            RootJob::new(
                 id,
                 spec,
                 JobState::Requested,
@@ -161,9 +161,9 @@ impl RootApi for RootHandle {
 
     async fn jobs(&self) -> Result<Vec<JobView>, ApiError> {
         let state = self.shared.state();
-        let mut jobs: Vec<&JobRecord> = state.jobs.values().collect();
+        let mut jobs: Vec<&RootJob> = state.jobs.values().collect();
         jobs.sort_by_key(|j| j.lifecycle.history().first().map_or(0, |h| h.at_ms));
-        Ok(jobs.into_iter().map(JobRecord::view).collect())
+        Ok(jobs.into_iter().map(RootJob::view).collect())
     }
 
     async fn job(&self, id: &str) -> Result<JobView, ApiError> {
@@ -171,7 +171,7 @@ impl RootApi for RootHandle {
             .state()
             .jobs
             .get(id)
-            .map(JobRecord::view)
+            .map(RootJob::view)
             .ok_or_else(|| Self::not_found("job", id))
     }
 
@@ -258,7 +258,7 @@ impl RootApi for RootHandle {
                 .jobs
                 .get(job)
                 .ok_or_else(|| Self::not_found("job", job))?;
-            (record.id.clone(), record.cluster.clone())
+            (record.id.clone(), record.at.cluster.clone())
         };
         let Some(cluster) = cluster else {
             return Ok(Box::pin(futures::stream::empty()));

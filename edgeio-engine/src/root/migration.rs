@@ -75,14 +75,15 @@ impl RootState {
         if let Some((from, to)) = across {
             // the part (or the job) is the old cluster's again
             match job
+                .at
                 .parts
                 .iter_mut()
                 .find(|p| Some(&p.cluster) == to.as_ref())
             {
                 Some(part) => part.cluster = from,
-                None => job.cluster = Some(from),
+                None => job.at.cluster = Some(from),
             }
-            if !job.parts.is_empty() {
+            if !job.at.parts.is_empty() {
                 job.cluster_from_parts();
             }
         }
@@ -123,7 +124,7 @@ impl RootState {
             Some(n) => format!("node {n} of cluster {cluster}"),
             None => format!("cluster {cluster}"),
         };
-        let why = match job.parts.iter().find(|p| p.cluster == from) {
+        let why = match job.at.parts.iter().find(|p| p.cluster == from) {
             Some(part) => format!(
                 "migrate the part on cluster {from} ({} replicas) to {target} requested",
                 part.replicas
@@ -139,11 +140,11 @@ impl RootState {
             );
             return;
         }
-        if let Some(part) = job.parts.iter_mut().find(|p| p.cluster == from) {
+        if let Some(part) = job.at.parts.iter_mut().find(|p| p.cluster == from) {
             part.cluster = cluster.to_string();
         }
-        job.cluster = Some(cluster.to_string());
-        if !job.parts.is_empty() {
+        job.at.cluster = Some(cluster.to_string());
+        if !job.at.parts.is_empty() {
             job.cluster_from_parts();
         }
         job.migration = Some(Migration {
@@ -174,7 +175,11 @@ impl RootState {
             id: id.to_string(),
         })?;
         let state = job.lifecycle.state();
-        let cluster = job.cluster.clone().filter(|_| state == JobState::Running);
+        let cluster = job
+            .at
+            .cluster
+            .clone()
+            .filter(|_| state == JobState::Running);
         let Some(mut cluster) = cluster else {
             return Err(ApiError::Conflict {
                 message: format!("job {id} is {state}; only a RUNNING job migrates"),
@@ -209,14 +214,14 @@ impl RootState {
                 .map(|c| c.id.clone())
                 .collect()
         };
-        if !job.parts.is_empty() {
+        if !job.at.parts.is_empty() {
             // a spread job moves one part at a time: the named instance's, or the one on
             // the cluster of the node named
             let part = match (&from, &target) {
                 (Some(c), _) => Some(c.clone()),
                 (None, MigrateTarget::Node(node)) => node_clusters(node)
                     .into_iter()
-                    .find(|c| job.parts.iter().any(|p| &p.cluster == c)),
+                    .find(|c| job.at.parts.iter().any(|p| &p.cluster == c)),
                 _ => None,
             };
             let Some(part) = part else {
@@ -280,7 +285,7 @@ impl RootState {
                 }
                 if owner != cluster {
                     self.migrate_across(id, &cluster, &owner, Some(node), fx);
-                    return Ok(self.jobs.get(id).map(JobRecord::view).expect("a known job"));
+                    return Ok(self.jobs.get(id).map(RootJob::view).expect("a known job"));
                 }
                 within(target.clone(), false)
             }
@@ -313,7 +318,7 @@ impl RootState {
                     });
                 }
                 self.migrate_across(id, &cluster, c, None, fx);
-                return Ok(self.jobs.get(id).map(JobRecord::view).expect("a known job"));
+                return Ok(self.jobs.get(id).map(RootJob::view).expect("a known job"));
             }
             MigrateTarget::Anywhere => within(target.clone(), true),
         };

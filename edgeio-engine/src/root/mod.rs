@@ -8,8 +8,8 @@
 
 use crate::effects::{record_json, Core, Effects, Outcome, Records, Running};
 use crate::records::{
-    load, new_job_id, ClusterRecord, InstanceRecord, JobRecord, Migration, Part, Refusals,
-    CLUSTERS, JOBS,
+    load, new_job_id, ClusterRecord, InstanceRecord, Migration, Part, Refusals, RootJob, CLUSTERS,
+    JOBS,
 };
 use async_trait::async_trait;
 use edgeio_core::api::{ApiError, ClusterView, JobView, LogStream, LogsQuery, NodeView, RootApi};
@@ -130,7 +130,7 @@ pub(crate) struct RootState {
     config: RootConfig,
     scheduler: Arc<dyn Scheduler>,
     pub(crate) clusters: BTreeMap<String, ClusterRecord>,
-    pub(crate) jobs: BTreeMap<String, JobRecord>,
+    pub(crate) jobs: BTreeMap<String, RootJob>,
     /// Job names being created right now (their record is being written).
     reserving: Vec<String>,
     /// Queries sent to clusters, waiting for their reply.
@@ -301,7 +301,7 @@ impl RootEngine {
         scheduler: Arc<dyn Scheduler>,
     ) -> Result<RootEngine, edgeio_core::store::StoreError> {
         let clusters = load::<ClusterRecord>(&*store, CLUSTERS).await?;
-        let jobs = load::<JobRecord>(&*store, JOBS).await?;
+        let jobs = load::<RootJob>(&*store, JOBS).await?;
         let state = RootState::from_records(cx, config, scheduler, clusters, jobs);
         let (core, outcomes) = Core::new(state, store);
         Ok(RootEngine {
@@ -319,7 +319,7 @@ impl RootState {
         config: RootConfig,
         scheduler: Arc<dyn Scheduler>,
         stored_clusters: Vec<ClusterRecord>,
-        stored_jobs: Vec<JobRecord>,
+        stored_jobs: Vec<RootJob>,
     ) -> RootState {
         let now = cx.now_ms();
         let mut clusters = BTreeMap::new();
@@ -335,9 +335,10 @@ impl RootState {
             }
             clusters.insert(c.id.clone(), c);
         }
-        let jobs: BTreeMap<String, JobRecord> = stored_jobs
+        // an older format's record is written back in today's at its next change
+        let jobs: BTreeMap<String, RootJob> = stored_jobs
             .into_iter()
-            .map(|job| (job.id.to_string(), job))
+            .map(|job| (job.id.to_string(), job.upgraded()))
             .collect();
         RootState {
             refusals: Refusals::default(),

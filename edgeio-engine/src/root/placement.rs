@@ -12,7 +12,7 @@ impl RootState {
         let Some(job) = self.jobs.get(id) else {
             return false;
         };
-        let mut excluded = job.refused_by.clone();
+        let mut excluded = job.at.refused_by.clone();
         excluded.extend(job.clusters());
         let set = self.candidates(&excluded, &job.spec.node_selector);
         let placed = self.scheduler.place(&job.spec, &set);
@@ -37,7 +37,7 @@ impl RootState {
                         );
                     }
                 }
-                job.parts.push(Part {
+                job.at.parts.push(Part {
                     cluster: p.candidate.clone(),
                     replicas: count,
                 });
@@ -52,7 +52,7 @@ impl RootState {
                 if let SchedulerError::Unschedulable(u) = e {
                     job.unschedulable.push(u.in_tier(Tier::Clusters));
                 }
-                let held: u32 = job.parts.iter().map(|p| p.replicas).sum();
+                let held: u32 = job.at.parts.iter().map(|p| p.replicas).sum();
                 warn!(
                     job = id,
                     count, held, reason, "no other cluster can take the rest of a spread job"
@@ -73,6 +73,7 @@ impl RootState {
     ) -> Option<(String, Envelope, Tag)> {
         let job = self.jobs.get(id)?;
         let instance_prefix = job
+            .at
             .parts
             .iter()
             .any(|p| p.cluster == cluster)
@@ -160,6 +161,7 @@ impl RootState {
         let job = self.jobs.get(id)?;
         let set = self.offered.as_mut()?;
         let aside: Vec<Candidate> = job
+            .at
             .refused_by
             .iter()
             .filter_map(|c| set.remove(c))
@@ -205,7 +207,7 @@ impl RootState {
         let Some(job) = self.jobs.get(id) else {
             return;
         };
-        let mut set = self.candidates(&job.refused_by, &job.spec.node_selector);
+        let mut set = self.candidates(&job.at.refused_by, &job.spec.node_selector);
         let placed = match &job.spec.worker_node {
             Some(node) if job.spec.cluster.is_none() => {
                 // a pinned node goes to a cluster whose filter may hold it; a false positive
@@ -240,7 +242,7 @@ impl RootState {
         set_empty: bool,
         fx: &mut Fx,
     ) {
-        let offered = self.jobs.get(id).is_some_and(|j| !j.offers.is_empty());
+        let offered = self.jobs.get(id).is_some_and(|j| !j.at.offers.is_empty());
         if placed.is_err() && offered && self.spread(id, fx) {
             return;
         }
@@ -260,18 +262,18 @@ impl RootState {
                         .note(id, None, &e, "no deploy is sent; the job keeps its state");
                     return;
                 }
-                job.cluster = Some(p.candidate.clone());
+                job.at.cluster = Some(p.candidate.clone());
                 if let Some(command) = self.deploy_command(id, &p.candidate) {
                     fx.commands.push(command);
                 }
             }
             Err(e) => {
-                job.offers.clear();
+                job.at.offers.clear();
                 let reason = match e {
                     SchedulerError::Unschedulable(u) => {
                         let u = u.in_tier(Tier::Clusters);
                         let pinned = job.spec.worker_node.is_some();
-                        let text = if set_empty && job.refused_by.is_empty() && !pinned {
+                        let text = if set_empty && job.at.refused_by.is_empty() && !pinned {
                             "no ACTIVE cluster with READY nodes".to_string()
                         } else {
                             u.to_string()
@@ -308,8 +310,8 @@ impl RootState {
         let Some((error, unschedulable)) = refusal(cluster, outcome) else {
             // taken: what other clusters offered while it was being placed is old news
             if let Some(record) = self.jobs.get_mut(job.as_str()) {
-                if !record.offers.is_empty() {
-                    record.offers.clear();
+                if !record.at.offers.is_empty() {
+                    record.at.offers.clear();
                     fx.persist.push(job_key(job.as_str()));
                 }
             }
@@ -330,7 +332,7 @@ impl RootState {
         let part = self
             .jobs
             .get(job.as_str())
-            .is_some_and(|j| j.parts.iter().any(|p| p.cluster == cluster));
+            .is_some_and(|j| j.at.parts.iter().any(|p| p.cluster == cluster));
         if part {
             self.part_refused(job.as_str(), cluster, &error, unschedulable, fx);
             return;

@@ -108,7 +108,7 @@ impl RootState {
             .collect();
         for job in waiting {
             if let Some(record) = self.jobs.get_mut(&job) {
-                record.refused_by.clear();
+                record.at.refused_by.clear();
             }
             self.reschedule(&job, reason, fx);
         }
@@ -221,7 +221,7 @@ impl RootState {
                 .jobs
                 .values()
                 .filter(|j| {
-                    !j.parts.is_empty()
+                    !j.at.parts.is_empty()
                         && j.is_live()
                         && !matches!(
                             j.lifecycle.state(),
@@ -229,13 +229,13 @@ impl RootState {
                         )
                 })
                 .filter_map(|j| {
-                    let held: u32 = j.parts.iter().map(|p| p.replicas).sum();
+                    let held: u32 = j.at.parts.iter().map(|p| p.replicas).sum();
                     (held < j.spec.replicas).then(|| (j.id.to_string(), j.spec.replicas - held))
                 })
                 .collect();
             for (job, missing) in short {
                 if let Some(record) = self.jobs.get_mut(&job) {
-                    record.refused_by.clear();
+                    record.at.refused_by.clear();
                 }
                 let reason = format!("cluster {cluster} has new nodes; placing what is missing");
                 self.place_part(&job, missing, &reason, fx);

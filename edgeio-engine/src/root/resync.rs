@@ -49,7 +49,7 @@ impl RootState {
             let owner = self
                 .jobs
                 .get(job.as_str())
-                .map(|j| (j.holds(cluster), j.cluster.clone(), j.lifecycle.state()));
+                .map(|j| (j.holds(cluster), j.at.cluster.clone(), j.lifecycle.state()));
             match owner {
                 Some((true, _, state)) => {
                     for event in events {
@@ -63,8 +63,8 @@ impl RootState {
                 Some((_, None, JobState::Requested | JobState::NotDeployable)) => {
                     info!(job = %job, cluster, "adopting a job back from a cluster that kept it");
                     if let Some(record) = self.jobs.get_mut(job.as_str()) {
-                        record.cluster = Some(cluster.to_string());
-                        record.refused_by.clear();
+                        record.at.cluster = Some(cluster.to_string());
+                        record.at.refused_by.clear();
                         let why = format!("cluster {cluster} is back and still runs it");
                         if let Err(e) =
                             record
@@ -110,7 +110,7 @@ impl RootState {
                 JobState::Terminating => {
                     if let Some(record) = self.jobs.get_mut(&id) {
                         let why = format!("cluster {cluster} keeps nothing of it");
-                        let spread = !record.parts.is_empty();
+                        let spread = !record.at.parts.is_empty();
                         for i in record.instances.iter_mut().filter(|i| {
                             !i.is_over() && (!spread || i.cluster.as_deref() == Some(cluster))
                         }) {
@@ -154,9 +154,9 @@ impl RootState {
         if !job.holds(cluster) || !job.is_live() {
             return;
         }
-        if let Some(at) = job.parts.iter().position(|p| p.cluster == cluster) {
-            let part = job.parts.remove(at);
-            if !job.parts.is_empty() {
+        if let Some(at) = job.at.parts.iter().position(|p| p.cluster == cluster) {
+            let part = job.at.parts.remove(at);
+            if !job.at.parts.is_empty() {
                 // the other parts stay; this one's replicas go to yet another cluster
                 warn!(
                     job = id,
@@ -169,8 +169,8 @@ impl RootState {
                     &mut self.refusals,
                 );
                 job.cluster_from_parts();
-                if !job.refused_by.iter().any(|c| c == cluster) {
-                    job.refused_by.push(cluster.to_string());
+                if !job.at.refused_by.iter().any(|c| c == cluster) {
+                    job.at.refused_by.push(cluster.to_string());
                 }
                 fx.persist.push(job_key(id));
                 self.place_part(id, part.replicas, reason, fx);
@@ -178,8 +178,8 @@ impl RootState {
             }
         }
         warn!(job = id, cluster, reason, "moving a job to another cluster");
-        job.cluster = None;
-        job.parts.clear();
+        job.at.cluster = None;
+        job.at.parts.clear();
         job.lose(|_| true, now, reason, &mut self.refusals);
         fx.persist.push(job_key(id));
         self.reschedule(id, reason, fx);

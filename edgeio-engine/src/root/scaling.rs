@@ -25,12 +25,12 @@ impl RootState {
         if to > from {
             // the extra replicas go to a cluster that holds none of the job yet
             let extra = to - from;
-            if record.parts.is_empty() {
-                record.parts.push(Part {
+            if record.at.parts.is_empty() {
+                record.at.parts.push(Part {
                     cluster: cluster.to_string(),
                     replicas: from,
                 });
-            } else if let Some(part) = record.parts.iter_mut().find(|p| p.cluster == cluster) {
+            } else if let Some(part) = record.at.parts.iter_mut().find(|p| p.cluster == cluster) {
                 part.replicas = part.replicas.saturating_sub(extra);
             }
             let why = format!("cluster {cluster} cannot take {extra} more: {error}");
@@ -41,8 +41,8 @@ impl RootState {
         let Some(record) = self.jobs.get_mut(job.as_str()) else {
             return;
         };
-        if record.parts.len() == 1 {
-            record.parts.clear();
+        if record.at.parts.len() == 1 {
+            record.at.parts.clear();
         }
         record.spec.replicas = from;
         let why = format!("scale to {to} refused by cluster {cluster}: {error}; it keeps {from}");
@@ -97,7 +97,7 @@ impl RootState {
                 }
             }
             JobState::ScheduledNode | JobState::Running => {
-                let Some(cluster) = job.cluster.clone() else {
+                let Some(cluster) = job.at.cluster.clone() else {
                     return Err(ApiError::Conflict {
                         message: format!("job {id} has no cluster yet"),
                         details: Vec::new(),
@@ -110,24 +110,24 @@ impl RootState {
                 }
                 // (cluster, its new count, or None: let go of its part)
                 let mut changes: Vec<(String, Option<u32>)> = Vec::new();
-                if job.parts.is_empty() {
+                if job.at.parts.is_empty() {
                     changes.push((cluster, Some(replicas)));
                 } else if replicas > from {
                     // more: asked of the newest part's cluster first
-                    let last = job.parts.last_mut().expect("a spread job has parts");
+                    let last = job.at.parts.last_mut().expect("a spread job has parts");
                     last.replicas += replicas - from;
                     changes.push((last.cluster.clone(), Some(last.replicas)));
                 } else {
                     // fewer: the newest parts shrink or go first
                     let mut excess = from - replicas;
                     while excess > 0 {
-                        let Some(last) = job.parts.last_mut() else {
+                        let Some(last) = job.at.parts.last_mut() else {
                             break;
                         };
                         if last.replicas <= excess {
                             excess -= last.replicas;
                             changes.push((last.cluster.clone(), None));
-                            job.parts.pop();
+                            job.at.parts.pop();
                         } else {
                             last.replicas -= excess;
                             excess = 0;
@@ -174,7 +174,7 @@ impl RootState {
         Ok(self
             .jobs
             .get(id)
-            .map(JobRecord::view)
+            .map(RootJob::view)
             .expect("the job just changed"))
     }
 }

@@ -19,16 +19,16 @@ impl RootState {
         let Some(job) = self.jobs.get_mut(id) else {
             return;
         };
-        let Some(at) = job.parts.iter().position(|p| p.cluster == cluster) else {
+        let Some(at) = job.at.parts.iter().position(|p| p.cluster == cluster) else {
             return;
         };
-        let part = job.parts.remove(at);
+        let part = job.at.parts.remove(at);
         let fits = unschedulable
             .as_ref()
             .map_or(0, |u| u.fits)
             .min(part.replicas);
         job.unschedulable.extend(unschedulable);
-        job.refused_by.push(cluster.to_string());
+        job.at.refused_by.push(cluster.to_string());
         let reason = format!(
             "cluster {cluster} refused {} replicas: {error}",
             part.replicas
@@ -36,7 +36,7 @@ impl RootState {
         let mut rest = part.replicas;
         if fits > 0 {
             // it said how many it can take: those, and the rest elsewhere
-            job.parts.insert(
+            job.at.parts.insert(
                 at,
                 Part {
                     cluster: cluster.to_string(),
@@ -69,8 +69,8 @@ impl RootState {
                 let from = job.spec.replicas - rest;
                 let why = format!("{reason}; no other cluster can take them: it keeps {from}");
                 job.spec.replicas = from;
-                if job.parts.len() == 1 {
-                    job.parts.clear();
+                if job.at.parts.len() == 1 {
+                    job.at.parts.clear();
                 }
                 if let Err(e) = job.lifecycle.reconcile(JobState::Running, now, &why) {
                     self.refusals.note(
@@ -85,8 +85,8 @@ impl RootState {
             JobState::ScheduledCluster | JobState::ScheduledNode if !ran => {
                 let why = format!("{reason}; the other clusters cannot take them either");
                 let clusters = job.clusters();
-                job.parts.clear();
-                job.cluster = None;
+                job.at.parts.clear();
+                job.at.cluster = None;
                 for instance in job.instances.iter_mut().filter(|i| !i.is_over()) {
                     if let Err(e) =
                         instance
@@ -127,7 +127,7 @@ impl RootState {
             return false;
         };
         let wanted = job.spec.replicas;
-        let mut offers: Vec<(String, u32)> = std::mem::take(&mut job.offers)
+        let mut offers: Vec<(String, u32)> = std::mem::take(&mut job.at.offers)
             .into_iter()
             .filter(|(c, _)| {
                 self.clusters
@@ -170,9 +170,9 @@ impl RootState {
             return false;
         }
         info!(job = id, %reason, "spreading a job");
-        job.refused_by.clear();
+        job.at.refused_by.clear();
         let clusters: Vec<String> = parts.iter().map(|p| p.cluster.clone()).collect();
-        job.parts = parts;
+        job.at.parts = parts;
         job.cluster_from_parts();
         for cluster in clusters {
             if let Some(command) = self.deploy_command(id, &cluster) {

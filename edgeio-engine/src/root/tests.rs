@@ -107,7 +107,7 @@ impl Fixture {
     fn submit_spec(&mut self, spec: JobSpec) -> (String, Fx) {
         let now = self.state.cx.now_ms();
         let id = new_job_id(&spec.name, &self.state.cx);
-        let record = JobRecord::new(id.clone(), spec, JobState::Requested, now, "submitted");
+        let record = RootJob::new(id.clone(), spec, JobState::Requested, now, "submitted");
         self.state.jobs.insert(id.to_string(), record);
         let mut fx = Fx::default();
         self.state.schedule(id.as_str(), &mut fx);
@@ -127,14 +127,14 @@ impl Fixture {
         );
         let now = self.state.cx.now_ms();
         let id = new_job_id(name, &self.state.cx);
-        let record = JobRecord::new(id.clone(), spec, JobState::Requested, now, "submitted");
+        let record = RootJob::new(id.clone(), spec, JobState::Requested, now, "submitted");
         self.state.jobs.insert(id.to_string(), record);
         let mut fx = Fx::default();
         self.state.schedule(id.as_str(), &mut fx);
         (id.to_string(), fx)
     }
 
-    fn job(&self, id: &str) -> &JobRecord {
+    fn job(&self, id: &str) -> &RootJob {
         &self.state.jobs[id]
     }
 
@@ -171,7 +171,7 @@ fn a_job_is_placed_on_the_cluster_with_room_and_a_deploy_goes_there() {
     f.cluster("big", 4000);
     let (id, fx) = f.submit("web", 1000);
     assert_eq!(f.job(&id).lifecycle.state(), JobState::ScheduledCluster);
-    assert_eq!(f.job(&id).cluster.as_deref(), Some("big"));
+    assert_eq!(f.job(&id).at.cluster.as_deref(), Some("big"));
     assert_eq!(deploys(&fx), ["big"]);
     assert!(fx.persist.contains(&job_key(&id)));
     // the deploy's id and time come from the injected context
@@ -204,7 +204,7 @@ fn a_refusal_sends_the_job_to_the_next_cluster() {
     let second = deploys(&fx);
     assert_eq!(second.len(), 1);
     assert_ne!(second[0], first);
-    assert_eq!(f.job(&id).cluster.as_deref(), Some(second[0].as_str()));
+    assert_eq!(f.job(&id).at.cluster.as_deref(), Some(second[0].as_str()));
     assert_eq!(
         f.states(&id),
         [
@@ -214,7 +214,7 @@ fn a_refusal_sends_the_job_to_the_next_cluster() {
             JobState::ScheduledCluster
         ]
     );
-    assert!(f.job(&id).refused_by.contains(&first));
+    assert!(f.job(&id).at.refused_by.contains(&first));
 }
 
 #[test]
@@ -254,7 +254,7 @@ fn a_silent_cluster_is_inactive_and_its_jobs_move_after_the_timeout() {
     let mut f = fixture();
     f.cluster("a", 4000);
     let (id, _) = f.submit("web", 1000);
-    assert_eq!(f.job(&id).cluster.as_deref(), Some("a"));
+    assert_eq!(f.job(&id).at.cluster.as_deref(), Some("a"));
     f.cluster("b", 4000);
     let config = f.state.config.clone();
     let silence = config.aggregate_interval * config.missed_aggregates;
@@ -267,14 +267,14 @@ fn a_silent_cluster_is_inactive_and_its_jobs_move_after_the_timeout() {
         f.state.clusters["a"].lifecycle.state(),
         ClusterState::Inactive
     );
-    assert_eq!(f.job(&id).cluster.as_deref(), Some("a"), "not moved yet");
+    assert_eq!(f.job(&id).at.cluster.as_deref(), Some("a"), "not moved yet");
     // past the timeout its jobs are placed elsewhere
     f.clock
         .advance_ms(config.cluster_timeout.as_millis() as u64);
     let mut fx = Fx::default();
     f.state.on_aggregate("b", aggregate(4000), &mut fx);
     f.state.check_clusters(&mut fx);
-    assert_eq!(f.job(&id).cluster.as_deref(), Some("b"));
+    assert_eq!(f.job(&id).at.cluster.as_deref(), Some("b"));
     assert_eq!(deploys(&fx), ["b"]);
     // "a" is told nothing now (it is away); re-sync settles it when it is back
     let states = f.states(&id);
@@ -421,7 +421,7 @@ fn a_pinned_job_goes_to_the_cluster_whose_filter_holds_its_node() {
     spec.worker_node = Some("w3".into());
     let (id, fx) = f.submit_spec(spec);
     assert_eq!(deploys(&fx), ["b"]);
-    assert_eq!(f.job(&id).cluster.as_deref(), Some("b"));
+    assert_eq!(f.job(&id).at.cluster.as_deref(), Some("b"));
 }
 
 #[test]
@@ -449,8 +449,8 @@ fn a_false_positive_of_the_filter_is_refused_there_and_the_pin_goes_onward() {
     );
     // c's filter says no for certain: it is never asked
     assert_eq!(deploys(&fx), ["b"]);
-    assert_eq!(f.job(&id).cluster.as_deref(), Some("b"));
-    assert_eq!(f.job(&id).refused_by, ["a"]);
+    assert_eq!(f.job(&id).at.cluster.as_deref(), Some("b"));
+    assert_eq!(f.job(&id).at.refused_by, ["a"]);
 }
 
 #[test]
@@ -639,7 +639,7 @@ fn an_instance_its_cluster_cannot_replace_moves_the_job_to_another_cluster() {
     let mut fx = Fx::default();
     f.state.on_instance_event(&first, event, &mut fx);
     assert_eq!(deploys(&fx), [other]);
-    assert_eq!(f.job(&id).cluster.as_deref(), Some(other));
+    assert_eq!(f.job(&id).at.cluster.as_deref(), Some(other));
     assert!(fx
         .commands
         .iter()
@@ -673,6 +673,7 @@ fn replicas_no_one_cluster_can_take_are_spread_over_those_that_offered_some() {
     }
     let parts: Vec<(String, u32)> = f
         .job(id.as_str())
+        .at
         .parts
         .iter()
         .map(|p| (p.cluster.clone(), p.replicas))
@@ -793,7 +794,7 @@ fn a_cluster_back_with_a_job_placed_elsewhere_meanwhile_is_told_to_stop_it() {
         .advance_ms(config.cluster_timeout.as_millis() as u64);
     f.state.on_aggregate("b", aggregate(4000), &mut fx);
     f.state.check_clusters(&mut fx);
-    assert_eq!(f.job(&id).cluster.as_deref(), Some("b"));
+    assert_eq!(f.job(&id).at.cluster.as_deref(), Some("b"));
     let job = f.job(&id).id.clone();
     f.state
         .on_instance_event("b", running_event(&job, 1), &mut Fx::default());
@@ -801,7 +802,7 @@ fn a_cluster_back_with_a_job_placed_elsewhere_meanwhile_is_told_to_stop_it() {
     let mut fx = Fx::default();
     f.state
         .on_sync("a", resync_reply(&[running_event(&job, 0)]), &mut fx);
-    assert_eq!(f.job(&id).cluster.as_deref(), Some("b"));
+    assert_eq!(f.job(&id).at.cluster.as_deref(), Some("b"));
     assert!(fx
         .commands
         .iter()
@@ -825,7 +826,7 @@ fn a_cluster_back_with_a_job_the_root_gave_up_on_is_given_it_back() {
     let mut fx = Fx::default();
     f.state
         .on_sync("a", resync_reply(&[running_event(&job, 0)]), &mut fx);
-    assert_eq!(f.job(&id).cluster.as_deref(), Some("a"));
+    assert_eq!(f.job(&id).at.cluster.as_deref(), Some("a"));
     assert_eq!(f.job(&id).lifecycle.state(), JobState::Running);
     assert!(!fx
         .commands

@@ -136,7 +136,7 @@ impl Sim {
         spec.replicas = self.config.replicas;
         let id = crate::records::new_job_id(&spec.name, &root.cx);
         let now = root.cx.now_ms();
-        let record = JobRecord::new(id.clone(), spec, JobState::Requested, now, "submitted");
+        let record = RootJob::new(id.clone(), spec, JobState::Requested, now, "submitted");
         // stored before it exists, as the API does
         let key = format!("{JOBS}{id}");
         if let Ok(value) = serde_json::to_value(&record) {

@@ -89,7 +89,7 @@ impl Sim {
                     root_config(),
                     scheduler(),
                     stored::<ClusterRecord>(durable, CLUSTERS),
-                    stored::<JobRecord>(durable, JOBS),
+                    stored::<RootJob>(durable, JOBS),
                 );
                 self.root.state = Some(state);
                 // every cluster's link dropped with the root: they dial again
@@ -108,7 +108,7 @@ impl Sim {
                     cluster_config(i),
                     scheduler(),
                     stored::<NodeRecord>(durable, NODES),
-                    stored::<JobRecord>(durable, JOBS),
+                    stored::<ClusterJob>(durable, JOBS),
                 );
                 self.clusters[i].state = Some(state);
                 if !self.cut.contains(&addr) {

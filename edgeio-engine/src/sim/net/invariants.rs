@@ -59,18 +59,26 @@ impl Sim {
     /// text (for a failing seed's report).
     pub(super) fn story(&self, job: &JobId) -> String {
         let mut out = format!("\n  faults: {}", self.faults.join(" "));
+        // each tier's lifecycle and instances of the job (the records' other fields differ)
         let tiers = std::iter::once((
             "root".to_string(),
-            self.root.state.as_ref().map(|r| &r.jobs),
+            self.root
+                .state
+                .as_ref()
+                .and_then(|r| r.jobs.get(job.as_str()))
+                .map(|j| (&j.lifecycle, &j.instances)),
         ))
-        .chain(
-            self.clusters
-                .iter()
-                .enumerate()
-                .map(|(i, c)| (format!("c{i}"), c.state.as_ref().map(|s| &s.jobs))),
-        );
-        for (tier, jobs) in tiers {
-            let Some(record) = jobs.and_then(|j| j.get(job.as_str())) else {
+        .chain(self.clusters.iter().enumerate().map(|(i, c)| {
+            (
+                format!("c{i}"),
+                c.state
+                    .as_ref()
+                    .and_then(|s| s.jobs.get(job.as_str()))
+                    .map(|j| (&j.lifecycle, &j.instances)),
+            )
+        }));
+        for (tier, record) in tiers {
+            let Some((lifecycle, instances)) = record else {
                 continue;
             };
             let line = |h: &edgeio_core::state::HistoryEntry<_>| {
@@ -81,9 +89,9 @@ impl Sim {
                     h.reason
                 )
             };
-            let states: Vec<String> = record.lifecycle.history().iter().map(line).collect();
+            let states: Vec<String> = lifecycle.history().iter().map(line).collect();
             out.push_str(&format!("\n  {tier}: {}", states.join(" ")));
-            for i in &record.instances {
+            for i in instances {
                 let states: Vec<String> = i
                     .lifecycle
                     .history()

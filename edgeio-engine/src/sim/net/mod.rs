@@ -4,7 +4,7 @@
 use super::model::{Addr, PlantedBug, Rng, Scripted, SimConfig, Violation};
 use crate::cluster::{ClusterConfig, ClusterState as ClusterEngineState, Tag as ClusterTag};
 use crate::effects::{Effects, Records};
-use crate::records::{ClusterRecord, JobRecord, NodeRecord, CLUSTERS, JOBS, NODES};
+use crate::records::{ClusterJob, ClusterRecord, NodeRecord, RootJob, CLUSTERS, JOBS, NODES};
 use crate::root::{RootConfig, RootState, Tag as RootTag};
 use crate::worker::{plan, status_of, Action, Local};
 use edgeio_core::clock::{Context, ManualClock, SeededIds};
