@@ -174,87 +174,97 @@ impl RootState {
             kind: "job",
             id: id.to_string(),
         })?;
-        let state = job.lifecycle.state();
-        let cluster = job
-            .at
-            .cluster
-            .clone()
-            .filter(|_| state == JobState::Running);
-        let Some(mut cluster) = cluster else {
-            return Err(ApiError::Conflict {
-                message: format!("job {id} is {state}; only a RUNNING job migrates"),
-                details: Vec::new(),
-            });
-        };
-        let mut from = None;
-        if let Some(i) = &instance {
-            let live = job.instances.iter().find(|x| &x.id == i && !x.is_over());
-            let Some(live) = live else {
-                return Err(ApiError::NotFound {
-                    kind: "instance",
-                    id: i.to_string(),
-                });
-            };
-            from = live.cluster.clone();
+        let (cluster, from) = running_cluster(job, instance.as_ref())?;
+        let cluster = self.part_to_move(job, cluster, from, &target)?;
+        match self.route(job, &cluster, instance.as_ref(), &target)? {
+            Route::Across { to, node } => {
+                self.migrate_across(id, &cluster, &to, node.as_deref(), fx);
+                Ok(self.jobs.get(id).map(RootJob::view).expect("a known job"))
+            }
+            Route::Within { anywhere } => {
+                let now = self.cx.now_ms();
+                let job = self.jobs.get_mut(id).expect("looked up above");
+                let message = start_within(job, instance, &target, now, &mut self.refusals)?;
+                let node = match target {
+                    MigrateTarget::Node(n) => Some(n),
+                    _ => None,
+                };
+                let tag = Tag::Migrate {
+                    job: job.id.clone(),
+                    cluster: cluster.clone(),
+                    anywhere,
+                    node,
+                };
+                let envelope = Envelope::new_in(&self.cx, &self.config.id, message);
+                fx.commands.push((cluster, envelope, tag));
+                fx.persist.push(job_key(id));
+                Ok(job.view())
+            }
         }
-        let invalid = |message: String, field: &str, value: &str, rule: &str| ApiError::Invalid {
-            message,
-            details: vec![FieldError {
-                path: field.into(),
-                value: value.into(),
-                rule: rule.into(),
-            }],
-        };
-        // the ACTIVE clusters whose filter may hold `node`, in id order; the cluster it runs
-        // on is asked first (refused, the next one is tried: see on_migrate_outcome)
-        let node_clusters = |node: &str| -> Vec<String> {
-            self.clusters
-                .values()
-                .filter(|c| c.lifecycle.state() == ClusterState::Active && c.may_have_node(node))
-                .map(|c| c.id.clone())
-                .collect()
-        };
-        if !job.at.parts.is_empty() {
-            // a spread job moves one part at a time: the named instance's, or the one on
-            // the cluster of the node named
-            let part = match (&from, &target) {
-                (Some(c), _) => Some(c.clone()),
-                (None, MigrateTarget::Node(node)) => node_clusters(node)
-                    .into_iter()
-                    .find(|c| job.at.parts.iter().any(|p| &p.cluster == c)),
-                _ => None,
-            };
-            let Some(part) = part else {
-                return Err(invalid(
-                    format!(
-                        "job {id} is spread over clusters {}: say which part moves",
-                        job.clusters().join(", ")
-                    ),
-                    "instance",
-                    "",
-                    "must name a live instance of the part to move (or a node of its cluster)",
-                ));
-            };
-            cluster = part;
+    }
+
+    /// The ACTIVE clusters whose filter may hold `node`, in id order.
+    fn node_clusters(&self, node: &str) -> Vec<String> {
+        self.clusters
+            .values()
+            .filter(|c| c.lifecycle.state() == ClusterState::Active && c.may_have_node(node))
+            .map(|c| c.id.clone())
+            .collect()
+    }
+
+    /// The cluster whose placement moves: the job's, or for a spread job the part named by
+    /// the instance (`from`, its cluster) or by the node's cluster. A spread job moves one
+    /// part at a time.
+    fn part_to_move(
+        &self,
+        job: &RootJob,
+        cluster: String,
+        from: Option<String>,
+        target: &MigrateTarget,
+    ) -> Result<String, ApiError> {
+        if job.at.parts.is_empty() {
+            return Ok(cluster);
         }
-        let within = |target: MigrateTarget, anywhere: bool| {
-            let body = Message::Migrate(Migrate {
-                job: job.id.clone(),
-                instance: instance.clone(),
-                target,
-            });
-            (body, anywhere)
+        let part = match (from, target) {
+            (Some(c), _) => Some(c),
+            (None, MigrateTarget::Node(node)) => self
+                .node_clusters(node)
+                .into_iter()
+                .find(|c| job.at.parts.iter().any(|p| &p.cluster == c)),
+            _ => None,
         };
-        let job_id = job.id.clone();
-        let (message, anywhere) = match &target {
+        part.ok_or_else(|| {
+            invalid(
+                format!(
+                    "job {} is spread over clusters {}: say which part moves",
+                    job.id,
+                    job.clusters().join(", ")
+                ),
+                "instance",
+                "",
+                "must name a live instance of the part to move (or a node of its cluster)",
+            )
+        })
+    }
+
+    /// Where a move of `job`'s placement on `cluster` to `target` goes, or why it cannot.
+    fn route(
+        &self,
+        job: &RootJob,
+        cluster: &str,
+        instance: Option<&InstanceId>,
+        target: &MigrateTarget,
+    ) -> Result<Route, ApiError> {
+        let id = &job.id;
+        match target {
+            MigrateTarget::Anywhere => Ok(Route::Within { anywhere: true }),
             MigrateTarget::Node(node) => {
-                let there = job
+                let mut there = job
                     .instances
                     .iter()
-                    .filter(|i| !i.is_over() && instance.as_ref().is_none_or(|only| only == &i.id));
-                if there.clone().count() > 0
-                    && there.into_iter().all(|i| i.node.as_deref() == Some(node))
-                {
+                    .filter(|i| !i.is_over() && instance.is_none_or(|only| only == &i.id))
+                    .peekable();
+                if there.peek().is_some() && there.all(|i| i.node.as_deref() == Some(node)) {
                     return Err(invalid(
                         format!("job {id} already runs on node {node}"),
                         "node",
@@ -262,20 +272,22 @@ impl RootState {
                         "must be another node than the one it runs on",
                     ));
                 }
-                let maybe = node_clusters(node);
+                // the cluster it runs on is asked first (refused, the next one is tried: see
+                // on_migrate_outcome)
+                let maybe = self.node_clusters(node);
                 let owner = maybe
                     .iter()
-                    .find(|c| **c == cluster)
+                    .find(|c| *c == cluster)
                     .or_else(|| maybe.iter().find(|c| !job.holds(c)))
                     .or(maybe.first())
-                    .cloned();
-                let Some(owner) = owner else {
-                    return Err(ApiError::NotFound {
+                    .ok_or_else(|| ApiError::NotFound {
                         kind: "node",
                         id: node.clone(),
-                    });
-                };
-                if owner != cluster && job.holds(&owner) {
+                    })?;
+                if owner == cluster {
+                    return Ok(Route::Within { anywhere: false });
+                }
+                if job.holds(owner) {
                     return Err(invalid(
                         format!("cluster {owner} of node {node} already runs a part of job {id}"),
                         "node",
@@ -283,20 +295,17 @@ impl RootState {
                         "must be a node of the part's own cluster or of one holding no part of the job (scale to add replicas)",
                     ));
                 }
-                if owner != cluster {
-                    self.migrate_across(id, &cluster, &owner, Some(node), fx);
-                    return Ok(self.jobs.get(id).map(RootJob::view).expect("a known job"));
-                }
-                within(target.clone(), false)
+                Ok(Route::Across {
+                    to: owner.clone(),
+                    node: Some(node.clone()),
+                })
             }
             MigrateTarget::Cluster(c) => {
-                let Some(record) = self.clusters.get(c) else {
-                    return Err(ApiError::NotFound {
-                        kind: "cluster",
-                        id: c.clone(),
-                    });
-                };
-                if c == &cluster {
+                let record = self.clusters.get(c).ok_or_else(|| ApiError::NotFound {
+                    kind: "cluster",
+                    id: c.clone(),
+                })?;
+                if c == cluster {
                     return Err(invalid(
                         format!("job {id} already runs on cluster {c}"),
                         "cluster",
@@ -317,52 +326,97 @@ impl RootState {
                         reason: format!("cluster {c} is INACTIVE"),
                     });
                 }
-                self.migrate_across(id, &cluster, c, None, fx);
-                return Ok(self.jobs.get(id).map(RootJob::view).expect("a known job"));
+                Ok(Route::Across {
+                    to: c.clone(),
+                    node: None,
+                })
             }
-            MigrateTarget::Anywhere => within(target.clone(), true),
-        };
-        let now = self.cx.now_ms();
-        let root = self.config.id.clone();
-        let Some(job) = self.jobs.get_mut(id) else {
-            return Err(ApiError::NotFound {
-                kind: "job",
-                id: id.to_string(),
-            });
-        };
-        let text = match &target {
-            MigrateTarget::Node(n) => format!("node {n}"),
-            _ => "another node or cluster".to_string(),
-        };
-        let why = format!("migrate to {text} requested");
-        if let Err(e) = job.lifecycle.reconcile(JobState::Migrating, now, &why) {
-            self.refusals
-                .note(id, None, &e, "the migration is refused; nothing moves");
-            return Err(ApiError::Conflict {
-                message: format!("job {id}: {e}"),
-                details: Vec::new(),
-            });
         }
-        job.migration = Some(Migration {
-            first_new: job.instances.len(),
-            target: text,
-            from_cluster: None,
-            to_cluster: None,
+    }
+}
+
+/// Where a requested migration goes.
+#[derive(Debug)]
+enum Route {
+    /// Inside the cluster it runs on; with `anywhere`, the cluster picks the node, and
+    /// another cluster is tried when it has none.
+    Within { anywhere: bool },
+    /// To another cluster (pinned to a node there, when given).
+    Across { to: String, node: Option<String> },
+}
+
+/// The cluster a RUNNING job runs on, and the cluster of `instance` when one is named
+/// (`None` for an instance its own cluster reported without one).
+fn running_cluster(
+    job: &RootJob,
+    instance: Option<&InstanceId>,
+) -> Result<(String, Option<String>), ApiError> {
+    let state = job.lifecycle.state();
+    let cluster = job
+        .at
+        .cluster
+        .clone()
+        .filter(|_| state == JobState::Running);
+    let Some(cluster) = cluster else {
+        return Err(ApiError::Conflict {
+            message: format!("job {} is {state}; only a RUNNING job migrates", job.id),
+            details: Vec::new(),
         });
-        fx.commands.push((
-            cluster.clone(),
-            Envelope::new_in(&self.cx, &root, message),
-            Tag::Migrate {
-                job: job_id,
-                cluster,
-                anywhere,
-                node: match &target {
-                    MigrateTarget::Node(n) => Some(n.clone()),
-                    _ => None,
-                },
-            },
-        ));
-        fx.persist.push(job_key(id));
-        Ok(job.view())
+    };
+    let Some(i) = instance else {
+        return Ok((cluster, None));
+    };
+    let live = job.instances.iter().find(|x| &x.id == i && !x.is_over());
+    let live = live.ok_or_else(|| ApiError::NotFound {
+        kind: "instance",
+        id: i.to_string(),
+    })?;
+    Ok((cluster, live.cluster.clone()))
+}
+
+/// Moves `job` to MIGRATING inside its cluster (the cluster picks or is told the node) and
+/// returns the message that asks its cluster; a refused move changes nothing and answers 409.
+fn start_within(
+    job: &mut RootJob,
+    instance: Option<InstanceId>,
+    target: &MigrateTarget,
+    now: u64,
+    refusals: &mut Refusals,
+) -> Result<Message, ApiError> {
+    let text = match target {
+        MigrateTarget::Node(n) => format!("node {n}"),
+        _ => "another node or cluster".to_string(),
+    };
+    let why = format!("migrate to {text} requested");
+    if let Err(e) = job.lifecycle.reconcile(JobState::Migrating, now, &why) {
+        let id = job.id.as_str();
+        refusals.note(id, None, &e, "the migration is refused; nothing moves");
+        return Err(ApiError::Conflict {
+            message: format!("job {id}: {e}"),
+            details: Vec::new(),
+        });
+    }
+    job.migration = Some(Migration {
+        first_new: job.instances.len(),
+        target: text,
+        from_cluster: None,
+        to_cluster: None,
+    });
+    Ok(Message::Migrate(Migrate {
+        job: job.id.clone(),
+        instance,
+        target: target.clone(),
+    }))
+}
+
+/// A 400 naming the field, its value and the rule it breaks.
+fn invalid(message: String, field: &str, value: &str, rule: &str) -> ApiError {
+    ApiError::Invalid {
+        message,
+        details: vec![FieldError {
+            path: field.into(),
+            value: value.into(),
+            rule: rule.into(),
+        }],
     }
 }
