@@ -29,6 +29,9 @@ impl RootState {
         self.reschedule(job.as_str(), &reason, fx);
     }
 
+    /// An instance's change of state, reported by `cluster`: recorded, then what follows for
+    /// its job (a move across clusters completed or abandoned, the job's state settled, an
+    /// escalation when the cluster cannot replace the instance).
     pub(super) fn on_instance_event(&mut self, cluster: &str, event: InstanceEvent, fx: &mut Fx) {
         let now = self.cx.now_ms();
         let Some(job) = self.jobs.get_mut(event.job.as_str()) else {
@@ -36,63 +39,15 @@ impl RootState {
             return;
         };
         let owner = job.holds(cluster);
-        if !owner {
-            // from a cluster the job has left: only the end of an instance it had is news
-            let ends = matches!(
-                event.state,
-                InstanceState::Terminating
-                    | InstanceState::Terminated
-                    | InstanceState::Failed
-                    | InstanceState::Exited
-            );
-            if !ends || job.instance_mut(&event.instance).is_none() {
-                debug!(cluster, job = %event.job, "event from a cluster the job has left");
-                return;
-            }
+        if !owner && !ends_a_known_instance(job, &event) {
+            debug!(cluster, job = %event.job, "event from a cluster the job has left");
+            return;
         }
-        let reason = if event.reason.is_empty() {
-            format!("reported by {}", event.node)
-        } else {
-            event.reason.clone()
-        };
-        match job.instance_mut(&event.instance) {
-            Some(instance) => {
-                if let Err(e) = instance.lifecycle.reconcile(event.state, now, &reason) {
-                    // a late or duplicate event: where it runs and its exit code still count
-                    self.refusals.note(
-                        event.job.as_str(),
-                        Some(&event.instance),
-                        &e,
-                        "the instance keeps its state",
-                    );
-                }
-                instance.node = Some(event.node.clone());
-                instance.cluster = Some(cluster.to_string());
-                if event.exit_code.is_some() {
-                    instance.exit_code = event.exit_code;
-                }
-            }
-            None => job.instances.push(InstanceRecord {
-                id: event.instance.clone(),
-                node: Some(event.node.clone()),
-                lifecycle: Lifecycle::new(event.state, now, &reason),
-                exit_code: event.exit_code,
-                replaces: None,
-                cluster: Some(cluster.to_string()),
-            }),
-        }
+        record_event(job, cluster, &event, now, &mut self.refusals);
         // across clusters, the new placement ended without ever running: the job stays on
         // the cluster it left, and the new one lets go of what it placed
         let moving_here = job.moving_to() == Some(cluster);
-        let failed_across = moving_here
-            && job.migration.as_ref().is_some_and(|m| {
-                let mut new = job.instances[m.first_new.min(job.instances.len())..]
-                    .iter()
-                    .filter(|i| i.cluster.as_deref() == Some(cluster))
-                    .peekable();
-                new.peek().is_some() && new.all(InstanceRecord::is_over)
-            });
-        if failed_across {
+        if moving_here && new_placement_ended(job, cluster) {
             let id = job.id.clone();
             let why = format!(
                 "the new placement on cluster {cluster} ended: {}",
@@ -104,8 +59,7 @@ impl RootState {
             fx.persist.push(job_key(id.as_str()));
             return;
         }
-        let arrived = moving_here && event.state == InstanceState::Running;
-        if arrived {
+        if moving_here && event.state == InstanceState::Running {
             // make-before-break across clusters: the new placement runs, the old one goes
             let from = job.migration.as_mut().and_then(|m| m.from_cluster.take());
             if let Some(from) = from {
@@ -152,4 +106,65 @@ impl RootState {
         let why = format!("escalated by cluster {cluster}: {why}");
         self.leave_cluster(id, cluster, &why, fx);
     }
+}
+
+/// Whether `event`, from a cluster `job` has left, ends an instance the root knows: the only
+/// news such a cluster has.
+fn ends_a_known_instance(job: &mut RootJob, event: &InstanceEvent) -> bool {
+    let ends = matches!(
+        event.state,
+        InstanceState::Terminating
+            | InstanceState::Terminated
+            | InstanceState::Failed
+            | InstanceState::Exited
+    );
+    ends && job.instance_mut(&event.instance).is_some()
+}
+
+/// Records what `event` says of an instance of `job` on `cluster`: its state (a late or
+/// duplicate one refused, noted), its node and cluster, its exit code; a new instance is added.
+fn record_event(
+    job: &mut RootJob,
+    cluster: &str,
+    event: &InstanceEvent,
+    now: u64,
+    refusals: &mut Refusals,
+) {
+    let reason = if event.reason.is_empty() {
+        format!("reported by {}", event.node)
+    } else {
+        event.reason.clone()
+    };
+    let Some(instance) = job.instance_mut(&event.instance) else {
+        job.instances.push(InstanceRecord {
+            id: event.instance.clone(),
+            node: Some(event.node.clone()),
+            lifecycle: Lifecycle::new(event.state, now, &reason),
+            exit_code: event.exit_code,
+            replaces: None,
+            cluster: Some(cluster.to_string()),
+        });
+        return;
+    };
+    if let Err(e) = instance.lifecycle.reconcile(event.state, now, &reason) {
+        // a late or duplicate event: where it runs and its exit code still count
+        let instead = "the instance keeps its state";
+        refusals.note(event.job.as_str(), Some(&event.instance), &e, instead);
+    }
+    instance.node = Some(event.node.clone());
+    instance.cluster = Some(cluster.to_string());
+    if event.exit_code.is_some() {
+        instance.exit_code = event.exit_code;
+    }
+}
+
+/// Whether a move of `job` to `cluster` placed instances there that all ended.
+fn new_placement_ended(job: &RootJob, cluster: &str) -> bool {
+    job.migration.as_ref().is_some_and(|m| {
+        let mut new = job.instances[m.first_new.min(job.instances.len())..]
+            .iter()
+            .filter(|i| i.cluster.as_deref() == Some(cluster))
+            .peekable();
+        new.peek().is_some() && new.all(InstanceRecord::is_over)
+    })
 }

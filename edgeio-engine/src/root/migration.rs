@@ -255,83 +255,96 @@ impl RootState {
         instance: Option<&InstanceId>,
         target: &MigrateTarget,
     ) -> Result<Route, ApiError> {
-        let id = &job.id;
         match target {
             MigrateTarget::Anywhere => Ok(Route::Within { anywhere: true }),
-            MigrateTarget::Node(node) => {
-                let mut there = job
-                    .instances
-                    .iter()
-                    .filter(|i| !i.is_over() && instance.is_none_or(|only| only == &i.id))
-                    .peekable();
-                if there.peek().is_some() && there.all(|i| i.node.as_deref() == Some(node)) {
-                    return Err(invalid(
-                        format!("job {id} already runs on node {node}"),
-                        "node",
-                        node,
-                        "must be another node than the one it runs on",
-                    ));
-                }
-                // the cluster it runs on is asked first (refused, the next one is tried: see
-                // on_migrate_outcome)
-                let maybe = self.node_clusters(node);
-                let owner = maybe
-                    .iter()
-                    .find(|c| *c == cluster)
-                    .or_else(|| maybe.iter().find(|c| !job.holds(c)))
-                    .or(maybe.first())
-                    .ok_or_else(|| ApiError::NotFound {
-                        kind: "node",
-                        id: node.clone(),
-                    })?;
-                if owner == cluster {
-                    return Ok(Route::Within { anywhere: false });
-                }
-                if job.holds(owner) {
-                    return Err(invalid(
-                        format!("cluster {owner} of node {node} already runs a part of job {id}"),
-                        "node",
-                        node,
-                        "must be a node of the part's own cluster or of one holding no part of the job (scale to add replicas)",
-                    ));
-                }
-                Ok(Route::Across {
-                    to: owner.clone(),
-                    node: Some(node.clone()),
-                })
-            }
-            MigrateTarget::Cluster(c) => {
-                let record = self.clusters.get(c).ok_or_else(|| ApiError::NotFound {
-                    kind: "cluster",
-                    id: c.clone(),
-                })?;
-                if c == cluster {
-                    return Err(invalid(
-                        format!("job {id} already runs on cluster {c}"),
-                        "cluster",
-                        c,
-                        "must be another cluster than the job's (or name a node)",
-                    ));
-                }
-                if job.holds(c) {
-                    return Err(invalid(
-                        format!("cluster {c} already runs a part of job {id}"),
-                        "cluster",
-                        c,
-                        "must be a cluster holding no part of the job (scale to add replicas)",
-                    ));
-                }
-                if record.lifecycle.state() != ClusterState::Active {
-                    return Err(ApiError::Unavailable {
-                        reason: format!("cluster {c} is INACTIVE"),
-                    });
-                }
-                Ok(Route::Across {
-                    to: c.clone(),
-                    node: None,
-                })
-            }
+            MigrateTarget::Node(node) => self.route_to_node(job, cluster, instance, node),
+            MigrateTarget::Cluster(c) => self.route_to_cluster(job, cluster, c),
         }
+    }
+
+    /// Where a move to `node` goes: within `cluster` when its filter may hold the node (it
+    /// is asked first; refused, the next one is tried: see `on_migrate_outcome`), else to
+    /// another cluster that may hold it and holds no part of the job.
+    fn route_to_node(
+        &self,
+        job: &RootJob,
+        cluster: &str,
+        instance: Option<&InstanceId>,
+        node: &str,
+    ) -> Result<Route, ApiError> {
+        let id = &job.id;
+        let mut there = job
+            .instances
+            .iter()
+            .filter(|i| !i.is_over() && instance.is_none_or(|only| only == &i.id))
+            .peekable();
+        if there.peek().is_some() && there.all(|i| i.node.as_deref() == Some(node)) {
+            return Err(invalid(
+                format!("job {id} already runs on node {node}"),
+                "node",
+                node,
+                "must be another node than the one it runs on",
+            ));
+        }
+        let maybe = self.node_clusters(node);
+        let owner = maybe
+            .iter()
+            .find(|c| *c == cluster)
+            .or_else(|| maybe.iter().find(|c| !job.holds(c)))
+            .or(maybe.first())
+            .ok_or_else(|| ApiError::NotFound {
+                kind: "node",
+                id: node.to_string(),
+            })?;
+        if owner == cluster {
+            return Ok(Route::Within { anywhere: false });
+        }
+        if job.holds(owner) {
+            return Err(invalid(
+                format!("cluster {owner} of node {node} already runs a part of job {id}"),
+                "node",
+                node,
+                "must be a node of the part's own cluster or of one holding no part of the job (scale to add replicas)",
+            ));
+        }
+        Ok(Route::Across {
+            to: owner.clone(),
+            node: Some(node.to_string()),
+        })
+    }
+
+    /// A move to cluster `to`: one that exists, is ACTIVE and holds no part of the job.
+    fn route_to_cluster(&self, job: &RootJob, cluster: &str, to: &str) -> Result<Route, ApiError> {
+        let id = &job.id;
+        let record = self.clusters.get(to).ok_or_else(|| ApiError::NotFound {
+            kind: "cluster",
+            id: to.to_string(),
+        })?;
+        if to == cluster {
+            return Err(invalid(
+                format!("job {id} already runs on cluster {to}"),
+                "cluster",
+                to,
+                "must be another cluster than the job's (or name a node)",
+            ));
+        }
+        if job.holds(to) {
+            return Err(invalid(
+                format!("cluster {to} already runs a part of job {id}"),
+                "cluster",
+                to,
+                "must be a cluster holding no part of the job (scale to add replicas)",
+            ));
+        }
+        if record.lifecycle.state() != ClusterState::Active {
+            return Err(ApiError::Unavailable {
+                reason: format!("cluster {to} is INACTIVE"),
+            });
+        }
+        Ok(Route::Across {
+            to: to.to_string(),
+            node: None,
+        })
     }
 }
 

@@ -28,72 +28,64 @@ impl RootState {
     /// a job waiting for a place is adopted back; a deploy the cluster never got is sent again;
     /// a job the cluster no longer keeps is placed anew.
     pub(super) fn on_sync(&mut self, cluster: &str, reply: QueryReply, fx: &mut Fx) {
-        let events: Vec<InstanceEvent> = match reply.result.map(serde_json::from_value) {
-            Some(Ok(events)) => events,
-            Some(Err(e)) => {
-                warn!(cluster, error = %e, "unreadable re-sync answer");
-                return;
-            }
-            None => {
-                let error = reply.error.map(|e| e.message).unwrap_or_default();
-                warn!(cluster, %error, "cluster did not answer the re-sync");
+        let Some(reported) = reported_jobs(cluster, reply) else {
+            return;
+        };
+        for (job, events) in &reported {
+            self.sync_reported(cluster, job, events, fx);
+        }
+        self.sync_missing(cluster, &reported, fx);
+    }
+
+    /// One job `cluster` reports it keeps, with its instances' `events`.
+    fn sync_reported(&mut self, cluster: &str, job: &JobId, events: &[InstanceEvent], fx: &mut Fx) {
+        let now = self.cx.now_ms();
+        let owner = self.jobs.get(job.as_str()).map(|j| {
+            (
+                j.holds(cluster),
+                j.at.cluster.is_some(),
+                j.lifecycle.state(),
+            )
+        });
+        let adopt = match owner {
+            Some((true, _, _)) => false,
+            Some((_, false, JobState::Requested | JobState::NotDeployable)) => true,
+            _ => {
+                info!(job = %job, cluster, "terminating a job on a cluster it has left");
+                for event in events {
+                    self.on_instance_event(cluster, event.clone(), fx);
+                }
+                fx.commands
+                    .push(terminate_command(&self.cx, &self.config, cluster, job));
                 return;
             }
         };
-        let mut reported: BTreeMap<JobId, Vec<InstanceEvent>> = BTreeMap::new();
-        for event in events {
-            reported.entry(event.job.clone()).or_default().push(event);
-        }
-        let now = self.cx.now_ms();
-        for (job, events) in &reported {
-            let owner = self
-                .jobs
-                .get(job.as_str())
-                .map(|j| (j.holds(cluster), j.at.cluster.clone(), j.lifecycle.state()));
-            match owner {
-                Some((true, _, state)) => {
-                    for event in events {
-                        self.on_instance_event(cluster, event.clone(), fx);
-                    }
-                    if state == JobState::Terminating {
-                        fx.commands
-                            .push(terminate_command(&self.cx, &self.config, cluster, job));
-                    }
-                }
-                Some((_, None, JobState::Requested | JobState::NotDeployable)) => {
-                    info!(job = %job, cluster, "adopting a job back from a cluster that kept it");
-                    if let Some(record) = self.jobs.get_mut(job.as_str()) {
-                        record.at.cluster = Some(cluster.to_string());
-                        record.at.refused_by.clear();
-                        let why = format!("cluster {cluster} is back and still runs it");
-                        if let Err(e) =
-                            record
-                                .lifecycle
-                                .reconcile(JobState::ScheduledCluster, now, &why)
-                        {
-                            self.refusals.note(
-                                job.as_str(),
-                                None,
-                                &e,
-                                "the events it reports settle the job",
-                            );
-                        }
-                    }
-                    for event in events {
-                        self.on_instance_event(cluster, event.clone(), fx);
-                    }
-                    fx.persist.push(job_key(job.as_str()));
-                }
-                _ => {
-                    info!(job = %job, cluster, "terminating a job on a cluster it has left");
-                    for event in events {
-                        self.on_instance_event(cluster, event.clone(), fx);
-                    }
-                    fx.commands
-                        .push(terminate_command(&self.cx, &self.config, cluster, job));
-                }
+        if adopt {
+            info!(job = %job, cluster, "adopting a job back from a cluster that kept it");
+            if let Some(record) = self.jobs.get_mut(job.as_str()) {
+                adopt_back(record, cluster, now, &mut self.refusals);
             }
         }
+        for event in events {
+            self.on_instance_event(cluster, event.clone(), fx);
+        }
+        if adopt {
+            fx.persist.push(job_key(job.as_str()));
+        } else if owner.is_some_and(|(_, _, state)| state == JobState::Terminating) {
+            fx.commands
+                .push(terminate_command(&self.cx, &self.config, cluster, job));
+        }
+    }
+
+    /// The live jobs the root gave `cluster` that it did not report: a deploy it never got
+    /// is sent again, a termination it finished is recorded, anything else is placed anew.
+    fn sync_missing(
+        &mut self,
+        cluster: &str,
+        reported: &BTreeMap<JobId, Vec<InstanceEvent>>,
+        fx: &mut Fx,
+    ) {
+        let now = self.cx.now_ms();
         let missing: Vec<(String, JobState)> = self
             .jobs
             .values()
@@ -109,30 +101,7 @@ impl RootState {
                 }
                 JobState::Terminating => {
                     if let Some(record) = self.jobs.get_mut(&id) {
-                        let why = format!("cluster {cluster} keeps nothing of it");
-                        let spread = !record.at.parts.is_empty();
-                        for i in record.instances.iter_mut().filter(|i| {
-                            !i.is_over() && (!spread || i.cluster.as_deref() == Some(cluster))
-                        }) {
-                            if let Err(e) =
-                                i.lifecycle.reconcile(InstanceState::Terminated, now, &why)
-                            {
-                                self.refusals.note(
-                                    &id,
-                                    Some(&i.id),
-                                    &e,
-                                    "the instance keeps its state",
-                                );
-                            }
-                        }
-                        if !spread {
-                            if let Err(e) =
-                                record.lifecycle.reconcile(JobState::Terminated, now, &why)
-                            {
-                                self.refusals.note(&id, None, &e, "the job keeps its state");
-                            }
-                        }
-                        record.settle(now, &mut self.refusals);
+                        terminated_there(record, cluster, now, &mut self.refusals);
                         fx.persist.push(job_key(&id));
                     }
                 }
@@ -184,4 +153,63 @@ impl RootState {
         fx.persist.push(job_key(id));
         self.reschedule(id, reason, fx);
     }
+}
+
+/// What a cluster's answer to a re-sync reports, by job; `None` (logged) when it did not
+/// answer or the answer is unreadable.
+fn reported_jobs(cluster: &str, reply: QueryReply) -> Option<BTreeMap<JobId, Vec<InstanceEvent>>> {
+    let events: Vec<InstanceEvent> = match reply.result.map(serde_json::from_value) {
+        Some(Ok(events)) => events,
+        Some(Err(e)) => {
+            warn!(cluster, error = %e, "unreadable re-sync answer");
+            return None;
+        }
+        None => {
+            let error = reply.error.map(|e| e.message).unwrap_or_default();
+            warn!(cluster, %error, "cluster did not answer the re-sync");
+            return None;
+        }
+    };
+    let mut reported: BTreeMap<JobId, Vec<InstanceEvent>> = BTreeMap::new();
+    for event in events {
+        reported.entry(event.job.clone()).or_default().push(event);
+    }
+    Some(reported)
+}
+
+/// A job waiting for a place that `cluster`, back, still runs: it is the cluster's again.
+fn adopt_back(job: &mut RootJob, cluster: &str, now: u64, refusals: &mut Refusals) {
+    job.at.cluster = Some(cluster.to_string());
+    job.at.refused_by.clear();
+    let why = format!("cluster {cluster} is back and still runs it");
+    if let Err(e) = job
+        .lifecycle
+        .reconcile(JobState::ScheduledCluster, now, &why)
+    {
+        let instead = "the events it reports settle the job";
+        refusals.note(job.id.as_str(), None, &e, instead);
+    }
+}
+
+/// A terminating job `cluster` keeps nothing of: its instances there are TERMINATED, and so
+/// is the job unless other clusters hold parts of it.
+fn terminated_there(job: &mut RootJob, cluster: &str, now: u64, refusals: &mut Refusals) {
+    let why = format!("cluster {cluster} keeps nothing of it");
+    let spread = !job.at.parts.is_empty();
+    let id = job.id.to_string();
+    for i in job
+        .instances
+        .iter_mut()
+        .filter(|i| !i.is_over() && (!spread || i.cluster.as_deref() == Some(cluster)))
+    {
+        if let Err(e) = i.lifecycle.reconcile(InstanceState::Terminated, now, &why) {
+            refusals.note(&id, Some(&i.id), &e, "the instance keeps its state");
+        }
+    }
+    if !spread {
+        if let Err(e) = job.lifecycle.reconcile(JobState::Terminated, now, &why) {
+            refusals.note(&id, None, &e, "the job keeps its state");
+        }
+    }
+    job.settle(now, refusals);
 }

@@ -69,17 +69,8 @@ impl RootState {
         replicas: u32,
         fx: &mut Fx,
     ) -> Result<JobView, ApiError> {
-        if !(1..=MAX_REPLICAS).contains(&replicas) {
-            return Err(ApiError::Invalid {
-                message: format!("replicas: {replicas} is out of range"),
-                details: vec![FieldError {
-                    path: "replicas".into(),
-                    value: replicas.to_string(),
-                    rule: format!("must be a whole number from 1 to {MAX_REPLICAS} (terminate a job to stop it)"),
-                }],
-            });
-        }
-        let root = self.config.id.clone();
+        check_replicas(replicas)?;
+        let now = self.cx.now_ms();
         let job = self.jobs.get_mut(id).ok_or_else(|| ApiError::NotFound {
             kind: "job",
             id: id.to_string(),
@@ -97,66 +88,14 @@ impl RootState {
                 }
             }
             JobState::ScheduledNode | JobState::Running => {
-                let Some(cluster) = job.at.cluster.clone() else {
-                    return Err(ApiError::Conflict {
-                        message: format!("job {id} has no cluster yet"),
-                        details: Vec::new(),
-                    });
-                };
-                job.spec.replicas = replicas;
-                let why = format!("scale from {from} to {replicas} replicas requested");
-                if let Err(e) = job.lifecycle.reconcile(JobState::Scaling, self.cx.now_ms(), &why) {
-                    self.refusals.note(id, None, &e, "the scale goes ahead; the job settles when its replicas run");
-                }
-                // (cluster, its new count, or None: let go of its part)
-                let mut changes: Vec<(String, Option<u32>)> = Vec::new();
-                if job.at.parts.is_empty() {
-                    changes.push((cluster, Some(replicas)));
-                } else if replicas > from {
-                    // more: asked of the newest part's cluster first
-                    let last = job.at.parts.last_mut().expect("a spread job has parts");
-                    last.replicas += replicas - from;
-                    changes.push((last.cluster.clone(), Some(last.replicas)));
-                } else {
-                    // fewer: the newest parts shrink or go first
-                    let mut excess = from - replicas;
-                    while excess > 0 {
-                        let Some(last) = job.at.parts.last_mut() else {
-                            break;
-                        };
-                        if last.replicas <= excess {
-                            excess -= last.replicas;
-                            changes.push((last.cluster.clone(), None));
-                            job.at.parts.pop();
-                        } else {
-                            last.replicas -= excess;
-                            excess = 0;
-                            changes.push((last.cluster.clone(), Some(last.replicas)));
-                        }
-                    }
-                }
+                let changes = scale_placed(job, replicas, now, &mut self.refusals)?;
                 let job_id = job.id.clone();
                 for (cluster, count) in changes {
-                    match count {
-                        Some(n) => fx.commands.push((
-                            cluster.clone(),
-                            Envelope::new_in(&self.cx,
-                                &root,
-                                Message::Scale(Scale {
-                                    job: job_id.clone(),
-                                    replicas: n,
-                                }),
-                            ),
-                            Tag::Scale {
-                                job: job_id.clone(),
-                                cluster,
-                                from,
-                            },
-                        )),
-                        None => fx
-                            .commands
-                            .push(terminate_command(&self.cx, &self.config, &cluster, &job_id)),
-                    }
+                    let command = match count {
+                        Some(n) => self.scale_command(&job_id, cluster, n, from),
+                        None => terminate_command(&self.cx, &self.config, &cluster, &job_id),
+                    };
+                    fx.commands.push(command);
                 }
                 fx.persist.push(job_key(id));
             }
@@ -177,4 +116,93 @@ impl RootState {
             .map(RootJob::view)
             .expect("the job just changed"))
     }
+
+    /// Asks `cluster` to run `replicas` of `job` (which had `from` in all).
+    fn scale_command(
+        &self,
+        job: &JobId,
+        cluster: String,
+        replicas: u32,
+        from: u32,
+    ) -> (String, Envelope, Tag) {
+        let body = Message::Scale(Scale {
+            job: job.clone(),
+            replicas,
+        });
+        let envelope = Envelope::new_in(&self.cx, &self.config.id, body);
+        let tag = Tag::Scale {
+            job: job.clone(),
+            cluster: cluster.clone(),
+            from,
+        };
+        (cluster, envelope, tag)
+    }
+}
+
+/// A count of replicas the API takes: 1 to [`MAX_REPLICAS`].
+fn check_replicas(replicas: u32) -> Result<(), ApiError> {
+    if (1..=MAX_REPLICAS).contains(&replicas) {
+        return Ok(());
+    }
+    Err(ApiError::Invalid {
+        message: format!("replicas: {replicas} is out of range"),
+        details: vec![FieldError {
+            path: "replicas".into(),
+            value: replicas.to_string(),
+            rule: format!(
+                "must be a whole number from 1 to {MAX_REPLICAS} (terminate a job to stop it)"
+            ),
+        }],
+    })
+}
+
+/// Scales a placed job to `replicas`: SCALING, its count and its parts changed, and what each
+/// cluster is told: (cluster, its new count, or `None`: let go of its part).
+fn scale_placed(
+    job: &mut RootJob,
+    replicas: u32,
+    now: u64,
+    refusals: &mut Refusals,
+) -> Result<Vec<(String, Option<u32>)>, ApiError> {
+    let Some(cluster) = job.at.cluster.clone() else {
+        return Err(ApiError::Conflict {
+            message: format!("job {} has no cluster yet", job.id),
+            details: Vec::new(),
+        });
+    };
+    let from = job.spec.replicas;
+    job.spec.replicas = replicas;
+    let why = format!("scale from {from} to {replicas} replicas requested");
+    if let Err(e) = job.lifecycle.reconcile(JobState::Scaling, now, &why) {
+        let instead = "the scale goes ahead; the job settles when its replicas run";
+        refusals.note(job.id.as_str(), None, &e, instead);
+    }
+    if job.at.parts.is_empty() {
+        return Ok(vec![(cluster, Some(replicas))]);
+    }
+    let mut changes = Vec::new();
+    if replicas > from {
+        // more: asked of the newest part's cluster first
+        let last = job.at.parts.last_mut().expect("a spread job has parts");
+        last.replicas += replicas - from;
+        changes.push((last.cluster.clone(), Some(last.replicas)));
+        return Ok(changes);
+    }
+    // fewer: the newest parts shrink or go first
+    let mut excess = from - replicas;
+    while excess > 0 {
+        let Some(last) = job.at.parts.last_mut() else {
+            break;
+        };
+        if last.replicas <= excess {
+            excess -= last.replicas;
+            changes.push((last.cluster.clone(), None));
+            job.at.parts.pop();
+        } else {
+            last.replicas -= excess;
+            excess = 0;
+            changes.push((last.cluster.clone(), Some(last.replicas)));
+        }
+    }
+    Ok(changes)
 }

@@ -58,64 +58,9 @@ impl RootState {
         let Some(job) = self.jobs.get_mut(id) else {
             return;
         };
-        let ran = job
-            .lifecycle
-            .history()
-            .iter()
-            .any(|h| h.state == JobState::Running);
-        match job.lifecycle.state() {
-            JobState::Scaling => {
-                // the extra replicas found no place: the count they were added to stays
-                let from = job.spec.replicas - rest;
-                let why = format!("{reason}; no other cluster can take them: it keeps {from}");
-                job.spec.replicas = from;
-                if job.at.parts.len() == 1 {
-                    job.at.parts.clear();
-                }
-                if let Err(e) = job.lifecycle.reconcile(JobState::Running, now, &why) {
-                    self.refusals.note(
-                        id,
-                        None,
-                        &e,
-                        "the job keeps its state; the count is narrowed all the same",
-                    );
-                }
-                job.settle(now, &mut self.refusals);
-            }
-            JobState::ScheduledCluster | JobState::ScheduledNode if !ran => {
-                let why = format!("{reason}; the other clusters cannot take them either");
-                let clusters = job.clusters();
-                job.at.parts.clear();
-                job.at.cluster = None;
-                for instance in job.instances.iter_mut().filter(|i| !i.is_over()) {
-                    if let Err(e) =
-                        instance
-                            .lifecycle
-                            .reconcile(InstanceState::Terminating, now, &why)
-                    {
-                        self.refusals.note(
-                            id,
-                            Some(&instance.id),
-                            &e,
-                            "the instance keeps its state",
-                        );
-                    }
-                }
-                if let Err(e) = job.lifecycle.reconcile(JobState::NotDeployable, now, &why) {
-                    self.refusals.note(
-                        id,
-                        None,
-                        &e,
-                        "the job keeps its state; its parts are stopped all the same",
-                    );
-                }
-                let job_id = job.id.clone();
-                for c in clusters {
-                    fx.commands
-                        .push(terminate_command(&self.cx, &self.config, &c, &job_id));
-                }
-            }
-            _ => {}
+        for c in no_place_for_part(job, rest, &reason, now, &mut self.refusals) {
+            let command = terminate_command(&self.cx, &self.config, &c, &job.id);
+            fx.commands.push(command);
         }
     }
 
@@ -181,5 +126,60 @@ impl RootState {
         }
         fx.persist.push(job_key(id));
         true
+    }
+}
+
+/// No cluster takes the `rest` of a refused part of `job`: a scale-up keeps the count it
+/// had; a job never yet RUNNING is NOT_DEPLOYABLE, its placed parts stopped (the clusters
+/// returned are told to terminate it); a running job stays short until capacity appears.
+fn no_place_for_part(
+    job: &mut RootJob,
+    rest: u32,
+    reason: &str,
+    now: u64,
+    refusals: &mut Refusals,
+) -> Vec<String> {
+    let id = job.id.to_string();
+    let ran = job
+        .lifecycle
+        .history()
+        .iter()
+        .any(|h| h.state == JobState::Running);
+    match job.lifecycle.state() {
+        JobState::Scaling => {
+            // the extra replicas found no place: the count they were added to stays
+            let from = job.spec.replicas - rest;
+            let why = format!("{reason}; no other cluster can take them: it keeps {from}");
+            job.spec.replicas = from;
+            if job.at.parts.len() == 1 {
+                job.at.parts.clear();
+            }
+            if let Err(e) = job.lifecycle.reconcile(JobState::Running, now, &why) {
+                let instead = "the job keeps its state; the count is narrowed all the same";
+                refusals.note(&id, None, &e, instead);
+            }
+            job.settle(now, refusals);
+            Vec::new()
+        }
+        JobState::ScheduledCluster | JobState::ScheduledNode if !ran => {
+            let why = format!("{reason}; the other clusters cannot take them either");
+            let clusters = job.clusters();
+            job.at.parts.clear();
+            job.at.cluster = None;
+            for instance in job.instances.iter_mut().filter(|i| !i.is_over()) {
+                let moved = instance
+                    .lifecycle
+                    .reconcile(InstanceState::Terminating, now, &why);
+                if let Err(e) = moved {
+                    refusals.note(&id, Some(&instance.id), &e, "the instance keeps its state");
+                }
+            }
+            if let Err(e) = job.lifecycle.reconcile(JobState::NotDeployable, now, &why) {
+                let instead = "the job keeps its state; its parts are stopped all the same";
+                refusals.note(&id, None, &e, instead);
+            }
+            clusters
+        }
+        _ => Vec::new(),
     }
 }
