@@ -1,5 +1,5 @@
 use super::*;
-use edgeio_core::job::JobSpec;
+use edgeio_core::job::{InstanceSpec, JobSpec, RestartKind};
 use edgeio_core::wire::{Deploy, Scale, Terminate};
 
 fn spec(id: &str, job: &str, kind: &str) -> InstanceSpec {
