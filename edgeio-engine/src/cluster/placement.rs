@@ -123,6 +123,20 @@ impl ClusterState {
         )
     }
 
+    /// The refusal of `command` whose replicas could not be placed (`e`): when nothing fits,
+    /// `what` (told how many fit) and the scheduler's explanation; else `invalid`.
+    pub(super) fn placement_refused(
+        &self,
+        command: &Envelope,
+        e: SchedulerError,
+        what: impl FnOnce(u32) -> String,
+    ) -> Envelope {
+        match e {
+            SchedulerError::Unschedulable(u) => self.unschedulable(command, &what(u.fits), u),
+            e => self.refuse(command, "invalid", e.to_string()),
+        }
+    }
+
     /// A deploy a node never answered for good: the node may be slow but alive and have
     /// started the instance, so it is not failed (relocating it could run it twice). Its
     /// status reports tell what it runs; while the instance is still PENDING on a READY node
