@@ -3,6 +3,8 @@
 use super::*;
 
 impl ClusterState {
+    /// `deploy`: places the job's replicas on nodes, all or none (a nack with the scheduler's
+    /// reasons when not all fit); a deploy of a job placed here already is acked again.
     pub(super) fn on_deploy(
         &mut self,
         command: &Envelope,
@@ -18,74 +20,52 @@ impl ClusterState {
         if placed_here {
             return command.ack_in(&self.cx, &self.config.id);
         }
-        if let Some(prefix) = &deploy.instance_prefix {
-            let part_of_job = prefix
-                .strip_prefix(deploy.job.as_str())
-                .is_some_and(|rest| rest.len() > 1 && rest.starts_with('.'));
-            let valid = check_id("instance prefix", prefix).is_ok() && prefix.len() <= MAX_PREFIX;
-            if !part_of_job || !valid {
-                return self.refuse(
-                    command,
-                    "invalid",
-                    format!(
-                        "instance_prefix: {prefix:?} must be the job's id {}, a '.', then letters, digits, '.', '_' or '-', at most {MAX_PREFIX} characters in all",
-                        deploy.job
-                    ),
-                );
-            }
+        if let Err(e) = check_prefix(deploy) {
+            return command.nack_in(&self.cx, &self.config.id, e);
         }
         let now = self.cx.now_ms();
         let spec = &deploy.spec;
         let placed = match self.place_many(spec, spec.replicas.max(1) as usize, &[]) {
             Ok(placed) => placed,
-            Err(SchedulerError::Unschedulable(u)) => {
-                info!(job = %deploy.job, explanation = %u, "refusing a job: no node fits");
-                if spec.replicas > 1 {
-                    let what = format!("{} replicas asked, {} fit", spec.replicas, u.fits);
-                    return self.unschedulable(command, &what, u);
-                }
-                return Envelope::new_in(
-                    &self.cx,
-                    &self.config.id,
-                    Message::Nack(Nack {
-                        re: command.id.clone(),
-                        error: ErrorBody {
-                            code: "unschedulable".into(),
-                            message: format!("cluster {}: {u}", self.config.id),
-                        },
-                        unschedulable: Some(u),
-                        retry: false,
-                    }),
-                );
-            }
-            Err(e) => {
-                return command.nack_in(
-                    &self.cx,
-                    &self.config.id,
-                    ErrorBody {
-                        code: "invalid".into(),
-                        message: e.to_string(),
-                    },
-                )
-            }
+            Err(e) => return self.deploy_refused(command, deploy, e),
         };
         let policy = self.scheduler.name().to_string();
-        let mut job = ClusterJob::new(
-            deploy.job.clone(),
-            spec.clone(),
-            JobState::ScheduledNode,
-            now,
-            "placed on nodes",
-        );
-        job.first_instance = deploy.first_instance;
-        job.at.instance_prefix = deploy.instance_prefix.clone();
-        self.jobs.insert(deploy.job.to_string(), job);
+        self.jobs
+            .insert(deploy.job.to_string(), placed_job(deploy, now));
         for node in placed {
             let reason = format!("placed on {node} by {policy}");
             self.start_on(deploy.job.as_str(), &node, reason, fx);
         }
         fx.persist.push(Self::job_key(deploy.job.as_str()));
         command.ack_in(&self.cx, &self.config.id)
+    }
+
+    /// The refusal of a `deploy` whose replicas could not be placed (`e`): when nothing fits,
+    /// the scheduler's explanation (after how many fit, when it asked for more than one).
+    fn deploy_refused(&self, command: &Envelope, deploy: &Deploy, e: SchedulerError) -> Envelope {
+        let u = match e {
+            SchedulerError::Unschedulable(u) => u,
+            e => return self.refuse(command, "invalid", e.to_string()),
+        };
+        info!(job = %deploy.job, explanation = %u, "refusing a job: no node fits");
+        let spec = &deploy.spec;
+        if spec.replicas > 1 {
+            let what = format!("{} replicas asked, {} fit", spec.replicas, u.fits);
+            return self.unschedulable(command, &what, u);
+        }
+        Envelope::new_in(
+            &self.cx,
+            &self.config.id,
+            Message::Nack(Nack {
+                re: command.id.clone(),
+                error: ErrorBody {
+                    code: "unschedulable".into(),
+                    message: format!("cluster {}: {u}", self.config.id),
+                },
+                unschedulable: Some(u),
+                retry: false,
+            }),
+        )
     }
 
     /// A refusal of `command` with `code` and `message`.
@@ -230,4 +210,40 @@ impl ClusterState {
             ));
         }
     }
+}
+
+/// Whether `deploy`'s instance prefix, when it has one, names a part of its job: the job's id,
+/// a '.', then a valid id of at most [`MAX_PREFIX`] characters in all. Else the refusal.
+fn check_prefix(deploy: &Deploy) -> Result<(), ErrorBody> {
+    let Some(prefix) = &deploy.instance_prefix else {
+        return Ok(());
+    };
+    let part_of_job = prefix
+        .strip_prefix(deploy.job.as_str())
+        .is_some_and(|rest| rest.len() > 1 && rest.starts_with('.'));
+    let valid = check_id("instance prefix", prefix).is_ok() && prefix.len() <= MAX_PREFIX;
+    if part_of_job && valid {
+        return Ok(());
+    }
+    Err(ErrorBody {
+        code: "invalid".into(),
+        message: format!(
+            "instance_prefix: {prefix:?} must be the job's id {}, a '.', then letters, digits, '.', '_' or '-', at most {MAX_PREFIX} characters in all",
+            deploy.job
+        ),
+    })
+}
+
+/// The record of a job `deploy` placed on nodes at `now`, before its instances start.
+fn placed_job(deploy: &Deploy, now: u64) -> ClusterJob {
+    let mut job = ClusterJob::new(
+        deploy.job.clone(),
+        deploy.spec.clone(),
+        JobState::ScheduledNode,
+        now,
+        "placed on nodes",
+    );
+    job.first_instance = deploy.first_instance;
+    job.at.instance_prefix = deploy.instance_prefix.clone();
+    job
 }
