@@ -85,6 +85,36 @@ struct Backlog<T> {
     held: Vec<Held<T>>,
 }
 
+impl<T> Backlog<T> {
+    /// What goes once the store has taken every write: what waited for it first, then the
+    /// change's messages and commands (`fresh`, `commands`), in order.
+    fn release(
+        &mut self,
+        was_dirty: bool,
+        fresh: Vec<Held<T>>,
+        commands: Vec<Held<T>>,
+    ) -> Vec<Held<T>> {
+        if was_dirty {
+            info!(
+                held = self.held.len(),
+                "the store takes writes again; sending what waited for it"
+            );
+        }
+        let mut release = std::mem::take(&mut self.held);
+        release.extend(fresh.into_iter().chain(commands));
+        release
+    }
+
+    /// Marks `keys` dirty, each once: a key dirty already keeps its place.
+    fn mark_dirty(&mut self, keys: &[String]) {
+        for key in keys {
+            if !self.dirty.contains(key) {
+                self.dirty.push(key.clone());
+            }
+        }
+    }
+}
+
 /// The JSON of the record `key` names when it lies under `prefix` in `records` (keyed by id).
 pub(crate) fn record_json<T: serde::Serialize>(
     key: &str,
@@ -207,6 +237,8 @@ impl<S: Records, T: Send + 'static> Core<S, T> {
         self.apply_with(fx, Some(Box::new(undo))).await
     }
 
+    /// [`Core::apply`] and [`Core::apply_or_undo`]: `undo`, when given, is run if the store
+    /// refuses the change's records.
     async fn apply_with(
         &self,
         fx: Effects<T>,
@@ -219,37 +251,27 @@ impl<S: Records, T: Send + 'static> Core<S, T> {
             send_down,
             commands,
         } = fx;
-        let fresh = send_up
+        let fresh: Vec<Held<T>> = send_up
             .into_iter()
             .map(Held::Up)
-            .chain(send_down.into_iter().map(|(c, e)| Held::Down(c, e)));
-        let commands = commands.into_iter().map(|(c, e, t)| Held::Command(c, e, t));
+            .chain(send_down.into_iter().map(|(c, e)| Held::Down(c, e)))
+            .collect();
+        let commands: Vec<Held<T>> = commands
+            .into_iter()
+            .map(|(c, e, t)| Held::Command(c, e, t))
+            .collect();
         // one turn of the backlog's lock from the write to the decision, so that a change
         // held here cannot miss a release by a concurrent apply that found the store healed
         let (written, release) = {
             let mut backlog = self.backlog.lock().await;
             let was_dirty = !backlog.dirty.is_empty();
-            for key in &persist {
-                if !backlog.dirty.contains(key) {
-                    backlog.dirty.push(key.clone());
-                }
-            }
+            backlog.mark_dirty(&persist);
             let written = persist_all(&*self.store, &mut backlog.dirty, |key| {
                 self.state().value_of(key)
             })
             .await;
-            let mut release = Vec::new();
-            match &written {
-                Ok(()) => {
-                    if was_dirty {
-                        info!(
-                            held = backlog.held.len(),
-                            "the store takes writes again; sending what waited for it"
-                        );
-                    }
-                    release = std::mem::take(&mut backlog.held);
-                    release.extend(fresh.chain(commands));
-                }
+            let release = match &written {
+                Ok(()) => backlog.release(was_dirty, fresh, commands),
                 Err(e) => {
                     if !was_dirty {
                         warn!(
@@ -258,26 +280,9 @@ impl<S: Records, T: Send + 'static> Core<S, T> {
                             "cannot persist; holding back what depends on it until the store takes writes"
                         );
                     }
-                    if let Some(undo) = undo {
-                        undo(&mut self.state());
-                        // what was written of it must be written back as restored
-                        for key in &persist {
-                            if !backlog.dirty.contains(key) {
-                                backlog.dirty.push(key.clone());
-                            }
-                        }
-                        info!(
-                            dropped = fresh.count() + commands.count(),
-                            "change undone: the store refused it"
-                        );
-                    } else if persist.is_empty() {
-                        release.extend(fresh);
-                        backlog.held.extend(commands);
-                    } else {
-                        backlog.held.extend(fresh.chain(commands));
-                    }
+                    self.hold_or_undo(&mut backlog, &persist, fresh, commands, undo)
                 }
-            }
+            };
             (written, release)
         };
         let answer = answer.map(|answer| match (&answer.body, &written) {
@@ -288,6 +293,36 @@ impl<S: Records, T: Send + 'static> Core<S, T> {
         written.map_err(|e| StoreError::Unavailable {
             reason: format!("the change is not stored yet: {e}"),
         })
+    }
+
+    /// What goes now of a change whose records (`persist`) the store refused: with `undo`,
+    /// nothing, now or later (the state is put back, its messages and commands dropped);
+    /// else they wait in `backlog` for the store, but for the messages of a change that
+    /// wrote no records (they say nothing the store lacks), returned to go now.
+    fn hold_or_undo(
+        &self,
+        backlog: &mut Backlog<T>,
+        persist: &[String],
+        fresh: Vec<Held<T>>,
+        commands: Vec<Held<T>>,
+        undo: Option<Undo<'_, S>>,
+    ) -> Vec<Held<T>> {
+        if let Some(undo) = undo {
+            undo(&mut self.state());
+            // what was written of it must be written back as restored
+            backlog.mark_dirty(persist);
+            info!(
+                dropped = fresh.len() + commands.len(),
+                "change undone: the store refused it"
+            );
+            return Vec::new();
+        }
+        if persist.is_empty() {
+            backlog.held.extend(commands);
+            return fresh;
+        }
+        backlog.held.extend(fresh.into_iter().chain(commands));
+        Vec::new()
     }
 
     /// Sends `answer` first, then each message and command in order.
