@@ -63,6 +63,11 @@ impl RelayConfig {
         format!("{}{}", self.prefix, parts.join("/"))
     }
 
+    /// The key that says `child` is linked at this replica (`links/{child}/{replica}`).
+    fn link_key(&self, child: &str) -> String {
+        self.key(&["links", child, &self.replica])
+    }
+
     /// The child and the replica a `links/{child}/{replica}` key names.
     fn link_of<'k>(&self, key: &'k str) -> Option<(&'k str, &'k str)> {
         key.strip_prefix(&self.prefix)?
@@ -135,64 +140,92 @@ pub async fn hold_links(
                 break;
             }
         };
-        let link_key = |child: &str| config.key(&["links", child, &config.replica]);
         let up = match event {
             ParentEvent::ChildUp { child } => {
-                if let Err(e) = store
-                    .put_with_lease(
-                        &link_key(&child),
-                        Bytes::from(config.replica.clone()),
-                        config.lease,
-                    )
-                    .await
-                {
-                    warn!(%child, error = %e, "relay: cannot record a link");
-                }
-                // commands written while the child was between links are its now
-                let pending = config.key(&["down", &child, ""]);
-                tokio::spawn(deliver_pending(
-                    store.clone(),
-                    links.clone(),
-                    child,
-                    pending,
-                ));
+                link_up(&store, &links, &config, child).await;
                 continue;
             }
-            ParentEvent::ChildLost { child, reason } => Up::Lost { child, reason },
-            ParentEvent::Message { child, envelope } => match codec.encode(&envelope) {
-                Ok(bytes) => Up::Message {
-                    child,
-                    envelope: String::from_utf8_lossy(&bytes).into_owned(),
-                },
-                Err(e) => {
-                    warn!(%child, error = %e, "relay: cannot encode a child's message");
-                    continue;
-                }
-            },
-            ParentEvent::Invalid { child, error } => Up::Invalid {
-                child,
-                id: error.id.clone(),
-                reason: error.to_string(),
+            event => match up_event(&codec, event) {
+                Some(up) => up,
+                None => continue,
             },
         };
         seq += 1;
-        // the lease tells a restarted replica's keys from those its old self left unread
-        let name = format!("{:x}-{seq:016}", config.lease);
-        let key = config.key(&["up", &config.replica, &name]);
-        let value = serde_json::to_vec(&up).map(Bytes::from);
-        match value {
-            Ok(value) => {
-                if let Err(e) = store.put_with_lease(&key, value, config.lease).await {
-                    warn!(error = %e, "relay: cannot pass a child's message on");
-                }
-            }
-            Err(e) => warn!(error = %e, "relay: cannot encode an up event"),
-        }
+        pass_up(store.as_ref(), &config, seq, &up).await;
         if let Up::Lost { child, .. } = &up {
-            if let Err(e) = store.delete(&link_key(child)).await {
+            if let Err(e) = store.delete(&config.link_key(child)).await {
                 warn!(%child, error = %e, "relay: cannot remove a link");
             }
         }
+    }
+}
+
+/// A child linked at this replica: the link is recorded under `links/`, and the commands
+/// waiting for it are sent.
+async fn link_up(
+    store: &Arc<dyn Store>,
+    links: &Arc<dyn ParentTransport>,
+    config: &RelayConfig,
+    child: String,
+) {
+    if let Err(e) = store
+        .put_with_lease(
+            &config.link_key(&child),
+            Bytes::from(config.replica.clone()),
+            config.lease,
+        )
+        .await
+    {
+        warn!(%child, error = %e, "relay: cannot record a link");
+    }
+    // commands written while the child was between links are its now
+    let pending = config.key(&["down", &child, ""]);
+    tokio::spawn(deliver_pending(
+        store.clone(),
+        links.clone(),
+        child,
+        pending,
+    ));
+}
+
+/// What the leader is told of a child's `event`: nothing of a link that came up (recorded
+/// under `links/` instead, see [`link_up`]) or of a message that cannot be encoded.
+fn up_event(codec: &Codec, event: ParentEvent) -> Option<Up> {
+    match event {
+        ParentEvent::ChildUp { .. } => None,
+        ParentEvent::ChildLost { child, reason } => Some(Up::Lost { child, reason }),
+        ParentEvent::Message { child, envelope } => match codec.encode(&envelope) {
+            Ok(bytes) => Some(Up::Message {
+                child,
+                envelope: String::from_utf8_lossy(&bytes).into_owned(),
+            }),
+            Err(e) => {
+                warn!(%child, error = %e, "relay: cannot encode a child's message");
+                None
+            }
+        },
+        ParentEvent::Invalid { child, error } => Some(Up::Invalid {
+            child,
+            id: error.id.clone(),
+            reason: error.to_string(),
+        }),
+    }
+}
+
+/// Writes `up`, this replica's `seq`th event, under its `up/` for the leader; one that
+/// cannot be written is dropped (logged).
+async fn pass_up(store: &dyn Store, config: &RelayConfig, seq: u64, up: &Up) {
+    // the lease tells a restarted replica's keys from those its old self left unread
+    let name = format!("{:x}-{seq:016}", config.lease);
+    let key = config.key(&["up", &config.replica, &name]);
+    let value = serde_json::to_vec(up).map(Bytes::from);
+    match value {
+        Ok(value) => {
+            if let Err(e) = store.put_with_lease(&key, value, config.lease).await {
+                warn!(error = %e, "relay: cannot pass a child's message on");
+            }
+        }
+        Err(e) => warn!(error = %e, "relay: cannot encode an up event"),
     }
 }
 
