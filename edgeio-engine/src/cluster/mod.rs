@@ -340,7 +340,7 @@ impl ClusterState {
 }
 
 impl Records for ClusterState {
-    fn value_of(&self, key: &str) -> Option<serde_json::Value> {
+    fn value_of(&self, key: &str) -> Option<Vec<u8>> {
         record_json(key, NODES, &self.nodes).or_else(|| record_json(key, JOBS, &self.jobs))
     }
 }

@@ -270,7 +270,7 @@ impl RootState {
 }
 
 impl Records for RootState {
-    fn value_of(&self, key: &str) -> Option<serde_json::Value> {
+    fn value_of(&self, key: &str) -> Option<Vec<u8>> {
         record_json(key, CLUSTERS, &self.clusters).or_else(|| record_json(key, JOBS, &self.jobs))
     }
 }
