@@ -14,16 +14,18 @@ use edgeio_core::model::{Candidate, Resources};
 /// One deploy held against its cluster's offer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Held {
-    seq: u64,
     job: JobId,
     need: Resources,
     at_ms: u64,
 }
 
-/// What was sent to one cluster after its last aggregate's watermark, in the order sent.
+/// What was sent to one cluster after its last aggregate's watermark: by deploy number (the
+/// order sent, so also by time), and each job's number, so that neither counting nor
+/// releasing walks all of them (a cluster may have thousands on their way).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Sent {
-    held: Vec<Held>,
+    held: BTreeMap<u64, Held>,
+    by_job: BTreeMap<String, u64>,
     total: Resources,
 }
 
@@ -33,21 +35,25 @@ impl Sent {
     pub(crate) fn add(&mut self, seq: u64, job: &JobId, need: Resources, at_ms: u64) {
         self.release(job.as_str());
         self.total = self.total.saturating_add(&need);
-        self.held.push(Held {
+        self.by_job.insert(job.to_string(), seq);
+        self.held.insert(
             seq,
-            job: job.clone(),
-            need,
-            at_ms,
-        });
+            Held {
+                job: job.clone(),
+                need,
+                at_ms,
+            },
+        );
     }
 
     /// Lets go of what `job`'s deploy held (the cluster refused it); false when none was held.
     pub(crate) fn release(&mut self, job: &str) -> bool {
-        let Some(i) = self.held.iter().position(|h| h.job.as_str() == job) else {
+        let Some(seq) = self.by_job.remove(job) else {
             return false;
         };
-        let gone = self.held.remove(i);
-        self.total = self.total.saturating_sub(&gone.need);
+        if let Some(gone) = self.held.remove(&seq) {
+            self.total = self.total.saturating_sub(&gone.need);
+        }
         true
     }
 
@@ -59,14 +65,15 @@ impl Sent {
             *self = Sent::default();
             return;
         };
-        let before = self.held.len();
-        self.held
-            .retain(|h| h.seq > seen && now_ms.saturating_sub(h.at_ms) < max_age_ms);
-        if self.held.len() != before {
-            self.total = self
-                .held
-                .iter()
-                .fold(Resources::ZERO, |sum, h| sum.saturating_add(&h.need));
+        // numbered in the order sent, at times that never go back: both are a prefix
+        while let Some(entry) = self.held.first_entry() {
+            let old = now_ms.saturating_sub(entry.get().at_ms) >= max_age_ms;
+            if *entry.key() > seen && !old {
+                break;
+            }
+            let gone = entry.remove();
+            self.by_job.remove(gone.job.as_str());
+            self.total = self.total.saturating_sub(&gone.need);
         }
     }
 

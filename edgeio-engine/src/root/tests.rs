@@ -1007,3 +1007,31 @@ fn a_deploy_no_aggregate_counts_is_let_go_after_the_clusters_silence_limit() {
     f.aggregate_from("a", 4000, 4000, Some(0));
     assert_eq!(f.offer("a"), 4000);
 }
+
+#[test]
+fn what_is_held_goes_by_deploy_number_by_job_and_by_age() {
+    let cpu = |cpu_millis| Resources {
+        cpu_millis,
+        ..Resources::ZERO
+    };
+    let job = |name: &str| JobId::new(name).unwrap();
+    let mut sent = sent::Sent::default();
+    sent.add(1, &job("a"), cpu(100), 0);
+    sent.add(2, &job("b"), cpu(200), 10);
+    sent.add(3, &job("c"), cpu(400), 20);
+    assert_eq!(sent.total(), cpu(700));
+    // a refusal lets go of one job's, wherever it is
+    assert!(sent.release("b"));
+    assert!(!sent.release("b"));
+    assert_eq!(sent.total(), cpu(500));
+    // sent again: held once, under its new number
+    sent.add(4, &job("a"), cpu(100), 30);
+    assert_eq!(sent.total(), cpu(500));
+    // an aggregate counting up to 3: only the deploy sent again is left
+    sent.counted(Some(3), 40, 1000);
+    assert_eq!(sent.total(), cpu(100));
+    // none counted, but it is old now
+    sent.counted(Some(3), 1030, 1000);
+    assert!(sent.is_empty());
+    assert_eq!(sent.total(), Resources::ZERO);
+}
