@@ -143,6 +143,7 @@ fn cluster(id: &str, location: &str) -> ClusterView {
             location: None,
             node_label_summary: Some(LabelSummary::of([&Default::default()])),
             node_filter: Some(NodeFilter::of(["node-1"].into_iter())),
+            deploys_seen: None,
         }),
         last_seen_ms: 1,
     }

@@ -11,7 +11,7 @@
 //! no event to the root, no ack — that its store does not hold.
 
 use edgeio_core::reliable::{CommandOutcome, ReliableParent};
-use edgeio_core::store::{Store, StoreError, StoreExt};
+use edgeio_core::store::{Store, StoreError};
 use edgeio_core::transport::{ChildTransport, ParentTransport, TransportError};
 use edgeio_core::wire::{Envelope, ErrorBody, Message, Nack};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -55,13 +55,13 @@ impl<T> Default for Effects<T> {
 pub(crate) async fn persist_all(
     store: &dyn Store,
     dirty: &mut Vec<String>,
-    value_of: impl Fn(&str) -> Option<serde_json::Value>,
+    value_of: impl Fn(&str) -> Option<Vec<u8>>,
 ) -> Result<(), StoreError> {
     while let Some(key) = dirty.first() {
         // A record no longer kept (never the case for jobs and nodes, which end in a final
         // state) leaves its last stored value.
         if let Some(value) = value_of(key) {
-            store.put_json(key, &value).await?;
+            store.put(key, value.into()).await?;
         }
         dirty.remove(0);
     }
@@ -115,21 +115,23 @@ impl<T> Backlog<T> {
     }
 }
 
-/// The JSON of the record `key` names when it lies under `prefix` in `records` (keyed by id).
+/// The JSON of the record `key` names when it lies under `prefix` in `records` (keyed by id),
+/// as the store keeps it (serialized straight to bytes: a `serde_json::Value` on the way
+/// allocates for every field, and persisting is on the path of every change).
 pub(crate) fn record_json<T: serde::Serialize>(
     key: &str,
     prefix: &str,
     records: &std::collections::BTreeMap<String, T>,
-) -> Option<serde_json::Value> {
+) -> Option<Vec<u8>> {
     key.strip_prefix(prefix)
         .and_then(|id| records.get(id))
-        .and_then(|record| serde_json::to_value(record).ok())
+        .and_then(|record| serde_json::to_vec(record).ok())
 }
 
 /// Engine state that can write its records: the current JSON of a store key.
 pub(crate) trait Records {
-    /// The record under `key` as it is now, `None` when there is none.
-    fn value_of(&self, key: &str) -> Option<serde_json::Value>;
+    /// The record under `key` as it is now, as JSON, `None` when there is none.
+    fn value_of(&self, key: &str) -> Option<Vec<u8>>;
 }
 
 /// How a command sent on the engine's behalf was answered, tagged with what it was for.
@@ -407,8 +409,8 @@ mod tests {
     struct Kv(BTreeMap<String, serde_json::Value>);
 
     impl Records for Kv {
-        fn value_of(&self, key: &str) -> Option<serde_json::Value> {
-            self.0.get(key).cloned()
+        fn value_of(&self, key: &str) -> Option<Vec<u8>> {
+            self.0.get(key).map(|v| serde_json::to_vec(v).unwrap())
         }
     }
 
@@ -577,7 +579,7 @@ mod tests {
         assert!(undone.is_err());
         assert_eq!(
             rig.core.state().value_of("jobs/a"),
-            Some(serde_json::json!({"v": 1}))
+            Some(br#"{"v":1}"#.to_vec())
         );
 
         rig.failing.heal();

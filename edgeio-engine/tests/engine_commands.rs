@@ -106,6 +106,7 @@ async fn root(give_up_after: Option<Duration>) -> Root {
             location: None,
             node_label_summary: Some(LabelSummary::default()),
             node_filter: Some(NodeFilter::of(["n1"].into_iter())),
+            deploys_seen: None,
         }),
     ))
     .await
@@ -347,6 +348,7 @@ async fn a_deploy_a_node_never_answers_is_sent_again_not_failed_after_the_give_u
             instance: None,
             first_instance: 0,
             instance_prefix: None,
+            seq: 0,
         })),
     );
     root.send("edge", &command).await.unwrap();

@@ -390,16 +390,21 @@ async fn a_job_nothing_fits_is_not_deployable_with_both_tiers_reasons() {
 
 #[tokio::test]
 async fn a_cluster_refusal_sends_the_job_back_and_the_root_explains_it() {
-    let t = tiers(2).await;
-    // take the node's CPU so the cluster refuses what the root's (stale) aggregate allows
-    let first = t.root.submit(job("first", 1500)).await.unwrap();
-    let second = t.root.submit(job("second", 1500)).await.unwrap();
+    let t = tiers_of(2, 2).await;
+    // two 1.2-core jobs leave 0.8 of a core on each 2-core worker: 1.6 cores free in all,
+    // which the root (which knows the sum and the emptiest node, not every node) counts as
+    // room for a third, and the cluster refuses
+    let first = t.root.submit(job("first", 1200)).await.unwrap();
+    let second = t.root.submit(job("second", 1200)).await.unwrap();
+    let third = t.root.submit(job("third", 1200)).await.unwrap();
     wait_state(&t.root, first.id.as_str(), JobState::Running).await;
-    wait_state(&t.root, second.id.as_str(), JobState::NotDeployable).await;
-    let refused = t.root.job(second.id.as_str()).await.unwrap();
+    wait_state(&t.root, second.id.as_str(), JobState::Running).await;
+    wait_state(&t.root, third.id.as_str(), JobState::NotDeployable).await;
+    let refused = t.root.job(third.id.as_str()).await.unwrap();
     let reasons: Vec<&str> = refused.history.iter().map(|h| h.reason.as_str()).collect();
-    // submitted right after the first, it was scheduled on the aggregate from before the
-    // first took the CPU: the cluster refused, the root found no other cluster
+    // submitted right after the others, it was scheduled on the aggregate from before they
+    // took their CPU, less what the root sent them: the cluster refused, and the root found
+    // no other cluster
     assert!(
         reasons.iter().any(|r| r.contains("cluster edge refused")),
         "{reasons:?}"
@@ -1078,6 +1083,7 @@ async fn deploy_to_edge(
             instance: None,
             first_instance: 0,
             instance_prefix: prefix.map(str::to_string),
+            seq: 0,
         })),
     );
     root.send("edge", &command).await.unwrap();

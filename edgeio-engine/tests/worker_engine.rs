@@ -49,6 +49,7 @@ fn deploy(id: &str) -> (InstanceSpec, Envelope) {
         instance: Some(spec.clone()),
         first_instance: 0,
         instance_prefix: None,
+        seq: 0,
     }));
     (spec, Envelope::new("cluster", body))
 }
@@ -190,6 +191,7 @@ async fn a_deploy_that_cannot_start_is_nacked_and_reported_failed() {
         instance: Some(spec.clone()),
         first_instance: 0,
         instance_prefix: None,
+        seq: 0,
     }));
     let envelope = Envelope::new("cluster", body);
     hub.parent().send("node-1", &envelope).await.unwrap();

@@ -171,6 +171,13 @@ pub struct ClusterAggregate {
     /// (`worker_node`) without the aggregate naming every node. `None` as above.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_filter: Option<NodeFilter>,
+    /// The number ([`Deploy::seq`]) of the last deploy from the root the cluster had handled
+    /// (taken or refused) when it summed these figures: the root still counts the resources
+    /// of the deploys it sent after that one against the cluster's offer, since they are not
+    /// in it yet. `Some(0)`: none handled yet; `None` from a cluster that does not say (older
+    /// versions): the root then takes the figures as counting everything it sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploys_seen: Option<u64>,
 }
 
 /// `deploy`: run a job (root → cluster) or one instance of it (cluster → node).
@@ -192,9 +199,19 @@ pub struct Deploy {
     /// that two clusters never number the same id. It must be the job's id, a `.`, and more.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_prefix: Option<String>,
+    /// Set by the root: its deploys are numbered in the order it sends them, and a cluster
+    /// reports the number of the last one it handled in its aggregate
+    /// ([`ClusterAggregate::deploys_seen`]). `0`: not numbered (a cluster's deploy to a node,
+    /// an older root).
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub seq: u64,
 }
 
 fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+fn is_zero_u64(n: &u64) -> bool {
     *n == 0
 }
 

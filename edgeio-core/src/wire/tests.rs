@@ -114,6 +114,7 @@ fn examples() -> Vec<Message> {
                 [("zone".to_string(), "garching".to_string())].into(),
             ])),
             node_filter: Some(NodeFilter::of(["node-a", "node-b"].into_iter())),
+            deploys_seen: Some(17),
         }),
         Message::Deploy(Box::new(Deploy {
             job: job_id(),
@@ -121,6 +122,7 @@ fn examples() -> Vec<Message> {
             instance: Some(InstanceSpec::for_job(instance.clone(), job_id(), &spec())),
             first_instance: 0,
             instance_prefix: None,
+            seq: 0,
         })),
         Message::Terminate(Terminate {
             job: job_id(),
@@ -237,6 +239,35 @@ fn an_aggregate_from_an_older_cluster_naming_its_nodes_still_decodes() {
     assert_eq!(agg.ready_nodes, 2);
     assert_eq!(agg.node_label_summary, None);
     assert_eq!(agg.node_filter, None);
+    // nor does it say which of the root's deploys its figures count
+    assert_eq!(agg.deploys_seen, None);
+}
+
+#[test]
+fn a_root_deploy_carries_its_number_and_one_without_is_unnumbered() {
+    let numbered = fixed(Message::Deploy(Box::new(Deploy {
+        job: job_id(),
+        spec: spec(),
+        instance: None,
+        first_instance: 0,
+        instance_prefix: None,
+        seq: 42,
+    })));
+    let codec = Codec::default();
+    let bytes = codec.encode(&numbered).unwrap();
+    assert!(String::from_utf8_lossy(&bytes).contains(r#""seq":42"#));
+    assert_eq!(codec.decode(&bytes).unwrap(), numbered);
+    // an older root sends no number
+    let Message::Deploy(mut deploy) = numbered.body.clone() else {
+        unreachable!()
+    };
+    deploy.seq = 0;
+    let plain = codec.encode(&fixed(Message::Deploy(deploy))).unwrap();
+    assert!(!String::from_utf8_lossy(&plain).contains("seq"));
+    let Message::Deploy(decoded) = codec.decode(&plain).unwrap().body else {
+        panic!("not a deploy");
+    };
+    assert_eq!(decoded.seq, 0);
 }
 
 #[test]

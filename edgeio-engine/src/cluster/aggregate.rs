@@ -8,11 +8,14 @@ use edgeio_core::wire::{LabelSummary, NodeFilter};
 
 impl ClusterState {
     pub(super) fn aggregate(&self) -> ClusterAggregate {
-        aggregate_of(
+        let mut agg = aggregate_of(
             self.nodes.values(),
             &self.config.labels,
             self.config.location.as_ref(),
-        )
+        );
+        // the nodes' figures hold what the deploys handled so far reserved on them
+        agg.deploys_seen = Some(self.deploys_seen);
+        agg
     }
 }
 
@@ -45,6 +48,7 @@ pub fn aggregate_of<'a>(
             ready.iter().map(|n| &n.capabilities.labels),
         )),
         node_filter: Some(NodeFilter::of(ready.iter().map(|n| n.id.as_str()))),
+        deploys_seen: None,
     };
     for node in ready {
         agg.total = agg.total.saturating_add(&node.total);

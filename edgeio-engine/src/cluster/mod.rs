@@ -163,6 +163,7 @@ fn deploy_instance(
                 instance: Some(instance),
                 first_instance: 0,
                 instance_prefix: None,
+                seq: 0,
             })),
         ),
         Tag::Deploy {
@@ -242,6 +243,10 @@ pub(crate) struct ClusterState {
     missing: BTreeMap<InstanceId, u64>,
     /// Instances a node runs that this cluster asked it to stop (until the node answers).
     stopping: BTreeSet<InstanceId>,
+    /// The number of the last deploy from the root handled (taken or refused), reported in
+    /// the aggregate so the root knows which of its deploys the figures count
+    /// ([`ClusterAggregate::deploys_seen`]); 0 before the first.
+    deploys_seen: u64,
 }
 
 pub(crate) type Fx = Effects<Tag>;
@@ -303,7 +308,14 @@ impl ClusterState {
     /// A message from the root; a command's answer (ack or nack) is returned.
     pub(crate) fn on_root_message(&mut self, envelope: &Envelope, fx: &mut Fx) -> Option<Envelope> {
         match &envelope.body {
-            Message::Deploy(deploy) => Some(self.on_deploy(envelope, deploy, fx)),
+            Message::Deploy(deploy) => {
+                let answer = self.on_deploy(envelope, deploy, fx);
+                // the last handled, not the highest: a root that restarted numbers from 1 again
+                if deploy.seq > 0 {
+                    self.deploys_seen = deploy.seq;
+                }
+                Some(answer)
+            }
             Message::Terminate(t) => Some(self.on_terminate(envelope, t, fx)),
             Message::Scale(scale) => Some(self.on_scale(envelope, scale, fx)),
             Message::Migrate(m) => Some(self.on_migrate(envelope, m, fx)),
@@ -328,7 +340,7 @@ impl ClusterState {
 }
 
 impl Records for ClusterState {
-    fn value_of(&self, key: &str) -> Option<serde_json::Value> {
+    fn value_of(&self, key: &str) -> Option<Vec<u8>> {
         record_json(key, NODES, &self.nodes).or_else(|| record_json(key, JOBS, &self.jobs))
     }
 }
@@ -431,6 +443,7 @@ impl ClusterState {
             relayed: BTreeMap::new(),
             following: BTreeMap::new(),
             stopping: BTreeSet::new(),
+            deploys_seen: 0,
             redeployed: BTreeMap::new(),
             missing: BTreeMap::new(),
         };

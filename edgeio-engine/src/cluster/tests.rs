@@ -132,6 +132,7 @@ impl Fixture {
                 instance: None,
                 first_instance: 0,
                 instance_prefix: None,
+                seq: 0,
             })),
         );
         let Message::Deploy(deploy) = &command.body else {

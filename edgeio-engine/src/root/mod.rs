@@ -41,6 +41,7 @@ mod queries;
 mod registry;
 mod resync;
 mod scaling;
+mod sent;
 mod spread;
 mod termination;
 #[cfg(test)]
@@ -143,6 +144,10 @@ pub(crate) struct RootState {
     /// cluster by cluster (an aggregate, a cluster up or lost), so placing a job does not
     /// rebuild the set; `None` until first needed.
     offered: Option<CandidateSet>,
+    /// The number of the last deploy sent (see [`sent`]).
+    deploy_seq: u64,
+    /// Per cluster, the deploys sent that its aggregate does not count yet (see [`sent`]).
+    sent: BTreeMap<String, sent::Sent>,
 }
 
 /// The refusal in a command's outcome, if it was refused: why, and the scheduler's
@@ -265,7 +270,7 @@ impl RootState {
 }
 
 impl Records for RootState {
-    fn value_of(&self, key: &str) -> Option<serde_json::Value> {
+    fn value_of(&self, key: &str) -> Option<Vec<u8>> {
         record_json(key, CLUSTERS, &self.clusters).or_else(|| record_json(key, JOBS, &self.jobs))
     }
 }
@@ -352,6 +357,8 @@ impl RootState {
             streams: BTreeMap::new(),
             syncs: BTreeMap::new(),
             offered: None,
+            deploy_seq: 0,
+            sent: BTreeMap::new(),
         }
     }
 }

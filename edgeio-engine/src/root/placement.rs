@@ -65,9 +65,10 @@ impl RootState {
 
     /// A deploy of job `id` to `cluster`, as a command; its instances are numbered after
     /// those the job had before. A spread job's part goes with its own count and names its
-    /// instances after the cluster.
+    /// instances after the cluster. What it needs is held against the cluster's offer until an aggregate counts it (see
+    /// [`super::sent`]).
     pub(super) fn deploy_command(
-        &self,
+        &mut self,
         id: &str,
         cluster: &str,
     ) -> Option<(String, Envelope, Tag)> {
@@ -78,20 +79,23 @@ impl RootState {
             .iter()
             .any(|p| p.cluster == cluster)
             .then(|| part_prefix(&job.id, cluster));
-        let deploy = Deploy {
+        let mut deploy = Deploy {
             job: job.id.clone(),
             spec: job.spec_on(cluster),
             instance: None,
             first_instance: job.first_instance + job.instances.len() as u32,
             instance_prefix,
+            seq: 0,
+        };
+        deploy.seq = self.hold_sent(cluster, &deploy.job, &deploy.spec);
+        let tag = Tag::Deploy {
+            job: deploy.job.clone(),
+            cluster: cluster.to_string(),
         };
         Some((
             cluster.to_string(),
             self.msg(Message::Deploy(Box::new(deploy))),
-            Tag::Deploy {
-                job: job.id.clone(),
-                cluster: cluster.to_string(),
-            },
+            tag,
         ))
     }
 
@@ -100,7 +104,7 @@ impl RootState {
         let mut set = CandidateSet::for_tier(Tier::Clusters);
         for record in self.clusters.values() {
             if record.lifecycle.state() == ClusterState::Active && !refused.contains(&record.id) {
-                if let Some(candidate) = record.candidate(now, selector) {
+                if let Some(candidate) = self.offer_of(record, now, selector) {
                     set.insert(candidate);
                 }
             }
@@ -137,7 +141,7 @@ impl RootState {
             .clusters
             .get(cluster)
             .filter(|c| c.lifecycle.state() == ClusterState::Active)
-            .and_then(|record| record.candidate(now, &Labels::new()));
+            .and_then(|record| self.offer_of(record, now, &Labels::new()));
         let Some(set) = self.offered.as_mut() else {
             return;
         };
@@ -307,6 +311,10 @@ impl RootState {
         outcome: Result<CommandOutcome, TransportError>,
         fx: &mut Fx,
     ) {
+        if !matches!(outcome, Ok(CommandOutcome::Acked)) {
+            // refused, or no answer: it holds nothing there (taken, an aggregate counts it)
+            self.release_sent(cluster, job.as_str());
+        }
         let Some((error, unschedulable)) = refusal(cluster, outcome) else {
             // taken: what other clusters offered while it was being placed is old news
             if let Some(record) = self.jobs.get_mut(job.as_str()) {

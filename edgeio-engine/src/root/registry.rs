@@ -196,6 +196,8 @@ impl RootState {
             } else {
                 warn!(cluster, reason, "cluster inactive");
             }
+            // what was on its way there is lost with it
+            self.sent.remove(cluster);
             self.refresh_offered(cluster);
             fx.persist.push(cluster_key(cluster));
         }
@@ -210,7 +212,9 @@ impl RootState {
         };
         let more_nodes =
             aggregate.ready_nodes > record.aggregate.as_ref().map_or(0, |a| a.ready_nodes);
+        let seen = aggregate.deploys_seen;
         record.aggregate = Some(aggregate);
+        self.sent_counted(cluster, seen);
         self.refresh_offered(cluster);
         if more_nodes {
             fx.persist.push(cluster_key(cluster));

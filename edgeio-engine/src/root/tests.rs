@@ -31,6 +31,8 @@ fn fixture() -> Fixture {
         streams: BTreeMap::new(),
         syncs: BTreeMap::new(),
         offered: None,
+        deploy_seq: 0,
+        sent: BTreeMap::new(),
     };
     Fixture { state, clock }
 }
@@ -54,6 +56,7 @@ fn aggregate(cpu_millis: u64) -> ClusterAggregate {
         location: None,
         node_label_summary: Some(LabelSummary::of([&Labels::new()])),
         node_filter: Some(NodeFilter::of(["n1"].into_iter())),
+        deploys_seen: None,
     }
 }
 
@@ -832,4 +835,203 @@ fn a_cluster_back_with_a_job_the_root_gave_up_on_is_given_it_back() {
         .commands
         .iter()
         .any(|(_, e, _)| matches!(e.body, Message::Terminate(_))));
+}
+
+// Deploys the root sent that a cluster's aggregate does not count yet (`sent.rs`).
+
+impl Fixture {
+    /// What the root offers one more job on `cluster`, in CPU millis.
+    fn offer(&self, cluster: &str) -> u64 {
+        let now = self.state.cx.now_ms();
+        let record = &self.state.clusters[cluster];
+        let offered = self.state.offer_of(record, now, &Labels::new()).unwrap();
+        // the kept candidate set says the same as a set built anew
+        let kept = self.state.offered.as_ref().and_then(|s| s.get(cluster));
+        if let Some(kept) = kept {
+            assert_eq!(kept.free, offered.free, "kept set and record disagree");
+        }
+        offered.free.cpu_millis
+    }
+
+    /// An aggregate from `cluster`: `largest` and `free` CPU millis, counting the root's
+    /// deploys up to `seen`.
+    fn aggregate_from(&mut self, cluster: &str, largest: u64, free: u64, seen: Option<u64>) {
+        let mut agg = aggregate(largest);
+        agg.free.cpu_millis = free;
+        agg.deploys_seen = seen;
+        let mut fx = Fx::default();
+        self.state.on_aggregate(cluster, agg, &mut fx);
+    }
+}
+
+/// The numbers of the deploys in `fx`, in order.
+fn deploy_seqs(fx: &Fx) -> Vec<u64> {
+    fx.commands
+        .iter()
+        .filter_map(|(_, e, _)| match &e.body {
+            Message::Deploy(d) => Some(d.seq),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_cluster_offers_its_emptiest_node_but_no_more_than_its_free_total_less_what_was_sent() {
+    let mut agg = aggregate(4000);
+    agg.free.cpu_millis = 10_000;
+    let sent = |cpu_millis| Resources {
+        cpu_millis,
+        ..Resources::ZERO
+    };
+    // nothing sent: its emptiest node
+    assert_eq!(sent::offer(&agg, &Resources::ZERO).cpu_millis, 4000);
+    // 5 cores sent: 5 left in all, still a node of 4 (the aggregate cannot say which nodes
+    // the deploys land on)
+    assert_eq!(sent::offer(&agg, &sent(5000)).cpu_millis, 4000);
+    // 7.5 cores sent: 2.5 left in all
+    assert_eq!(sent::offer(&agg, &sent(7500)).cpu_millis, 2500);
+    // more sent than it had: nothing, not an underflow
+    assert_eq!(sent::offer(&agg, &sent(12_000)).cpu_millis, 0);
+    // every amount on its own: memory sent takes memory, not CPU
+    let memory = Resources {
+        memory_bytes: 3 * GIB,
+        ..Resources::ZERO
+    };
+    let offer = sent::offer(&agg, &memory);
+    assert_eq!((offer.cpu_millis, offer.memory_bytes), (4000, GIB));
+    // a deploy of a part asks for each replica it carries
+    let mut spec = JobSpec::minimal("web", "fake:run", "native", sent(500));
+    spec.replicas = 3;
+    assert_eq!(sent::need_of(&spec), sent(1500));
+}
+
+#[test]
+fn deploys_sent_are_held_against_the_offer_until_an_aggregate_counts_them() {
+    let mut f = fixture();
+    f.cluster("a", 4000);
+    assert_eq!(f.offer("a"), 4000);
+    let (_, fx1) = f.submit("one", 1000);
+    let (_, fx2) = f.submit("two", 1000);
+    let (_, fx3) = f.submit("three", 1000);
+    let seqs: Vec<u64> = [&fx1, &fx2, &fx3]
+        .iter()
+        .flat_map(|fx| deploy_seqs(fx))
+        .collect();
+    assert_eq!(
+        seqs,
+        [1, 2, 3],
+        "the root numbers its deploys in the order sent"
+    );
+    assert_eq!(f.offer("a"), 1000);
+    // a fourth fits; a fifth would not: refused by the root, never sent to be refused
+    let (_, fx4) = f.submit("four", 1000);
+    assert_eq!(deploys(&fx4), ["a"]);
+    let (five, fx5) = f.submit("five", 1000);
+    assert!(deploys(&fx5).is_empty());
+    assert_eq!(f.job(&five).lifecycle.state(), JobState::NotDeployable);
+    // an aggregate summed after the first deploy only: three still held
+    f.aggregate_from("a", 3000, 3000, Some(1));
+    assert_eq!(f.offer("a"), 0);
+    // one summed after all four: the cluster's own figures
+    f.aggregate_from("a", 0, 0, Some(4));
+    assert_eq!(f.offer("a"), 0);
+    // and its nodes freed since: all of it offered again, nothing held
+    f.aggregate_from("a", 4000, 4000, Some(4));
+    assert_eq!(f.offer("a"), 4000);
+    assert!(f.state.sent.is_empty());
+}
+
+#[test]
+fn a_refused_deploy_gives_back_what_it_held() {
+    let mut f = fixture();
+    f.cluster("a", 4000);
+    let (id, _) = f.submit("web", 3000);
+    assert_eq!(f.offer("a"), 1000);
+    let job = f.job(&id).id.clone();
+    let mut fx = Fx::default();
+    f.state
+        .on_deploy_outcome(&job, "a", nack("capacity changed"), &mut fx);
+    // the cluster took none of it: its offer is whole again
+    assert_eq!(f.offer("a"), 4000);
+    // a deploy taken stays held: the aggregate on its way may be from before it
+    let (other, _) = f.submit("other", 3000);
+    let job = f.job(&other).id.clone();
+    f.state
+        .on_deploy_outcome(&job, "a", Ok(CommandOutcome::Acked), &mut fx);
+    assert_eq!(f.offer("a"), 1000);
+}
+
+#[test]
+fn an_aggregate_that_does_not_say_what_it_counts_is_taken_as_counting_everything() {
+    let mut f = fixture();
+    f.cluster("a", 4000);
+    f.submit("web", 3000);
+    assert_eq!(f.offer("a"), 1000);
+    // an older cluster: no number; the root goes by its figures as it did before
+    f.aggregate_from("a", 4000, 4000, None);
+    assert_eq!(f.offer("a"), 4000);
+}
+
+#[test]
+fn a_deploy_sent_again_is_held_once_and_a_lost_cluster_holds_nothing() {
+    let mut f = fixture();
+    f.cluster("a", 4000);
+    let (id, _) = f.submit("web", 1000);
+    assert_eq!(f.offer("a"), 3000);
+    // the same job's deploy built again (a re-sync gives it back): still one core held
+    let command = f.state.deploy_command(&id, "a").unwrap();
+    let Message::Deploy(deploy) = &command.1.body else {
+        panic!("not a deploy");
+    };
+    assert_eq!(deploy.seq, 2);
+    assert_eq!(f.offer("a"), 3000);
+    // an aggregate summed before the deploy sent again: still held
+    f.aggregate_from("a", 4000, 4000, Some(1));
+    assert_eq!(f.offer("a"), 3000);
+    let mut fx = Fx::default();
+    f.state.cluster_lost("a", "cut off", &mut fx);
+    assert!(f.state.sent.is_empty());
+}
+
+#[test]
+fn a_deploy_no_aggregate_counts_is_let_go_after_the_clusters_silence_limit() {
+    let mut f = fixture();
+    f.cluster("a", 4000);
+    f.submit("web", 3000);
+    // aggregates keep coming from before it (a cluster restarted and numbers nothing yet)
+    f.clock.advance_ms(2000);
+    f.aggregate_from("a", 4000, 4000, Some(0));
+    assert_eq!(f.offer("a"), 1000);
+    // three intervals on (the silence that makes a cluster INACTIVE): let go
+    f.clock.advance_ms(1000);
+    f.aggregate_from("a", 4000, 4000, Some(0));
+    assert_eq!(f.offer("a"), 4000);
+}
+
+#[test]
+fn what_is_held_goes_by_deploy_number_by_job_and_by_age() {
+    let cpu = |cpu_millis| Resources {
+        cpu_millis,
+        ..Resources::ZERO
+    };
+    let job = |name: &str| JobId::new(name).unwrap();
+    let mut sent = sent::Sent::default();
+    sent.add(1, &job("a"), cpu(100), 0);
+    sent.add(2, &job("b"), cpu(200), 10);
+    sent.add(3, &job("c"), cpu(400), 20);
+    assert_eq!(sent.total(), cpu(700));
+    // a refusal lets go of one job's, wherever it is
+    assert!(sent.release("b"));
+    assert!(!sent.release("b"));
+    assert_eq!(sent.total(), cpu(500));
+    // sent again: held once, under its new number
+    sent.add(4, &job("a"), cpu(100), 30);
+    assert_eq!(sent.total(), cpu(500));
+    // an aggregate counting up to 3: only the deploy sent again is left
+    sent.counted(Some(3), 40, 1000);
+    assert_eq!(sent.total(), cpu(100));
+    // none counted, but it is old now
+    sent.counted(Some(3), 1030, 1000);
+    assert!(sent.is_empty());
+    assert_eq!(sent.total(), Resources::ZERO);
 }

@@ -18,6 +18,7 @@ fn deploy(s: &InstanceSpec) -> Message {
         instance: Some(s.clone()),
         first_instance: 0,
         instance_prefix: None,
+        seq: 0,
     }))
 }
 

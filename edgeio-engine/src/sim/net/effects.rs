@@ -139,7 +139,7 @@ impl Sim {
         let record = RootJob::new(id.clone(), spec, JobState::Requested, now, "submitted");
         // stored before it exists, as the API does
         let key = format!("{JOBS}{id}");
-        if let Ok(value) = serde_json::to_value(&record) {
+        if let Ok(value) = serde_json::to_vec(&record) {
             self.root.durable.insert(key, value);
         }
         root.jobs.insert(id.to_string(), record);

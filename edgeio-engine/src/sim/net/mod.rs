@@ -100,7 +100,7 @@ struct Link {
 /// A root or cluster process: the engine's state while it lives, its store always.
 struct Proc<S> {
     state: Option<S>,
-    durable: BTreeMap<String, serde_json::Value>,
+    durable: BTreeMap<String, Vec<u8>>,
     link: Link,
 }
 
@@ -259,13 +259,13 @@ fn outcome_of(message: &Message) -> Option<(&str, CommandOutcome)> {
 
 /// Records of `prefix` from a process's store, as a restart reads them.
 fn stored<T: serde::de::DeserializeOwned>(
-    durable: &BTreeMap<String, serde_json::Value>,
+    durable: &BTreeMap<String, Vec<u8>>,
     prefix: &str,
 ) -> Vec<T> {
     durable
         .range(prefix.to_string()..)
         .take_while(|(k, _)| k.starts_with(prefix))
-        .filter_map(|(_, v)| serde_json::from_value(v.clone()).ok())
+        .filter_map(|(_, v)| serde_json::from_slice(v).ok())
         .collect()
 }
 
