@@ -174,6 +174,21 @@ fn reported_jobs(cluster: &str, reply: QueryReply) -> Option<BTreeMap<JobId, Vec
     for event in events {
         reported.entry(event.job.clone()).or_default().push(event);
     }
+    // the instances that live before those that ended, as the cluster tells a replacement
+    // before the failure it replaces (relocate_failed): in record order, a failed instance
+    // and its ended replacement would settle the job FAILED, with nothing to take their
+    // place, before the root hears of the replacement's replacement that runs
+    for events in reported.values_mut() {
+        events.sort_by_key(|e| {
+            !matches!(
+                e.state,
+                InstanceState::Pending
+                    | InstanceState::Starting
+                    | InstanceState::Running
+                    | InstanceState::Restarting
+            )
+        });
+    }
     Some(reported)
 }
 

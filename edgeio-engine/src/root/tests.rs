@@ -1035,3 +1035,47 @@ fn what_is_held_goes_by_deploy_number_by_job_and_by_age() {
     assert!(sent.is_empty());
     assert_eq!(sent.total(), Resources::ZERO);
 }
+
+#[test]
+fn a_resync_naming_ended_instances_before_their_replacement_keeps_the_job_running() {
+    let mut f = fixture();
+    f.cluster("a", 4000);
+    let (id, _) = f.submit("web", 1000);
+    running_on(&mut f, &id, "a");
+    // the instance failed and was replaced (the replacement first, as the cluster tells it)
+    let job = f.job(&id).id.clone();
+    let failed = InstanceEvent {
+        state: InstanceState::Failed,
+        reason: "exited with code 1; restart policy never (n1)".into(),
+        ..running_event(&job, 0)
+    };
+    let mut fx = Fx::default();
+    f.state
+        .on_instance_event("a", running_event(&job, 1), &mut fx);
+    f.state.on_instance_event("a", failed.clone(), &mut fx);
+    assert_eq!(f.job(&id).lifecycle.state(), JobState::Running);
+    // while the root was away, the replacement was lost with its node and stopped when the
+    // node came back, and its own replacement runs; the re-sync answer lists them in record
+    // order, the ended ones first
+    let stopped = InstanceEvent {
+        state: InstanceState::Terminated,
+        ..running_event(&job, 1)
+    };
+    let reply = resync_reply(&[failed, stopped, running_event(&job, 2)]);
+    f.state.on_sync("a", reply, &mut fx);
+    assert_eq!(f.job(&id).lifecycle.state(), JobState::Running);
+    let states: Vec<InstanceState> = f
+        .job(&id)
+        .instances
+        .iter()
+        .map(|i| i.lifecycle.state())
+        .collect();
+    assert_eq!(
+        states,
+        [
+            InstanceState::Failed,
+            InstanceState::Terminated,
+            InstanceState::Running
+        ]
+    );
+}
