@@ -316,6 +316,19 @@ impl RootState {
             self.release_sent(cluster, job.as_str());
         }
         let Some((error, unschedulable)) = refusal(cluster, outcome) else {
+            let left = self.jobs.get(job.as_str()).is_none_or(|j| {
+                let from = j.migration.as_ref().and_then(|m| m.from_cluster.as_deref());
+                !j.is_live() || !(j.holds(cluster) || from == Some(cluster))
+            });
+            if left {
+                // taken after the job left this cluster (the deploy was re-sent while the
+                // cluster was away or could not store it, and it took it when back): the
+                // newer placement wins, so this copy is stopped
+                warn!(job = %job, cluster, "a cluster took a job that has left it; terminating it there");
+                fx.commands
+                    .push(terminate_command(&self.cx, &self.config, cluster, job));
+                return;
+            }
             // taken: what other clusters offered while it was being placed is old news
             if let Some(record) = self.jobs.get_mut(job.as_str()) {
                 if !record.at.offers.is_empty() {

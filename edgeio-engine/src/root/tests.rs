@@ -1079,3 +1079,37 @@ fn a_resync_naming_ended_instances_before_their_replacement_keeps_the_job_runnin
         ]
     );
 }
+
+#[test]
+fn a_deploy_taken_after_the_job_left_the_cluster_is_answered_with_a_terminate() {
+    let mut f = fixture();
+    f.cluster("a", 4000);
+    let (id, _) = f.submit("web", 1000);
+    let job = f.job(&id).id.clone();
+    // "a" placed it but could not store it, and restarted without it before it acked the
+    // deploy (the root keeps re-sending it); its re-sync moves the job to "b"
+    let pending = InstanceEvent {
+        state: InstanceState::Pending,
+        ..running_event(&job, 0)
+    };
+    f.state.on_instance_event("a", pending, &mut Fx::default());
+    f.cluster("b", 4000);
+    let mut fx = Fx::default();
+    f.state.on_aggregate("a", aggregate(0), &mut fx);
+    f.state.on_sync("a", resync_reply(&[]), &mut fx);
+    assert_eq!(f.job(&id).at.cluster.as_deref(), Some("b"));
+    // "a" is back and takes the re-sent deploy: the newer placement wins
+    let mut fx = Fx::default();
+    let tag = Tag::Deploy {
+        job: job.clone(),
+        cluster: "a".into(),
+    };
+    f.state.on_outcome(tag, Ok(CommandOutcome::Acked), &mut fx);
+    let sent: Vec<(&str, &str)> = fx
+        .commands
+        .iter()
+        .map(|(c, e, _)| (c.as_str(), e.kind()))
+        .collect();
+    assert_eq!(sent, [("a", "terminate")]);
+    assert_eq!(f.job(&id).at.cluster.as_deref(), Some("b"));
+}
