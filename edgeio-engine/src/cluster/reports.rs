@@ -51,17 +51,27 @@ impl ClusterState {
             let Some(instance) = job.instance_mut(&report.instance) else {
                 continue;
             };
+            // an EXITED instance its node restarted (its restart policy asked) is alive again:
+            // not over, and forward though RUNNING comes before EXITED in a run's progress
+            let restarted = instance.lifecycle.state() == InstanceState::Exited
+                && matches!(
+                    report.state,
+                    InstanceState::Restarting | InstanceState::Starting | InstanceState::Running
+                );
             if instance.node.as_deref() != Some(node)
                 || report.state == InstanceState::Lost
                 || report.state == instance.lifecycle.state()
-                || instance.is_over()
+                || (instance.is_over() && !restarted)
             {
                 continue;
             }
             let was_lost = instance.lifecycle.state() == InstanceState::Lost;
             // an event lost on the way (the broker restarted) is told again by the status; only
             // forward, since a status may be older than the last event
-            if !was_lost && progress(report.state) <= progress(instance.lifecycle.state()) {
+            if !was_lost
+                && !restarted
+                && progress(report.state) <= progress(instance.lifecycle.state())
+            {
                 continue;
             }
             if was_lost && self.stop_if_replaced(node, &report.job, &report.instance, fx) {

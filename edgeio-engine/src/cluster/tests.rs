@@ -749,3 +749,41 @@ fn a_migration_starts_the_new_instance_and_stops_the_old_only_once_it_runs() {
     assert!(fx.commands.iter().any(|(n, e, _)| n == &first
         && matches!(&e.body, Message::Terminate(t) if t.instance.as_ref() == Some(&old))));
 }
+
+#[test]
+fn an_exited_instance_its_node_reports_running_again_was_restarted_and_is_kept() {
+    let mut f = fixture();
+    f.node("n1", 4);
+    f.deploy(spec("web", 1000, 1));
+    let job = JobId::new("web-1").unwrap();
+    let instance = f.state.jobs["web-1"].instances[0].id.clone();
+    f.status("n1", &[(&job, &instance)]);
+    // it exited; the node restarted it, but its RESTARTING and STARTING events were lost
+    // (this cluster restarted meanwhile from a store that has it EXITED)
+    let exited = InstanceEvent {
+        job: job.clone(),
+        instance: instance.clone(),
+        node: "n1".into(),
+        state: InstanceState::Exited,
+        exit_code: Some(1),
+        reason: "exited with code 1".into(),
+        unschedulable: None,
+    };
+    f.state.on_instance_event("n1", exited, &mut Fx::default());
+    assert_eq!(
+        f.instance_states("web-1"),
+        [("n1".into(), InstanceState::Exited)]
+    );
+    let fx = f.status("n1", &[(&job, &instance)]);
+    assert_eq!(
+        f.instance_states("web-1"),
+        [("n1".into(), InstanceState::Running)]
+    );
+    assert!(
+        !fx.commands
+            .iter()
+            .any(|(_, e, _)| matches!(e.body, Message::Terminate(_))),
+        "the restarted instance is not stopped"
+    );
+    assert_eq!(f.state.jobs["web-1"].lifecycle.state(), JobState::Running);
+}
