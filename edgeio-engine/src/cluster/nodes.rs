@@ -154,6 +154,7 @@ impl ClusterState {
         fx.persist.push(Self::node_key(node));
         let why = format!("node {node} lost: {reason}");
         self.mark_lost(node, |_| true, &why, fx);
+        self.fail_exited_on(node, &why, fx);
         self.relocate_from(node, fx);
     }
 

@@ -3,6 +3,54 @@
 use super::*;
 
 impl ClusterState {
+    /// EXITED instances on `node`, lost, that it would have restarted or given up on (all
+    /// but a clean exit the job's restart policy does not restart): they cannot restart
+    /// there now, and an EXITED instance is never LOST, so they are FAILED and relocated as
+    /// a give-up on the node would be. A done instance stays EXITED.
+    pub(super) fn fail_exited_on(&mut self, node: &str, why: &str, fx: &mut Fx) {
+        let now = self.cx.now_ms();
+        let reason = format!("{why}, while it waited to restart there");
+        let mut failed = Vec::new();
+        for job in self.jobs.values_mut() {
+            let always = job.spec.restart.policy == edgeio_core::job::RestartKind::Always;
+            for instance in job.instances.iter_mut().filter(|i| {
+                i.node.as_deref() == Some(node)
+                    && i.lifecycle.state() == InstanceState::Exited
+                    && (always || i.exit_code != Some(0))
+            }) {
+                let moved = instance
+                    .lifecycle
+                    .reconcile(InstanceState::Failed, now, &reason);
+                let instead = "it stays EXITED";
+                if self
+                    .refusals
+                    .check(moved, job.id.as_str(), Some(&instance.id), instead)
+                    .is_some()
+                {
+                    failed.push((job.id.clone(), instance.id.clone()));
+                }
+            }
+        }
+        for (job, instance) in failed {
+            warn!(job = %job, instance = %instance, node, "an instance waiting to restart on a lost node failed");
+            fx.persist.push(Self::job_key(job.as_str()));
+            // the replacement's PENDING goes up before the failure, as on a give-up
+            self.relocate_failed(job.as_str(), &instance, node, &reason, fx);
+            fx.send_up.push(instance_event(
+                &self.cx,
+                &self.config.id,
+                &job,
+                &instance,
+                node,
+                InstanceState::Failed,
+                reason.clone(),
+            ));
+            if let Some(job) = self.jobs.get_mut(job.as_str()) {
+                job.settle(now, &mut self.refusals);
+            }
+        }
+    }
+
     /// Places a replacement for every instance lost with `node` that its job still misses,
     /// on another node of this cluster; one that no node can take stays LOST, with the
     /// scheduler's reason told up. An instance lost before and replaced already is not

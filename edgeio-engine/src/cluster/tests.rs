@@ -787,3 +787,65 @@ fn an_exited_instance_its_node_reports_running_again_was_restarted_and_is_kept()
     );
     assert_eq!(f.state.jobs["web-1"].lifecycle.state(), JobState::Running);
 }
+
+#[test]
+fn an_instance_waiting_to_restart_on_a_lost_node_fails_and_is_relocated() {
+    let mut f = fixture();
+    f.node("n1", 4);
+    f.deploy(spec("web", 1000, 1));
+    f.node("n2", 4);
+    let job = JobId::new("web-1").unwrap();
+    let instance = f.state.jobs["web-1"].instances[0].id.clone();
+    f.status("n1", &[(&job, &instance)]);
+    // it exited with a failure (policy on-failure: n1 would restart it), and n1 is lost
+    let exited = InstanceEvent {
+        job: job.clone(),
+        instance: instance.clone(),
+        node: "n1".into(),
+        state: InstanceState::Exited,
+        exit_code: Some(1),
+        reason: "exited with code 1".into(),
+        unschedulable: None,
+    };
+    f.state.on_instance_event("n1", exited, &mut Fx::default());
+    let mut fx = Fx::default();
+    f.state.node_lost("n1", "will", &mut fx);
+    assert_eq!(
+        f.instance_states("web-1"),
+        [
+            ("n1".into(), InstanceState::Failed),
+            ("n2".into(), InstanceState::Pending)
+        ]
+    );
+    assert_eq!(starts(&fx), ["n2"]);
+    assert_ne!(f.state.jobs["web-1"].lifecycle.state(), JobState::Failed);
+}
+
+#[test]
+fn an_instance_done_on_a_lost_node_stays_exited() {
+    let mut f = fixture();
+    f.node("n1", 4);
+    f.deploy(spec("web", 1000, 1));
+    f.node("n2", 4);
+    let job = JobId::new("web-1").unwrap();
+    let instance = f.state.jobs["web-1"].instances[0].id.clone();
+    f.status("n1", &[(&job, &instance)]);
+    // a clean exit under on-failure: done
+    let exited = InstanceEvent {
+        job: job.clone(),
+        instance,
+        node: "n1".into(),
+        state: InstanceState::Exited,
+        exit_code: Some(0),
+        reason: "exited with code 0".into(),
+        unschedulable: None,
+    };
+    f.state.on_instance_event("n1", exited, &mut Fx::default());
+    let mut fx = Fx::default();
+    f.state.node_lost("n1", "will", &mut fx);
+    assert_eq!(
+        f.instance_states("web-1"),
+        [("n1".into(), InstanceState::Exited)]
+    );
+    assert!(starts(&fx).is_empty());
+}
