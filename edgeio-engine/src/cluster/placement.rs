@@ -195,11 +195,11 @@ impl ClusterState {
             .is_some()
         {
             fx.persist.push(Self::job_key(job.as_str()));
-            self.relocate_failed(job.as_str(), instance, &node, &reason, fx);
+            let refusal = self.relocate_failed(job.as_str(), instance, &node, &reason, fx);
             if let Some(record) = self.jobs.get_mut(job.as_str()) {
                 record.settle(self.cx.now_ms(), &mut self.refusals);
             }
-            fx.send_up.push(instance_event(
+            let event = instance_event(
                 &self.cx,
                 &self.config.id,
                 job,
@@ -207,7 +207,9 @@ impl ClusterState {
                 &node,
                 InstanceState::Failed,
                 reason,
-            ));
+            );
+            fx.send_up
+                .push(super::relocation::escalating(event, refusal));
         }
     }
 }

@@ -35,8 +35,8 @@ impl ClusterState {
             warn!(job = %job, instance = %instance, node, "an instance waiting to restart on a lost node failed");
             fx.persist.push(Self::job_key(job.as_str()));
             // the replacement's PENDING goes up before the failure, as on a give-up
-            self.relocate_failed(job.as_str(), &instance, node, &reason, fx);
-            fx.send_up.push(instance_event(
+            let refusal = self.relocate_failed(job.as_str(), &instance, node, &reason, fx);
+            let event = instance_event(
                 &self.cx,
                 &self.config.id,
                 &job,
@@ -44,7 +44,8 @@ impl ClusterState {
                 node,
                 InstanceState::Failed,
                 reason.clone(),
-            ));
+            );
+            fx.send_up.push(escalating(event, refusal));
             if let Some(job) = self.jobs.get_mut(job.as_str()) {
                 job.settle(now, &mut self.refusals);
             }
@@ -104,7 +105,7 @@ impl ClusterState {
                     // nothing here fits: the root is told, and places the job elsewhere
                     let reason = format!("cannot replace {old} (node {node} lost): {e}");
                     warn!(job = %job_id, %reason, "instance not relocated; escalating to the root");
-                    let mut event = instance_event(
+                    let event = instance_event(
                         &self.cx,
                         &self.config.id,
                         &id,
@@ -113,17 +114,8 @@ impl ClusterState {
                         InstanceState::Lost,
                         reason.clone(),
                     );
-                    if let Message::InstanceEvent(event) = &mut event.body {
-                        event.unschedulable = Some(match e {
-                            SchedulerError::Unschedulable(u) => u.in_tier(Tier::Nodes),
-                            other => {
-                                edgeio_core::scheduler::Unschedulable::new(self.candidates.len())
-                                    .in_tier(Tier::Nodes)
-                                    .refused("spec", self.candidates.len(), other.to_string())
-                            }
-                        });
-                    }
-                    fx.send_up.push(event);
+                    let refusal = self.nodes_refusal(e);
+                    fx.send_up.push(escalating(event, Some(refusal)));
                     continue;
                 }
             };
@@ -134,10 +126,22 @@ impl ClusterState {
         }
     }
 
+    /// The scheduler's refusal to place on this cluster's nodes, as told to the root.
+    fn nodes_refusal(&self, e: SchedulerError) -> edgeio_core::scheduler::Unschedulable {
+        match e {
+            SchedulerError::Unschedulable(u) => u.in_tier(Tier::Nodes),
+            other => edgeio_core::scheduler::Unschedulable::new(self.candidates.len())
+                .in_tier(Tier::Nodes)
+                .refused("spec", self.candidates.len(), other.to_string()),
+        }
+    }
+
     /// Places a replacement for an instance that FAILED on `node` (its restarts there are used
     /// up, or it could not start) on another READY node with at least the same labels, never
-    /// one where the job failed before. When none can take it, the failure stands (the job
-    /// is FAILED with the reason).
+    /// one where the job failed before. When none can take it, the failure stands here and
+    /// the scheduler's refusal is returned, for the FAILED event to carry up: the root moves
+    /// the job to another cluster that can take it (as for a lost instance no node takes),
+    /// else the job is FAILED once nothing else of it lives.
     pub(super) fn relocate_failed(
         &mut self,
         job_id: &str,
@@ -145,12 +149,10 @@ impl ClusterState {
         node: &str,
         why: &str,
         fx: &mut Fx,
-    ) {
-        let Some(job) = self.jobs.get(job_id) else {
-            return;
-        };
+    ) -> Option<edgeio_core::scheduler::Unschedulable> {
+        let job = self.jobs.get(job_id)?;
         if !job.is_live() || job.lifecycle.state() == JobState::Terminating {
-            return;
+            return None;
         }
         if job
             .instances
@@ -158,7 +160,7 @@ impl ClusterState {
             .any(|i| &i.id == old && i.replaces.is_some())
         {
             // a migration that failed: the instance it was to replace runs on
-            return;
+            return None;
         }
         let tried: Vec<String> = job
             .instances
@@ -176,8 +178,8 @@ impl ClusterState {
         let placed = match self.place_many(&spec, 1, &except) {
             Ok(mut placed) => placed.remove(0),
             Err(e) => {
-                info!(job = job_id, instance = %old, reason = %e, "no other node with the same labels can take a failed instance; it stays FAILED");
-                return;
+                info!(job = job_id, instance = %old, reason = %e, "no other node with the same labels can take a failed instance; it stays FAILED, the root is told");
+                return Some(self.nodes_refusal(e));
             }
         };
         let policy = self.scheduler.name().to_string();
@@ -187,5 +189,18 @@ impl ClusterState {
             info!(job = job_id, instance = %id, node = %placed, "relocating a failed instance");
             fx.persist.push(Self::job_key(job_id));
         }
+        None
     }
+}
+
+/// `event` (an instance event for the root) carrying `refusal`, when no node of this cluster
+/// can replace the instance: the root then moves the job to another cluster.
+pub(super) fn escalating(
+    mut event: Envelope,
+    refusal: Option<edgeio_core::scheduler::Unschedulable>,
+) -> Envelope {
+    if let (Message::InstanceEvent(e), Some(refusal)) = (&mut event.body, refusal) {
+        e.unschedulable = Some(refusal);
+    }
+    event
 }

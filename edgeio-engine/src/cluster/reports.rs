@@ -325,15 +325,19 @@ impl ClusterState {
         if let Some(on) = ended {
             self.release(&on, &event.instance);
         }
-        if failed {
-            // the replacement's PENDING goes up before the failure, so the root never sees
-            // the job with a failed instance and nothing to take its place
-            self.relocate_failed(&job_id, &event.instance, node, &event.reason, fx);
-        }
+        // the replacement's PENDING goes up before the failure, so the root never sees the
+        // job with a failed instance and nothing to take its place; when no node here can
+        // take it, the failure carries the refusal up (the root moves the job)
+        let refusal = if failed {
+            self.relocate_failed(&job_id, &event.instance, node, &event.reason, fx)
+        } else {
+            None
+        };
         let arrived = migrating && event.state == InstanceState::Running;
         let new = event.instance.clone();
         let mut up = event;
         up.node = node.to_string();
+        up.unschedulable = up.unschedulable.or(refusal);
         fx.send_up.push(self.up(Message::InstanceEvent(up)));
         // the root hears that the new instance runs before it hears the old one stop
         if arrived {

@@ -849,3 +849,37 @@ fn an_instance_done_on_a_lost_node_stays_exited() {
     );
     assert!(starts(&fx).is_empty());
 }
+
+#[test]
+fn a_failed_instance_no_node_here_can_take_is_told_up_with_the_refusal() {
+    let mut f = fixture();
+    f.node("n1", 4);
+    f.deploy(spec("web", 1000, 1));
+    f.node("n2", 4);
+    let job = JobId::new("web-1").unwrap();
+    let instance = f.state.jobs["web-1"].instances[0].id.clone();
+    f.status("n1", &[(&job, &instance)]);
+    f.state.node_lost("n2", "will", &mut Fx::default());
+    // n1 gives up on it, and n2 (the only other node) is away: the root must move the job
+    let failed = InstanceEvent {
+        job: job.clone(),
+        instance: instance.clone(),
+        node: "n1".into(),
+        state: InstanceState::Failed,
+        exit_code: Some(1),
+        reason: "exited with code 1; restart policy never (n1)".into(),
+        unschedulable: None,
+    };
+    let mut fx = Fx::default();
+    f.state.on_instance_event("n1", failed, &mut fx);
+    assert!(starts(&fx).is_empty());
+    let up: Vec<(InstanceState, bool)> = fx
+        .send_up
+        .iter()
+        .filter_map(|e| match &e.body {
+            Message::InstanceEvent(e) => Some((e.state, e.unschedulable.is_some())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(up, [(InstanceState::Failed, true)]);
+}
