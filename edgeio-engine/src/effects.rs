@@ -370,7 +370,7 @@ impl<S: Records, T: Send + 'static> Core<S, T> {
 /// The "not now" that replaces `ack` (answering command `re`): the command's change could
 /// not be stored. It keeps the ack's id, time and sender, which the engine drew from its
 /// context, so the loop draws no id and reads no clock of its own.
-fn not_now(ack: &Envelope, re: &str, e: &StoreError) -> Envelope {
+pub(crate) fn not_now(ack: &Envelope, re: &str, e: &StoreError) -> Envelope {
     Envelope {
         body: Message::Nack(Nack {
             re: re.to_string(),

@@ -1,6 +1,7 @@
 //! What a simulation is made of: its configuration, the processes' addresses, scripted
 //! faults, planted bugs and the violations it reports.
 
+use edgeio_core::job::RestartPolicy;
 use std::fmt;
 
 /// A process of the simulated hierarchy.
@@ -37,6 +38,11 @@ pub enum Scripted {
     Heal(Addr),
     /// The root is asked to terminate the job submitted `n`-th (from 0).
     Terminate(usize),
+    /// The store of the root or of a cluster refuses every write (a full disk); workers
+    /// store nothing, so a worker's address is ignored.
+    StoreFail(Addr),
+    /// The store takes writes again (the disk was emptied).
+    StoreHeal(Addr),
 }
 
 /// A known bug the simulator can plant, to show that a seed catches it.
@@ -47,6 +53,9 @@ pub enum PlantedBug {
     /// Clusters never stop a named instance on a node, so a returning node keeps the copy
     /// that was replaced while it was away (the newer placement does not win).
     KeepReplacedCopies,
+    /// Clusters ack a command even when its records could not be written (instead of
+    /// answering "not now"), so an ack can name a change the store does not hold.
+    AckDespiteFailedWrite,
 }
 
 /// The shape of a simulation.
@@ -74,6 +83,16 @@ pub struct SimConfig {
     pub loss: f64,
     /// Probability that a message is delivered twice while faults happen.
     pub duplication: f64,
+    /// How many windows of failing store writes the seed places (each on the root or one
+    /// cluster, 300 ms to 6 s long, before `faults_until_ms`).
+    pub store_faults: usize,
+    /// Probability that a run of an instance (its start, or a restart) ends on its own
+    /// before the faults end: a clean exit, a failure or a crash, each with its own chance,
+    /// and the job's restart policy (drawn by the seed) decides what follows.
+    pub exit_chance: f64,
+    /// Every job's restart policy; `None`: the seed draws one per job (never, on-failure or
+    /// always, with a limit of 0 to 2 restarts and a backoff of 0.1 to 1 s).
+    pub restart: Option<RestartPolicy>,
     /// Messages take from 1 ms to this long (different delays reorder them).
     pub max_delay_ms: u64,
     /// Once the faults end, every live job must run within this long.
@@ -104,6 +123,9 @@ impl Default for SimConfig {
             random_faults: 3,
             loss: 0.02,
             duplication: 0.02,
+            store_faults: 2,
+            exit_chance: 0.3,
+            restart: None,
             max_delay_ms: 20,
             settle_ms: 60_000,
             excess_grace_ms: 20_000,
@@ -120,8 +142,8 @@ impl Default for SimConfig {
 pub struct Violation {
     /// Virtual time, in ms since the start.
     pub at_ms: u64,
-    /// Which invariant: `ack-persisted`, `single-copy`, `replicas`, `table`, `liveness`,
-    /// `panic`.
+    /// Which invariant: `ack-persisted`, `act-stored`, `single-copy`, `replicas`, `table`,
+    /// `liveness`, `panic`.
     pub invariant: &'static str,
     /// What was seen.
     pub detail: String,

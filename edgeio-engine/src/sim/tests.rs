@@ -2,6 +2,8 @@
 //! planted bugs it must catch. Every test name contains `sim`.
 
 use super::*;
+use edgeio_core::job::{RestartKind, RestartPolicy};
+use edgeio_core::state::JobState;
 
 /// How many seeds CI runs (a few seconds); `EDGEIO_SIM_SEEDS=N` runs N from seed 0 instead.
 const SEEDS: u64 = 500;
@@ -26,8 +28,29 @@ fn sim_seeds_keep_every_invariant() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(SEEDS);
+    // how many seeds saw each fault, so that a change of rates that leaves one out shows
+    let (mut writes, mut not_now, mut exits, mut gave_up, mut restarted) = (0, 0, 0, 0, 0);
     for seed in 0..seeds {
-        expect_pass(seed, SimConfig::default());
+        let c = expect_pass(seed, SimConfig::default()).counts;
+        writes += u64::from(c.failed_writes > 0);
+        not_now += u64::from(c.not_now > 0);
+        exits += u64::from(c.clean_exits + c.failed_exits + c.crashes > 0);
+        gave_up += u64::from(c.give_ups > 0);
+        restarted += u64::from(c.restarts > 0);
+    }
+    eprintln!(
+        "sim: of {seeds} seeds, {writes} saw failed writes, {not_now} a command answered \
+         \"not now\", {exits} instance exits, {restarted} restarts, {gave_up} give-ups"
+    );
+    if seeds >= SEEDS {
+        assert!(writes * 2 > seeds, "most seeds see failed writes: {writes}");
+        assert!(exits * 2 > seeds, "most seeds see instances exit: {exits}");
+        assert!(
+            not_now * 10 > seeds,
+            "a command answered not now: {not_now}"
+        );
+        assert!(gave_up * 10 > seeds, "give-ups: {gave_up}");
+        assert!(restarted * 10 > seeds, "restarts: {restarted}");
     }
 }
 
@@ -129,4 +152,94 @@ fn sim_catches_a_planted_replacement_that_keeps_the_old_copy() {
         violation.invariant == "replicas" || violation.invariant == "liveness",
         "{violation}"
     );
+}
+
+#[test]
+fn sim_catches_a_planted_ack_despite_a_failed_write() {
+    // both clusters' disks are full while the jobs arrive
+    let config = SimConfig {
+        random_faults: 0,
+        store_faults: 0,
+        exit_chance: 0.0,
+        plant: Some(PlantedBug::AckDespiteFailedWrite),
+        script: vec![
+            (0, Scripted::StoreFail(Addr::Cluster(0))),
+            (0, Scripted::StoreFail(Addr::Cluster(1))),
+            (15_000, Scripted::StoreHeal(Addr::Cluster(0))),
+            (15_000, Scripted::StoreHeal(Addr::Cluster(1))),
+        ],
+        ..SimConfig::default()
+    };
+    let violation = run(4, config).expect_err("the planted bug is caught");
+    assert_eq!(violation.invariant, "ack-persisted", "{violation}");
+}
+
+#[test]
+fn sim_timeline_full_disks_hold_every_deploy_until_they_empty_and_then_all_runs() {
+    let config = SimConfig {
+        random_faults: 0,
+        store_faults: 0,
+        exit_chance: 0.0,
+        loss: 0.0,
+        duplication: 0.0,
+        submit_at: Some(3_000),
+        script: vec![
+            (2_000, Scripted::StoreFail(Addr::Cluster(0))),
+            (2_000, Scripted::StoreFail(Addr::Cluster(1))),
+            (9_000, Scripted::StoreHeal(Addr::Cluster(0))),
+            (9_000, Scripted::StoreHeal(Addr::Cluster(1))),
+        ],
+        ..SimConfig::default()
+    };
+    let mut sim = Sim::new(6, config.clone());
+    sim.advance_to(8_000).unwrap();
+    assert_eq!(
+        sim.jobs_at_root(JobState::Running),
+        0,
+        "nothing runs that the clusters could not store"
+    );
+    let report = expect_pass(6, config);
+    assert_eq!(report.running, 6);
+    assert!(report.counts.not_now > 0, "{:?}", report.counts);
+    assert!(report.counts.failed_writes > 0, "{:?}", report.counts);
+}
+
+#[test]
+fn sim_timeline_a_full_disk_at_the_root_refuses_submissions_until_it_empties() {
+    let config = SimConfig {
+        random_faults: 0,
+        store_faults: 0,
+        exit_chance: 0.0,
+        submit_at: Some(3_000),
+        script: vec![
+            (2_000, Scripted::StoreFail(Addr::Root)),
+            (6_000, Scripted::StoreHeal(Addr::Root)),
+        ],
+        ..SimConfig::default()
+    };
+    let report = expect_pass(8, config);
+    assert_eq!(report.running, 6);
+    assert!(report.counts.refused_requests >= 6, "{:?}", report.counts);
+}
+
+#[test]
+fn sim_timeline_instances_that_keep_failing_are_restarted_then_relocated() {
+    // every run fails or crashes before the faults end; each node restarts an instance once
+    let config = SimConfig {
+        random_faults: 0,
+        store_faults: 0,
+        loss: 0.0,
+        duplication: 0.0,
+        jobs: 3,
+        exit_chance: 1.0,
+        restart: Some(RestartPolicy {
+            policy: RestartKind::Always,
+            limit: 1,
+            backoff_ms: 300,
+        }),
+        ..SimConfig::default()
+    };
+    let report = expect_pass(9, config);
+    let c = &report.counts;
+    assert!(c.restarts > 0 && c.give_ups > 0, "{c:?}");
 }

@@ -30,6 +30,11 @@ impl Sim {
                 return Ok(());
             }
         }
+        if matches!(&env.body, Message::Nack(n) if n.retry) {
+            // "not now": the command stays pending and its re-send timer sends it again,
+            // as `ReliableParent` does; the engine never sees it
+            return Ok(());
+        }
         let Some(root) = self.root.state.as_mut() else {
             return Ok(());
         };
@@ -66,13 +71,24 @@ impl Sim {
             };
             let mut fx = Effects::default();
             let answer = cluster.on_root_message(&env, &mut fx);
-            if let Some(answer) = &answer {
-                self.clusters[i]
-                    .link
-                    .answered
-                    .insert(env.id.clone(), answer.clone());
+            let answer = self.apply_cluster(i, fx, answer);
+            match answer.as_ref().map(|a| &a.body) {
+                // as `ReliableChild`: "not now" is not kept, so the root's next copy of the
+                // command reaches the engine again
+                Some(Message::Nack(n)) if n.retry => {}
+                Some(body) => {
+                    if matches!(body, Message::Ack(_)) {
+                        self.check_ack_stored(i, &env);
+                    }
+                    if let Some(answer) = answer {
+                        self.clusters[i]
+                            .link
+                            .answered
+                            .insert(env.id.clone(), answer);
+                    }
+                }
+                None => {}
             }
-            self.apply_cluster(i, fx, answer);
             return;
         }
         let Addr::Worker(w) = from else {

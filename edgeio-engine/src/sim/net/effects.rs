@@ -3,63 +3,152 @@
 use super::*;
 
 impl Sim {
-    pub(super) fn apply_root(&mut self, fx: Effects<RootTag>) {
-        if let Some(state) = &self.root.state {
-            for key in &fx.persist {
-                if let Some(value) = state.value_of(key) {
-                    self.root.durable.insert(key.clone(), value);
+    /// Carries out the root's change as `effects::Core::apply` does: its records are written
+    /// (with those left dirty before) first; when the store refuses them, what the change
+    /// asks for is held until a later change finds the store healed (one with no records of
+    /// its own sends its messages anyway: they say nothing the store lacks). True when
+    /// nothing is left unwritten.
+    pub(super) fn apply_root(&mut self, fx: Effects<RootTag>) -> bool {
+        let written = self.root.write(&fx.persist, &mut self.counts);
+        let messages: Vec<Held> = fx
+            .send_down
+            .into_iter()
+            .filter_map(|(child, env)| Some(Held::Down(Self::addr_of_cluster(&child)?, env)))
+            .collect();
+        let commands: Vec<Held> = fx
+            .commands
+            .into_iter()
+            .filter_map(|(child, env, tag)| {
+                Some(Held::Command(
+                    Self::addr_of_cluster(&child)?,
+                    env,
+                    SimTag::Root(tag),
+                ))
+            })
+            .collect();
+        let release = Self::hold(
+            &mut self.root.held,
+            written,
+            fx.persist.is_empty(),
+            messages,
+            commands,
+        );
+        for held in release {
+            self.release(Addr::Root, held);
+        }
+        written
+    }
+
+    /// What goes out now of what waited (`held`) and of a change's `messages` and
+    /// `commands`, given whether the records were `written` and whether the change had
+    /// records of its own; the rest joins `held`, in order.
+    fn hold(
+        held: &mut Vec<Held>,
+        written: bool,
+        no_records: bool,
+        messages: Vec<Held>,
+        commands: Vec<Held>,
+    ) -> Vec<Held> {
+        if written {
+            let mut release = std::mem::take(held);
+            release.extend(messages);
+            release.extend(commands);
+            release
+        } else if no_records {
+            held.extend(commands);
+            messages
+        } else {
+            held.extend(messages);
+            held.extend(commands);
+            Vec::new()
+        }
+    }
+
+    /// Sends one message or command that the store now holds everything of.
+    fn release(&mut self, from: Addr, held: Held) {
+        match held {
+            Held::Up(env) => {
+                if let Some(to) = self.parent_of(from) {
+                    self.send(from, to, env);
                 }
             }
-        }
-        for (child, env) in fx.send_down {
-            if let Some(to) = Self::addr_of_cluster(&child) {
-                self.send(Addr::Root, to, env);
-            }
-        }
-        for (child, env, tag) in fx.commands {
-            if let Some(to) = Self::addr_of_cluster(&child) {
-                self.command(Addr::Root, to, env, SimTag::Root(tag));
+            Held::Down(to, env) => self.send(from, to, env),
+            Held::Command(to, env, tag) => {
+                self.check_stored_deploy(from, to, &env);
+                self.command(from, to, env, tag);
             }
         }
     }
 
+    /// Carries out a cluster's change as `effects::Core::apply` does (see
+    /// [`Sim::apply_root`]), with `answer`, the answer to a command of the root, sent first:
+    /// an ack only when the change is written, else "not now" (`nack` `unavailable` with
+    /// `retry`), which the root's re-send brings back. Returns the answer sent.
     pub(super) fn apply_cluster(
         &mut self,
         i: usize,
         fx: Effects<ClusterTag>,
         answer: Option<Envelope>,
-    ) {
+    ) -> Option<Envelope> {
         let me = Addr::Cluster(i);
-        if self.config.plant != Some(PlantedBug::AckWithoutPersist) {
-            let proc = &mut self.clusters[i];
-            if let Some(state) = &proc.state {
-                for key in &fx.persist {
-                    if let Some(value) = state.value_of(key) {
-                        proc.durable.insert(key.clone(), value);
-                    }
-                }
+        let written = if self.config.plant == Some(PlantedBug::AckWithoutPersist) {
+            true
+        } else {
+            self.clusters[i].write(&fx.persist, &mut self.counts)
+        };
+        let answer = answer.map(|answer| match &answer.body {
+            Message::Ack(ack)
+                if !written && self.config.plant != Some(PlantedBug::AckDespiteFailedWrite) =>
+            {
+                self.counts.not_now += 1;
+                let e = edgeio_core::store::StoreError::Unavailable {
+                    reason: "the simulated disk is full".into(),
+                };
+                not_now(&answer, &ack.re, &e)
             }
-        }
-        // the answer goes before any event the command caused
-        for env in answer.into_iter().chain(fx.send_up) {
-            self.send(me, Addr::Root, env);
-        }
-        for (node, env) in fx.send_down {
-            if let Some(to) = Self::addr_of_worker(&node) {
-                self.send(me, to, env);
-            }
-        }
-        for (node, env, tag) in fx.commands {
+            _ => answer,
+        });
+        let messages: Vec<Held> = fx
+            .send_up
+            .into_iter()
+            .map(Held::Up)
+            .chain(
+                fx.send_down
+                    .into_iter()
+                    .filter_map(|(node, env)| Some(Held::Down(Self::addr_of_worker(&node)?, env))),
+            )
+            .collect();
+        let commands: Vec<Held> = fx
+            .commands
+            .into_iter()
             // the planted bug: no instance a node runs is ever stopped by name
-            let keep_copy = self.config.plant == Some(PlantedBug::KeepReplacedCopies)
-                && matches!(&env.body, Message::Terminate(t) if t.instance.is_some());
-            if keep_copy {
-                continue;
-            }
-            if let Some(to) = Self::addr_of_worker(&node) {
-                self.command(me, to, env, SimTag::Cluster(tag));
-            }
+            .filter(|(_, env, _)| {
+                self.config.plant != Some(PlantedBug::KeepReplacedCopies)
+                    || !matches!(&env.body, Message::Terminate(t) if t.instance.is_some())
+            })
+            .filter_map(|(node, env, tag)| {
+                Some(Held::Command(
+                    Self::addr_of_worker(&node)?,
+                    env,
+                    SimTag::Cluster(tag),
+                ))
+            })
+            .collect();
+        let release = Self::hold(
+            &mut self.clusters[i].held,
+            written,
+            fx.persist.is_empty(),
+            messages,
+            commands,
+        );
+        // the answer goes before anything else, and before any event the command caused
+        if let Some(answer) = &answer {
+            self.send(me, Addr::Root, answer.clone());
         }
+        for held in release {
+            self.release(me, held);
+        }
+        answer
     }
 
     pub(super) fn tick(&mut self, addr: Addr) {
@@ -119,6 +208,13 @@ impl Sim {
     }
 
     pub(super) fn submit(&mut self, n: usize) {
+        if self.root.failing {
+            // the API stores a job before it exists and answers 503 when it cannot: the
+            // user tries again a second later
+            self.counts.refused_requests += 1;
+            self.after(TICK_MS, Ev::Submit(n));
+            return;
+        }
         let Some(root) = self.root.state.as_mut() else {
             // the root is down: the user tries again a second later
             self.after(TICK_MS, Ev::Submit(n));
@@ -134,6 +230,7 @@ impl Sim {
             },
         );
         spec.replicas = self.config.replicas;
+        spec.restart = self.policies[n];
         let id = crate::records::new_job_id(&spec.name, &root.cx);
         let now = root.cx.now_ms();
         let record = RootJob::new(id.clone(), spec, JobState::Requested, now, "submitted");

@@ -11,14 +11,8 @@ impl Sim {
                     return;
                 }
                 match addr {
-                    Addr::Root => {
-                        self.root.state = None;
-                        self.root.link = Link::default();
-                    }
-                    Addr::Cluster(i) => {
-                        self.clusters[i].state = None;
-                        self.clusters[i].link = Link::default();
-                    }
+                    Addr::Root => self.root.crash(),
+                    Addr::Cluster(i) => self.clusters[i].crash(),
                     Addr::Worker(w) => {
                         let worker = &mut self.workers[w];
                         worker.alive = false;
@@ -71,11 +65,46 @@ impl Sim {
                 let Some(root) = self.root.state.as_mut() else {
                     return;
                 };
+                let before = root.jobs.get(id.as_str()).cloned();
                 let mut fx = Effects::default();
-                if root.terminate(id.as_str(), &mut fx).is_ok() {
-                    self.terminated.insert(n);
+                if root.terminate(id.as_str(), &mut fx).is_err() {
+                    return;
                 }
-                self.apply_root(fx);
+                if self.root.write(&fx.persist, &mut self.counts) {
+                    self.terminated.insert(n);
+                    self.apply_root(fx);
+                } else {
+                    // as the API's `apply_or_undo`: the change is undone, nothing of it is
+                    // sent, its key stays dirty so the store gets the restored record; the
+                    // user is told 503 and asks again a second later
+                    if let Some(root) = self.root.state.as_mut() {
+                        match before {
+                            Some(record) => root.jobs.insert(id.to_string(), record),
+                            None => root.jobs.remove(id.as_str()),
+                        };
+                    }
+                    self.counts.refused_requests += 1;
+                    self.after(TICK_MS, Ev::Fault(Scripted::Terminate(n)));
+                }
+            }
+            Scripted::StoreFail(addr) => {
+                let proc_failing = match addr {
+                    Addr::Root => &mut self.root.failing,
+                    Addr::Cluster(i) => &mut self.clusters[i].failing,
+                    Addr::Worker(_) => return,
+                };
+                if !std::mem::replace(proc_failing, true) {
+                    self.counts.store_outages += 1;
+                }
+            }
+            Scripted::StoreHeal(addr) => {
+                // the next change (a tick at the latest) writes what is dirty and sends
+                // what waited for it
+                match addr {
+                    Addr::Root => self.root.failing = false,
+                    Addr::Cluster(i) => self.clusters[i].failing = false,
+                    Addr::Worker(_) => {}
+                }
             }
         }
     }

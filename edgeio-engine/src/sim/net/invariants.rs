@@ -22,6 +22,78 @@ impl Sim {
         })
     }
 
+    /// Cluster `i` acks `command`: the record of the command's job must be in its store as
+    /// it is in its memory (a crash now must not lose what the ack confirms). Checked when
+    /// the ack leaves, against the store, not the engine's word.
+    pub(super) fn check_ack_stored(&mut self, i: usize, command: &Envelope) {
+        let job = match &command.body {
+            Message::Deploy(d) => &d.job,
+            Message::Terminate(t) => &t.job,
+            Message::Scale(s) => &s.job,
+            Message::Migrate(m) => &m.job,
+            _ => return,
+        };
+        let key = format!("{JOBS}{job}");
+        let proc = &self.clusters[i];
+        let memory = proc.state.as_ref().and_then(|s| s.value_of(&key));
+        let stored = proc.durable.get(&key);
+        if stored == memory.as_ref() {
+            return;
+        }
+        let state_of = |v: Option<&Vec<u8>>| {
+            v.and_then(|v| serde_json::from_slice::<serde_json::Value>(v).ok())
+                .and_then(|v| v.pointer("/lifecycle/state").cloned())
+                .map_or_else(|| "nothing".to_string(), |s| s.to_string())
+        };
+        self.broken.get_or_insert(Violation {
+            at_ms: self.now,
+            invariant: "ack-persisted",
+            detail: format!(
+                "c{i} acked the {} of {job} with its record not stored as it is (stored: {}, in memory: {})",
+                command.kind(),
+                state_of(stored),
+                state_of(memory.as_ref()),
+            ),
+        });
+    }
+
+    /// A deploy leaves `from` for `to` only once `from`'s store holds what it deploys: a
+    /// cluster's, the instance; the root's, the job given to that cluster.
+    pub(super) fn check_stored_deploy(&mut self, from: Addr, to: Addr, command: &Envelope) {
+        if self.config.plant == Some(PlantedBug::AckWithoutPersist) {
+            // that bug stores nothing: what it acks is what it is caught on
+            return;
+        }
+        let Message::Deploy(deploy) = &command.body else {
+            return;
+        };
+        let key = format!("{JOBS}{}", deploy.job);
+        let stored = |durable: &BTreeMap<String, Vec<u8>>| durable.get(&key).cloned();
+        let held = match (from, to, &deploy.instance) {
+            (Addr::Cluster(i), Addr::Worker(_), Some(spec)) => stored(&self.clusters[i].durable)
+                .and_then(|v| serde_json::from_slice::<ClusterJob>(&v).ok())
+                .is_some_and(|r| r.instances.iter().any(|i| i.id == spec.id)),
+            (Addr::Root, Addr::Cluster(c), _) => stored(&self.root.durable)
+                .and_then(|v| serde_json::from_slice::<RootJob>(&v).ok())
+                .is_some_and(|r| {
+                    let c = format!("c{c}");
+                    r.holds(&c) || r.moving_to() == Some(c.as_str())
+                }),
+            _ => false,
+        };
+        if !held {
+            self.broken.get_or_insert(Violation {
+                at_ms: self.now,
+                invariant: "act-stored",
+                detail: format!(
+                    "{from} sent a deploy of {} to {to} that its store does not hold{}",
+                    deploy.job,
+                    self.story(&deploy.job)
+                ),
+            });
+        }
+    }
+
     /// What runs where: (job → instances running on live workers that reach their cluster).
     pub(super) fn running(&self) -> Result<BTreeMap<JobId, Vec<(InstanceId, usize)>>, Violation> {
         let mut seen: BTreeMap<&InstanceId, usize> = BTreeMap::new();
@@ -38,7 +110,10 @@ impl Sim {
                     return Err(Violation {
                         at_ms: self.now,
                         invariant: "single-copy",
-                        detail: format!("instance {id} runs on w{other} and w{w}"),
+                        detail: format!(
+                            "instance {id} runs on w{other} and w{w}:{}",
+                            self.story(&local.job)
+                        ),
                     });
                 }
                 let c = w / self.config.workers_per_cluster;
@@ -144,6 +219,31 @@ impl Sim {
         Ok(())
     }
 
+    /// Whether a live job (not asked to terminate) is where it should be once the faults
+    /// ended: RUNNING with every replica, unless its instances ended on their own — a job
+    /// an instance of which exited cleanly and was done is finished (the root holds that
+    /// instance EXITED, and nothing replaces it), and a job a worker gave up on may have
+    /// found no other node (its relocation failed for good: FAILED, nothing runs).
+    fn settled(&self, id: &JobId, state: Option<JobState>, copies: usize) -> bool {
+        let wanted = self.config.replicas as usize;
+        if state == Some(JobState::Running) && copies == wanted {
+            return true;
+        }
+        let record = self
+            .root
+            .state
+            .as_ref()
+            .and_then(|r| r.jobs.get(id.as_str()));
+        let exited = record.is_some_and(|r| {
+            r.instances
+                .iter()
+                .any(|i| i.lifecycle.state() == InstanceState::Exited)
+        });
+        let live = state.is_some_and(|s| !s.is_final());
+        (self.finished.contains(id) && exited && live && copies <= wanted)
+            || (self.gave_up.contains(id) && state == Some(JobState::Failed) && copies == 0)
+    }
+
     pub(super) fn check_end(&self) -> Result<(), Violation> {
         let violation = |invariant, detail| Violation {
             at_ms: self.now,
@@ -187,7 +287,7 @@ impl Sim {
                         format!("terminated job {id} is {state:?} with {copies} copies running"),
                     ));
                 }
-            } else if state != Some(JobState::Running) || copies != self.config.replicas as usize {
+            } else if !self.settled(id, state, copies) {
                 return Err(violation(
                     "liveness",
                     format!(

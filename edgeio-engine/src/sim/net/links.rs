@@ -111,13 +111,39 @@ impl Sim {
         };
         let mut fx = Effects::default();
         if root.register(request, &mut fx).is_ok() {
-            self.apply_root(fx);
+            if !self.apply_root(fx) {
+                self.registration_refused(Addr::Cluster(i));
+                return;
+            }
             self.after(
                 1,
                 Ev::LinkUp {
                     child: Addr::Cluster(i),
                 },
             );
+        }
+    }
+
+    /// A registration the parent could not store is refused (an id the store does not hold
+    /// is not given out): the child dials again half a second later.
+    fn registration_refused(&mut self, child: Addr) {
+        self.counts.refused_requests += 1;
+        self.after(500, Ev::Register(child));
+    }
+
+    /// A child dials its parent again after a refused registration, if it is still up and
+    /// reaches it.
+    pub(super) fn register(&mut self, child: Addr) {
+        let Some(parent) = self.parent_of(child) else {
+            return;
+        };
+        if !self.open(child, parent) {
+            return;
+        }
+        match child {
+            Addr::Cluster(i) => self.register_cluster(i),
+            Addr::Worker(w) => self.register_worker(w),
+            Addr::Root => {}
         }
     }
 
@@ -149,6 +175,11 @@ impl Sim {
         let mut fx = Effects::default();
         if cluster.register(request, &mut fx).is_ok() {
             self.apply_cluster(c, fx, None);
+            // keys left dirty: the node's record is not stored
+            if !self.clusters[c].dirty.is_empty() {
+                self.registration_refused(Addr::Worker(w));
+                return;
+            }
             self.after(
                 1,
                 Ev::LinkUp {

@@ -3,12 +3,12 @@
 
 use super::model::{Addr, PlantedBug, Rng, Scripted, SimConfig, Violation};
 use crate::cluster::{ClusterConfig, ClusterState as ClusterEngineState, Tag as ClusterTag};
-use crate::effects::{Effects, Records};
+use crate::effects::{not_now, Effects, Records};
 use crate::records::{ClusterJob, ClusterRecord, NodeRecord, RootJob, CLUSTERS, JOBS, NODES};
 use crate::root::{RootConfig, RootState, Tag as RootTag};
-use crate::worker::{plan, status_of, Action, Local};
+use crate::worker::{after_exit, plan, status_of, Action, AfterExit, Local};
 use edgeio_core::clock::{Context, ManualClock, SeededIds};
-use edgeio_core::job::JobSpec;
+use edgeio_core::job::{JobSpec, RestartKind, RestartPolicy};
 use edgeio_core::model::{Arch, Capabilities, InstanceId, JobId, Labels, Resources, RuntimeInfo};
 use edgeio_core::reliable::{CommandOutcome, ReliableConfig};
 use edgeio_core::scheduler::Scheduler;
@@ -70,6 +70,21 @@ enum Ev {
         instance: InstanceId,
         to: InstanceState,
     },
+    /// Run number `run` of an instance ended on its own: exit code `code`, `None` when it
+    /// crashed (killed by a signal).
+    Exit {
+        worker: usize,
+        instance: InstanceId,
+        run: u64,
+        code: Option<i32>,
+    },
+    /// An instance's restart backoff on its worker is over.
+    Restart {
+        worker: usize,
+        instance: InstanceId,
+    },
+    /// A child whose registration was refused (its parent could not store it) dials again.
+    Register(Addr),
 }
 
 /// What a command was for, by the tier that sent it.
@@ -89,6 +104,15 @@ struct Pending {
     wait_ms: u64,
 }
 
+/// Something a change asked for that waits for its records to be written, as
+/// `effects::Core` holds it.
+#[derive(Debug, Clone)]
+enum Held {
+    Up(Envelope),
+    Down(Addr, Envelope),
+    Command(Addr, Envelope, SimTag),
+}
+
 /// What the reliable layer of one process holds (lost with it when it crashes).
 #[derive(Debug, Default)]
 struct Link {
@@ -97,21 +121,92 @@ struct Link {
     answered: BTreeMap<String, Envelope>,
 }
 
-/// A root or cluster process: the engine's state while it lives, its store always.
+/// A root or cluster process: the engine's state and its backlog while it lives, its
+/// store always.
 struct Proc<S> {
     state: Option<S>,
     durable: BTreeMap<String, Vec<u8>>,
+    /// Whether the store refuses writes now (a full disk: it stays full across a crash).
+    failing: bool,
+    /// Keys whose records the store refused, in the order they changed first: the engine's
+    /// memory is ahead of its store (lost with a crash, as the engine's memory is).
+    dirty: Vec<String>,
+    /// What waits for the dirty keys to be written, in order.
+    held: Vec<Held>,
     link: Link,
 }
 
-impl<S> Proc<S> {
+impl<S: Records> Proc<S> {
     fn new(state: S) -> Proc<S> {
         Proc {
             state: Some(state),
             durable: BTreeMap::new(),
+            failing: false,
+            dirty: Vec::new(),
+            held: Vec::new(),
             link: Link::default(),
         }
     }
+
+    /// As `effects::persist_all` under `Core::apply`: `keys` join the dirty ones, then each
+    /// dirty key is written with its record as it is now, unless the store refuses writes.
+    /// True when nothing is left unwritten (with nothing to write, a failing store is not
+    /// asked, so the answer is true).
+    fn write(&mut self, keys: &[String], counts: &mut Counts) -> bool {
+        for key in keys {
+            if !self.dirty.contains(key) {
+                self.dirty.push(key.clone());
+            }
+        }
+        if self.dirty.is_empty() {
+            return true;
+        }
+        if self.failing {
+            counts.failed_writes += 1;
+            return false;
+        }
+        if let Some(state) = &self.state {
+            for key in self.dirty.drain(..) {
+                if let Some(value) = state.value_of(&key) {
+                    self.durable.insert(key, value);
+                }
+            }
+        }
+        true
+    }
+
+    /// Forgets what lived in memory (a crash): the engine, its backlog, its links.
+    fn crash(&mut self) {
+        self.state = None;
+        self.dirty.clear();
+        self.held.clear();
+        self.link = Link::default();
+    }
+}
+
+/// How often the faults the seed drives happened in a run (in [`Report`]).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Counts {
+    /// Windows in which a root's or a cluster's store refused writes.
+    pub store_outages: u64,
+    /// Changes whose records a failing store refused (each held what it asked for).
+    pub failed_writes: u64,
+    /// Commands answered "not now" (`nack` `unavailable` with `retry`) instead of acked,
+    /// because what they changed could not be stored.
+    pub not_now: u64,
+    /// Submissions, registrations and terminations refused because the store could not
+    /// take them (tried again later).
+    pub refused_requests: u64,
+    /// Runs of instances that exited cleanly (code 0).
+    pub clean_exits: u64,
+    /// Runs of instances that exited with a failure code.
+    pub failed_exits: u64,
+    /// Runs of instances that crashed (killed by a signal, no exit code).
+    pub crashes: u64,
+    /// Restarts on the same node that the restart policy asked for.
+    pub restarts: u64,
+    /// Instances a worker gave up on (FAILED: restart policy `never`, or its limit reached).
+    pub give_ups: u64,
 }
 
 /// A simulated worker: the engine's `plan` over what it runs, events at once, status every
@@ -156,6 +251,8 @@ pub struct Report {
     pub running: usize,
     /// State changes the engines refused (late and duplicate events).
     pub refused: u64,
+    /// How often the seed's store and instance faults happened.
+    pub counts: Counts,
 }
 
 /// One simulation: build it from a seed and a configuration, then [`Sim::run`] it.
@@ -190,6 +287,20 @@ pub struct Sim {
     /// What the engines cost.
     engine_time: EngineTime,
     events: u64,
+    /// The restart policy of each job, by submission order (drawn by the seed).
+    policies: Vec<RestartPolicy>,
+    /// The run number of each instance's current run on a worker, so that the end the seed
+    /// planned for one run does not end the next.
+    runs: BTreeMap<(usize, InstanceId), u64>,
+    /// Jobs an instance of which exited cleanly and was done (not restarted): such a job is
+    /// finished, not expected to run at the end.
+    finished: BTreeSet<JobId>,
+    /// Jobs an instance of which a worker gave up on: the relocation may fail for good (no
+    /// other node takes it) and the job end FAILED.
+    gave_up: BTreeSet<JobId>,
+    counts: Counts,
+    /// A violation seen while carrying out effects, reported by the next check.
+    broken: Option<Violation>,
 }
 
 fn context(clock: &Arc<ManualClock>, seed: u64, process: u64) -> Context {
@@ -330,6 +441,12 @@ impl Sim {
             fifo: BTreeMap::new(),
             engine_time: EngineTime::default(),
             events: 0,
+            policies: Vec::new(),
+            runs: BTreeMap::new(),
+            finished: BTreeSet::new(),
+            gave_up: BTreeSet::new(),
+            counts: Counts::default(),
+            broken: None,
             config,
         };
         sim.plan_timeline();
@@ -373,6 +490,32 @@ impl Sim {
             };
             self.at(start, Ev::Fault(break_it));
             self.at(end, Ev::Fault(heal_it));
+        }
+        for _ in 0..self.config.store_faults {
+            let victim = match self.rng.range(0, self.config.clusters as u64) {
+                0 => Addr::Root,
+                c => Addr::Cluster(c as usize - 1),
+            };
+            let start = self.rng.range(500, until);
+            let end = (start + self.rng.range(300, 6_000)).min(until);
+            self.at(start, Ev::Fault(Scripted::StoreFail(victim)));
+            self.at(end, Ev::Fault(Scripted::StoreHeal(victim)));
+        }
+        // what a job's instances do when they end on their own: a third each never
+        // restart, restart on failure, always restart; small limits and backoffs, so that
+        // give-ups (and the relocations they cause) happen within the faults
+        for _ in 0..self.config.jobs {
+            let policy = match self.rng.range(0, 2) {
+                0 => RestartKind::Never,
+                1 => RestartKind::OnFailure,
+                _ => RestartKind::Always,
+            };
+            let drawn = RestartPolicy {
+                policy,
+                limit: self.rng.range(0, 2) as u32,
+                backoff_ms: self.rng.range(100, 1_000),
+            };
+            self.policies.push(self.config.restart.unwrap_or(drawn));
         }
         for (at, fault) in self.config.script.clone() {
             self.at(at, Ev::Fault(fault));
@@ -444,6 +587,7 @@ impl Sim {
                         .filter_map(|c| c.state.as_ref())
                         .map(|c| c.refusals.count())
                         .sum::<u64>(),
+                counts: self.counts.clone(),
             }),
             Ok(Err(v)) => Err(v),
             Err(panic) => Err(Violation {
@@ -494,7 +638,18 @@ impl Sim {
                 instance,
                 to,
             } => self.runtime_step(worker, instance, to),
+            Ev::Exit {
+                worker,
+                instance,
+                run,
+                code,
+            } => self.exit(worker, instance, run, code),
+            Ev::Restart { worker, instance } => self.restart_instance(worker, instance),
+            Ev::Register(child) => self.register(child),
         }
-        Ok(())
+        match self.broken.take() {
+            Some(violation) => Err(violation),
+            None => Ok(()),
+        }
     }
 }

@@ -21,13 +21,26 @@ impl Sim {
         instance: &InstanceId,
         state: InstanceState,
     ) {
+        self.worker_report(w, job, instance, state, None, String::new());
+    }
+
+    /// An instance event with its exit code and reason, as the worker engine's `report`.
+    pub(super) fn worker_report(
+        &mut self,
+        w: usize,
+        job: &JobId,
+        instance: &InstanceId,
+        state: InstanceState,
+        exit_code: Option<i32>,
+        reason: String,
+    ) {
         let event = InstanceEvent {
             job: job.clone(),
             instance: instance.clone(),
             node: self.workers[w].id.clone(),
             state,
-            exit_code: None,
-            reason: String::new(),
+            exit_code,
+            reason,
             unschedulable: None,
         };
         self.worker_send(w, Message::InstanceEvent(event));
@@ -59,6 +72,10 @@ impl Sim {
         }
         let kinds = vec!["native".into()];
         let actions = plan(&env.body, &self.workers[w].local, &kinds);
+        let policy = match &env.body {
+            Message::Deploy(deploy) => deploy.spec.restart,
+            _ => RestartPolicy::default(),
+        };
         let mut refusal = None;
         let mut started = Vec::new();
         for action in actions {
@@ -69,7 +86,7 @@ impl Sim {
                         kind: spec.kind.clone(),
                         state: InstanceState::Starting,
                         resources: spec.resources,
-                        restart: None,
+                        restart: Some((spec.clone(), policy)),
                         restarts: 0,
                         clearing: false,
                     };
@@ -131,6 +148,7 @@ impl Sim {
             InstanceState::Running if local.state == InstanceState::Starting => {
                 local.state = InstanceState::Running;
                 self.worker_event(w, &job, &instance, to);
+                self.plan_end(w, instance);
             }
             InstanceState::Terminated => {
                 self.workers[w].local.remove(&instance);
@@ -138,5 +156,134 @@ impl Sim {
             }
             _ => {}
         }
+    }
+
+    /// A run that just began may end on its own before the faults end (the seed decides
+    /// whether, when and how: a clean exit a quarter of the time, else a failure or a crash
+    /// half each).
+    fn plan_end(&mut self, w: usize, instance: InstanceId) {
+        let run = self.runs.entry((w, instance.clone())).or_insert(0);
+        *run += 1;
+        let run = *run;
+        if !self.faulting() || !self.rng.chance(self.config.exit_chance) {
+            return;
+        }
+        let at = self.now + self.rng.range(200, 8_000);
+        if at >= self.config.faults_until_ms {
+            return;
+        }
+        let code = match self.rng.range(0, 7) {
+            0 | 1 => Some(0),
+            2..=4 => Some(1),
+            _ => None,
+        };
+        self.at(
+            at,
+            Ev::Exit {
+                worker: w,
+                instance,
+                run,
+                code,
+            },
+        );
+    }
+
+    /// A run ended on its own: EXITED is reported with its code, then the job's restart
+    /// policy decides through the worker engine's own `after_exit`, and the worker reports
+    /// as it does: RESTARTING (and a restart after the backoff), FAILED (given up here, the
+    /// instance removed, for the cluster to relocate), or nothing more (done).
+    pub(super) fn exit(&mut self, w: usize, instance: InstanceId, run: u64, code: Option<i32>) {
+        if !self.workers[w].alive || self.runs.get(&(w, instance.clone())) != Some(&run) {
+            return;
+        }
+        let Some(local) = self.workers[w].local.get_mut(&instance) else {
+            return;
+        };
+        // a process that ends while being stopped is part of the stop (TERMINATED follows)
+        if local.state != InstanceState::Running {
+            return;
+        }
+        local.state = InstanceState::Exited;
+        let job = local.job.clone();
+        let Some((_, policy)) = local.restart.clone() else {
+            return;
+        };
+        let restarts = local.restarts;
+        match code {
+            Some(0) => self.counts.clean_exits += 1,
+            Some(_) => self.counts.failed_exits += 1,
+            None => self.counts.crashes += 1,
+        }
+        let how = match code {
+            Some(c) => format!("exited with code {c}"),
+            None => "was killed by a signal".to_string(),
+        };
+        self.worker_report(w, &job, &instance, InstanceState::Exited, code, how);
+        let node = self.workers[w].id.clone();
+        match after_exit(&policy, code, restarts) {
+            AfterExit::Done => {
+                self.finished.insert(job);
+            }
+            AfterExit::Restart(wait) => {
+                self.counts.restarts += 1;
+                if let Some(local) = self.workers[w].local.get_mut(&instance) {
+                    local.restarts += 1;
+                    local.state = InstanceState::Restarting;
+                }
+                let reason = format!(
+                    "restart {} of {} on {node} in {wait:?}",
+                    restarts + 1,
+                    policy.limit
+                );
+                self.worker_report(w, &job, &instance, InstanceState::Restarting, None, reason);
+                self.after(
+                    wait.as_millis() as u64,
+                    Ev::Restart {
+                        worker: w,
+                        instance,
+                    },
+                );
+            }
+            AfterExit::GiveUp(why) => {
+                self.counts.give_ups += 1;
+                self.gave_up.insert(job.clone());
+                self.workers[w].local.remove(&instance);
+                let reason = format!("{why} ({node})");
+                self.worker_report(w, &job, &instance, InstanceState::Failed, code, reason);
+            }
+        }
+    }
+
+    /// A restart's backoff is over: unless the instance was stopped meanwhile, it starts
+    /// again (STARTING, then RUNNING once the runtime has it up).
+    pub(super) fn restart_instance(&mut self, w: usize, instance: InstanceId) {
+        if !self.workers[w].alive {
+            return;
+        }
+        let Some(local) = self.workers[w].local.get_mut(&instance) else {
+            return;
+        };
+        if local.state != InstanceState::Restarting {
+            return;
+        }
+        local.state = InstanceState::Starting;
+        let job = local.job.clone();
+        self.worker_report(
+            w,
+            &job,
+            &instance,
+            InstanceState::Starting,
+            None,
+            "restarting".into(),
+        );
+        let delay = self.rng.range(5, 50);
+        self.after(
+            delay,
+            Ev::Runtime {
+                worker: w,
+                instance,
+                to: InstanceState::Running,
+            },
+        );
     }
 }
