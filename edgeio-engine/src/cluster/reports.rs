@@ -305,7 +305,10 @@ impl ClusterState {
                 .check(moved, &job_id, Some(&event.instance), instead)
                 .is_some()
             {
-                failed = was != InstanceState::Failed && event.state == InstanceState::Failed;
+                // one being stopped (replaced while its node was away, or the old half of
+                // a move) was going anyway: its failure is not replaced again
+                failed = !matches!(was, InstanceState::Failed | InstanceState::Terminating)
+                    && event.state == InstanceState::Failed;
             }
             if event.exit_code.is_some() {
                 instance.exit_code = event.exit_code;

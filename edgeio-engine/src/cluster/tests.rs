@@ -883,3 +883,45 @@ fn a_failed_instance_no_node_here_can_take_is_told_up_with_the_refusal() {
         .collect();
     assert_eq!(up, [(InstanceState::Failed, true)]);
 }
+
+#[test]
+fn an_instance_that_fails_while_stopped_as_replaced_is_not_replaced_again() {
+    let mut f = fixture();
+    f.node("n1", 4);
+    f.deploy(spec("web", 1000, 1));
+    f.node("n2", 4);
+    let job = JobId::new("web-1").unwrap();
+    let instance = f.state.jobs["web-1"].instances[0].id.clone();
+    f.status("n1", &[(&job, &instance)]);
+    // n1 is lost and its instance replaced on n2; n1 comes back still running it, and it is
+    // stopped as replaced
+    f.state.node_lost("n1", "will", &mut Fx::default());
+    f.status("n1", &[(&job, &instance)]);
+    assert_eq!(
+        f.instance_states("web-1"),
+        [
+            ("n1".into(), InstanceState::Terminating),
+            ("n2".into(), InstanceState::Pending)
+        ]
+    );
+    // before the stop reaches it, its process fails and n1 gives up on it
+    let failed = InstanceEvent {
+        job: job.clone(),
+        instance,
+        node: "n1".into(),
+        state: InstanceState::Failed,
+        exit_code: Some(1),
+        reason: "exited with code 1; restart policy never (n1)".into(),
+        unschedulable: None,
+    };
+    let mut fx = Fx::default();
+    f.state.on_instance_event("n1", failed, &mut fx);
+    assert!(starts(&fx).is_empty(), "replaced once already");
+    assert_eq!(
+        f.instance_states("web-1"),
+        [
+            ("n1".into(), InstanceState::Failed),
+            ("n2".into(), InstanceState::Pending)
+        ]
+    );
+}
