@@ -178,8 +178,8 @@ impl ClusterState {
         true
     }
 
-    /// What the node's status leaves out. An instance it reported RUNNING and that its
-    /// statuses keep leaving out for three intervals is gone with the node's restart (whose
+    /// What the node's status leaves out. An instance it reported RUNNING (or STARTING, or
+    /// RESTARTING) and that its statuses keep leaving out for three intervals is gone with the node's restart (whose
     /// will was lost with the broker, when the cluster was down too): it is LOST, told up,
     /// and replaced as a lost node's would be. The wait covers a worker that reports before
     /// it has adopted what survived its restart.
@@ -230,8 +230,15 @@ impl ClusterState {
             .values()
             .flat_map(|j| &j.instances)
             .filter(|i| {
+                // not only RUNNING: one its node gave up on while the link was down (the
+                // FAILED event lost, and a RUNNING before it) is left out while STARTING
                 i.node.as_deref() == Some(node)
-                    && i.lifecycle.state() == InstanceState::Running
+                    && matches!(
+                        i.lifecycle.state(),
+                        InstanceState::Running
+                            | InstanceState::Starting
+                            | InstanceState::Restarting
+                    )
                     && !listed.contains(&i.id)
             })
             .map(|i| i.id.clone())

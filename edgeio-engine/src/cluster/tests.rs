@@ -925,3 +925,34 @@ fn an_instance_that_fails_while_stopped_as_replaced_is_not_replaced_again() {
         ]
     );
 }
+
+#[test]
+fn a_starting_instance_statuses_leave_out_for_three_intervals_is_lost_and_replaced() {
+    let mut f = fixture();
+    f.node("n1", 4);
+    f.node("n2", 4);
+    let (_, fx) = f.deploy(spec("web", 1000, 1));
+    let first = starts(&fx)[0].clone();
+    let job = JobId::new("web-1").unwrap();
+    let instance = f.state.jobs["web-1"].instances[0].id.clone();
+    let starting = InstanceEvent {
+        job,
+        instance,
+        node: first.clone(),
+        state: InstanceState::Starting,
+        exit_code: None,
+        reason: String::new(),
+        unschedulable: None,
+    };
+    f.state
+        .on_instance_event(&first, starting, &mut Fx::default());
+    // the node ran it and gave up on it while its link was down (both events lost): its
+    // statuses leave it out from then on
+    f.status(&first, &[]);
+    f.clock.advance_ms(3_000);
+    let fx = f.status(&first, &[]);
+    let states = f.instance_states("web-1");
+    assert_eq!(states[0], (first.clone(), InstanceState::Lost));
+    assert_eq!(states[1].1, InstanceState::Pending);
+    assert_eq!(starts(&fx).len(), 1);
+}
