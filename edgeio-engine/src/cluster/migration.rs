@@ -14,6 +14,17 @@ impl ClusterState {
             Ok(moving) => moving,
             Err(e) => return command.nack_in(&self.cx, &self.config.id, e),
         };
+        let under_way = self.jobs.get(m.job.as_str()).is_some_and(|j| {
+            j.instances
+                .iter()
+                .any(|i| i.replaces.as_ref() == Some(&old_id) && !i.is_over())
+        });
+        if under_way {
+            // the same move again (a copy re-sent after "not now": the first was applied,
+            // not yet stored): acked once the move is stored, not started a second time
+            fx.persist.push(Self::job_key(m.job.as_str()));
+            return command.ack_in(&self.cx, &self.config.id);
+        }
         let (target, except) = match self.destination(&m.target, &old_id, &from, &mut spec) {
             Ok(destination) => destination,
             Err(e) => return command.nack_in(&self.cx, &self.config.id, e),

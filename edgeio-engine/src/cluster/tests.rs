@@ -956,3 +956,39 @@ fn a_starting_instance_statuses_leave_out_for_three_intervals_is_lost_and_replac
     assert_eq!(states[1].1, InstanceState::Pending);
     assert_eq!(starts(&fx).len(), 1);
 }
+
+#[test]
+fn a_migrate_delivered_again_after_not_now_starts_no_second_move() {
+    let mut f = fixture();
+    f.node("n1", 4);
+    f.node("n2", 4);
+    f.node("n3", 4);
+    let (_, fx) = f.deploy(spec("web", 1000, 1));
+    let first = starts(&fx)[0].clone();
+    let old = f.state.jobs["web-1"].instances[0].id.clone();
+    let job = JobId::new("web-1").unwrap();
+    f.status(&first, &[(&job, &old)]);
+    let command = Envelope::new_in(
+        &f.state.cx,
+        "root",
+        Message::Migrate(Migrate {
+            job: job.clone(),
+            instance: None,
+            target: MigrateTarget::Anywhere,
+        }),
+    );
+    let Message::Migrate(m) = &command.body else {
+        unreachable!()
+    };
+    let mut fx = Fx::default();
+    let answer = f.state.on_migrate(&command, m, &mut fx);
+    assert!(matches!(answer.body, Message::Ack(_)), "{answer:?}");
+    assert_eq!(starts(&fx).len(), 1);
+    // the store could not take it, so the root was told "not now" and sends it again
+    let mut fx = Fx::default();
+    let again = f.state.on_migrate(&command, m, &mut fx);
+    assert!(matches!(again.body, Message::Ack(_)), "{again:?}");
+    assert!(starts(&fx).is_empty(), "no second move");
+    assert_eq!(fx.persist, ["jobs/web-1"], "acked once stored");
+    assert_eq!(f.state.jobs["web-1"].instances.len(), 2);
+}
