@@ -89,6 +89,9 @@ impl ClusterState {
                 continue;
             };
             let moved = instance.lifecycle.reconcile(report.state, now, &reason);
+            // a move's new instance runs (its RUNNING event was lost): the move ends here
+            // as on the event, or the old instance would run on and the job stay MIGRATING
+            let arrived = report.state == InstanceState::Running && instance.replaces.is_some();
             let instead = "the report is not recorded; the instance keeps its state";
             if self
                 .refusals
@@ -106,6 +109,12 @@ impl ClusterState {
                     report.state,
                     reason,
                 ));
+                if arrived {
+                    self.finish_migration(report.job.as_str(), &report.instance, fx);
+                    if let Some(job) = self.jobs.get_mut(report.job.as_str()) {
+                        job.settle(now, &mut self.refusals);
+                    }
+                }
             }
         }
     }

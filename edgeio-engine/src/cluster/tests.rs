@@ -992,3 +992,39 @@ fn a_migrate_delivered_again_after_not_now_starts_no_second_move() {
     assert_eq!(fx.persist, ["jobs/web-1"], "acked once stored");
     assert_eq!(f.state.jobs["web-1"].instances.len(), 2);
 }
+
+#[test]
+fn a_migration_whose_new_instance_a_status_reports_running_stops_the_old_one() {
+    let mut f = fixture();
+    f.node("n1", 4);
+    f.node("n2", 4);
+    let (_, fx) = f.deploy(spec("web", 1000, 1));
+    let first = starts(&fx)[0].clone();
+    let target = if first == "n1" { "n2" } else { "n1" };
+    let old = f.state.jobs["web-1"].instances[0].id.clone();
+    let job = JobId::new("web-1").unwrap();
+    f.status(&first, &[(&job, &old)]);
+    let command = Envelope::new_in(
+        &f.state.cx,
+        "root",
+        Message::Migrate(Migrate {
+            job: job.clone(),
+            instance: None,
+            target: MigrateTarget::Node(target.into()),
+        }),
+    );
+    let Message::Migrate(m) = &command.body else {
+        unreachable!()
+    };
+    f.state.on_migrate(&command, m, &mut Fx::default());
+    let new = f.state.jobs["web-1"].instances[1].id.clone();
+    // the new instance's RUNNING event was lost: the target's status says it runs
+    let fx = f.status(target, &[(&job, &new)]);
+    assert!(
+        fx.commands.iter().any(|(n, e, _)| n == &first
+            && matches!(&e.body, Message::Terminate(t) if t.instance.as_ref() == Some(&old))),
+        "the old instance is stopped: {:?}",
+        fx.commands
+    );
+    assert_eq!(f.state.jobs["web-1"].lifecycle.state(), JobState::Running);
+}
