@@ -163,7 +163,7 @@ impl RootState {
     }
 
     /// Validates and starts a migration (see [`RootApi::migrate`]).
-    pub(super) fn migrate(
+    pub(crate) fn migrate(
         &mut self,
         id: &str,
         target: MigrateTarget,

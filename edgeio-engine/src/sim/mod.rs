@@ -22,6 +22,10 @@
 //!   [`after_exit`](crate::worker::after_exit): RESTARTING and a restart after the backoff,
 //!   FAILED (the cluster relocates it), or done.
 //!
+//! Users' requests arrive during the faults too: the seed's submissions, a test's
+//! terminations ([`Scripted::Terminate`]) and migrations ([`Scripted::Migrate`], or
+//! [`SimConfig::migrations`] drawn by the seed: none in the CI set yet).
+//!
 //! Workers are small models that decide with the worker engine's own
 //! [`plan`](crate::worker::plan) and report like the real one (events at once, status every
 //! interval). [`Report::counts`] tells how often each fault happened.

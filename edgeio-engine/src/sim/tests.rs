@@ -243,3 +243,27 @@ fn sim_timeline_instances_that_keep_failing_are_restarted_then_relocated() {
     let c = &report.counts;
     assert!(c.restarts > 0 && c.give_ups > 0, "{c:?}");
 }
+
+#[test]
+fn sim_timeline_migrations_asked_during_a_full_disk_and_a_partition_are_retried_and_end_running() {
+    let config = SimConfig {
+        jobs: 3,
+        random_faults: 0,
+        store_faults: 0,
+        exit_chance: 0.0,
+        submit_at: Some(1_000),
+        script: vec![
+            (4_000, Scripted::StoreFail(Addr::Root)),
+            (5_000, Scripted::Migrate(0)),
+            (6_000, Scripted::StoreHeal(Addr::Root)),
+            (6_500, Scripted::Partition(Addr::Worker(4))),
+            (8_000, Scripted::Migrate(1)),
+            (9_000, Scripted::Heal(Addr::Worker(4))),
+        ],
+        ..SimConfig::default()
+    };
+    let report = expect_pass(11, config);
+    assert_eq!(report.running, 3);
+    assert_eq!(report.counts.migrations, 2, "{:?}", report.counts);
+    assert!(report.counts.refused_requests >= 1, "{:?}", report.counts);
+}

@@ -59,32 +59,13 @@ impl Sim {
                 }
             }
             Scripted::Terminate(n) => {
-                let Some(Some(id)) = self.submitted.get(n).cloned() else {
-                    return;
-                };
-                let Some(root) = self.root.state.as_mut() else {
-                    return;
-                };
-                let before = root.jobs.get(id.as_str()).cloned();
-                let mut fx = Effects::default();
-                if root.terminate(id.as_str(), &mut fx).is_err() {
-                    return;
-                }
-                if self.root.write(&fx.persist, &mut self.counts) {
+                if self.ask_root(n, Scripted::Terminate(n)) {
                     self.terminated.insert(n);
-                    self.apply_root(fx);
-                } else {
-                    // as the API's `apply_or_undo`: the change is undone, nothing of it is
-                    // sent, its key stays dirty so the store gets the restored record; the
-                    // user is told 503 and asks again a second later
-                    if let Some(root) = self.root.state.as_mut() {
-                        match before {
-                            Some(record) => root.jobs.insert(id.to_string(), record),
-                            None => root.jobs.remove(id.as_str()),
-                        };
-                    }
-                    self.counts.refused_requests += 1;
-                    self.after(TICK_MS, Ev::Fault(Scripted::Terminate(n)));
+                }
+            }
+            Scripted::Migrate(n) => {
+                if self.ask_root(n, Scripted::Migrate(n)) {
+                    self.counts.migrations += 1;
                 }
             }
             Scripted::StoreFail(addr) => {
@@ -107,6 +88,46 @@ impl Sim {
                 }
             }
         }
+    }
+
+    /// Asks the root's API for `request` about the job submitted `n`-th, as `RootHandle`
+    /// does: the change is kept only once its records are written (`apply_or_undo`); when
+    /// the store refuses them it is undone, nothing of it is sent, its keys stay dirty so
+    /// the store gets the restored record, and the user, told 503, asks again a second
+    /// later. True when the root took the request.
+    fn ask_root(&mut self, n: usize, request: Scripted) -> bool {
+        let Some(Some(id)) = self.submitted.get(n).cloned() else {
+            return false;
+        };
+        let Some(root) = self.root.state.as_mut() else {
+            return false;
+        };
+        let before = root.jobs.get(id.as_str()).cloned();
+        let mut fx = Effects::default();
+        let asked = match request {
+            Scripted::Terminate(_) => root.terminate(id.as_str(), &mut fx).map(|_| ()),
+            Scripted::Migrate(_) => root
+                .migrate(id.as_str(), MigrateTarget::Anywhere, None, &mut fx)
+                .map(|_| ()),
+            _ => return false,
+        };
+        // refused (a move of a job that is not RUNNING): the user is told why, nothing changed
+        if asked.is_err() {
+            return false;
+        }
+        if self.root.write(&fx.persist, &mut self.counts) {
+            self.apply_root(fx);
+            return true;
+        }
+        if let Some(root) = self.root.state.as_mut() {
+            match before {
+                Some(record) => root.jobs.insert(id.to_string(), record),
+                None => root.jobs.remove(id.as_str()),
+            };
+        }
+        self.counts.refused_requests += 1;
+        self.after(TICK_MS, Ev::Fault(request));
+        false
     }
 
     pub(super) fn restart(&mut self, addr: Addr) {

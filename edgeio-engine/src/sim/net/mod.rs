@@ -16,7 +16,8 @@ use edgeio_core::state::{InstanceState, JobState, Lifecycle, StateMachine};
 use edgeio_core::testing::SimpleScheduler;
 use edgeio_core::transport::{ParentEvent, TransportError};
 use edgeio_core::wire::{
-    ChannelKind, ChannelSettings, Envelope, InstanceEvent, Message, PeerRole, RegisterRequest,
+    ChannelKind, ChannelSettings, Envelope, InstanceEvent, Message, MigrateTarget, PeerRole,
+    RegisterRequest,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -191,11 +192,13 @@ pub struct Counts {
     pub store_outages: u64,
     /// Changes whose records a failing store refused (each held what it asked for).
     pub failed_writes: u64,
+    /// Migrations the root started (asked while the job was RUNNING and stored).
+    pub migrations: u64,
     /// Commands answered "not now" (`nack` `unavailable` with `retry`) instead of acked,
     /// because what they changed could not be stored.
     pub not_now: u64,
-    /// Submissions, registrations and terminations refused because the store could not
-    /// take them (tried again later).
+    /// Submissions, registrations, terminations and migrations refused because the store
+    /// could not take them (tried again later).
     pub refused_requests: u64,
     /// Runs of instances that exited cleanly (code 0).
     pub clean_exits: u64,
@@ -500,6 +503,14 @@ impl Sim {
             let end = (start + self.rng.range(300, 6_000)).min(until);
             self.at(start, Ev::Fault(Scripted::StoreFail(victim)));
             self.at(end, Ev::Fault(Scripted::StoreHeal(victim)));
+        }
+        for _ in 0..self.config.migrations {
+            if self.config.jobs == 0 {
+                break;
+            }
+            let job = self.rng.range(0, self.config.jobs as u64 - 1) as usize;
+            let at = self.rng.range(1_000, until);
+            self.at(at, Ev::Fault(Scripted::Migrate(job)));
         }
         // what a job's instances do when they end on their own: a third each never
         // restart, restart on failure, always restart; small limits and backoffs, so that
