@@ -275,6 +275,45 @@ impl ClusterState {
             self.missing.remove(id);
         }
         let why = format!("node {node} no longer runs it");
+        // of a job being terminated, it is stopped (its TERMINATED event was lost): not LOST,
+        // which a terminating job would wait on for good
+        for job in self
+            .jobs
+            .values_mut()
+            .filter(|j| j.lifecycle.state() == JobState::Terminating)
+        {
+            let mut ended = false;
+            for instance in job
+                .instances
+                .iter_mut()
+                .filter(|i| vanished.contains(&i.id))
+            {
+                let moved = instance
+                    .lifecycle
+                    .reconcile(InstanceState::Terminated, now, &why);
+                let instead = "it keeps its state";
+                if self
+                    .refusals
+                    .check(moved, job.id.as_str(), Some(&instance.id), instead)
+                    .is_some()
+                {
+                    ended = true;
+                    fx.send_up.push(instance_event(
+                        &self.cx,
+                        &self.config.id,
+                        &job.id,
+                        &instance.id,
+                        node,
+                        InstanceState::Terminated,
+                        why.clone(),
+                    ));
+                }
+            }
+            if ended {
+                job.settle(now, &mut self.refusals);
+                fx.persist.push(Self::job_key(job.id.as_str()));
+            }
+        }
         let changed = self.mark_lost(node, |i| vanished.contains(&i.id), &why, fx);
         for job in changed {
             if let Some(job) = self.jobs.get_mut(&job) {

@@ -1028,3 +1028,40 @@ fn a_migration_whose_new_instance_a_status_reports_running_stops_the_old_one() {
     );
     assert_eq!(f.state.jobs["web-1"].lifecycle.state(), JobState::Running);
 }
+
+#[test]
+fn an_instance_of_a_terminating_job_its_node_leaves_out_is_terminated_not_lost() {
+    let mut f = fixture();
+    f.node("n1", 4);
+    f.deploy(spec("web", 1000, 1));
+    let job = JobId::new("web-1").unwrap();
+    let instance = f.state.jobs["web-1"].instances[0].id.clone();
+    f.status("n1", &[(&job, &instance)]);
+    let command = Envelope::new_in(
+        &f.state.cx,
+        "root",
+        Message::Terminate(Terminate {
+            job: job.clone(),
+            instance: None,
+            grace_ms: 0,
+        }),
+    );
+    let Message::Terminate(t) = &command.body else {
+        unreachable!()
+    };
+    f.state.on_terminate(&command, t, &mut Fx::default());
+    // the node stopped it, but its TERMINATING and TERMINATED events were lost: its
+    // statuses leave it out from then on
+    f.status("n1", &[]);
+    f.clock.advance_ms(3_000);
+    let fx = f.status("n1", &[]);
+    assert_eq!(
+        f.instance_states("web-1"),
+        [("n1".into(), InstanceState::Terminated)]
+    );
+    assert_eq!(
+        f.state.jobs["web-1"].lifecycle.state(),
+        JobState::Terminated
+    );
+    assert!(starts(&fx).is_empty());
+}
