@@ -94,9 +94,8 @@ pub struct SimConfig {
     /// and the job's restart policy (drawn by the seed) decides what follows.
     pub exit_chance: f64,
     /// How many migrations (anywhere) of random jobs the seed asks the root for while
-    /// faults happen. None in the CI set yet: at 2 per seed, 23 of the first 1,500 seeds
-    /// still break `liveness` (mostly) or `single-copy` around a make-before-break move
-    /// under these faults, which is still to be triaged.
+    /// faults happen. None in the CI set yet: at 2 per seed, 21 of the first 1,500 seeds
+    /// still break `liveness` (mostly), `replicas` or `single-copy`, not triaged yet.
     pub migrations: usize,
     /// Every job's restart policy; `None`: the seed draws one per job (never, on-failure or
     /// always, with a limit of 0 to 2 restarts and a backoff of 0.1 to 1 s).
