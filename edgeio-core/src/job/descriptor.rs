@@ -24,9 +24,12 @@
 //! is reported as missing.
 
 mod check;
+mod depth;
 mod node;
 #[cfg(test)]
 mod tests;
+
+pub use depth::MAX_NESTING;
 
 use super::JobSpec;
 use crate::model::KnownRuntimes;
@@ -153,6 +156,7 @@ pub fn parse_descriptor(bytes: &[u8], known: &KnownRuntimes) -> Result<JobSpec, 
     if is_blank(text) {
         return Err(DescriptorError::Empty);
     }
+    depth::check_nesting(text)?;
     let root: node::Node = serde_yaml_ng::from_str(text).map_err(syntax_error)?;
     check::check(&root, known).map_err(DescriptorError::Invalid)
 }

@@ -4,7 +4,9 @@ pub mod descriptor;
 mod spec;
 pub mod units;
 
-pub use descriptor::{parse_descriptor, DescriptorError, FieldError, MAX_DESCRIPTOR_BYTES};
+pub use descriptor::{
+    parse_descriptor, DescriptorError, FieldError, MAX_DESCRIPTOR_BYTES, MAX_NESTING,
+};
 pub use spec::{
     ApiVersion, Dependency, DependencyCondition, InstanceSpec, JobSpec, PortMapping, Protocol,
     RestartKind, RestartPolicy, MAX_REPLICAS,

@@ -5,6 +5,7 @@
 pub mod conformance;
 mod failing_store;
 mod fake_runtime;
+pub mod hostile;
 mod memory_store;
 mod memory_transport;
 pub mod require;

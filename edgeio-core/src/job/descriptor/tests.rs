@@ -959,9 +959,73 @@ fn deep_nesting_is_refused_without_overflowing_the_stack() {
     }
     let err = parse(&format!("{}{}", "[".repeat(200), "]".repeat(200))).unwrap_err();
     assert!(
-        err.to_string().contains("recursion limit exceeded"),
+        err.to_string()
+            .contains(&format!("the limit is {MAX_NESTING}")),
         "{err}"
     );
+}
+
+/// libyaml's scanner takes time quadratic in flow nesting (100,000 nested `[` held a core for
+/// 22 s): the nesting is bounded first, in linear time, and the refusal says where and why.
+#[test]
+fn nesting_past_the_limit_is_refused_before_the_yaml_parser_reads_it() {
+    let deep = format!(
+        "api_version: v1\nimage: {}{}\n",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let err = parse(&deep).unwrap_err();
+    let DescriptorError::Syntax {
+        line,
+        column,
+        message,
+    } = &err
+    else {
+        panic!("{err:?}");
+    };
+    assert_eq!(*line, Some(2), "{err}");
+    assert!(column.is_some_and(|c| c > MAX_NESTING), "{err}");
+    assert!(
+        message.contains(&format!("the limit is {MAX_NESTING}")),
+        "{err}"
+    );
+
+    // block nesting counts too, once the text could nest deep in flow
+    let mut block = format!(
+        "api_version: v1\nargs: [{}]\nimage:\n",
+        "[], ".repeat(MAX_NESTING)
+    );
+    for depth in 1..=MAX_NESTING + 2 {
+        block.push_str(&format!("{}k:\n", " ".repeat(depth)));
+    }
+    let err = parse(&block).unwrap_err();
+    assert!(err.to_string().contains("levels deep"), "{err}");
+
+    // at the limit, nesting is the checks' business, not a syntax error
+    let at_limit = format!(
+        "api_version: v1\njob_name: web\nimage: x\nimage_runtime: docker\nargs: {}{}\n",
+        "[".repeat(MAX_NESTING - 1),
+        "]".repeat(MAX_NESTING - 1)
+    );
+    let err = parse(&at_limit).unwrap_err();
+    assert!(matches!(err, DescriptorError::Invalid(_)), "{err:?}");
+}
+
+/// Every hostile shape of the test kit (deep and wide nesting, long keys, many keys, alias
+/// bombs, huge numbers, many documents) is answered, never a panic.
+#[test]
+fn hostile_descriptors_are_answered() {
+    let known = KnownRuntimes::default();
+    for (name, text) in crate::testing::hostile::descriptors(64 * 1024) {
+        assert!(text.len() <= 64 * 1024, "{name}: {} bytes", text.len());
+        let answer = std::panic::catch_unwind(|| parse_descriptor(text.as_bytes(), &known));
+        let answer = answer.unwrap_or_else(|_| panic!("{name}: panicked"));
+        if name == "plain" {
+            assert!(answer.is_ok(), "{name}: {answer:?}");
+        } else {
+            assert!(answer.is_err(), "{name}: accepted");
+        }
+    }
 }
 
 #[test]
