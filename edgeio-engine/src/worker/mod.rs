@@ -205,18 +205,8 @@ impl Worker {
                     let Some(runtime) = self.runtimes.get(&spec.kind).cloned() else {
                         continue;
                     };
-                    self.local.insert(
-                        spec.id.clone(),
-                        Local {
-                            job: spec.job.clone(),
-                            kind: spec.kind.clone(),
-                            state: InstanceState::Starting,
-                            resources: spec.resources,
-                            restart: Some((spec.clone(), policy)),
-                            restarts: 0,
-                            clearing: false,
-                        },
-                    );
+                    self.local
+                        .insert(spec.id.clone(), Local::starting(&spec, policy));
                     if let Err(e) = runtime.deploy(&spec).await {
                         self.report(&spec.id, InstanceState::Failed, None, &e.to_string())
                             .await?;

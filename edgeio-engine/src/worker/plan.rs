@@ -31,6 +31,21 @@ pub struct Local {
     pub clearing: bool,
 }
 
+impl Local {
+    /// An instance being started from `spec` under `policy`: STARTING, no restart yet.
+    pub fn starting(spec: &InstanceSpec, policy: RestartPolicy) -> Local {
+        Local {
+            job: spec.job.clone(),
+            kind: spec.kind.clone(),
+            state: InstanceState::Starting,
+            resources: spec.resources,
+            restart: Some((spec.clone(), policy)),
+            restarts: 0,
+            clearing: false,
+        }
+    }
+}
+
 /// What to do when an instance's process ended on its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AfterExit {

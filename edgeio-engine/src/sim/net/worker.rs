@@ -81,15 +81,7 @@ impl Sim {
         for action in actions {
             match action {
                 Action::Start(spec) => {
-                    let local = Local {
-                        job: spec.job.clone(),
-                        kind: spec.kind.clone(),
-                        state: InstanceState::Starting,
-                        resources: spec.resources,
-                        restart: Some((spec.clone(), policy)),
-                        restarts: 0,
-                        clearing: false,
-                    };
+                    let local = Local::starting(&spec, policy);
                     self.workers[w].local.insert(spec.id.clone(), local);
                     started.push((spec.id.clone(), spec.job.clone()));
                     let delay = self.rng.range(5, 50);
