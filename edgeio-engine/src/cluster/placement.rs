@@ -49,23 +49,9 @@ impl ClusterState {
         };
         info!(job = %deploy.job, explanation = %u, "refusing a job: no node fits");
         let spec = &deploy.spec;
-        if spec.replicas > 1 {
-            let what = format!("{} replicas asked, {} fit", spec.replicas, u.fits);
-            return self.unschedulable(command, &what, u);
-        }
-        Envelope::new_in(
-            &self.cx,
-            &self.config.id,
-            Message::Nack(Nack {
-                re: command.id.clone(),
-                error: ErrorBody {
-                    code: "unschedulable".into(),
-                    message: format!("cluster {}: {u}", self.config.id),
-                },
-                unschedulable: Some(u),
-                retry: false,
-            }),
-        )
+        let what = (spec.replicas > 1)
+            .then(|| format!("{} replicas asked, {} fit", spec.replicas, u.fits));
+        self.unschedulable(command, what.as_deref(), u)
     }
 
     /// A refusal of `command` with `code` and `message`.
@@ -80,14 +66,19 @@ impl ClusterState {
         )
     }
 
-    /// A refusal of `command` because nothing fits, with the scheduler's explanation.
+    /// A refusal of `command` because nothing fits, with the scheduler's explanation (after
+    /// `what` did not fit, when given).
     pub(super) fn unschedulable(
         &self,
         command: &Envelope,
-        what: &str,
+        what: Option<&str>,
         u: edgeio_core::scheduler::Unschedulable,
     ) -> Envelope {
         let u = u.in_tier(Tier::Nodes);
+        let message = match what {
+            Some(what) => format!("cluster {}: {what}: {u}", self.config.id),
+            None => format!("cluster {}: {u}", self.config.id),
+        };
         Envelope::new_in(
             &self.cx,
             &self.config.id,
@@ -95,7 +86,7 @@ impl ClusterState {
                 re: command.id.clone(),
                 error: ErrorBody {
                     code: "unschedulable".into(),
-                    message: format!("cluster {}: {what}: {u}", self.config.id),
+                    message,
                 },
                 unschedulable: Some(u),
                 retry: false,
@@ -112,7 +103,7 @@ impl ClusterState {
         what: impl FnOnce(u32) -> String,
     ) -> Envelope {
         match e {
-            SchedulerError::Unschedulable(u) => self.unschedulable(command, &what(u.fits), u),
+            SchedulerError::Unschedulable(u) => self.unschedulable(command, Some(&what(u.fits)), u),
             e => self.refuse(command, "invalid", e.to_string()),
         }
     }
