@@ -990,11 +990,11 @@ fn nesting_past_the_limit_is_refused_before_the_yaml_parser_reads_it() {
         "{err}"
     );
 
-    // block nesting counts too, once the text could nest deep in flow
-    let mut block = format!(
-        "api_version: v1\nargs: [{}]\nimage:\n",
-        "[], ".repeat(MAX_NESTING)
-    );
+    // block nesting counts too: compact sequences on one line, and indentation
+    let compact = format!("api_version: v1\nimage:\n{}x\n", "- ".repeat(100_000));
+    let err = parse(&compact).unwrap_err();
+    assert!(err.to_string().contains("more than 16 levels"), "{err}");
+    let mut block = String::from("api_version: v1\nimage:\n");
     for depth in 1..=MAX_NESTING + 2 {
         block.push_str(&format!("{}k:\n", " ".repeat(depth)));
     }
