@@ -5,8 +5,22 @@ use super::*;
 use edgeio_core::job::{RestartKind, RestartPolicy};
 use edgeio_core::state::JobState;
 
-/// How many seeds CI runs (a few seconds); `EDGEIO_SIM_SEEDS=N` runs N from seed 0 instead.
+/// How many seeds CI runs (a few seconds); `EDGEIO_SIM_SEEDS=N` runs N from seed 0 instead
+/// (from `EDGEIO_SIM_FROM` when set), `EDGEIO_SIM_MIGRATIONS=N` with N seeded migrations.
 const SEEDS: u64 = 500;
+
+/// The default configuration, with `EDGEIO_SIM_MIGRATIONS` seeded migrations when set.
+fn config_from_env() -> SimConfig {
+    let mut config = SimConfig::default();
+    if let Some(n) = env_number("EDGEIO_SIM_MIGRATIONS") {
+        config.migrations = n as usize;
+    }
+    config
+}
+
+fn env_number(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|s| s.parse().ok())
+}
 
 fn run(seed: u64, config: SimConfig) -> Result<Report, Violation> {
     Sim::new(seed, config).run()
@@ -24,14 +38,12 @@ fn expect_pass(seed: u64, config: SimConfig) -> Report {
 
 #[test]
 fn sim_seeds_keep_every_invariant() {
-    let seeds = std::env::var("EDGEIO_SIM_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(SEEDS);
+    let seeds = env_number("EDGEIO_SIM_SEEDS").unwrap_or(SEEDS);
+    let from = env_number("EDGEIO_SIM_FROM").unwrap_or(0);
     // how many seeds saw each fault, so that a change of rates that leaves one out shows
     let (mut writes, mut not_now, mut exits, mut gave_up, mut restarted) = (0, 0, 0, 0, 0);
-    for seed in 0..seeds {
-        let c = expect_pass(seed, SimConfig::default()).counts;
+    for seed in from..from + seeds {
+        let c = expect_pass(seed, config_from_env()).counts;
         writes += u64::from(c.failed_writes > 0);
         not_now += u64::from(c.not_now > 0);
         exits += u64::from(c.clean_exits + c.failed_exits + c.crashes > 0);
@@ -54,14 +66,12 @@ fn sim_seeds_keep_every_invariant() {
     }
 }
 
-/// Replays `EDGEIO_SIM_SEED` (seed 0 when unset) with the default configuration.
+/// Replays `EDGEIO_SIM_SEED` (seed 0 when unset) with the default configuration
+/// (`EDGEIO_SIM_MIGRATIONS=N`: with N seeded migrations).
 #[test]
 fn replay() {
-    let seed = std::env::var("EDGEIO_SIM_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let report = expect_pass(seed, SimConfig::default());
+    let seed = env_number("EDGEIO_SIM_SEED").unwrap_or(0);
+    let report = expect_pass(seed, config_from_env());
     eprintln!("sim seed {seed}: {report:?}");
 }
 
