@@ -28,7 +28,8 @@ impl<T> JobRecord<T> {
             }
             s if s.is_final() || s == JobState::Terminating => return None,
             // failed with nothing to take its place (a relocated failure has a replacement;
-            // an exited one may be restarting)
+            // an exited one may be restarting; a lost one may come back, unless it was
+            // relocated: then its replacement took its place, and failed)
             _ if states.contains(&InstanceState::Failed)
                 && states
                     .iter()
@@ -40,10 +41,10 @@ impl<T> JobRecord<T> {
                                 | InstanceState::Running
                                 | InstanceState::Restarting
                                 | InstanceState::Exited
-                                | InstanceState::Lost
                         )
                     })
                     .count()
+                    + self.lost_unreplaced()
                     < self.spec.replicas.max(1) as usize =>
             {
                 let why = self
@@ -87,6 +88,32 @@ impl<T> JobRecord<T> {
             return None;
         }
         (implied.0 != state).then_some(implied)
+    }
+
+    /// How many LOST instances no later instance replaced (their node may bring them back).
+    /// Instances are recorded in the order they were made; those past the first `replicas`
+    /// were made to replace one that ended before them (a relocation of a lost or failed
+    /// one), unless they are the new half of a migration (`replaces`). Each such replacement
+    /// is matched with an earlier FAILED or LOST instance not matched yet, a FAILED one
+    /// first: when it is unclear which one it replaced, a lost instance keeps counting.
+    fn lost_unreplaced(&self) -> usize {
+        let (mut failed, mut lost) = (0usize, 0usize);
+        let first_replacement = self.spec.replicas.max(1) as usize;
+        for (n, instance) in self.instances.iter().enumerate() {
+            if n >= first_replacement && instance.replaces.is_none() {
+                if failed > 0 {
+                    failed -= 1;
+                } else {
+                    lost = lost.saturating_sub(1);
+                }
+            }
+            match instance.lifecycle.state() {
+                InstanceState::Failed => failed += 1,
+                InstanceState::Lost => lost += 1,
+                _ => {}
+            }
+        }
+        lost
     }
 
     /// Marks LOST the live instances `which` picks, each change recorded with `why`; one the

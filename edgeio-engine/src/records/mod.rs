@@ -305,6 +305,48 @@ pub fn new_job_id(name: &str, cx: &Context) -> JobId {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use edgeio_core::job::JobSpec;
+    use edgeio_core::state::JobState;
+
+    /// A RUNNING job of `replicas` with instances `n-0`, `n-1` … in `states`, in that order.
+    fn job_with(replicas: u32, states: &[InstanceState]) -> ClusterJob {
+        let mut spec = JobSpec::minimal("web", "fake:run", "native", Resources::ZERO);
+        spec.replicas = replicas;
+        let id = JobId::new("web-1").unwrap();
+        let mut job = ClusterJob::new(id, spec, JobState::Running, 0, "every replica runs");
+        for (n, state) in states.iter().enumerate() {
+            let mut lifecycle = Lifecycle::new(InstanceState::Pending, 0, "placed");
+            lifecycle.reconcile(*state, 1, "reported").unwrap();
+            job.instances.push(InstanceRecord {
+                id: InstanceId::new(format!("web-1-{n}")).unwrap(),
+                node: Some(format!("w{n}")),
+                lifecycle,
+                exit_code: None,
+                replaces: None,
+                cluster: None,
+            });
+        }
+        job
+    }
+
+    #[test]
+    fn a_lost_instance_whose_replacements_all_failed_leaves_the_job_failed() {
+        // seed 1543: w0 lost with web-1-0, relocated to w1, failed there, relocated to w2,
+        // failed there too, and no node is left: nothing will run, the lost copy is replaced
+        use InstanceState::{Failed, Lost, Running};
+        let mut job = job_with(1, &[Lost, Failed, Failed]);
+        let mut refusals = Refusals::default();
+        job.settle(2, &mut refusals);
+        assert_eq!(job.lifecycle.state(), JobState::Failed);
+        assert_eq!(refusals.count(), 0);
+        // a lost instance no later one replaced may come back: the job keeps its state
+        let mut job = job_with(2, &[Failed, Lost, Running]);
+        job.settle(2, &mut refusals);
+        assert_eq!(job.lifecycle.state(), JobState::Running);
+        let mut job = job_with(1, &[Failed, Lost]);
+        job.settle(2, &mut refusals);
+        assert_eq!(job.lifecycle.state(), JobState::Running);
+    }
 
     #[test]
     fn job_ids_are_readable_and_valid() {
