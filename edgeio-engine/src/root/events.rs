@@ -43,6 +43,14 @@ impl RootState {
             debug!(cluster, job = %event.job, "event from a cluster the job has left");
             return;
         }
+        if owner && of_an_earlier_placement(job, &event.instance) {
+            // the job left this cluster and was placed on it anew since the root wrote the
+            // instance off (a re-sync that found the job gone, while the cluster still held
+            // the news of its end): what the instance did no longer counts for the job
+            info!(cluster, job = %event.job, instance = %event.instance, state = %event.state,
+                "event of an instance of an earlier placement; it stays LOST, the new placement counts");
+            return;
+        }
         record_event(job, cluster, &event, now, &mut self.refusals);
         // across clusters, the new placement ended without ever running: the job stays on
         // the cluster it left, and the new one lets go of what it placed
@@ -106,6 +114,25 @@ impl RootState {
         let why = format!("escalated by cluster {cluster}: {why}");
         self.leave_cluster(id, cluster, &why, fx);
     }
+}
+
+/// Whether `instance` is one the root wrote off (LOST) when it took `job` away from its
+/// cluster, and the job was placed anew since (SCHEDULED_CLUSTER at or after that): its news
+/// is of an earlier placement.
+fn of_an_earlier_placement(job: &RootJob, instance: &InstanceId) -> bool {
+    let Some(lost_at) = job
+        .instances
+        .iter()
+        .find(|i| &i.id == instance && i.lifecycle.state() == InstanceState::Lost)
+        .and_then(|i| i.lifecycle.history().last())
+        .map(|h| h.at_ms)
+    else {
+        return false;
+    };
+    job.lifecycle
+        .history()
+        .iter()
+        .any(|h| h.state == JobState::ScheduledCluster && h.at_ms >= lost_at)
 }
 
 /// Whether `event`, from a cluster `job` has left, ends an instance the root knows: the only

@@ -1081,6 +1081,42 @@ fn a_resync_naming_ended_instances_before_their_replacement_keeps_the_job_runnin
 }
 
 #[test]
+fn the_end_of_an_instance_of_an_earlier_placement_does_not_fail_the_job_placed_anew() {
+    // seed 37 with migrations: "a" failed the job (its instance gave up, no node took it)
+    // while its disk was full, so the news was held; a re-sync found the job gone from "a"
+    // (a failed job is not listed), the root wrote its instance off and placed it on "a"
+    // again; then the held failure arrived
+    let mut f = fixture();
+    f.cluster("a", 4000);
+    let (id, _) = f.submit("web", 1000);
+    let old = running_on(&mut f, &id, "a");
+    let job = f.job(&id).id.clone();
+    let mut fx = Fx::default();
+    f.clock.advance_ms(1_000);
+    f.state.on_aggregate("a", aggregate(4000), &mut fx);
+    f.state.on_sync("a", resync_reply(&[]), &mut fx);
+    assert_eq!(f.job(&id).lifecycle.state(), JobState::ScheduledCluster);
+    assert_eq!(f.job(&id).at.cluster.as_deref(), Some("a"));
+    let failed = InstanceEvent {
+        state: InstanceState::Failed,
+        reason: "exited with code 1; restart limit 0 reached on this node (n1)".into(),
+        ..running_event(&job, 0)
+    };
+    f.clock.advance_ms(200);
+    f.state.on_instance_event("a", failed, &mut fx);
+    assert_ne!(f.job(&id).lifecycle.state(), JobState::Failed);
+    let written_off = f.job(&id).instances.iter().find(|i| i.id == old);
+    assert_eq!(
+        written_off.map(|i| i.lifecycle.state()),
+        Some(InstanceState::Lost)
+    );
+    // the new placement's instance runs: so does the job
+    f.state
+        .on_instance_event("a", running_event(&job, 1), &mut fx);
+    assert_eq!(f.job(&id).lifecycle.state(), JobState::Running);
+}
+
+#[test]
 fn a_deploy_taken_after_the_job_left_the_cluster_is_answered_with_a_terminate() {
     let mut f = fixture();
     f.cluster("a", 4000);
