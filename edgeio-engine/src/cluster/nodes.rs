@@ -153,7 +153,12 @@ impl ClusterState {
         self.candidates.remove(node);
         fx.persist.push(Self::node_key(node));
         let why = format!("node {node} lost: {reason}");
-        self.mark_lost(node, |_| true, &why, fx);
+        // a job whose move's new instance went with the node keeps its old placement
+        for job in self.mark_lost(node, |_| true, &why, fx) {
+            if let Some(job) = self.jobs.get_mut(&job) {
+                job.settle(now, &mut self.refusals);
+            }
+        }
         self.fail_exited_on(node, &why, fx);
         self.relocate_from(node, fx);
     }

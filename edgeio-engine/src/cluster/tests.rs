@@ -1065,3 +1065,55 @@ fn an_instance_of_a_terminating_job_its_node_leaves_out_is_terminated_not_lost()
     );
     assert!(starts(&fx).is_empty());
 }
+
+/// A RUNNING `web-1` on its first node, asked to move to the other one: (first, target, old,
+/// new instance).
+fn migrating(f: &mut Fixture) -> (String, String, InstanceId, InstanceId) {
+    f.node("n1", 4);
+    f.node("n2", 4);
+    let (_, fx) = f.deploy(spec("web", 1000, 1));
+    let first = starts(&fx)[0].clone();
+    let target = if first == "n1" { "n2" } else { "n1" }.to_string();
+    let old = f.state.jobs["web-1"].instances[0].id.clone();
+    let job = JobId::new("web-1").unwrap();
+    f.status(&first, &[(&job, &old)]);
+    let command = Envelope::new_in(
+        &f.state.cx,
+        "root",
+        Message::Migrate(Migrate {
+            job,
+            instance: None,
+            target: MigrateTarget::Node(target.clone()),
+        }),
+    );
+    let Message::Migrate(m) = &command.body else {
+        unreachable!()
+    };
+    f.state.on_migrate(&command, m, &mut Fx::default());
+    assert_eq!(f.state.jobs["web-1"].lifecycle.state(), JobState::Migrating);
+    let new = f.state.jobs["web-1"].instances[1].id.clone();
+    (first, target, old, new)
+}
+
+#[test]
+fn a_migration_whose_new_instance_is_lost_with_its_node_is_abandoned() {
+    // seed 345 (migrations 2): the target was cut off with the new instance, which was not
+    // replaced (the old one runs); the job stayed MIGRATING for good
+    let mut f = fixture();
+    let (first, target, _, _) = migrating(&mut f);
+    let mut fx = Fx::default();
+    f.state.node_lost(&target, "cut off", &mut fx);
+    assert_eq!(
+        f.instance_states("web-1"),
+        [
+            (first, InstanceState::Running),
+            (target, InstanceState::Lost)
+        ]
+    );
+    assert_eq!(f.state.jobs["web-1"].lifecycle.state(), JobState::Running);
+    assert!(f.state.jobs["web-1"].migration.is_none());
+    assert!(
+        starts(&fx).is_empty(),
+        "nothing replaces the lost new instance"
+    );
+}

@@ -196,7 +196,12 @@ impl<T> JobRecord<T> {
                         format!("migrated to {}: {} runs", m.target, ids.join(", ")),
                     ));
                 }
-                if !new.is_empty() && new.iter().all(InstanceRecord::is_over) {
+                // a new instance lost with its node is stopped if the node brings it back
+                // while the old one runs (the old one counts as its replacement): the move
+                // is over as if it had ended
+                let ended =
+                    |i: &InstanceRecord| i.is_over() || i.lifecycle.state() == InstanceState::Lost;
+                if !new.is_empty() && new.iter().all(ended) {
                     let why = new
                         .last()
                         .and_then(|i| i.lifecycle.history().last())
