@@ -375,6 +375,9 @@ impl ClusterState {
             .get(&job_id)
             .and_then(|j| j.instances.iter().find(|i| i.id == event.instance));
         let migrating = instance.is_some_and(|i| i.replaces.is_some());
+        // a move's new instance that runs as recorded, not one being stopped (lost with its
+        // node, back after it was replaced, and stopped by the node's status first)
+        let runs = instance.is_some_and(|i| i.lifecycle.state() == InstanceState::Running);
         // over before a status named it: the node's last report never counted it, so what
         // it reserved is free again now rather than at the next status
         let ended = instance
@@ -391,7 +394,7 @@ impl ClusterState {
         } else {
             None
         };
-        let arrived = migrating && event.state == InstanceState::Running;
+        let arrived = migrating && runs && event.state == InstanceState::Running;
         let new = event.instance.clone();
         let mut up = event;
         up.node = node.to_string();

@@ -1117,3 +1117,39 @@ fn a_migration_whose_new_instance_is_lost_with_its_node_is_abandoned() {
         "nothing replaces the lost new instance"
     );
 }
+
+#[test]
+fn a_new_instance_stopped_as_replaced_does_not_end_the_move_by_stopping_the_old_one() {
+    // seed 71 (migrations 2): the new instance's node was lost and came back with it; its
+    // status stopped it (the old one runs), then its RUNNING event arrived and ended the
+    // move, stopping the old one too: nothing ran
+    let mut f = fixture();
+    let (first, target, old, new) = migrating(&mut f);
+    f.state.node_lost(&target, "cut off", &mut Fx::default());
+    let job = JobId::new("web-1").unwrap();
+    f.status(&target, &[(&job, &new)]);
+    assert_eq!(f.instance_states("web-1")[1].1, InstanceState::Terminating);
+    let event = InstanceEvent {
+        job,
+        instance: new,
+        node: target,
+        state: InstanceState::Running,
+        exit_code: None,
+        reason: String::new(),
+        unschedulable: None,
+    };
+    let mut fx = Fx::default();
+    f.state
+        .on_instance_event(&f.instance_states("web-1")[1].0.clone(), event, &mut fx);
+    assert_eq!(
+        f.instance_states("web-1")[0],
+        (first.clone(), InstanceState::Running)
+    );
+    assert!(
+        !fx.commands.iter().any(|(n, e, _)| n == &first
+            && matches!(&e.body, Message::Terminate(t) if t.instance.as_ref() == Some(&old))),
+        "the old instance runs on: {:?}",
+        fx.commands
+    );
+    assert_eq!(f.state.jobs["web-1"].lifecycle.state(), JobState::Running);
+}
