@@ -148,6 +148,9 @@ pub(crate) struct RootState {
     deploy_seq: u64,
     /// Per cluster, the deploys sent that its aggregate does not count yet (see [`sent`]).
     sent: BTreeMap<String, sent::Sent>,
+    /// When this root read its records (ms): commands sent before went with the memory of
+    /// the process that sent them (see `resync`).
+    started_ms: u64,
 }
 
 /// The refusal in a command's outcome, if it was refused: why, and the scheduler's
@@ -359,6 +362,7 @@ impl RootState {
             offered: None,
             deploy_seq: 0,
             sent: BTreeMap::new(),
+            started_ms: now,
         }
     }
 }

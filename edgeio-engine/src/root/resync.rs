@@ -69,11 +69,38 @@ impl RootState {
         for event in events {
             self.on_instance_event(cluster, event.clone(), fx);
         }
+        self.migration_unsent(cluster, job, fx);
         if adopt {
             fx.persist.push(job_key(job.as_str()));
         } else if owner.is_some_and(|(_, _, state)| state == JobState::Terminating) {
             fx.commands
                 .push(terminate_command(&self.cx, &self.config, cluster, job));
+        }
+    }
+
+    /// A move of `job` inside `cluster` asked before this root started, that the cluster has
+    /// not begun (it reports no instance of the new placement): the migrate went with the
+    /// memory of the root that sent it, so the move is abandoned and the job RUNNING where
+    /// it runs (a user may ask again).
+    fn migration_unsent(&mut self, cluster: &str, id: &JobId, fx: &mut Fx) {
+        let Some(job) = self.jobs.get(id.as_str()) else {
+            return;
+        };
+        let Some(m) = job.migration.as_ref() else {
+            return;
+        };
+        let asked_at = job.lifecycle.history().last().map_or(0, |h| h.at_ms);
+        let unsent = job.lifecycle.state() == JobState::Migrating
+            && m.from_cluster.is_none()
+            && job.holds(cluster)
+            && asked_at < self.started_ms
+            && job.instances.len() <= m.first_new;
+        if unsent {
+            let why = format!(
+                "cluster {cluster} has not begun it, and its request went with the root's restart"
+            );
+            self.abandon_migration(id.as_str(), &why, None);
+            fx.persist.push(job_key(id.as_str()));
         }
     }
 

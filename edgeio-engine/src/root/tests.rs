@@ -33,6 +33,7 @@ fn fixture() -> Fixture {
         offered: None,
         deploy_seq: 0,
         sent: BTreeMap::new(),
+        started_ms: 0,
     };
     Fixture { state, clock }
 }
@@ -1114,6 +1115,38 @@ fn the_end_of_an_instance_of_an_earlier_placement_does_not_fail_the_job_placed_a
     f.state
         .on_instance_event("a", running_event(&job, 1), &mut fx);
     assert_eq!(f.job(&id).lifecycle.state(), JobState::Running);
+}
+
+#[test]
+fn a_move_asked_before_the_root_restarted_that_its_cluster_never_began_is_abandoned() {
+    // seed 226 with migrations: the migrate was on its way to a cut-off cluster when the
+    // root crashed; restarted from its records, the root waited for the move for good
+    let mut f = fixture();
+    f.cluster("a", 4000);
+    let (id, _) = f.submit("web", 1000);
+    running_on(&mut f, &id, "a");
+    let job = f.job(&id).id.clone();
+    let mut fx = Fx::default();
+    f.state
+        .migrate(&id, MigrateTarget::Anywhere, None, &mut fx)
+        .unwrap();
+    assert_eq!(f.job(&id).lifecycle.state(), JobState::Migrating);
+    // a re-sync of the same root (the migrate may still be on its way): the move waits
+    f.clock.advance_ms(1_000);
+    let mut fx = Fx::default();
+    f.state
+        .on_sync("a", resync_reply(&[running_event(&job, 0)]), &mut fx);
+    assert_eq!(f.job(&id).lifecycle.state(), JobState::Migrating);
+    // the root restarts (its commands in flight are gone); the cluster reports only the
+    // old instance
+    f.clock.advance_ms(1_000);
+    f.state.started_ms = f.state.cx.now_ms();
+    let mut fx = Fx::default();
+    f.state
+        .on_sync("a", resync_reply(&[running_event(&job, 0)]), &mut fx);
+    assert_eq!(f.job(&id).lifecycle.state(), JobState::Running);
+    assert!(f.job(&id).migration.is_none());
+    assert!(fx.persist.contains(&job_key(&id)));
 }
 
 #[test]
