@@ -147,13 +147,19 @@ impl ClusterState {
                     )
             })
             .count();
-        if others < job.spec.replicas as usize {
+        // a job that ended meanwhile (FAILED: the replacements failed too) wants no copy
+        let ended = !job.is_live();
+        if !ended && others < job.spec.replicas as usize {
             return false;
         }
         let Some(instance) = job.instance_mut(instance_id) else {
             return false;
         };
-        let reason = format!("node {node} is back with it, but it was replaced meanwhile");
+        let reason = if ended {
+            format!("node {node} is back with it, but its job ended meanwhile")
+        } else {
+            format!("node {node} is back with it, but it was replaced meanwhile")
+        };
         let stopping = instance
             .lifecycle
             .reconcile(InstanceState::Terminating, now, &reason);

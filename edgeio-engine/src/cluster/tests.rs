@@ -1153,3 +1153,37 @@ fn a_new_instance_stopped_as_replaced_does_not_end_the_move_by_stopping_the_old_
     );
     assert_eq!(f.state.jobs["web-1"].lifecycle.state(), JobState::Running);
 }
+
+#[test]
+fn an_instance_a_returning_node_brings_back_after_its_job_failed_is_stopped() {
+    // seed 889 (migrations 2): lost with its node, replaced, the replacement failed with no
+    // other node to take it, the job FAILED; then the node came back with the old copy,
+    // which ran on for a FAILED job
+    let mut f = fixture();
+    f.node("n1", 4);
+    f.node("n2", 4);
+    let (_, fx) = f.deploy(spec("web", 1000, 1));
+    let first = starts(&fx)[0].clone();
+    let other = if first == "n1" { "n2" } else { "n1" }.to_string();
+    let job = JobId::new("web-1").unwrap();
+    let old = f.state.jobs["web-1"].instances[0].id.clone();
+    f.status(&first, &[(&job, &old)]);
+    f.state.node_lost(&first, "cut off", &mut Fx::default());
+    let new = f.state.jobs["web-1"].instances[1].id.clone();
+    let failed = InstanceEvent {
+        job: job.clone(),
+        instance: new,
+        node: other.clone(),
+        state: InstanceState::Failed,
+        exit_code: Some(1),
+        reason: "exited with code 1; restart policy never".into(),
+        unschedulable: None,
+    };
+    f.state
+        .on_instance_event(&other, failed, &mut Fx::default());
+    assert_eq!(f.state.jobs["web-1"].lifecycle.state(), JobState::Failed);
+    let fx = f.status(&first, &[(&job, &old)]);
+    assert_eq!(f.instance_states("web-1")[0].1, InstanceState::Terminating);
+    assert!(fx.commands.iter().any(|(n, e, _)| n == &first
+        && matches!(&e.body, Message::Terminate(t) if t.instance.as_ref() == Some(&old))));
+}
