@@ -243,6 +243,9 @@ pub(crate) struct ClusterState {
     missing: BTreeMap<InstanceId, u64>,
     /// Instances a node runs that this cluster asked it to stop (until the node answers).
     stopping: BTreeSet<InstanceId>,
+    /// When this cluster read its records (ms): a stop sent before went with the memory of
+    /// the process that sent it (see `stop_unwanted`).
+    started_ms: u64,
     /// The number of the last deploy from the root handled (taken or refused), reported in
     /// the aggregate so the root knows which of its deploys the figures count
     /// ([`ClusterAggregate::deploys_seen`]); 0 before the first.
@@ -443,6 +446,7 @@ impl ClusterState {
             relayed: BTreeMap::new(),
             following: BTreeMap::new(),
             stopping: BTreeSet::new(),
+            started_ms: now,
             deploys_seen: 0,
             redeployed: BTreeMap::new(),
             missing: BTreeMap::new(),

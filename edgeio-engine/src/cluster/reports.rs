@@ -14,9 +14,22 @@ impl ClusterState {
             {
                 continue;
             }
+            // one being stopped since before this cluster started: its stop went with the
+            // memory of the process that sent it
+            let started = self.started_ms;
+            let stop_lost = |i: &InstanceRecord| {
+                i.lifecycle.state() == InstanceState::Terminating
+                    && i.lifecycle
+                        .history()
+                        .last()
+                        .is_some_and(|h| h.at_ms < started)
+            };
             let wanted = self.jobs.get(report.job.as_str()).is_some_and(|job| {
                 job.instances.iter().any(|i| {
-                    i.id == report.instance && i.node.as_deref() == Some(node) && !i.is_over()
+                    i.id == report.instance
+                        && i.node.as_deref() == Some(node)
+                        && !i.is_over()
+                        && !stop_lost(i)
                 })
             });
             if wanted {

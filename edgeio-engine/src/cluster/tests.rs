@@ -1187,3 +1187,28 @@ fn an_instance_a_returning_node_brings_back_after_its_job_failed_is_stopped() {
     assert!(fx.commands.iter().any(|(n, e, _)| n == &first
         && matches!(&e.body, Message::Terminate(t) if t.instance.as_ref() == Some(&old))));
 }
+
+#[test]
+fn an_instance_whose_stop_went_with_a_restart_of_the_cluster_is_stopped_again() {
+    // seed 618 (migrations 2): a move's old instance was being stopped, its node cut off,
+    // and the cluster crashed with the stop command in memory; restarted, it kept the
+    // instance TERMINATING while its node ran it on for good
+    let mut f = fixture();
+    let (first, target, old, new) = migrating(&mut f);
+    let job = JobId::new("web-1").unwrap();
+    f.status(&target, &[(&job, &new)]);
+    assert_eq!(f.instance_states("web-1")[0].1, InstanceState::Terminating);
+    let stops_old = |fx: &Fx| {
+        fx.commands.iter().any(|(n, e, _)| {
+            n == &first
+                && matches!(&e.body, Message::Terminate(t) if t.instance.as_ref() == Some(&old))
+        })
+    };
+    // the stop is on its way: a status still naming the old instance sends no other
+    f.clock.advance_ms(1_000);
+    assert!(!stops_old(&f.status(&first, &[(&job, &old)])));
+    // the cluster restarts from its records: the next status naming it stops it again
+    f.clock.advance_ms(1_000);
+    f.state.started_ms = f.state.cx.now_ms();
+    assert!(stops_old(&f.status(&first, &[(&job, &old)])));
+}
