@@ -154,8 +154,15 @@ impl RootState {
             to_cluster: Some(cluster.to_string()),
         });
         if let Some((to, mut envelope, tag)) = self.deploy_command(id, cluster) {
-            if let (Some(n), Message::Deploy(deploy)) = (node, &mut envelope.body) {
-                deploy.spec.worker_node = Some(n.to_string());
+            if let Message::Deploy(deploy) = &mut envelope.body {
+                if let Some(n) = node {
+                    deploy.spec.worker_node = Some(n.to_string());
+                }
+                // named after the cluster: the one it leaves may have made instances the
+                // root has not heard of yet, numbered as these would be
+                deploy
+                    .instance_prefix
+                    .get_or_insert_with(|| part_prefix(&deploy.job, cluster));
             }
             fx.commands.push((to, envelope, tag));
         }

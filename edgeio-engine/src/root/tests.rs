@@ -1150,6 +1150,32 @@ fn a_move_asked_before_the_root_restarted_that_its_cluster_never_began_is_abando
 }
 
 #[test]
+fn a_move_to_another_cluster_names_its_instances_after_that_cluster() {
+    // seed 403 with migrations: "a" had replaced the job's instance (web-…-1) and the root
+    // had not heard of it yet; the move's deploy numbered the new instance 1 as well, and
+    // the two clusters' events for one id mixed in the root's record (it ended FAILED)
+    let mut f = fixture();
+    f.cluster("a", 4000);
+    let (id, _) = f.submit("web", 1000);
+    running_on(&mut f, &id, "a");
+    f.cluster("b", 4000);
+    let job = f.job(&id).id.clone();
+    let mut fx = Fx::default();
+    f.state
+        .migrate(&id, MigrateTarget::Cluster("b".into()), None, &mut fx)
+        .unwrap();
+    let prefixes: Vec<(String, Option<String>)> = fx
+        .commands
+        .iter()
+        .filter_map(|(c, e, _)| match &e.body {
+            Message::Deploy(d) => Some((c.clone(), d.instance_prefix.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(prefixes, [("b".to_string(), Some(part_prefix(&job, "b")))]);
+}
+
+#[test]
 fn a_deploy_taken_after_the_job_left_the_cluster_is_answered_with_a_terminate() {
     let mut f = fixture();
     f.cluster("a", 4000);
