@@ -94,11 +94,10 @@ pub struct SimConfig {
     /// and the job's restart policy (drawn by the seed) decides what follows.
     pub exit_chance: f64,
     /// How many migrations (anywhere) of random jobs the seed asks the root for while
-    /// faults happen. None in the CI set yet: at 2 per seed, 2 of the first 1,500 seeds
-    /// still fail (100: `single-copy`, 403: `liveness`) and 1 of the next 500 (1863:
-    /// `replicas`); 100 and 403 move a job to another cluster whose instance ids collide
-    /// with ids the old cluster made that the root had not heard of (run with
-    /// `EDGEIO_SIM_MIGRATIONS=2`, see `sim::tests`).
+    /// faults happen. None in the CI set yet: at 2 per seed, 1 of the first 1,500 seeds
+    /// still fails (100: `liveness`, a job left SCHEDULED_CLUSTER) and 1 of the next 500
+    /// (1863: `replicas`), not triaged yet (run with `EDGEIO_SIM_MIGRATIONS=2`, see
+    /// `sim::tests`).
     pub migrations: usize,
     /// Every job's restart policy; `None`: the seed draws one per job (never, on-failure or
     /// always, with a limit of 0 to 2 restarts and a backoff of 0.1 to 1 s).
