@@ -152,6 +152,26 @@ impl Fixture {
     }
 }
 
+/// What `node` reports of `instance` of `job`: `state`, its exit code and why.
+fn reported(
+    job: JobId,
+    instance: InstanceId,
+    node: impl Into<String>,
+    state: InstanceState,
+    exit_code: Option<i32>,
+    reason: &str,
+) -> InstanceEvent {
+    InstanceEvent {
+        job,
+        instance,
+        node: node.into(),
+        state,
+        exit_code,
+        reason: reason.into(),
+        unschedulable: None,
+    }
+}
+
 /// The nodes the effects command to start an instance, in order.
 fn starts(fx: &Fx) -> Vec<String> {
     fx.commands
@@ -254,14 +274,15 @@ fn a_failed_instance_is_relocated_to_another_node_never_one_it_failed_on() {
     let first = starts(&fx)[0].clone();
     let instance = f.state.jobs["web-1"].instances[0].id.clone();
     let mut fx = Fx::default();
-    let event = |state| InstanceEvent {
-        job: JobId::new("web-1").unwrap(),
-        instance: instance.clone(),
-        node: first.clone(),
-        state,
-        exit_code: Some(1),
-        reason: "restart limit reached".into(),
-        unschedulable: None,
+    let event = |state| {
+        reported(
+            JobId::new("web-1").unwrap(),
+            instance.clone(),
+            first.clone(),
+            state,
+            Some(1),
+            "restart limit reached",
+        )
     };
     f.state
         .on_instance_event(&first, event(InstanceState::Running), &mut fx);
@@ -279,14 +300,15 @@ fn an_event_after_termination_is_refused_and_counted() {
     f.node("n1", 4);
     f.deploy(spec("web", 1000, 1));
     let instance = f.state.jobs["web-1"].instances[0].id.clone();
-    let event = |state| InstanceEvent {
-        job: JobId::new("web-1").unwrap(),
-        instance: instance.clone(),
-        node: "n1".into(),
-        state,
-        exit_code: None,
-        reason: String::new(),
-        unschedulable: None,
+    let event = |state| {
+        reported(
+            JobId::new("web-1").unwrap(),
+            instance.clone(),
+            "n1",
+            state,
+            None,
+            "",
+        )
     };
     let mut fx = Fx::default();
     f.state
@@ -336,15 +358,14 @@ fn an_instance_a_returning_node_starts_again_after_it_was_replaced_is_stopped() 
     assert_eq!(f.instance_states("web-1")[1].1, InstanceState::Pending);
     // the deploy re-sent to the node before it was lost reaches it once it is back
     let mut fx = Fx::default();
-    let event = InstanceEvent {
-        job: JobId::new("web-1").unwrap(),
-        instance: old.clone(),
-        node: first.clone(),
-        state: InstanceState::Running,
-        exit_code: None,
-        reason: String::new(),
-        unschedulable: None,
-    };
+    let event = reported(
+        JobId::new("web-1").unwrap(),
+        old.clone(),
+        first.clone(),
+        InstanceState::Running,
+        None,
+        "",
+    );
     f.state.on_instance_event(&first, event, &mut fx);
     assert_eq!(f.instance_states("web-1")[0].1, InstanceState::Terminating);
     assert!(fx.commands.iter().any(|(n, e, _)| n == &first
@@ -569,15 +590,14 @@ fn an_instance_over_before_it_was_reported_is_not_reserved_any_more() {
     let mut event_fx = Fx::default();
     f.state.on_instance_event(
         "n1",
-        InstanceEvent {
-            job: job.clone(),
-            instance: ids[1].clone(),
-            node: "n1".into(),
-            state: InstanceState::Terminated,
-            exit_code: None,
-            reason: "removed".into(),
-            unschedulable: None,
-        },
+        reported(
+            job.clone(),
+            ids[1].clone(),
+            "n1",
+            InstanceState::Terminated,
+            None,
+            "removed",
+        ),
         &mut event_fx,
     );
     assert_eq!(f.free_cpu("n1"), 2000);
@@ -599,15 +619,14 @@ fn a_status_keeps_the_jobs_a_node_runs_for_anti_affinity() {
     let names = &f.state.candidates.get("n1").unwrap().jobs;
     assert_eq!(names.iter().collect::<Vec<_>>(), ["web"]);
     // once it ended there, the next status drops the job from the node's entry
-    let ended = InstanceEvent {
-        job: job.clone(),
-        instance: ids[0].clone(),
-        node: "n1".into(),
-        state: InstanceState::Failed,
-        exit_code: Some(1),
-        reason: "restarts used up".into(),
-        unschedulable: None,
-    };
+    let ended = reported(
+        job.clone(),
+        ids[0].clone(),
+        "n1",
+        InstanceState::Failed,
+        Some(1),
+        "restarts used up",
+    );
     f.state.on_instance_event("n1", ended, &mut Fx::default());
     f.status_free("n1", cpu(4000), &[]);
     assert!(f.state.candidates.get("n1").unwrap().jobs.is_empty());
@@ -736,15 +755,14 @@ fn a_migration_starts_the_new_instance_and_stops_the_old_only_once_it_runs() {
     );
     let new = f.state.jobs["web-1"].instances[1].id.clone();
     let mut fx = Fx::default();
-    let event = InstanceEvent {
-        job: JobId::new("web-1").unwrap(),
-        instance: new,
-        node: target.into(),
-        state: InstanceState::Running,
-        exit_code: None,
-        reason: String::new(),
-        unschedulable: None,
-    };
+    let event = reported(
+        JobId::new("web-1").unwrap(),
+        new,
+        target,
+        InstanceState::Running,
+        None,
+        "",
+    );
     f.state.on_instance_event(target, event, &mut fx);
     assert!(fx.commands.iter().any(|(n, e, _)| n == &first
         && matches!(&e.body, Message::Terminate(t) if t.instance.as_ref() == Some(&old))));
@@ -760,15 +778,14 @@ fn an_exited_instance_its_node_reports_running_again_was_restarted_and_is_kept()
     f.status("n1", &[(&job, &instance)]);
     // it exited; the node restarted it, but its RESTARTING and STARTING events were lost
     // (this cluster restarted meanwhile from a store that has it EXITED)
-    let exited = InstanceEvent {
-        job: job.clone(),
-        instance: instance.clone(),
-        node: "n1".into(),
-        state: InstanceState::Exited,
-        exit_code: Some(1),
-        reason: "exited with code 1".into(),
-        unschedulable: None,
-    };
+    let exited = reported(
+        job.clone(),
+        instance.clone(),
+        "n1",
+        InstanceState::Exited,
+        Some(1),
+        "exited with code 1",
+    );
     f.state.on_instance_event("n1", exited, &mut Fx::default());
     assert_eq!(
         f.instance_states("web-1"),
@@ -798,15 +815,14 @@ fn an_instance_waiting_to_restart_on_a_lost_node_fails_and_is_relocated() {
     let instance = f.state.jobs["web-1"].instances[0].id.clone();
     f.status("n1", &[(&job, &instance)]);
     // it exited with a failure (policy on-failure: n1 would restart it), and n1 is lost
-    let exited = InstanceEvent {
-        job: job.clone(),
-        instance: instance.clone(),
-        node: "n1".into(),
-        state: InstanceState::Exited,
-        exit_code: Some(1),
-        reason: "exited with code 1".into(),
-        unschedulable: None,
-    };
+    let exited = reported(
+        job.clone(),
+        instance.clone(),
+        "n1",
+        InstanceState::Exited,
+        Some(1),
+        "exited with code 1",
+    );
     f.state.on_instance_event("n1", exited, &mut Fx::default());
     let mut fx = Fx::default();
     f.state.node_lost("n1", "will", &mut fx);
@@ -861,15 +877,14 @@ fn a_failed_instance_no_node_here_can_take_is_told_up_with_the_refusal() {
     f.status("n1", &[(&job, &instance)]);
     f.state.node_lost("n2", "will", &mut Fx::default());
     // n1 gives up on it, and n2 (the only other node) is away: the root must move the job
-    let failed = InstanceEvent {
-        job: job.clone(),
-        instance: instance.clone(),
-        node: "n1".into(),
-        state: InstanceState::Failed,
-        exit_code: Some(1),
-        reason: "exited with code 1; restart policy never (n1)".into(),
-        unschedulable: None,
-    };
+    let failed = reported(
+        job.clone(),
+        instance.clone(),
+        "n1",
+        InstanceState::Failed,
+        Some(1),
+        "exited with code 1; restart policy never (n1)",
+    );
     let mut fx = Fx::default();
     f.state.on_instance_event("n1", failed, &mut fx);
     assert!(starts(&fx).is_empty());
@@ -1170,15 +1185,14 @@ fn an_instance_a_returning_node_brings_back_after_its_job_failed_is_stopped() {
     f.status(&first, &[(&job, &old)]);
     f.state.node_lost(&first, "cut off", &mut Fx::default());
     let new = f.state.jobs["web-1"].instances[1].id.clone();
-    let failed = InstanceEvent {
-        job: job.clone(),
-        instance: new,
-        node: other.clone(),
-        state: InstanceState::Failed,
-        exit_code: Some(1),
-        reason: "exited with code 1; restart policy never".into(),
-        unschedulable: None,
-    };
+    let failed = reported(
+        job.clone(),
+        new,
+        other.clone(),
+        InstanceState::Failed,
+        Some(1),
+        "exited with code 1; restart policy never",
+    );
     f.state
         .on_instance_event(&other, failed, &mut Fx::default());
     assert_eq!(f.state.jobs["web-1"].lifecycle.state(), JobState::Failed);
