@@ -6,6 +6,8 @@
 //! Still to come (security issue): the same from the worker's own network namespace, joining a
 //! cluster that advertises an address reachable from there.
 
+#![cfg(all(feature = "roles", feature = "testing"))]
+
 mod support;
 
 use edgeio::state::JobState;
