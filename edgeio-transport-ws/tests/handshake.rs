@@ -20,29 +20,6 @@ fn expect_error(envelope: &Envelope) -> (Option<String>, String, String) {
     }
 }
 
-/// After a refusal the server still registers others.
-async fn still_serves(
-    server: &edgeio_transport_ws::ServerHandle,
-    parent: &edgeio_transport_ws::WsParent,
-    name: &str,
-) {
-    let registration = register(
-        &server.url(),
-        PeerRole::Node,
-        request(name, PeerRole::Node),
-        WsClientConfig::default(),
-    )
-    .await
-    .expect("a later registration succeeds");
-    wait_up(parent, name).await;
-    registration
-        .channel
-        .expect("ws channel")
-        .close()
-        .await
-        .expect("close");
-}
-
 #[tokio::test]
 async fn ws_channel_carries_messages_after_registration_on_both_paths() {
     let (parent, server) = start_parent(WsServerConfig::default()).await;

@@ -176,3 +176,20 @@ pub async fn wait_lost(parent: &WsParent, child: &str) -> String {
         _ => unreachable!("filtered above"),
     }
 }
+
+/// After a refusal (or hostile input) the server still registers others.
+pub async fn still_serves(server: &ServerHandle, parent: &WsParent, name: &str) {
+    let registration = edgeio_transport_ws::register(
+        &server.url(),
+        PeerRole::Node,
+        request(name, PeerRole::Node),
+        edgeio_transport_ws::WsClientConfig::default(),
+    )
+    .await
+    .expect("a later registration succeeds");
+    wait_up(parent, name).await;
+    let channel = registration.channel.expect("ws channel");
+    edgeio_core::transport::ChildTransport::close(&channel)
+        .await
+        .expect("close");
+}
