@@ -182,6 +182,59 @@ impl CertificateAuthority {
         Ok(issued(&cert, &key, self.chain_above_leaf(), not_after))
     }
 
+    /// A CA read back from its parts (see [`crate::TrustFolder`]): its name, whether it is
+    /// the root, its key and certificate as PEM, the intermediates above it, the root's
+    /// certificate and when its own expires.
+    pub fn from_parts(
+        name: &str,
+        root: bool,
+        key_pem: &str,
+        cert_pem: &str,
+        parents_pem: &str,
+        root_pem: &str,
+        not_after: i64,
+    ) -> Result<Self, TrustError> {
+        use rustls::pki_types::pem::PemObject;
+        let der = |pem: &str| {
+            rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
+                .map(|d| d.to_vec())
+                .map_err(|e| TrustError::Certificate(format!("not a PEM certificate: {e}")))
+        };
+        let key = KeyPair::from_pem(key_pem)?;
+        let cert_der = der(cert_pem)?;
+        let root_der = der(root_pem)?;
+        if root != (cert_der == root_der) {
+            return Err(TrustError::Certificate(
+                "the certificate and the root's do not agree on whether it is the root".into(),
+            ));
+        }
+        let cert = Issued {
+            chain_pem: format!("{cert_pem}{parents_pem}"),
+            cert_pem: cert_pem.to_string(),
+            key_pem: key_pem.to_string(),
+            cert_der,
+            not_after,
+        };
+        Ok(CertificateAuthority {
+            name: name.to_string(),
+            key,
+            constraints: if root {
+                BasicConstraints::Unconstrained
+            } else {
+                BasicConstraints::Constrained(0)
+            },
+            cert,
+            parents_pem: parents_pem.to_string(),
+            root_pem: root_pem.to_string(),
+            root_der,
+        })
+    }
+
+    /// The intermediates above it, up to (not including) the root, as PEM.
+    pub fn parents_pem(&self) -> &str {
+        &self.parents_pem
+    }
+
     /// Its name (the certificate's common name).
     pub fn name(&self) -> &str {
         &self.name

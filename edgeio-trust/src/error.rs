@@ -37,6 +37,14 @@ pub enum TrustError {
         /// The token's id.
         id: String,
     },
+    /// A trust file could not be read or written, or holds something unreadable.
+    #[error("{path}: {why}")]
+    File {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        why: String,
+    },
     /// The token has been used as many times as it allowed.
     #[error("join token {id}: used up")]
     UsedUp {

@@ -28,9 +28,11 @@
 
 mod ca;
 mod error;
+mod folder;
 pub mod tls;
 mod token;
 
 pub use ca::{CaHash, CertificateAuthority, Issued, CA_DAYS, SERVER_DAYS};
 pub use error::TrustError;
+pub use folder::TrustFolder;
 pub use token::{JoinToken, TokenRecord, TOKEN_PREFIX};

@@ -194,3 +194,15 @@ fn malformed_tokens_and_names_are_refused_naming_the_part() {
         }
     }
 }
+
+#[test]
+fn a_ca_read_back_from_its_folder_issues_certificates_the_deployment_trusts() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = edgeio_trust::TrustFolder::open_root(dir.path(), "edgeio deployment", NOW).unwrap();
+    let again = edgeio_trust::TrustFolder::open(dir.path()).unwrap();
+    let server = again
+        .ca
+        .issue_server(&["root.example".into()], NOW)
+        .unwrap();
+    handshake(&server, first.ca.root_der(), "root.example").unwrap();
+}
