@@ -62,17 +62,7 @@ impl ClusterState {
             .values()
             .filter(|j| j.lifecycle.state() != JobState::Terminating && j.is_live())
             .flat_map(|j| {
-                let live = j
-                    .instances
-                    .iter()
-                    .filter(|i| {
-                        !i.is_over()
-                            && !matches!(
-                                i.lifecycle.state(),
-                                InstanceState::Lost | InstanceState::Terminating
-                            )
-                    })
-                    .count();
+                let live = j.instances.iter().filter(|i| i.counts_as_replica()).count();
                 let missing = (j.spec.replicas as usize).saturating_sub(live);
                 j.instances
                     .iter()

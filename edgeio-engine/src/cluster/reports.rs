@@ -151,14 +151,7 @@ impl ClusterState {
         let others = job
             .instances
             .iter()
-            .filter(|i| {
-                &i.id != instance_id
-                    && !i.is_over()
-                    && !matches!(
-                        i.lifecycle.state(),
-                        InstanceState::Lost | InstanceState::Terminating
-                    )
-            })
+            .filter(|i| &i.id != instance_id && i.counts_as_replica())
             .count();
         // a job that ended meanwhile (FAILED: the replacements failed too) wants no copy
         let ended = !job.is_live();

@@ -180,13 +180,7 @@ impl<T> JobRecord<T> {
                 // run make the count again once those being replaced are going
                 let staying = self.instances[..m.first_new]
                     .iter()
-                    .filter(|i| {
-                        !i.is_over()
-                            && !matches!(
-                                i.lifecycle.state(),
-                                InstanceState::Terminating | InstanceState::Lost
-                            )
-                    })
+                    .filter(|i| i.counts_as_replica())
                     .count();
                 let running = counts(m.first_new, &|s| s == InstanceState::Running);
                 if running > 0 && staying + running <= self.spec.replicas as usize {

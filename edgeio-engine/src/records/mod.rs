@@ -241,7 +241,18 @@ impl InstanceRecord {
             InstanceState::Terminated | InstanceState::Failed | InstanceState::Exited
         )
     }
+
+    /// Whether it counts towards its job's replicas: not over, and neither lost with its
+    /// node nor being stopped.
+    pub fn counts_as_replica(&self) -> bool {
+        !self.is_over()
+            && !matches!(
+                self.lifecycle.state(),
+                InstanceState::Lost | InstanceState::Terminating
+            )
+    }
 }
+
 /// Reads every record under `prefix`. An unreadable one is skipped with a warning naming its
 /// key: one damaged record must not keep an engine from starting with all the others. So is a
 /// record written in a newer format than this version knows ([`JOB_FORMAT`]): read with

@@ -416,6 +416,14 @@ fn unschedulable(message: &str) -> Result<CommandOutcome, TransportError> {
     ))
 }
 
+/// A node filter with every bit set: it says "maybe" to any node, as a false positive does.
+fn full_filter() -> NodeFilter {
+    NodeFilter {
+        hashes: NodeFilter::HASHES,
+        bits: vec![0xff; NodeFilter::MIN_BITS / 8],
+    }
+}
+
 #[test]
 fn a_pinned_job_goes_to_the_cluster_whose_filter_holds_its_node() {
     let mut f = fixture();
@@ -432,10 +440,7 @@ fn a_pinned_job_goes_to_the_cluster_whose_filter_holds_its_node() {
 fn a_false_positive_of_the_filter_is_refused_there_and_the_pin_goes_onward() {
     let mut f = fixture();
     // every bit set: cluster a's filter says "maybe" to any node, as a false positive does
-    let full = NodeFilter {
-        hashes: NodeFilter::HASHES,
-        bits: vec![0xff; NodeFilter::MIN_BITS / 8],
-    };
+    let full = full_filter();
     f.cluster_of("a", &[("w1", Labels::new())], Some(full));
     f.cluster_of("b", &[("w9", Labels::new())], None);
     f.cluster_of("c", &[("w5", Labels::new())], None);
@@ -545,10 +550,7 @@ fn a_selector_goes_to_a_cluster_whose_summary_may_match_and_onward_when_refused(
 fn a_migration_to_a_node_its_own_cluster_refuses_goes_to_the_next_cluster_that_may_hold_it() {
     let mut f = fixture();
     // a's filter says "maybe" to every node (a false positive for w9); b has w9
-    let full = NodeFilter {
-        hashes: NodeFilter::HASHES,
-        bits: vec![0xff; NodeFilter::MIN_BITS / 8],
-    };
+    let full = full_filter();
     f.cluster_of("a", &[("w1", Labels::new())], Some(full));
     f.cluster_of("b", &[("w9", Labels::new())], None);
     f.cluster_of("c", &[("w5", Labels::new())], None);
