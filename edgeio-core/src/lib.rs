@@ -31,6 +31,7 @@
 //! ```
 
 pub mod api;
+pub mod auth;
 pub mod backoff;
 pub mod clock;
 pub mod job;

@@ -7,8 +7,9 @@
 //! of the workspace ([`tls::provider`]). Tokens are kept only as SHA-256 hashes of their secrets
 //! ([`TokenRecord`]).
 //!
-//! **Status:** this crate is the first slice of "secure by default". Nothing wires it into the
-//! root, cluster or worker yet: they still run without TLS or authentication. What is here is
+//! **Status:** this crate is being wired into the tiers ("secure by default"). [`ApiTokens`]
+//! keeps the API's bearer tokens with roles in the root's store. The CA, join tokens and
+//! folder are not yet used by the root, cluster or worker. What is here is
 //! complete for what it does and tested against a real rustls handshake.
 //!
 //! ```
@@ -26,12 +27,14 @@
 //! assert!(record.check(&parsed.secret, now).is_ok());
 //! ```
 
+mod api_tokens;
 mod ca;
 mod error;
 mod folder;
 pub mod tls;
 mod token;
 
+pub use api_tokens::{ApiTokens, API_TOKENS_KEY, API_TOKEN_PREFIX, BOOTSTRAP, MAX_NAME, MAX_TTL_S};
 pub use ca::{CaHash, CertificateAuthority, Issued, CA_DAYS, SERVER_DAYS};
 pub use error::TrustError;
 pub use folder::TrustFolder;

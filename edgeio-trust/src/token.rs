@@ -13,7 +13,7 @@ use std::str::FromStr;
 pub const TOKEN_PREFIX: &str = "edgeio1";
 const ID_LEN: usize = 8;
 const SECRET_LEN: usize = 32;
-const ALPHABET: &[u8; 36] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+pub(crate) const ALPHABET: &[u8; 36] = b"abcdefghijklmnopqrstuvwxyz0123456789";
 
 /// A join token as a joiner holds it.
 #[derive(Clone, PartialEq, Eq)]
@@ -174,16 +174,16 @@ impl TokenRecord {
     }
 }
 
-fn sha256(bytes: &[u8]) -> [u8; 32] {
+pub(crate) fn sha256(bytes: &[u8]) -> [u8; 32] {
     CaHash::of_der(bytes).0
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `len` characters of [`ALPHABET`] from the system's random source, without modulo bias.
-fn random_text(len: usize) -> Result<String, TrustError> {
+pub(crate) fn random_text(len: usize) -> Result<String, TrustError> {
     let rng = SystemRandom::new();
     let mut out = String::with_capacity(len);
     let mut buf = [0u8; 64];

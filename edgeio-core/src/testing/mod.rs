@@ -19,6 +19,7 @@ pub use simple_scheduler::SimpleScheduler;
 
 /// mockall mocks of the four traits, for engine-facing unit tests.
 pub mod mocks {
+    pub use crate::auth::MockTokenAuthority;
     pub use crate::runtime::MockRuntime;
     pub use crate::scheduler::MockScheduler;
     pub use crate::store::MockStore;
