@@ -12,15 +12,22 @@
 //! | `GET /api/v1/clusters/{id}` | 200, the cluster |
 //! | `GET /api/v1/clusters/{id}/nodes` | 200, its [`NodeView`](edgeio_core::api::NodeView)s |
 //! | `GET /healthz` | 200, `{"status":"ok"}` |
+//! | `POST /api/v1/tokens`, `GET /api/v1/tokens`, `DELETE /api/v1/tokens/{id}` | with [`secured_router`]: issue (201, the secret once), list, revoke |
+//!
+//! [`secured_router`] puts every route but `/healthz` behind bearer tokens with roles (see
+//! [`needed_role`]).
 //!
 //! The router does no work of its own beyond reading and checking requests: the descriptor
 //! is parsed here (so a bad one never reaches the engine), everything else is the trait's.
 
 mod actions;
+mod auth;
 mod error;
 mod forward;
 mod switch;
+mod tokens;
 
+pub use auth::needed_role;
 pub use error::{code, ErrorDetail, ErrorInfo, ErrorResponse};
 pub use forward::{forwarding_router, FindLeader, LEADER_HEADER};
 pub use switch::RouterSwitch;
@@ -34,6 +41,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use edgeio_core::api::{JobView, LogsQuery, RootApi};
+use edgeio_core::auth::TokenAuthority;
 use edgeio_core::job::{parse_descriptor, DescriptorError, MAX_DESCRIPTOR_BYTES};
 use edgeio_core::model::KnownRuntimes;
 use error::Failure;
@@ -78,6 +86,30 @@ pub fn router(api: Arc<dyn RootApi>) -> Router {
 /// [`router`], resolving the descriptors' `image_runtime` through `known` (a root with
 /// runtime plugins registers their kinds there).
 pub fn router_with_runtimes(api: Arc<dyn RootApi>, known: KnownRuntimes) -> Router {
+    finish(api_routes(api, known))
+}
+
+/// [`router_with_runtimes`] behind bearer tokens: every route but `/healthz` needs
+/// `Authorization: Bearer TOKEN` proving a caller to `tokens` (401 otherwise) whose role
+/// allows the route ([`needed_role`]; 403 otherwise), and `/api/v1/tokens` issues, lists and
+/// revokes tokens. Every mutating call and every refusal is logged under the tracing target
+/// `edgeio::audit` with the token's id, never its secret.
+pub fn secured_router(
+    api: Arc<dyn RootApi>,
+    known: KnownRuntimes,
+    tokens: Arc<dyn TokenAuthority>,
+) -> Router {
+    let routes = api_routes(api, known)
+        .merge(tokens::token_routes(tokens.clone()))
+        // route_layer: only matched routes are checked, so an unknown path is still a 404
+        .route_layer(axum::middleware::from_fn_with_state(
+            tokens,
+            auth::require_token,
+        ));
+    finish(routes)
+}
+
+fn api_routes(api: Arc<dyn RootApi>, known: KnownRuntimes) -> Router {
     let state = AppState {
         api,
         known: Arc::new(known),
@@ -92,6 +124,11 @@ pub fn router_with_runtimes(api: Arc<dyn RootApi>, known: KnownRuntimes) -> Rout
         .route("/api/v1/clusters/{id}", get(get_cluster))
         .route("/api/v1/clusters/{id}/nodes", get(list_nodes))
         .with_state(state)
+}
+
+/// The health route, the JSON fallbacks and the body limit around `routes`.
+fn finish(routes: Router) -> Router {
+    routes
         .merge(health_router())
         .fallback(not_found)
         // Applies to the routes above only, so it comes after all of them.

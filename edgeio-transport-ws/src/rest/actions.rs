@@ -20,7 +20,10 @@ fn invalid(message: impl Into<String>, details: Vec<ErrorDetail>) -> Failure {
 }
 
 /// The body as a JSON object whose keys are among `known`.
-async fn json_object(request: Request, known: &[&str]) -> Result<Map<String, Value>, Failure> {
+pub(super) async fn json_object(
+    request: Request,
+    known: &[&str],
+) -> Result<Map<String, Value>, Failure> {
     let essence = request
         .headers()
         .get(CONTENT_TYPE)
@@ -89,7 +92,7 @@ async fn json_object(request: Request, known: &[&str]) -> Result<Map<String, Val
 }
 
 /// A value as people read it, cut to 80 characters.
-fn short(value: &Value) -> String {
+pub(super) fn short(value: &Value) -> String {
     let text = value.to_string();
     if text.chars().count() > 80 {
         format!("{}…", text.chars().take(80).collect::<String>())

@@ -25,6 +25,10 @@ pub mod code {
     pub const PAYLOAD_TOO_LARGE: &str = "payload_too_large";
     /// The body's content type is missing or not one the route reads (415).
     pub const UNSUPPORTED_MEDIA_TYPE: &str = "unsupported_media_type";
+    /// No token, or one that proves nobody (401).
+    pub const UNAUTHENTICATED: &str = "unauthenticated";
+    /// The token's role does not allow this (403).
+    pub const FORBIDDEN: &str = "forbidden";
     /// The route exists, the method does not (405).
     pub const METHOD_NOT_ALLOWED: &str = "method_not_allowed";
 }

@@ -102,7 +102,8 @@ async fn forward(State(f): State<Forward>, request: Request) -> Response {
         .to_string();
     let url = format!("{}{path}", leader.trim_end_matches('/'));
     let mut outgoing = f.client.request(parts.method.clone(), &url).body(body);
-    for name in [header::CONTENT_TYPE, header::ACCEPT] {
+    // the leader checks the caller's token itself (it shares the tokens through the store)
+    for name in [header::CONTENT_TYPE, header::ACCEPT, header::AUTHORIZATION] {
         if let Some(value) = parts.headers.get(&name) {
             outgoing = outgoing.header(name, value);
         }
