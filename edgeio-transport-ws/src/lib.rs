@@ -74,8 +74,8 @@ pub mod testing;
 pub use client::{register, Registration, WsChild, WsClientConfig, WsDial};
 pub use registrar::Registrar;
 pub use rest::{
-    health_router, needed_role, router, router_with_runtimes, secured_router, ErrorDetail,
-    ErrorInfo, ErrorResponse,
+    health_router, health_warning, needed_role, router, router_with_runtimes, secured_router,
+    ErrorDetail, ErrorInfo, ErrorResponse,
 };
 pub use rest_client::{ClientError, LogBytes, RootClient, CONNECT_TIMEOUT, REQUEST_TIMEOUT};
 pub use server::{serve, ServerHandle, WsParent, WsServerConfig};

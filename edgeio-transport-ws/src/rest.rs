@@ -64,6 +64,9 @@ pub const DESCRIPTOR_CONTENT_TYPES: [&str; 4] = [
 pub struct Health {
     /// `ok` while the process serves requests.
     pub status: String,
+    /// Something the operator must know, such as running without security.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
 
 #[derive(Clone)]
@@ -146,7 +149,25 @@ pub fn health_router() -> Router {
 async fn healthz() -> Json<Health> {
     Json(Health {
         status: "ok".to_string(),
+        warning: None,
     })
+}
+
+/// `app` with `GET /healthz` answering `{"status":"ok","warning":WARNING}`, so that load
+/// balancers and operators see a role that runs without security.
+pub fn health_warning(app: Router, warning: &'static str) -> Router {
+    app.layer(axum::middleware::from_fn(
+        move |request: Request, next: axum::middleware::Next| async move {
+            if request.uri().path() == "/healthz" && request.method() == Method::GET {
+                return Json(Health {
+                    status: "ok".to_string(),
+                    warning: Some(warning.to_string()),
+                })
+                .into_response();
+            }
+            next.run(request).await
+        },
+    ))
 }
 
 async fn not_found(method: Method, uri: Uri) -> Failure {

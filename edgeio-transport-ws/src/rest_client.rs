@@ -6,6 +6,8 @@
 //! a bad URL, or an answer that does not decode. Proxies are taken from the usual
 //! `HTTP_PROXY` / `NO_PROXY` environment variables.
 
+mod tokens;
+
 use crate::rest::{ErrorResponse, Health};
 use bytes::Bytes;
 use edgeio_core::api::{ClusterView, JobView, LogsQuery, NodeView};
