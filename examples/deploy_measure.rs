@@ -56,6 +56,7 @@ impl edgeio::transport::Registrar for Names {
                 status_interval_ms: 1000,
                 max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             },
+            credentials: None,
         })
     }
 }
@@ -83,6 +84,7 @@ async fn ws_round_trips(n: usize) -> Vec<f64> {
         capabilities: None,
         location: None,
         labels: Default::default(),
+        auth: None,
     };
     let reg = register(
         &server.url(),

@@ -79,6 +79,7 @@ async fn tiers() -> Tiers {
             capabilities: None,
             location: None,
             labels: Default::default(),
+            auth: None,
         })
         .await
         .unwrap();
@@ -137,6 +138,7 @@ async fn tiers() -> Tiers {
             }),
             location: None,
             labels: Default::default(),
+            auth: None,
         })
         .await
         .unwrap();
@@ -355,6 +357,7 @@ async fn a_registration_the_store_refuses_is_answered_unavailable_and_taken_once
         capabilities: None,
         location: None,
         labels: Default::default(),
+        auth: None,
     };
     t.root_store.switch().fail();
     let refused = t.root.register(request.clone()).await.unwrap_err();

@@ -74,6 +74,7 @@ async fn root(give_up_after: Option<Duration>) -> Root {
             capabilities: None,
             location: None,
             labels: Default::default(),
+            auth: None,
         })
         .await
         .unwrap();
@@ -330,6 +331,7 @@ async fn a_deploy_a_node_never_answers_is_sent_again_not_failed_after_the_give_u
             }),
             location: None,
             labels: Default::default(),
+            auth: None,
         })
         .await
         .unwrap();

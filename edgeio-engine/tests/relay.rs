@@ -40,6 +40,7 @@ impl Registrar for Names {
                 status_interval_ms: 1000,
                 max_message_bytes: 1 << 20,
             },
+            credentials: None,
         })
     }
 }
@@ -52,6 +53,7 @@ fn request(name: &str) -> RegisterRequest {
         capabilities: None,
         location: None,
         labels: Default::default(),
+        auth: None,
     }
 }
 

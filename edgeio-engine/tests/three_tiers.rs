@@ -152,6 +152,7 @@ async fn clusters_with(specs: &[(&str, u32, usize)], relay: bool) -> Tiers {
                 capabilities: None,
                 location: None,
                 labels: Default::default(),
+                auth: None,
             })
             .await
             .unwrap();
@@ -205,6 +206,7 @@ async fn clusters_with(specs: &[(&str, u32, usize)], relay: bool) -> Tiers {
                     capabilities: Some(capabilities(cores)),
                     location: None,
                     labels: Default::default(),
+                    auth: None,
                 })
                 .await
                 .unwrap();
@@ -1049,6 +1051,7 @@ async fn lone_cluster() -> (Arc<dyn ParentTransport>, tokio::task::JoinHandle<()
             capabilities: Some(capabilities(2)),
             location: None,
             labels: Default::default(),
+            auth: None,
         })
         .await
         .unwrap();

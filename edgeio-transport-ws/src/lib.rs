@@ -31,7 +31,7 @@
 //!     async fn register(&self, r: RegisterRequest) -> Result<RegisterReply, ErrorBody> {
 //!         let channel = ChannelSettings { kind: ChannelKind::Ws, broker: None, topics: None,
 //!             status_interval_ms: 1000, max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES };
-//!         Ok(RegisterReply { id: r.previous_id.unwrap_or(r.name), channel })
+//!         Ok(RegisterReply { id: r.previous_id.unwrap_or(r.name), channel, credentials: None })
 //!     }
 //! }
 //!
@@ -41,7 +41,7 @@
 //! let server = serve(listener, parent.router()).unwrap();
 //!
 //! let request = RegisterRequest { role: PeerRole::Cluster, name: "cluster-a".into(),
-//!     previous_id: None, capabilities: None, location: None, labels: Default::default() };
+//!     previous_id: None, capabilities: None, location: None, labels: Default::default() , auth: None };
 //! let registration = register(&server.url(), PeerRole::Cluster, request, WsClientConfig::default())
 //!     .await.unwrap();
 //! let child = registration.channel.unwrap();

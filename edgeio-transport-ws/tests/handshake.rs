@@ -520,6 +520,7 @@ fn ws_reply(id: &str) -> Envelope {
                 status_interval_ms: 1000,
                 max_message_bytes: Codec::default().max_bytes(),
             },
+            credentials: None,
         }),
     )
 }

@@ -129,6 +129,7 @@ pub async fn start_cluster(options: ClusterOptions) -> Result<Running, RoleError
         capabilities: None,
         location: options.location.clone(),
         labels: options.labels.clone(),
+        auth: None,
     };
     // several roots (replicas on etcd): the first that answers; the others on each redial
     let urls: Vec<String> = options

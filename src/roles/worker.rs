@@ -389,6 +389,7 @@ pub async fn start_worker(options: WorkerOptions) -> Result<Running, RoleError> 
         capabilities: Some(capabilities),
         location: None,
         labels: Labels::new(),
+        auth: None,
     };
     let registration = register(
         &options.cluster,

@@ -38,6 +38,58 @@ pub struct RegisterRequest {
     /// Labels (clusters; workers put them in their capabilities).
     #[serde(default, skip_serializing_if = "Labels::is_empty")]
     pub labels: Labels,
+    /// What proves the child may join: a join token on first contact, then the credential
+    /// the parent issued in [`RegisterReply::credentials`]. None with a parent that runs
+    /// without security.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<Secret>,
+}
+
+/// A secret on the wire (a token, a password, a key): its `Debug` shows no part of it, so a
+/// logged message never leaks one.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps `text`.
+    pub fn new(text: impl Into<String>) -> Secret {
+        Secret(text.into())
+    }
+
+    /// The secret itself, for the one place that uses it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(****)")
+    }
+}
+
+/// What a parent issues a child that joined with a join token; the child keeps it in its
+/// data folder and needs the join token no more.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credentials {
+    /// The CA certificates (PEM) the child trusts from now on: its parent's chain up to the
+    /// deployment's root CA.
+    pub ca_pem: String,
+    /// What the child sends as [`RegisterRequest::auth`] from now on.
+    pub credential: Secret,
+    /// A cluster's own intermediate CA certificate (PEM), for its listeners and its workers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert_pem: Option<String>,
+    /// That CA's private key (PEM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_key_pem: Option<Secret>,
+    /// A worker's MQTT password (its user name is its id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mqtt_password: Option<Secret>,
+    /// The key that signs messages end to end over brokers the cluster does not control.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_key: Option<Secret>,
 }
 
 /// Which transport carries the channel after registration.
@@ -100,6 +152,9 @@ pub struct RegisterReply {
     pub id: String,
     /// How to talk from now on.
     pub channel: ChannelSettings,
+    /// What a child that joined with a join token keeps from now on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<Credentials>,
 }
 
 /// One instance as a node reports it in its status.

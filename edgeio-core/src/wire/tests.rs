@@ -75,6 +75,7 @@ fn examples() -> Vec<Message> {
             capabilities: Some(caps()),
             location: None,
             labels: Default::default(),
+            auth: None,
         }),
         Message::RegisterReply(RegisterReply {
             id: "node-e580".into(),
@@ -85,6 +86,7 @@ fn examples() -> Vec<Message> {
                 status_interval_ms: 1000,
                 max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             },
+            credentials: None,
         }),
         Message::NodeStatus(NodeStatus {
             free: res(6000, 12),
@@ -433,4 +435,35 @@ fn a_nack_without_retry_is_final_as_older_peers_send_it() {
         Message::Nack(nack) => assert!(!nack.retry, "absent means final"),
         other => panic!("expected a nack, got {other:?}"),
     }
+}
+
+#[test]
+fn secrets_on_the_wire_round_trip_but_never_show_in_debug() {
+    let request = RegisterRequest {
+        role: PeerRole::Node,
+        name: "e580".into(),
+        previous_id: None,
+        capabilities: None,
+        location: None,
+        labels: Default::default(),
+        auth: Some(Secret::new("edgeio1.abcd1234.topsecret")),
+    };
+    let reply_credentials = Credentials {
+        ca_pem: "-----BEGIN CERTIFICATE-----".into(),
+        credential: Secret::new("cred-secret"),
+        ca_cert_pem: None,
+        ca_key_pem: Some(Secret::new("key-secret")),
+        mqtt_password: Some(Secret::new("mqtt-secret")),
+        signing_key: Some(Secret::new("sign-secret")),
+    };
+    let debug = format!("{request:?} {reply_credentials:?}");
+    for secret in ["topsecret", "cred-secret", "key-secret", "mqtt-secret", "sign-secret"] {
+        assert!(!debug.contains(secret), "{secret} in {debug}");
+    }
+    let json = serde_json::to_string(&request).unwrap();
+    assert!(json.contains("\"auth\":\"edgeio1.abcd1234.topsecret\""), "{json}");
+    let back: RegisterRequest = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, request);
+    let json = serde_json::to_string(&reply_credentials).unwrap();
+    assert_eq!(serde_json::from_str::<Credentials>(&json).unwrap(), reply_credentials);
 }

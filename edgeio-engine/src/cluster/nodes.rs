@@ -78,7 +78,11 @@ impl ClusterState {
         if channel.kind == ChannelKind::Mqtt {
             channel.topics = Some(Topics::for_node(&id));
         }
-        Ok(RegisterReply { id, channel })
+        Ok(RegisterReply {
+            id,
+            channel,
+            credentials: None,
+        })
     }
 
     pub(super) fn node_heard(&mut self, node: &str, fx: &mut Fx) {

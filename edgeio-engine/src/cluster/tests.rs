@@ -84,6 +84,7 @@ impl Fixture {
             capabilities: Some(capabilities(cores)),
             location: None,
             labels: Labels::new(),
+            auth: None,
         };
         let reply = self.state.register(request, &mut fx).unwrap();
         assert_eq!(reply.id, name);
@@ -391,6 +392,7 @@ fn a_node_lost_twice_does_not_replace_its_instance_twice() {
         capabilities: Some(capabilities(4)),
         location: None,
         labels: Labels::new(),
+        auth: None,
     };
     f.state.register(request, &mut Fx::default()).unwrap();
     let mut fx = Fx::default();

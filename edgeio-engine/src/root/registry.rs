@@ -75,6 +75,7 @@ impl RootState {
                 status_interval_ms: self.config.aggregate_interval.as_millis().max(1) as u64,
                 max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             },
+            credentials: None,
         })
     }
 

@@ -79,6 +79,7 @@ impl Fixture {
             capabilities: None,
             location: None,
             labels: Labels::new(),
+            auth: None,
         };
         self.state.register(request, &mut fx).unwrap();
         self.state
@@ -96,6 +97,7 @@ impl Fixture {
             capabilities: None,
             location: None,
             labels: Labels::new(),
+            auth: None,
         };
         self.state.register(request, &mut fx).unwrap();
         let mut agg = aggregate(4000);
@@ -387,6 +389,7 @@ fn a_job_not_deployable_while_every_cluster_was_away_is_placed_when_one_comes_ba
         capabilities: None,
         location: None,
         labels: Labels::new(),
+        auth: None,
     };
     f.state.register(request, &mut fx).unwrap();
     assert_eq!(deploys(&fx), ["a"]);

@@ -53,6 +53,7 @@ impl Registrar for TestRegistrar {
                 max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             },
             id,
+            credentials: None,
         })
     }
 }
@@ -75,6 +76,7 @@ pub fn request(name: &str, role: PeerRole) -> RegisterRequest {
         capabilities: None,
         location: None,
         labels: Default::default(),
+        auth: None,
     }
 }
 

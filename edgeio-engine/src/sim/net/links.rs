@@ -108,6 +108,7 @@ impl Sim {
             capabilities: None,
             location: None,
             labels: Labels::new(),
+            auth: None,
         };
         let mut fx = Effects::default();
         if root.register(request, &mut fx).is_ok() {
@@ -171,6 +172,7 @@ impl Sim {
             }),
             location: None,
             labels: Labels::new(),
+            auth: None,
         };
         let mut fx = Effects::default();
         if cluster.register(request, &mut fx).is_ok() {
