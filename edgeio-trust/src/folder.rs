@@ -5,10 +5,11 @@
 //! Files: `ca.crt` (this CA's chain to the root: what members trust), `ca.key` (mode 0600),
 //! `trust.json` (what rebuilding the CA needs besides its key and certificate), `join.token`
 //! (mode 0600: one raw token on one line, for the operator to hand over) and `tokens.json`
-//! (mode 0600: the records of the tokens issued, hashed). Secrets are never printed; callers
+//! (mode 0600: the records of the tokens issued, hashed) and `members.json` (mode 0600: who
+//! joined, their credentials hashed). Secrets are never printed; callers
 //! print the paths.
 
-use crate::{CertificateAuthority, JoinToken, TokenRecord, TrustError};
+use crate::{CertificateAuthority, JoinToken, MemberRecord, TokenRecord, TrustError};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -33,6 +34,8 @@ pub struct TrustFolder {
     pub ca: CertificateAuthority,
     /// The records of the join tokens issued (hashed).
     pub tokens: Vec<TokenRecord>,
+    /// The members that joined (their credentials hashed).
+    pub members: Vec<MemberRecord>,
     /// The folder.
     pub dir: PathBuf,
     /// Whether this start created the files.
@@ -52,6 +55,33 @@ impl TrustFolder {
         let folder = TrustFolder {
             ca,
             tokens: vec![record],
+            members: Vec::new(),
+            dir: dir.to_path_buf(),
+            created: true,
+        };
+        folder.write_all(&token)?;
+        Ok(folder)
+    }
+
+    /// Opens the trust of a member CA (a cluster's intermediate) in `dir`: reads it back when
+    /// the folder has one, else writes `ca` there with a first join token named `token_name`
+    /// for its own members. `ca` comes from the parent at registration.
+    pub fn open_or_create(
+        dir: &Path,
+        ca: impl FnOnce() -> Result<CertificateAuthority, TrustError>,
+        token_name: &str,
+        now: i64,
+    ) -> Result<TrustFolder, TrustError> {
+        if dir.join("ca.key").exists() {
+            return TrustFolder::open(dir);
+        }
+        std::fs::create_dir_all(dir).map_err(|e| io_error(dir, &e))?;
+        let ca = ca()?;
+        let (token, record) = JoinToken::issue(&ca, token_name, now, None, None)?;
+        let folder = TrustFolder {
+            ca,
+            tokens: vec![record],
+            members: Vec::new(),
             dir: dir.to_path_buf(),
             created: true,
         };
@@ -91,9 +121,17 @@ impl TrustFolder {
         .map_err(|e| file_error(&dir.join("ca.key"), &e.to_string()))?;
         let tokens: Vec<TokenRecord> = serde_json::from_str(&read("tokens.json")?)
             .map_err(|e| file_error(&dir.join("tokens.json"), &e.to_string()))?;
+        // members.json came later than the other files: a folder without it has no members
+        let members: Vec<MemberRecord> = if dir.join("members.json").exists() {
+            serde_json::from_str(&read("members.json")?)
+                .map_err(|e| file_error(&dir.join("members.json"), &e.to_string()))?
+        } else {
+            Vec::new()
+        };
         Ok(TrustFolder {
             ca,
             tokens,
+            members,
             dir: dir.to_path_buf(),
             created: false,
         })
@@ -102,6 +140,18 @@ impl TrustFolder {
     /// The path of one of its files (`ca.crt`, `join.token`…).
     pub fn path(&self, file: &str) -> PathBuf {
         self.dir.join(file)
+    }
+
+    /// Saves the join tokens' records (after a use or a new token).
+    pub(crate) fn save_tokens(&self) -> Result<(), TrustError> {
+        let tokens = serde_json::to_string_pretty(&self.tokens).expect("plain data serializes");
+        write(&self.path("tokens.json"), &tokens, true)
+    }
+
+    /// Saves the members' records.
+    pub(crate) fn save_members(&self) -> Result<(), TrustError> {
+        let members = serde_json::to_string_pretty(&self.members).expect("plain data serializes");
+        write(&self.path("members.json"), &members, true)
     }
 
     /// Writes every file; `token` goes to `join.token`.
@@ -132,10 +182,15 @@ fn first_certificate(bundle: &str) -> Option<String> {
     Some(format!("{}\n", &bundle[start..end]))
 }
 
-/// Writes `text` to `path`; a secret's file is created with mode 0600 (never readable by
-/// others, not even for a moment).
+/// Writes `text` to `path` through a temporary file renamed over it, so a crash leaves the
+/// old file or the new one, never half of one; a secret's file is created with mode 0600
+/// (never readable by others, not even for a moment).
 fn write(path: &Path, text: &str, secret: bool) -> Result<(), TrustError> {
     use std::io::Write;
+    let name = path
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let temporary = path.with_file_name(format!("{name}.tmp"));
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
@@ -143,9 +198,10 @@ fn write(path: &Path, text: &str, secret: bool) -> Result<(), TrustError> {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    let mut file = options.open(path).map_err(|e| io_error(path, &e))?;
+    let mut file = options.open(&temporary).map_err(|e| io_error(path, &e))?;
     file.write_all(text.as_bytes())
         .and_then(|()| file.sync_all())
+        .and_then(|()| std::fs::rename(&temporary, path))
         .map_err(|e| io_error(path, &e))
 }
 

@@ -31,6 +31,7 @@ mod api_tokens;
 mod ca;
 mod error;
 mod folder;
+mod members;
 pub mod tls;
 mod token;
 
@@ -38,4 +39,5 @@ pub use api_tokens::{ApiTokens, API_TOKENS_KEY, API_TOKEN_PREFIX, BOOTSTRAP, MAX
 pub use ca::{CaHash, CertificateAuthority, Issued, CA_DAYS, SERVER_DAYS};
 pub use error::TrustError;
 pub use folder::TrustFolder;
+pub use members::{MemberRecord, CREDENTIAL_PREFIX};
 pub use token::{JoinToken, TokenRecord, TOKEN_PREFIX};

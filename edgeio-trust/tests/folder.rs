@@ -83,3 +83,100 @@ fn a_damaged_or_newer_file_is_named() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_join_token_admits_a_member_whose_credential_outlives_the_token_until_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut folder = TrustFolder::open_root(dir.path(), "edgeio deployment", NOW).unwrap();
+    let limited = folder
+        .issue_join_token("one cluster", NOW, Some(600), Some(1))
+        .unwrap();
+    let token_id = folder.spend_join_token(&limited.to_string(), NOW).unwrap();
+    assert_eq!(token_id, limited.id);
+    // used up, and saved so: a restart does not give the use back
+    let reopened = TrustFolder::open(dir.path()).unwrap();
+    let mut folder = reopened;
+    assert!(matches!(
+        folder.spend_join_token(&limited.to_string(), NOW),
+        Err(TrustError::UsedUp { .. })
+    ));
+    let credential = folder.admit("c1", "cluster", &token_id, NOW).unwrap();
+    assert!(credential.starts_with("edgeiocred1."));
+    let stored = std::fs::read_to_string(folder.path("members.json")).unwrap();
+    assert!(!stored.contains(credential.trim_start_matches("edgeiocred1.")));
+    assert_eq!(mode(&folder.path("members.json")), 0o600);
+
+    let folder = TrustFolder::open(dir.path()).unwrap();
+    folder.recognise("c1", &credential).unwrap();
+    assert!(matches!(
+        folder.recognise("c2", &credential),
+        Err(TrustError::Refused { .. })
+    ));
+    let other = format!("edgeiocred1.{}", "a".repeat(40));
+    assert!(matches!(
+        folder.recognise("c1", &other),
+        Err(TrustError::Refused { .. })
+    ));
+    assert!(matches!(
+        folder.recognise("c1", "garbage"),
+        Err(TrustError::Malformed { .. })
+    ));
+    let mut folder = folder;
+    assert!(folder.remove_member("c1").unwrap());
+    assert!(!folder.remove_member("c1").unwrap());
+    let folder = TrustFolder::open(dir.path()).unwrap();
+    assert!(
+        folder.recognise("c1", &credential).is_err(),
+        "removed for good"
+    );
+}
+
+#[test]
+fn a_token_of_another_ca_or_expired_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut folder = TrustFolder::open_root(dir.path(), "edgeio deployment", NOW).unwrap();
+    let other_dir = tempfile::tempdir().unwrap();
+    let mut other = TrustFolder::open_root(other_dir.path(), "elsewhere", NOW).unwrap();
+    let foreign = other.issue_join_token("x", NOW, None, None).unwrap();
+    assert!(matches!(
+        folder.spend_join_token(&foreign.to_string(), NOW),
+        Err(TrustError::Refused { .. })
+    ));
+    let short = folder.issue_join_token("x", NOW, Some(60), None).unwrap();
+    assert!(matches!(
+        folder.spend_join_token(&short.to_string(), NOW + 61),
+        Err(TrustError::Expired { .. })
+    ));
+    assert!(matches!(
+        folder.spend_join_token("edgeio1.nonsense", NOW),
+        Err(TrustError::Malformed { .. })
+    ));
+}
+
+#[test]
+fn a_cluster_folder_is_made_from_the_ca_its_parent_issued_and_read_back() {
+    let root_dir = tempfile::tempdir().unwrap();
+    let root = TrustFolder::open_root(root_dir.path(), "edgeio deployment", NOW).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = TrustFolder::open_or_create(
+        dir.path(),
+        || root.ca.intermediate("cluster c1", NOW),
+        "workers",
+        NOW,
+    )
+    .unwrap();
+    assert!(cluster.created && !cluster.ca.is_root());
+    let token: JoinToken = std::fs::read_to_string(cluster.path("join.token"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        token.pins(&cluster.ca),
+        "its workers' token pins the cluster's CA"
+    );
+    let again =
+        TrustFolder::open_or_create(dir.path(), || panic!("not asked again"), "workers", NOW)
+            .unwrap();
+    assert_eq!(again.ca.hash(), cluster.ca.hash());
+    assert!(again.ca.bundle_pem().ends_with(root.ca.root_pem()));
+}
