@@ -457,13 +457,25 @@ fn secrets_on_the_wire_round_trip_but_never_show_in_debug() {
         signing_key: Some(Secret::new("sign-secret")),
     };
     let debug = format!("{request:?} {reply_credentials:?}");
-    for secret in ["topsecret", "cred-secret", "key-secret", "mqtt-secret", "sign-secret"] {
+    for secret in [
+        "topsecret",
+        "cred-secret",
+        "key-secret",
+        "mqtt-secret",
+        "sign-secret",
+    ] {
         assert!(!debug.contains(secret), "{secret} in {debug}");
     }
     let json = serde_json::to_string(&request).unwrap();
-    assert!(json.contains("\"auth\":\"edgeio1.abcd1234.topsecret\""), "{json}");
+    assert!(
+        json.contains("\"auth\":\"edgeio1.abcd1234.topsecret\""),
+        "{json}"
+    );
     let back: RegisterRequest = serde_json::from_str(&json).unwrap();
     assert_eq!(back, request);
     let json = serde_json::to_string(&reply_credentials).unwrap();
-    assert_eq!(serde_json::from_str::<Credentials>(&json).unwrap(), reply_credentials);
+    assert_eq!(
+        serde_json::from_str::<Credentials>(&json).unwrap(),
+        reply_credentials
+    );
 }
