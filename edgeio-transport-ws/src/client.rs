@@ -1,6 +1,7 @@
 //! The child's side: dial the parent, register, and keep the socket as the channel when the
 //! parent says so.
 
+use crate::token::BearerToken;
 use async_trait::async_trait;
 use axum::http::Uri;
 use edgeio_core::transport::{ChildTransport, TransportError};
@@ -11,21 +12,28 @@ use edgeio_core::wire::{
 use futures::{SinkExt, StreamExt};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::header::{HeaderName, HeaderValue, AUTHORIZATION};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::WebSocketStream;
 
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+/// The byte stream under a WebSocket: plain TCP or TLS over it.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+type Socket = WebSocketStream<Box<dyn Io>>;
 
 /// How long a closing child waits for the parent's close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// Options of the child's side. Every wait is bounded by one of them.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct WsClientConfig {
     /// How long reaching the parent (TCP connect and WebSocket upgrade) may take. Default: 5 s.
     pub connect_timeout: Duration,
@@ -43,6 +51,34 @@ pub struct WsClientConfig {
     pub queue_capacity: usize,
     /// How long `send` and one socket write may wait for room. Default: 10 s.
     pub send_timeout: Duration,
+    /// TLS for an `https://` (or `wss://`) parent, required for one: build it with
+    /// [`tls::client_config`](crate::tls::client_config) from the deployment's CA, or from
+    /// the join token's CA hash on first contact. Not used for `http://`. Default: none.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Sent as `Authorization: Bearer TOKEN` with the WebSocket upgrade request (the
+    /// credential a child registers with). Default: none.
+    pub token: Option<BearerToken>,
+    /// Further headers of the upgrade request, as (name, value). Their values are never
+    /// logged or shown in errors. Default: none.
+    pub headers: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for WsClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let header_names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("WsClientConfig")
+            .field("connect_timeout", &self.connect_timeout)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("max_message_bytes", &self.max_message_bytes)
+            .field("ping_interval", &self.ping_interval)
+            .field("keepalive_timeout", &self.keepalive_timeout)
+            .field("queue_capacity", &self.queue_capacity)
+            .field("send_timeout", &self.send_timeout)
+            .field("tls", &self.tls.as_ref().map(|_| "rustls::ClientConfig"))
+            .field("token", &self.token)
+            .field("headers", &header_names)
+            .finish()
+    }
 }
 
 impl Default for WsClientConfig {
@@ -55,6 +91,9 @@ impl Default for WsClientConfig {
             keepalive_timeout: Duration::from_secs(45),
             queue_capacity: 256,
             send_timeout: Duration::from_secs(10),
+            tls: None,
+            token: None,
+            headers: Vec::new(),
         }
     }
 }
@@ -76,7 +115,8 @@ fn role_path(role: PeerRole) -> &'static str {
     }
 }
 
-/// The WebSocket URL of `url` (`http://HOST:PORT[/PREFIX]`) for `role`.
+/// The WebSocket URL of `url` (`http[s]://HOST:PORT[/PREFIX]`) for `role`: `ws://…` or, for
+/// `https`/`wss`, `wss://…`.
 fn ws_url(url: &str, role: PeerRole) -> Result<String, TransportError> {
     let invalid = |rule: &str| TransportError::Invalid {
         reason: format!("parent url {url:?} is not valid: {rule}"),
@@ -85,16 +125,11 @@ fn ws_url(url: &str, role: PeerRole) -> Result<String, TransportError> {
     let uri: Uri = url
         .parse()
         .map_err(|e| invalid(&format!("{e}; expected http://HOST:PORT")))?;
-    match uri.scheme_str() {
-        Some("http") | Some("ws") => {}
-        Some("https") | Some("wss") => {
-            return Err(TransportError::Unsupported {
-                transport: "websocket",
-                what: format!("tls (parent url {url:?}); use http://HOST:PORT"),
-            })
-        }
-        _ => return Err(invalid("the scheme must be http://")),
-    }
+    let scheme = match uri.scheme_str() {
+        Some("http") | Some("ws") => "ws",
+        Some("https") | Some("wss") => "wss",
+        _ => return Err(invalid("the scheme must be http:// or https://")),
+    };
     let authority = match uri.authority() {
         Some(a) if !a.host().is_empty() => a.as_str(),
         _ => return Err(invalid("it needs a host, as in http://HOST:PORT")),
@@ -106,19 +141,114 @@ fn ws_url(url: &str, role: PeerRole) -> Result<String, TransportError> {
         return Err(invalid("it must not have a query"));
     }
     let prefix = uri.path().trim_end_matches('/');
-    Ok(format!("ws://{authority}{prefix}{}", role_path(role)))
+    Ok(format!("{scheme}://{authority}{prefix}{}", role_path(role)))
 }
 
-/// Dials the parent at `url` (`http://HOST:PORT`), registers as `role` (the path is
-/// `/ws/node` or `/ws/cluster`), and returns the parent's reply with, for a `ws` channel, the
-/// connected [`WsChild`].
+/// Connects TCP, then TLS for `wss://`, then upgrades to WebSocket with the configured
+/// headers. Not bounded here: the caller bounds the whole by `connect_timeout`.
+async fn connect(
+    url: &str,
+    target: &str,
+    config: &WsClientConfig,
+    ws_config: WebSocketConfig,
+) -> Result<Socket, TransportError> {
+    let invalid = |reason: String| TransportError::Invalid { reason, id: None };
+    let unreachable = |what: String| TransportError::Unavailable {
+        reason: format!("cannot reach the parent at {url} ({target}): {what}"),
+    };
+    let mut request = target
+        .into_client_request()
+        .map_err(|e| invalid(format!("parent url {url:?} is not valid: {e}")))?;
+    if let Some(token) = &config.token {
+        let value = token.header_value().map_err(invalid)?;
+        request.headers_mut().insert(AUTHORIZATION, value);
+    }
+    for (name, value) in &config.headers {
+        let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+            invalid(format!(
+                "header name {name:?} is not a valid HTTP header name"
+            ))
+        })?;
+        let mut value = HeaderValue::from_str(value).map_err(|_| {
+            invalid(format!(
+                "the value of header {name:?} is not a valid HTTP header value: use visible ASCII only"
+            ))
+        })?;
+        value.set_sensitive(true);
+        request.headers_mut().append(header, value);
+    }
+    let uri = request.uri().clone();
+    let tls = uri.scheme_str() == Some("wss");
+    // `[::1]` in a URL, `::1` to connect and to name the server
+    let host = uri
+        .host()
+        .unwrap_or_default()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    let tls_config = match (&config.tls, tls) {
+        (Some(tls_config), true) => Some(tls_config.clone()),
+        (None, true) => {
+            return Err(invalid(format!(
+                "parent url {url:?} is https, and no TLS settings are given: set \
+                 WsClientConfig::tls from the deployment's CA (--ca FILE / EDGEIO_CA) or the \
+                 join token"
+            )))
+        }
+        (_, false) => None,
+    };
+    let tcp = TcpStream::connect((host.as_str(), port))
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
+    let _ = tcp.set_nodelay(true);
+    let stream: Box<dyn Io> = if let Some(tls_config) = tls_config {
+        let name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(|e| {
+            invalid(format!(
+                "parent url {url:?}: host {host:?} is not a valid tls server name: {e}"
+            ))
+        })?;
+        let connector = tokio_rustls::TlsConnector::from(tls_config);
+        match connector.connect(name, tcp).await {
+            Ok(stream) => Box::new(stream),
+            Err(e) => {
+                return Err(match crate::tls::find_rustls_error(&e) {
+                    Some(tls) if is_certificate_refusal(tls) => invalid(format!(
+                        "the parent at {url}: {}",
+                        crate::tls::explain_handshake_error(tls, "the CA in WsClientConfig::tls")
+                    )),
+                    _ => unreachable(format!("tls handshake failed: {e}")),
+                })
+            }
+        }
+    } else {
+        Box::new(tcp)
+    };
+    let (socket, _response) =
+        tokio_tungstenite::client_async_with_config(request, stream, Some(ws_config))
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+    Ok(socket)
+}
+
+/// A refusal of the server's certificate: trying again will not help, so it is
+/// [`TransportError::Invalid`] (a redial stops) rather than `Unavailable`.
+fn is_certificate_refusal(e: &rustls::Error) -> bool {
+    matches!(e, rustls::Error::InvalidCertificate(_))
+}
+
+/// Dials the parent at `url` (`http://HOST:PORT`, or `https://HOST:PORT` with
+/// [`WsClientConfig::tls`]), registers as `role` (the path is `/ws/node` or `/ws/cluster`),
+/// and returns the parent's reply with, for a `ws` channel, the connected [`WsChild`]. The
+/// upgrade request carries [`WsClientConfig::token`] and [`WsClientConfig::headers`].
 ///
-/// Errors: [`TransportError::Invalid`] for a bad URL (naming it) or a refusal (with the
-/// parent's code and message, and the request id); [`TransportError::AlreadyExists`] when the
-/// parent already has a live link under the id it chose; [`TransportError::Unavailable`] when
-/// the parent cannot be reached within [`WsClientConfig::connect_timeout`] or does not answer
-/// within [`WsClientConfig::handshake_timeout`]; [`TransportError::Unsupported`] for
-/// `https://` (no TLS yet).
+/// Errors: [`TransportError::Invalid`] for a bad URL (naming it), an `https` URL without TLS
+/// settings, a server certificate the TLS settings refuse (naming the fix), or a refusal
+/// (with the parent's code and message, and the request id); [`TransportError::AlreadyExists`]
+/// when the parent already has a live link under the id it chose;
+/// [`TransportError::Unavailable`] when the parent cannot be reached within
+/// [`WsClientConfig::connect_timeout`] or does not answer within
+/// [`WsClientConfig::handshake_timeout`].
 pub async fn register(
     url: &str,
     role: PeerRole,
@@ -130,14 +260,10 @@ pub async fn register(
     let ws_config = WebSocketConfig::default()
         .max_message_size(Some(limit))
         .max_frame_size(Some(limit));
-    let connect = tokio_tungstenite::connect_async_with_config(&target, Some(ws_config), true);
+    let connect = connect(url, &target, &config, ws_config);
     let mut socket = match tokio::time::timeout(config.connect_timeout, connect).await {
-        Ok(Ok((socket, _response))) => socket,
-        Ok(Err(e)) => {
-            return Err(TransportError::Unavailable {
-                reason: format!("cannot reach the parent at {url} ({target}): {e}"),
-            })
-        }
+        Ok(Ok(socket)) => socket,
+        Ok(Err(e)) => return Err(e),
         Err(_) => {
             return Err(TransportError::Unavailable {
                 reason: format!(
@@ -499,7 +625,8 @@ impl ChildTransport for WsChild {
 /// root), each dial tries them in order and keeps the first that answers.
 #[derive(Debug, Clone)]
 pub struct WsDial {
-    /// The parents' `http://HOST:PORT`, in order of preference.
+    /// The parents' `http://HOST:PORT` (or `https://`, with [`WsClientConfig::tls`]), in
+    /// order of preference.
     pub urls: Vec<String>,
     /// How the child registers.
     pub request: RegisterRequest,

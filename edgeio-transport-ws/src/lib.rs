@@ -16,7 +16,17 @@
 //! Messages cross as text frames holding one JSON envelope each, through the core
 //! [`Codec`](edgeio_core::wire::Codec); the WebSocket message and frame limits equal the codec
 //! limit. Acks and re-sending are not done here: they live in `edgeio_core::reliable`, over
-//! any transport. There is no TLS or authentication yet (see the README).
+//! any transport.
+//!
+//! # TLS and tokens
+//!
+//! [`serve_tls`] serves a router over TLS (rustls on ring, the workspace's one provider), with
+//! a certificate that [`tls::ServerCert`] can replace while the server runs. The clients dial
+//! `https://` with a CA ([`RootClientBuilder::ca_pem`], [`WsClientConfig::tls`] from
+//! [`tls::client_config`]) or, on first contact, a pinned CA hash ([`tls::PinnedVerifier`]),
+//! and send a bearer token ([`RootClientBuilder::token`], [`WsClientConfig::token`]), which
+//! [`secured_router`] checks on the REST API (the WebSocket endpoints do not check theirs
+//! yet; see the README).
 //!
 //! ```
 //! use async_trait::async_trait;
@@ -70,6 +80,9 @@ mod rest_client;
 mod server;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod tls;
+mod tls_listener;
+mod token;
 
 pub use client::{register, Registration, WsChild, WsClientConfig, WsDial};
 pub use registrar::Registrar;
@@ -77,5 +90,10 @@ pub use rest::{
     health_router, health_warning, needed_role, router, router_with_runtimes, secured_router,
     ErrorDetail, ErrorInfo, ErrorResponse,
 };
-pub use rest_client::{ClientError, LogBytes, RootClient, CONNECT_TIMEOUT, REQUEST_TIMEOUT};
-pub use server::{serve, ServerHandle, WsParent, WsServerConfig};
+pub use rest_client::{
+    ClientError, LogBytes, RootClient, RootClientBuilder, CONNECT_TIMEOUT, REQUEST_TIMEOUT,
+};
+pub use server::{
+    serve, serve_tls, serve_tls_with_timeout, ServerHandle, WsParent, WsServerConfig,
+};
+pub use token::BearerToken;

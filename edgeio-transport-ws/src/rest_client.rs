@@ -3,17 +3,25 @@
 //!
 //! Every failure is a [`ClientError`]: the server's refusal with its JSON body
 //! ([`ClientError::Api`]), a server that cannot be reached ([`ClientError::Unreachable`]),
+//! TLS that cannot be set up or a certificate that does not verify ([`ClientError::Tls`]),
 //! a bad URL, or an answer that does not decode. Proxies are taken from the usual
 //! `HTTP_PROXY` / `NO_PROXY` environment variables.
+//!
+//! `https://` needs the deployment's CA ([`RootClientBuilder::ca_pem`]): edgeio's servers
+//! carry certificates of its own CA, and the client trusts no system roots. A bearer token
+//! ([`RootClientBuilder::token`]) goes with every request and never into `Debug` output or
+//! errors.
 
 mod tokens;
 
 use crate::rest::{ErrorResponse, Health};
+use crate::token::BearerToken;
 use bytes::Bytes;
 use edgeio_core::api::{ClusterView, JobView, LogsQuery, NodeView};
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use reqwest::header::CONTENT_TYPE;
+use reqwest::header::{HeaderValue, AUTHORIZATION};
 use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
 use serde::de::DeserializeOwned;
 use std::error::Error as _;
@@ -58,7 +66,7 @@ pub enum ClientError {
         /// The rule it breaks.
         rule: String,
     },
-    /// The URL asks for something this client cannot do yet (`https://`: no TLS yet).
+    /// The URL asks for something this client cannot do.
     #[error("server url {url:?}: {what} is not supported yet; {hint}")]
     Unsupported {
         /// The URL as given.
@@ -67,6 +75,22 @@ pub enum ClientError {
         what: String,
         /// What to do instead.
         hint: String,
+    },
+    /// TLS with the server cannot work: an `https` URL without a CA, a CA that does not read,
+    /// or a server certificate the CA does not vouch for. The reason names the fix.
+    #[error("tls with {url}: {reason}")]
+    Tls {
+        /// The server's URL.
+        url: String,
+        /// What is wrong and what to do, e.g. `the server's certificate is not signed by the
+        /// CA in ca.crt — pass the deployment's CA with --ca FILE / EDGEIO_CA`.
+        reason: String,
+    },
+    /// The bearer token cannot be sent (it is never repeated here).
+    #[error("{reason}")]
+    InvalidToken {
+        /// What is wrong with it.
+        reason: String,
     },
     /// The answer was not what the API promises (not JSON of the right shape, too large).
     #[error("cannot read the answer to {request}: {reason}")]
@@ -99,29 +123,130 @@ impl ClientError {
 /// Log bytes as they arrive from the server.
 pub type LogBytes = BoxStream<'static, Result<Bytes, ClientError>>;
 
-/// A client of the root's REST API at one `http://HOST:PORT`. Cheap to clone (clones share
-/// the connection pool).
+/// A client of the root's REST API at one `http[s]://HOST:PORT`. Cheap to clone (clones
+/// share the connection pool). Its `Debug` output shows no token.
 #[derive(Debug, Clone)]
 pub struct RootClient {
-    /// `http://HOST:PORT[/PREFIX]`, without a trailing slash.
+    /// `http[s]://HOST:PORT[/PREFIX]`, without a trailing slash.
     base: String,
     http: reqwest::Client,
+    /// `Bearer TOKEN`, marked sensitive (its `Debug` is `Sensitive`).
+    auth: Option<HeaderValue>,
+    /// The trusted CA in words, for errors: `the CA in ca.crt`.
+    ca_origin: String,
+}
+
+/// Options of a [`RootClient`]: [`RootClient::builder`], then [`RootClientBuilder::build`].
+#[derive(Clone)]
+pub struct RootClientBuilder {
+    base_url: String,
+    token: Option<BearerToken>,
+    ca_pem: Option<Vec<u8>>,
+    ca_origin: Option<String>,
+}
+
+impl std::fmt::Debug for RootClientBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RootClientBuilder")
+            .field("base_url", &self.base_url)
+            .field("token", &self.token)
+            .field("ca_pem", &self.ca_pem.as_ref().map(|pem| pem.len()))
+            .field("ca_origin", &self.ca_origin)
+            .finish()
+    }
+}
+
+impl RootClientBuilder {
+    /// Sends `Authorization: Bearer TOKEN` with every request (none when `None`).
+    pub fn token(mut self, token: Option<String>) -> RootClientBuilder {
+        self.token = token.map(BearerToken::new);
+        self
+    }
+
+    /// The deployment's CA certificate(s), PEM: the only roots an `https` server's
+    /// certificate may chain to. Required for `https://`; not used for `http://`.
+    pub fn ca_pem(mut self, pem: Option<Vec<u8>>) -> RootClientBuilder {
+        self.ca_pem = pem;
+        self
+    }
+
+    /// Where the CA came from (a file name, `EDGEIO_CA`), named by errors about it.
+    /// Default: `the given CA`.
+    pub fn ca_origin(mut self, origin: impl Into<String>) -> RootClientBuilder {
+        self.ca_origin = Some(origin.into());
+        self
+    }
+
+    /// The client. Nothing is sent yet. Errors: [`ClientError::InvalidUrl`] naming the rule
+    /// the URL breaks; [`ClientError::Tls`] for `https://` without a CA or with one that does
+    /// not read; [`ClientError::InvalidToken`] for a token that is no header value.
+    pub fn build(self) -> Result<RootClient, ClientError> {
+        let base = check_base_url(&self.base_url)?;
+        let ca_origin = match &self.ca_origin {
+            Some(origin) => format!("the CA in {origin}"),
+            None => "the given CA".to_string(),
+        };
+        let tls_error = |reason: String| ClientError::Tls {
+            url: base.clone(),
+            reason,
+        };
+        let mut http = reqwest::Client::builder().connect_timeout(CONNECT_TIMEOUT);
+        if base.starts_with("https:") {
+            let Some(pem) = &self.ca_pem else {
+                return Err(tls_error(
+                    "https needs the deployment's CA to verify the server (edgeio trusts no \
+                     system roots): pass --ca FILE / EDGEIO_CA"
+                        .to_string(),
+                ));
+            };
+            let config = crate::tls::client_config(&crate::tls::ServerTrust::CaPem(pem.clone()))
+                .map_err(|e| match &self.ca_origin {
+                    Some(origin) => tls_error(format!("{origin}: {e}")),
+                    None => tls_error(e.to_string()),
+                })?;
+            // reqwest takes the config by value; the Arc from `client_config` is ours alone.
+            let config = std::sync::Arc::unwrap_or_clone(config);
+            http = http.use_preconfigured_tls(config).https_only(true);
+        }
+        let http = http.build().map_err(|e| ClientError::InvalidUrl {
+            url: self.base_url.clone(),
+            rule: format!("cannot build an http client: {e}"),
+        })?;
+        let auth = match &self.token {
+            Some(token) => Some(
+                token
+                    .header_value()
+                    .map_err(|reason| ClientError::InvalidToken { reason })?,
+            ),
+            None => None,
+        };
+        Ok(RootClient {
+            base,
+            http,
+            auth,
+            ca_origin,
+        })
+    }
 }
 
 impl RootClient {
     /// A client of the root at `base_url`: `http://HOST:PORT`, optionally with a path prefix
-    /// (a reverse proxy's). Nothing is sent yet. `https://` is [`ClientError::Unsupported`]
-    /// (no TLS yet); other mistakes are [`ClientError::InvalidUrl`] naming the rule.
+    /// (a reverse proxy's), without a token. Nothing is sent yet. `https://` needs a CA, so
+    /// it is [`ClientError::Tls`] here (use [`RootClient::builder`]); other mistakes are
+    /// [`ClientError::InvalidUrl`] naming the rule.
     pub fn new(base_url: &str) -> Result<RootClient, ClientError> {
-        let base = check_base_url(base_url)?;
-        let http = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .build()
-            .map_err(|e| ClientError::InvalidUrl {
-                url: base_url.to_string(),
-                rule: format!("cannot build an http client: {e}"),
-            })?;
-        Ok(RootClient { base, http })
+        RootClient::builder(base_url).build()
+    }
+
+    /// Options for a client of the root at `base_url` (`http[s]://HOST:PORT[/PREFIX]`): a
+    /// bearer token, the CA for `https`.
+    pub fn builder(base_url: &str) -> RootClientBuilder {
+        RootClientBuilder {
+            base_url: base_url.to_string(),
+            token: None,
+            ca_pem: None,
+            ca_origin: None,
+        }
     }
 
     /// The server's URL, without a trailing slash.
@@ -245,7 +370,7 @@ impl RootClient {
             path.push('?');
             path.push_str(&params.join("&"));
         }
-        let mut request = self.http.get(self.url(&path)?);
+        let mut request = self.request(Method::GET, self.url(&path)?);
         if !query.follow {
             request = request.timeout(REQUEST_TIMEOUT);
         }
@@ -260,6 +385,15 @@ impl RootClient {
                 })
             })
             .boxed())
+    }
+
+    /// A request with the bearer token, when there is one.
+    fn request(&self, method: Method, url: Url) -> RequestBuilder {
+        let request = self.http.request(method, url);
+        match &self.auth {
+            Some(auth) => request.header(AUTHORIZATION, auth.clone()),
+            None => request,
+        }
     }
 
     fn url(&self, path: &str) -> Result<Url, ClientError> {
@@ -279,7 +413,6 @@ impl RootClient {
     ) -> Result<T, ClientError> {
         let request_name = format!("{method} {path}");
         let mut request = self
-            .http
             .request(method, self.url(&path)?)
             .timeout(REQUEST_TIMEOUT);
         if let Some((bytes, content_type)) = body {
@@ -322,7 +455,17 @@ impl RootClient {
         })
     }
 
+    /// [`ClientError::Tls`] naming the fix when the server's certificate was refused,
+    /// [`ClientError::Unreachable`] otherwise.
     fn unreachable(&self, e: &reqwest::Error) -> ClientError {
+        if let Some(tls) = crate::tls::find_rustls_error(e) {
+            if matches!(tls, rustls::Error::InvalidCertificate(_)) {
+                return ClientError::Tls {
+                    url: self.base.clone(),
+                    reason: crate::tls::explain_handshake_error(tls, &self.ca_origin),
+                };
+            }
+        }
         ClientError::Unreachable {
             url: self.base.clone(),
             reason: reason_of(e),
@@ -330,7 +473,7 @@ impl RootClient {
     }
 }
 
-/// Checks `http://HOST[:PORT][/PREFIX]` and returns it without a trailing slash.
+/// Checks `http[s]://HOST[:PORT][/PREFIX]` and returns it without a trailing slash.
 fn check_base_url(text: &str) -> Result<String, ClientError> {
     let invalid = |rule: &str| ClientError::InvalidUrl {
         url: text.to_string(),
@@ -338,17 +481,10 @@ fn check_base_url(text: &str) -> Result<String, ClientError> {
     };
     let url = Url::parse(text).map_err(|e| invalid(&format!("{e}; expected http://HOST:PORT")))?;
     match url.scheme() {
-        "http" => {}
-        "https" => {
-            return Err(ClientError::Unsupported {
-                url: text.to_string(),
-                what: "https (TLS)".to_string(),
-                hint: "use http://HOST:PORT on a trusted network".to_string(),
-            })
-        }
+        "http" | "https" => {}
         _ => {
             return Err(invalid(
-                "the scheme must be http://, as in http://HOST:PORT",
+                "the scheme must be http:// or https://, as in https://HOST:PORT",
             ))
         }
     }
@@ -397,6 +533,8 @@ fn foreign_error(status: StatusCode, bytes: &[u8]) -> ErrorResponse {
     use crate::rest::code;
     let code = match status {
         StatusCode::BAD_REQUEST => code::INVALID,
+        StatusCode::UNAUTHORIZED => code::UNAUTHENTICATED,
+        StatusCode::FORBIDDEN => code::FORBIDDEN,
         StatusCode::NOT_FOUND => code::NOT_FOUND,
         StatusCode::CONFLICT => code::CONFLICT,
         StatusCode::METHOD_NOT_ALLOWED => code::METHOD_NOT_ALLOWED,
@@ -413,11 +551,18 @@ fn foreign_error(status: StatusCode, bytes: &[u8]) -> ErrorResponse {
         .chars()
         .take(200)
         .collect();
-    let message = if text.is_empty() {
+    let mut message = if text.is_empty() {
         format!("HTTP {status}")
     } else {
         format!("HTTP {status}: {text}")
     };
+    match status {
+        StatusCode::UNAUTHORIZED => {
+            message.push_str(" — the server wants a valid bearer token (--token / EDGEIO_TOKEN)")
+        }
+        StatusCode::FORBIDDEN => message.push_str(" — the token is not allowed to do this"),
+        _ => {}
+    }
     ErrorResponse::new(code, message, Vec::new())
 }
 
@@ -464,21 +609,36 @@ mod tests {
         );
         for (url, rule) in [
             ("127.0.0.1:7070", "expected http://HOST:PORT"),
-            ("ftp://a:1", "the scheme must be http://"),
+            ("ftp://a:1", "the scheme must be http:// or https://"),
             ("http://u:p@a:1", "user information"),
             ("http://a:1/?x=1", "query"),
         ] {
             let text = check_base_url(url).unwrap_err().to_string();
             assert!(text.contains(url) && text.contains(rule), "{url}: {text}");
         }
-        let https = check_base_url("https://a:1").unwrap_err();
-        assert!(matches!(https, ClientError::Unsupported { .. }), "{https}");
+        assert_eq!(check_base_url("https://a:1/").unwrap(), "https://a:1");
     }
 
     #[test]
     fn ids_cannot_escape_their_segment() {
         assert_eq!(segment("job-1.a_b~"), "job-1.a_b~");
         assert_eq!(segment("../x y"), "..%2Fx%20y");
+    }
+
+    #[test]
+    fn refusals_of_the_credential_say_what_to_do() {
+        let body = foreign_error(StatusCode::UNAUTHORIZED, b"");
+        assert_eq!(body.error.code, "unauthenticated");
+        assert_eq!(
+            body.error.message,
+            "HTTP 401 Unauthorized — the server wants a valid bearer token (--token / EDGEIO_TOKEN)"
+        );
+        let body = foreign_error(StatusCode::FORBIDDEN, b"no");
+        assert_eq!(body.error.code, "forbidden");
+        assert_eq!(
+            body.error.message,
+            "HTTP 403 Forbidden: no — the token is not allowed to do this"
+        );
     }
 
     #[test]

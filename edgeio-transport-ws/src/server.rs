@@ -554,10 +554,12 @@ impl ParentTransport for WsParent {
     }
 }
 
-/// A running HTTP server started by [`serve`].
+/// A running HTTP server started by [`serve`] or [`serve_tls`].
 #[derive(Debug)]
 pub struct ServerHandle {
     addr: SocketAddr,
+    /// `http` or `https`.
+    scheme: &'static str,
     shutdown: Option<oneshot::Sender<()>>,
     join: JoinHandle<std::io::Result<()>>,
 }
@@ -568,9 +570,10 @@ impl ServerHandle {
         self.addr
     }
 
-    /// The parent URL children dial: `http://HOST:PORT`.
+    /// The parent URL children dial: `http://HOST:PORT`, or `https://HOST:PORT` for a server
+    /// started by [`serve_tls`].
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     /// Stops accepting connections and waits for the server task to end (at most 10 s).
@@ -617,6 +620,52 @@ pub fn serve(listener: tokio::net::TcpListener, router: Router) -> std::io::Resu
     tracing::info!(%addr, "http server listening");
     Ok(ServerHandle {
         addr,
+        scheme: "http",
+        shutdown: Some(tx),
+        join,
+    })
+}
+
+/// Serves `router` over TLS on `listener`, like [`serve`] (same graceful shutdown, WebSocket
+/// upgrades included); [`ServerHandle::url`] answers `https://HOST:PORT`.
+///
+/// Each TLS handshake runs in its own task, bounded by
+/// [`HANDSHAKE_TIMEOUT`](crate::tls::HANDSHAKE_TIMEOUT): a client that fails its handshake
+/// (plain http, a distrusting client) or says nothing neither stops the accept loop nor
+/// delays other clients. `config` is read at each handshake, so a certificate behind a
+/// [`ServerCert`](crate::tls::ServerCert) can be renewed while the server runs. Build it
+/// with [`ServerCert::server_config`](crate::tls::ServerCert::server_config) or
+/// [`server_config_from_pem`](crate::tls::server_config_from_pem); its ALPN should offer
+/// `http/1.1` (theirs do), since WebSocket upgrades need HTTP/1.1.
+pub fn serve_tls(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    config: Arc<rustls::ServerConfig>,
+) -> std::io::Result<ServerHandle> {
+    serve_tls_with_timeout(listener, router, config, crate::tls::HANDSHAKE_TIMEOUT)
+}
+
+/// [`serve_tls`] with another bound on each TLS handshake.
+pub fn serve_tls_with_timeout(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    config: Arc<rustls::ServerConfig>,
+    handshake_timeout: Duration,
+) -> std::io::Result<ServerHandle> {
+    let listener = crate::tls_listener::TlsListener::new(listener, config, handshake_timeout)?;
+    let addr = axum::serve::Listener::local_addr(&listener)?;
+    let (tx, rx) = oneshot::channel::<()>();
+    let join = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = rx.await;
+            })
+            .await
+    });
+    tracing::info!(%addr, "https server listening");
+    Ok(ServerHandle {
+        addr,
+        scheme: "https",
         shutdown: Some(tx),
         join,
     })

@@ -631,8 +631,10 @@ async fn a_bad_url_is_invalid_and_names_the_value() {
     )
     .await
     {
-        Err(TransportError::Unsupported { what, .. }) => assert!(what.contains("tls"), "{what}"),
-        other => panic!("expected Unsupported for https, got {other:?}"),
+        Err(TransportError::Invalid { reason, .. }) => {
+            assert!(reason.contains("no TLS settings are given"), "{reason}")
+        }
+        other => panic!("expected Invalid for https without tls settings, got {other:?}"),
     }
 }
 
