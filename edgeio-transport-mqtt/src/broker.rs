@@ -148,6 +148,7 @@ fn rumqttd_config(addr: SocketAddr, config: &BrokerConfig) -> Config {
             auth: None,
             external_auth: None,
             dynamic_filters: true,
+            authorize: None,
         },
     };
     Config {

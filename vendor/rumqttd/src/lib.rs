@@ -53,6 +53,48 @@ pub type AuthHandler = Arc<
         + Sync,
 >;
 
+/// edgeio: the rustls the broker's TLS listeners are built with (0.23, ring provider), so an
+/// embedding crate can build a [`TlsConfig::RustlsServerConfig`] with the same types.
+#[cfg(feature = "use-rustls")]
+pub use tokio_rustls::rustls;
+
+/// edgeio: who a remote connection is, as the [`AuthorizeHandler`] sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientInfo {
+    /// The client id of the CONNECT packet (or the one the broker assigned to an empty id);
+    /// the tenant prefix of `verify-client-cert` is not part of it.
+    pub client_id: ClientId,
+    /// The user name of the CONNECT packet; `None` when the client sent no login. When
+    /// `auth` or `external_auth` is set, this is the name that was authenticated.
+    pub username: Option<AuthUser>,
+}
+
+/// edgeio: what a client asks to do, as the [`AuthorizeHandler`] sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access<'a> {
+    /// Subscribe to this filter, exactly as sent: wildcards (`+`, `#`) and a shared
+    /// subscription's `$share/GROUP/` prefix included, so a rule that compares filters for
+    /// equality is not bypassed by a wildcard.
+    Subscribe(&'a str),
+    /// Publish on this topic (after a v5 topic alias is resolved); also the topic of the
+    /// last will, checked at CONNECT.
+    Publish(&'a str),
+}
+
+/// edgeio: per-topic rights, consulted for every SUBSCRIBE filter, every PUBLISH and the
+/// last will of a remote connection. It runs on the router thread for every publish:
+/// it must be quick and must not block (no I/O, no lock held for long).
+///
+/// - a refused filter is answered with a SUBACK failure code (0x80) for that filter, the
+///   other filters of the packet are handled as usual;
+/// - a refused PUBLISH is dropped, not acknowledged, logged, and the connection closed
+///   (with reason `NotAuthorized` for MQTT 5): MQTT 3.1.1 has no way to tell a client that
+///   a publish was refused, and a positive acknowledgement would hide the refusal from it;
+/// - a refused will topic refuses the CONNECT (CONNACK `NotAuthorized`).
+///
+/// Local links ([`Broker::link`]) are not checked.
+pub type AuthorizeHandler = Arc<dyn Fn(&ClientInfo, Access<'_>) -> bool + Send + Sync>;
+
 #[derive(Debug, Default, Serialize, Deserialize, Clone)]
 pub struct Config {
     pub id: usize,
@@ -90,6 +132,11 @@ pub enum TlsConfig {
         pkcs12path: String,
         pkcs12pass: String,
     },
+    /// edgeio: a rustls server configuration built by the embedding code (e.g. from PEM bytes
+    /// held in memory); never read from or written to a configuration file.
+    #[cfg(feature = "use-rustls")]
+    #[serde(skip)]
+    RustlsServerConfig(Arc<rustls::ServerConfig>),
 }
 
 impl TlsConfig {
@@ -107,6 +154,8 @@ impl TlsConfig {
                 ca && [certpath, keypath].iter().all(|v| Path::new(v).exists())
             }
             TlsConfig::NativeTls { pkcs12path, .. } => Path::new(pkcs12path).exists(),
+            #[cfg(feature = "use-rustls")]
+            TlsConfig::RustlsServerConfig(_) => true,
         }
     }
 }
@@ -128,6 +177,14 @@ impl ServerSettings {
         O::IntoFuture: Send,
     {
         self.connections.set_auth_handler(auth_fn)
+    }
+
+    /// edgeio: installs the per-topic rights of this listener's connections.
+    pub fn set_authorize_handler<F>(&mut self, authorize: F)
+    where
+        F: Fn(&ClientInfo, Access<'_>) -> bool + Send + Sync + 'static,
+    {
+        self.connections.set_authorize_handler(authorize)
     }
 }
 
@@ -154,6 +211,9 @@ pub struct ConnectionSettings {
     pub external_auth: Option<AuthHandler>,
     #[serde(default)]
     pub dynamic_filters: bool,
+    /// edgeio: per-topic rights (see [`AuthorizeHandler`]); `None` allows everything.
+    #[serde(skip)]
+    pub authorize: Option<AuthorizeHandler>,
 }
 
 impl ConnectionSettings {
@@ -168,6 +228,14 @@ impl ConnectionSettings {
             Box::pin(auth)
         }));
     }
+
+    /// edgeio: installs the per-topic rights (see [`AuthorizeHandler`]).
+    pub fn set_authorize_handler<F>(&mut self, authorize: F)
+    where
+        F: Fn(&ClientInfo, Access<'_>) -> bool + Send + Sync + 'static,
+    {
+        self.authorize = Some(Arc::new(authorize));
+    }
 }
 
 impl fmt::Debug for ConnectionSettings {
@@ -179,6 +247,7 @@ impl fmt::Debug for ConnectionSettings {
             .field("auth", &self.auth)
             .field("external_auth", &self.external_auth.is_some())
             .field("dynamic_filters", &self.dynamic_filters)
+            .field("authorize", &self.authorize.is_some())
             .finish()
     }
 }

@@ -49,6 +49,8 @@ pub struct LinkBuilder<'a> {
     dynamic_filters: bool,
     // default to 0, indicating to not use topic alias
     topic_alias_max: u16,
+    // edgeio: per-topic rights of a remote link; None for local links (trusted)
+    rights: Option<(crate::ClientInfo, crate::AuthorizeHandler)>,
 }
 
 impl<'a> LinkBuilder<'a> {
@@ -62,7 +64,14 @@ impl<'a> LinkBuilder<'a> {
             last_will_properties: None,
             dynamic_filters: false,
             topic_alias_max: 0,
+            rights: None,
         }
+    }
+
+    /// edgeio: the identity and rights hook the router checks this link's packets with.
+    pub fn rights(mut self, rights: Option<(crate::ClientInfo, crate::AuthorizeHandler)>) -> Self {
+        self.rights = rights;
+        self
     }
 
     pub fn tenant_id(mut self, tenant_id: Option<String>) -> Self {
@@ -111,6 +120,9 @@ impl<'a> LinkBuilder<'a> {
         connection
             .last_will(self.last_will, self.last_will_properties)
             .topic_alias_max(self.topic_alias_max);
+        connection.rights = self
+            .rights
+            .map(|(info, check)| crate::router::Rights::new(info, check));
         let incoming = Incoming::new(connection.client_id.to_owned());
         let (outgoing, link_rx) = Outgoing::new(connection.client_id.to_owned());
         let outgoing_data_buffer = outgoing.buffer();

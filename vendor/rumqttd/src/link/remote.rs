@@ -4,7 +4,7 @@ use crate::link::network::Network;
 use crate::local::LinkBuilder;
 use crate::protocol::{ConnAck, Connect, ConnectReturnCode, Login, Packet, Protocol};
 use crate::router::{Event, Notification};
-use crate::{ConnectionId, ConnectionSettings};
+use crate::{Access, AuthorizeHandler, ClientInfo, ConnectionId, ConnectionSettings};
 
 use flume::{RecvError, SendError, Sender, TrySendError};
 use std::cmp::min;
@@ -43,6 +43,9 @@ pub enum Error {
     ConnectionAck(String),
     #[error("Authentication error")]
     InvalidAuth,
+    /// edgeio: the rights hook refused the last will's topic
+    #[error("Will topic {0:?} not authorized")]
+    WillNotAuthorized(String),
     #[error("Channel try send error")]
     TrySend(#[from] TrySendError<(ConnectionId, Event)>),
     #[error("Link error = {0}")]
@@ -68,8 +71,9 @@ impl<P: Protocol> RemoteLink<P> {
         connect_packet: Packet,
         dynamic_filters: bool,
         assigned_client_id: Option<String>,
+        authorize: Option<AuthorizeHandler>,
     ) -> Result<RemoteLink<P>, Error> {
-        let Packet::Connect(connect, props, lastwill, lastwill_props, _) = connect_packet else {
+        let Packet::Connect(connect, props, lastwill, lastwill_props, login) = connect_packet else {
             return Err(Error::NotConnectPacket(connect_packet));
         };
 
@@ -100,6 +104,14 @@ impl<P: Protocol> RemoteLink<P> {
             .last_will_properties(lastwill_props)
             .dynamic_filters(dynamic_filters)
             .topic_alias_max(topic_alias_max.unwrap_or(0))
+            .rights(authorize.map(|check| {
+                // edgeio: the identity the rights hook sees for every packet of this link
+                let info = ClientInfo {
+                    client_id: client_id.clone(),
+                    username: login.map(|l| l.username),
+                };
+                (info, check)
+            }))
             .build()?;
 
         let id = link_rx.id();
@@ -195,7 +207,42 @@ where
 
     Span::current().record("client_id", &connect.client_id);
 
-    handle_auth(config.clone(), login.as_ref(), &connect.client_id).await?;
+    // edgeio: a refused login is answered with a CONNACK naming the refusal (upstream closed
+    // the connection without one, which a client reports as a network error and retries)
+    if let Err(e) = handle_auth(config.clone(), login.as_ref(), &connect.client_id).await {
+        let code = if login.is_some() {
+            ConnectReturnCode::BadUserNamePassword
+        } else {
+            ConnectReturnCode::NotAuthorized
+        };
+        let ack = ConnAck {
+            session_present: false,
+            code,
+        };
+        network.write(Packet::ConnAck(ack, None)).await.ok();
+        return Err(e);
+    }
+
+    // edgeio: the broker publishes the will on the client's behalf, so its topic needs the
+    // same right as a PUBLISH; checked here, while the client can still be told
+    if let (Some(authorize), Packet::Connect(_, _, Some(will), _, _)) =
+        (&config.authorize, &packet)
+    {
+        let topic = String::from_utf8_lossy(&will.topic).into_owned();
+        let info = ClientInfo {
+            client_id: connect.client_id.clone(),
+            username: login.as_ref().map(|l| l.username.clone()),
+        };
+        if !authorize(&info, Access::Publish(&topic)) {
+            tracing::warn!(client_id = %info.client_id, username = ?info.username, topic, "will topic not authorized; connection refused");
+            let ack = ConnAck {
+                session_present: false,
+                code: ConnectReturnCode::NotAuthorized,
+            };
+            network.write(Packet::ConnAck(ack, None)).await.ok();
+            return Err(Error::WillNotAuthorized(topic));
+        }
+    }
 
     // When keep_alive feature is disabled client can live forever, which is not good in
     // distributed broker context so currenlty we don't allow it.
@@ -283,6 +330,7 @@ mod tests {
             auth: None,
             external_auth: None,
             dynamic_filters: false,
+            authorize: None,
         }
     }
 

@@ -33,6 +33,35 @@ pub struct Connection {
     pub(crate) broker_topic_aliases: Option<BrokerAliases>,
     /// subscription IDs for a connection
     pub(crate) subscription_ids: HashMap<Filter, usize>,
+    /// edgeio: per-topic rights; None for links that are not checked (local links)
+    pub(crate) rights: Option<Rights>,
+}
+
+/// edgeio: a connection's identity and the hook that decides its per-topic rights.
+#[derive(Clone)]
+pub struct Rights {
+    info: crate::ClientInfo,
+    check: crate::AuthorizeHandler,
+}
+
+impl Rights {
+    pub fn new(info: crate::ClientInfo, check: crate::AuthorizeHandler) -> Rights {
+        Rights { info, check }
+    }
+
+    pub fn info(&self) -> &crate::ClientInfo {
+        &self.info
+    }
+
+    pub fn allows(&self, access: crate::Access<'_>) -> bool {
+        (self.check)(&self.info, access)
+    }
+}
+
+impl std::fmt::Debug for Rights {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rights").field("info", &self.info).finish()
+    }
 }
 
 impl Connection {
@@ -66,6 +95,7 @@ impl Connection {
             topic_aliases: HashMap::new(),
             broker_topic_aliases: None,
             subscription_ids: HashMap::new(),
+            rights: None,
         }
     }
 

@@ -564,6 +564,28 @@ impl Router {
                     let qos = publish.qos;
                     let pkid = publish.pkid;
 
+                    // edgeio: per-topic rights, before the publish is acknowledged or stored.
+                    // Refused: dropped, not acknowledged, and the connection closed (see
+                    // `AuthorizeHandler` for why not a silent acknowledgement).
+                    if let Some(connection) = self.connections.get(id) {
+                        if let Some(rights) = &connection.rights {
+                            let topic = publish_topic(&publish, properties.as_ref(), connection);
+                            let allowed = topic.is_some_and(|t| rights.allows(Access::Publish(t)));
+                            if !allowed {
+                                warn!(
+                                    client_id = %rights.info().client_id,
+                                    username = ?rights.info().username,
+                                    topic = ?topic,
+                                    "publish not authorized: dropped, connection closed"
+                                );
+                                self.router_meters.failed_publishes += 1;
+                                disconnect = true;
+                                disconnect_reason = Some(DisconnectReasonCode::NotAuthorized);
+                                break;
+                            }
+                        }
+                    }
+
                     // Prepare acks for the above publish
                     // If any of the publish in the batch results in force flush,
                     // set global force flush flag. Force flush is triggered when the
@@ -663,6 +685,21 @@ impl Router {
 
                             disconnect = true;
                             break;
+                        }
+
+                        // edgeio: per-topic rights; a refused filter gets a failure code,
+                        // the packet's other filters are handled as usual
+                        if let Some(rights) = &connection.rights {
+                            if !rights.allows(Access::Subscribe(&f.path)) {
+                                warn!(
+                                    client_id = %rights.info().client_id,
+                                    username = ?rights.info().username,
+                                    filter = %f.path,
+                                    "subscription not authorized: refused"
+                                );
+                                return_codes.push(SubscribeReasonCode::Failure);
+                                continue;
+                            }
                         }
 
                         let mut filter = f.path.clone();
@@ -1330,6 +1367,20 @@ fn append_will_message(
     }
 
     Ok(o)
+}
+
+/// edgeio: the topic a publish is for, as the rights hook sees it: its topic, or for an
+/// empty topic the one its (v5) alias stands for; None when neither names one.
+fn publish_topic<'a>(
+    publish: &'a Publish,
+    properties: Option<&PublishProperties>,
+    connection: &'a Connection,
+) -> Option<&'a str> {
+    if !publish.topic.is_empty() {
+        return std::str::from_utf8(&publish.topic).ok();
+    }
+    let alias = properties.and_then(|p| p.topic_alias)?;
+    connection.topic_aliases.get(&alias).map(String::as_str)
 }
 
 fn validate_and_set_topic_alias(

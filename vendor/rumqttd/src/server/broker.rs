@@ -365,21 +365,27 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
         }
     }
 
-    // Depending on TLS or not create a new Network
-    async fn tls_accept(&self, stream: TcpStream) -> Result<(Box<dyn N>, Option<String>), Error> {
-        #[cfg(any(feature = "use-rustls", feature = "use-native-tls"))]
+    // edgeio: the TLS acceptor is built once, when the listener starts (upstream built it for
+    // every connection, reading the certificate files each time), so a bad certificate or key
+    // stops the listener at start instead of failing every connection.
+    #[cfg(any(feature = "use-rustls", feature = "use-native-tls"))]
+    fn tls_acceptor(&self) -> Result<Option<Arc<TLSAcceptor>>, Error> {
         match &self.config.tls {
-            Some(c) => {
-                let (tenant_id, network) = TLSAcceptor::new(c)?.accept(stream).await?;
-                Ok((network, tenant_id))
-            }
-            None => Ok((Box::new(stream), None)),
+            Some(c) => Ok(Some(Arc::new(TLSAcceptor::new(c)?))),
+            None => Ok(None),
         }
-        #[cfg(not(any(feature = "use-rustls", feature = "use-native-tls")))]
-        Ok((Box::new(stream), None))
     }
 
     pub async fn start(&mut self, link_type: LinkType) -> Result<(), Error> {
+        #[cfg(any(feature = "use-rustls", feature = "use-native-tls"))]
+        let acceptor = self.tls_acceptor()?;
+        #[cfg(not(any(feature = "use-rustls", feature = "use-native-tls")))]
+        if self.config.tls.is_some() {
+            return Err(Error::Config(format!(
+                "listener {} has tls settings but this build has no TLS feature",
+                self.config.name
+            )));
+        }
         let listener = TcpListener::bind(&self.config.listen).await?;
         let delay = Duration::from_millis(self.config.next_connection_delay_ms);
         let mut count: usize = 0;
@@ -405,66 +411,101 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
                 warn!(error=?e, "Unable to set TCP_NODELAY on an accepted socket.");
             }
 
-            let (network, tenant_id) = match self.tls_accept(stream).await {
-                Ok(o) => o,
-                Err(e) => {
-                    error!(error=?e, "Tls accept error");
-                    continue;
-                }
-            };
-
-            info!(
-                name=?self.config.name, ?addr, count, tenant=?tenant_id, "accept"
-            );
-
             let config = config.clone();
             let router_tx = self.router_tx.clone();
             count += 1;
-
             let protocol = self.protocol.clone();
-            match link_type {
-                #[cfg(feature = "websocket")]
-                LinkType::Websocket => {
-                    let stream = match accept_hdr_async(network, WSCallback).await {
-                        Ok(s) => Box::new(WsStream::new(s)),
-                        Err(e) => {
-                            error!(error=?e, "Websocket failed handshake");
-                            continue;
-                        }
-                    };
-                    task::spawn(
+            let will_handlers = self.awaiting_will_handler.clone();
+            let name = self.config.name.clone();
+            #[cfg(any(feature = "use-rustls", feature = "use-native-tls"))]
+            let acceptor = acceptor.clone();
+
+            // edgeio: the TLS and WebSocket handshakes run in the connection's own task,
+            // bounded by `connection_timeout_ms` (upstream awaited them in this loop, without a
+            // bound, so one client that stalled its handshake stopped the listener).
+            task::spawn(async move {
+                let handshake_timeout = Duration::from_millis(config.connection_timeout_ms.into());
+                #[cfg(any(feature = "use-rustls", feature = "use-native-tls"))]
+                let accepted = time::timeout(handshake_timeout, async {
+                    match acceptor {
+                        Some(acceptor) => acceptor
+                            .accept(stream)
+                            .await
+                            .map(|(tenant_id, network)| (network, tenant_id)),
+                        None => Ok((Box::new(stream) as Box<dyn N>, None)),
+                    }
+                })
+                .await;
+                #[cfg(not(any(feature = "use-rustls", feature = "use-native-tls")))]
+                let accepted: Result<Result<(Box<dyn N>, Option<String>), std::convert::Infallible>, Elapsed> =
+                    Ok(Ok((Box::new(stream) as Box<dyn N>, None)));
+                let (network, tenant_id) = match accepted {
+                    Ok(Ok(o)) => o,
+                    Ok(Err(e)) => {
+                        warn!(error=?e, ?addr, "Tls accept error");
+                        return;
+                    }
+                    Err(_) => {
+                        warn!(?addr, timeout=?handshake_timeout, "Tls handshake timed out");
+                        return;
+                    }
+                };
+
+                info!(name=?name, ?addr, count, tenant=?tenant_id, "accept");
+
+                match link_type {
+                    #[cfg(feature = "websocket")]
+                    LinkType::Websocket => {
+                        let stream = match time::timeout(
+                            handshake_timeout,
+                            accept_hdr_async(network, WSCallback),
+                        )
+                        .await
+                        {
+                            Ok(Ok(s)) => Box::new(WsStream::new(s)),
+                            Ok(Err(e)) => {
+                                error!(error=?e, "Websocket failed handshake");
+                                return;
+                            }
+                            Err(_) => {
+                                warn!(?addr, "Websocket handshake timed out");
+                                return;
+                            }
+                        };
                         remote(
                             config,
                             tenant_id.clone(),
                             router_tx,
                             stream,
                             protocol,
-                            self.awaiting_will_handler.clone(),
+                            will_handlers,
                         )
                         .instrument(tracing::info_span!(
                             "websocket_link",
                             client_id = field::Empty,
                             connection_id = field::Empty
-                        )),
-                    )
+                        ))
+                        .await
+                    }
+                    LinkType::Remote => {
+                        remote(
+                            config,
+                            tenant_id.clone(),
+                            router_tx,
+                            network,
+                            protocol,
+                            will_handlers,
+                        )
+                        .instrument(tracing::error_span!(
+                            "remote_link",
+                            ?tenant_id,
+                            client_id = field::Empty,
+                            connection_id = field::Empty,
+                        ))
+                        .await
+                    }
                 }
-                LinkType::Remote => task::spawn(
-                    remote(
-                        config,
-                        tenant_id.clone(),
-                        router_tx,
-                        network,
-                        protocol,
-                        self.awaiting_will_handler.clone(),
-                    )
-                    .instrument(tracing::error_span!(
-                        "remote_link",
-                        ?tenant_id,
-                        client_id = field::Empty,
-                        connection_id = field::Empty,
-                    )),
-                ),
-            };
+            });
 
             time::sleep(delay).await;
         }
@@ -510,6 +551,7 @@ async fn remote<P: Protocol>(
     );
 
     let dynamic_filters = config.dynamic_filters;
+    let authorize = config.authorize.clone();
 
     let connect_packet = match mqtt_connect(config, &mut network).await {
         Ok(p) => p,
@@ -563,6 +605,7 @@ async fn remote<P: Protocol>(
         connect_packet,
         dynamic_filters,
         assigned_client_id,
+        authorize,
     )
     .await
     {

@@ -103,6 +103,11 @@ impl TLSAcceptor {
                 certpath,
                 keypath,
             } => Self::rustls(capath, certpath, keypath),
+            // edgeio: a configuration built by the embedding code
+            #[cfg(feature = "use-rustls")]
+            TlsConfig::RustlsServerConfig(config) => Ok(TLSAcceptor::Rustls {
+                acceptor: tokio_rustls::TlsAcceptor::from(config.clone()),
+            }),
             #[cfg(feature = "use-native-tls")]
             TlsConfig::NativeTls {
                 pkcs12path,
@@ -210,7 +215,12 @@ impl TLSAcceptor {
             (certs, key)
         };
 
-        let builder = ServerConfig::builder();
+        // edgeio: the ring provider by name, so the build never depends on which providers
+        // are compiled in or installed as the process default
+        let builder = ServerConfig::builder_with_provider(Arc::new(
+            tokio_rustls::rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?;
 
         // client authentication with a CA. CA isn't required otherwise
         #[cfg(feature = "verify-client-cert")]
