@@ -1,7 +1,7 @@
 //! The child (worker) side: one MQTT client per node, dialing its cluster's broker.
 
 use crate::config::{validate_id, BrokerUrl, ChildConfig};
-use crate::link::{backoff, event_loop, wait_up, Backoff, LinkState, LostNotice};
+use crate::link::{backoff, event_loop, failed, wait_up, Backoff, LinkState, LostNotice};
 use async_trait::async_trait;
 use bytes::Bytes;
 use edgeio_core::transport::{ChildTransport, TransportError};
@@ -205,6 +205,11 @@ impl ChildTransport for MqttChild {
             LinkState::Connecting(_) => {
                 return Err(self.unavailable("is not connected (reconnecting)"))
             }
+            LinkState::Refused(reason) => {
+                return Err(self.unavailable(&format!(
+                    "is not connected: the broker refused it ({reason}); retrying"
+                )))
+            }
         }
         let topic = match envelope.body.channel() {
             Channel::Info => &self.inner.topics.info,
@@ -338,9 +343,8 @@ impl Driver {
                 Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
                 Ok(_) => {}
                 Err(e) => {
-                    let reason = e.to_string();
-                    tracing::warn!(broker = %self.url, error = %reason, "mqtt child link down; reconnecting");
-                    self.state.send_replace(LinkState::Connecting(Some(reason)));
+                    tracing::warn!(broker = %self.url, error = %e, "mqtt child link down; reconnecting");
+                    self.state.send_replace(failed(&e));
                     let wait = self.backoff.next_wait();
                     tokio::time::sleep(wait).await;
                 }

@@ -1,5 +1,6 @@
 //! Configuration of the MQTT link (both sides) and of the embedded broker, and broker URLs.
 
+use crate::security::{LinkCredentials, LinkTls};
 use edgeio_core::transport::TransportError;
 use edgeio_core::wire::DEFAULT_MAX_MESSAGE_BYTES;
 use serde::{Deserialize, Serialize};
@@ -16,17 +17,22 @@ pub const PACKET_OVERHEAD_BYTES: usize = 1024;
 /// The default MQTT port, used when a broker URL names none.
 pub const DEFAULT_MQTT_PORT: u16 = 1883;
 
+/// The default port of MQTT over TLS, used when an `mqtts://` URL names none.
+pub const DEFAULT_MQTTS_PORT: u16 = 8883;
+
 /// The largest MQTT packet that carries a message of `max_message_bytes`.
 pub fn max_packet_bytes(max_message_bytes: usize) -> usize {
     max_message_bytes.saturating_add(PACKET_OVERHEAD_BYTES)
 }
 
 /// A broker address in URL form: `mqtt://HOST:PORT` (`tcp://` is accepted as a synonym;
-/// the port defaults to 1883). There is no TLS in this build, so `mqtts://` is refused.
+/// the port defaults to 1883), or `mqtts://HOST:PORT` for TLS (`ssl://` is a synonym; the
+/// port defaults to 8883).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct BrokerUrl {
     host: String,
     port: u16,
+    tls: bool,
 }
 
 fn invalid(reason: String) -> TransportError {
@@ -39,22 +45,31 @@ impl BrokerUrl {
         BrokerUrl {
             host: host.into(),
             port,
+            tls: false,
         }
     }
 
-    /// Parses `mqtt://HOST[:PORT]`; [`TransportError::Invalid`] names the value and the rule.
+    /// The same address, over TLS (`mqtts://`) or not.
+    pub fn with_tls(mut self, tls: bool) -> BrokerUrl {
+        self.tls = tls;
+        self
+    }
+
+    /// Parses `mqtt://HOST[:PORT]` or `mqtts://HOST[:PORT]`; [`TransportError::Invalid`]
+    /// names the value and the rule.
     pub fn parse(url: &str) -> Result<BrokerUrl, TransportError> {
-        let rest = url
+        let plain = url
             .strip_prefix("mqtt://")
-            .or_else(|| url.strip_prefix("tcp://"))
-            .ok_or_else(|| {
-                let rule = if url.starts_with("mqtts://") || url.starts_with("ssl://") {
-                    "TLS is not supported by this build: use mqtt://HOST:PORT"
-                } else {
-                    "it must look like mqtt://HOST:PORT"
-                };
-                invalid(format!("broker url {url:?} is invalid: {rule}"))
-            })?;
+            .or_else(|| url.strip_prefix("tcp://"));
+        let tls = url
+            .strip_prefix("mqtts://")
+            .or_else(|| url.strip_prefix("ssl://"));
+        let rest = plain.or(tls).ok_or_else(|| {
+            invalid(format!(
+                "broker url {url:?} is invalid: it must look like mqtt://HOST:PORT or mqtts://HOST:PORT"
+            ))
+        })?;
+        let tls = tls.is_some();
         let rest = rest.strip_suffix('/').unwrap_or(rest);
         if rest.is_empty() {
             return Err(invalid(format!(
@@ -94,6 +109,7 @@ impl BrokerUrl {
             )));
         }
         let port = match port {
+            None if tls => DEFAULT_MQTTS_PORT,
             None => DEFAULT_MQTT_PORT,
             Some(p) => match p.parse::<u16>() {
                 Ok(0) | Err(_) => {
@@ -104,7 +120,7 @@ impl BrokerUrl {
                 Ok(port) => port,
             },
         };
-        Ok(BrokerUrl::new(host, port))
+        Ok(BrokerUrl::new(host, port).with_tls(tls))
     }
 
     /// The host name or address.
@@ -116,14 +132,20 @@ impl BrokerUrl {
     pub fn port(&self) -> u16 {
         self.port
     }
+
+    /// Whether this is an `mqtts://` (TLS) URL.
+    pub fn tls(&self) -> bool {
+        self.tls
+    }
 }
 
 impl fmt::Display for BrokerUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.tls { "mqtts" } else { "mqtt" };
         if self.host.contains(':') {
-            write!(f, "mqtt://[{}]:{}", self.host, self.port)
+            write!(f, "{scheme}://[{}]:{}", self.host, self.port)
         } else {
-            write!(f, "mqtt://{}:{}", self.host, self.port)
+            write!(f, "{scheme}://{}:{}", self.host, self.port)
         }
     }
 }
@@ -146,8 +168,16 @@ impl From<SocketAddr> for BrokerUrl {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct LinkConfig {
-    /// The broker, `mqtt://HOST:PORT`.
+    /// The broker, `mqtt://HOST:PORT`, or `mqtts://HOST:PORT` with `tls` set.
     pub broker: String,
+    /// TLS: which broker certificates to trust. Required by, and only allowed with, an
+    /// `mqtts://` broker URL. Never read from or written to a configuration file.
+    #[serde(skip)]
+    pub tls: Option<LinkTls>,
+    /// The user name and secret to log in with (issued at registration). Never read from or
+    /// written to a configuration file, so secrets stay out of them.
+    #[serde(skip)]
+    pub credentials: Option<LinkCredentials>,
     /// How long `connect` waits for the broker before it fails with
     /// [`TransportError::Unavailable`]; also the TCP connect timeout of each attempt.
     pub connect_timeout_ms: u64,
@@ -170,6 +200,8 @@ impl Default for LinkConfig {
     fn default() -> Self {
         LinkConfig {
             broker: format!("mqtt://127.0.0.1:{DEFAULT_MQTT_PORT}"),
+            tls: None,
+            credentials: None,
             connect_timeout_ms: 5_000,
             keep_alive_secs: 5,
             reconnect_initial_ms: 100,
@@ -192,6 +224,28 @@ impl LinkConfig {
     /// Checks the values and parses the broker URL.
     pub(crate) fn validate(&self) -> Result<BrokerUrl, TransportError> {
         let url = BrokerUrl::parse(&self.broker)?;
+        match (url.tls(), &self.tls) {
+            (true, None) => {
+                return Err(invalid(format!(
+                    "broker url {:?} asks for TLS but mqtt tls is not set: give the link a LinkTls (the CA to trust)",
+                    self.broker
+                )))
+            }
+            (false, Some(_)) => {
+                return Err(invalid(format!(
+                    "broker url {:?} is plain MQTT but mqtt tls is set: use mqtts://HOST:PORT",
+                    self.broker
+                )))
+            }
+            _ => {}
+        }
+        if let Some(credentials) = &self.credentials {
+            if credentials.username.is_empty() {
+                return Err(invalid(
+                    "mqtt credentials username is empty: it must be at least 1 byte".to_string(),
+                ));
+            }
+        }
         let positive = |name: &str, value: u64| {
             if value == 0 {
                 Err(invalid(format!("mqtt {name} is 0: it must be at least 1")))
@@ -337,13 +391,44 @@ mod tests {
         let v6 = BrokerUrl::parse("mqtt://[::1]:9000").unwrap();
         assert_eq!((v6.host(), v6.port()), ("::1", 9000));
         assert_eq!(v6.to_string(), "mqtt://[::1]:9000");
+        let tls = BrokerUrl::parse("mqtts://h").unwrap();
+        assert_eq!((tls.host(), tls.port(), tls.tls()), ("h", 8883, true));
+        assert_eq!(tls.to_string(), "mqtts://h:8883");
+        assert!(BrokerUrl::parse("ssl://h:1").unwrap().tls());
+    }
+
+    #[test]
+    fn tls_urls_and_tls_settings_go_together() {
+        let config = LinkConfig::for_broker("mqtts://h:1");
+        let err = config.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("\"mqtts://h:1\"") && err.contains("tls"),
+            "{err}"
+        );
+        let tls = crate::LinkTls::new(std::sync::Arc::new(
+            rustls::ClientConfig::builder_with_provider(crate::security::provider())
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth(),
+        ));
+        let plain = LinkConfig {
+            tls: Some(tls.clone()),
+            ..LinkConfig::for_broker("mqtt://h:1")
+        };
+        let err = plain.validate().unwrap_err().to_string();
+        assert!(err.contains("mqtts://"), "{err}");
+        let ok = LinkConfig {
+            tls: Some(tls),
+            ..LinkConfig::for_broker("mqtts://h:1")
+        };
+        assert!(ok.validate().unwrap().tls());
     }
 
     #[test]
     fn bad_broker_urls_are_invalid_and_name_the_value() {
         for (url, rule) in [
             ("http://x:1", "mqtt://HOST:PORT"),
-            ("mqtts://x:1", "TLS is not supported"),
             ("mqtt://", "no host"),
             ("mqtt://:1883", "no host"),
             ("mqtt://x:0", "1 to 65535"),

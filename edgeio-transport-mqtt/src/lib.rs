@@ -53,6 +53,7 @@ mod child;
 pub mod config;
 mod link;
 mod parent;
+pub mod security;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -63,3 +64,7 @@ pub use config::{
 };
 pub use link::REQUEST_CAPACITY;
 pub use parent::{MqttParent, PARENT_EVENT_CAPACITY, PARENT_FILTERS};
+pub use security::{
+    secret_digest, BrokerCredentials, BrokerSecurity, BrokerTls, LinkCredentials, LinkTls,
+    NodeCredentials,
+};

@@ -3,7 +3,9 @@
 use crate::config::{max_packet_bytes, BrokerUrl, LinkConfig};
 pub(crate) use edgeio_core::backoff::Backoff;
 use edgeio_core::transport::TransportError;
-use rumqttc::{EventLoop, LastWill, MqttOptions, NetworkOptions};
+use rumqttc::{
+    ConnectionError, EventLoop, LastWill, MqttOptions, NetworkOptions, TlsConfiguration, Transport,
+};
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -18,6 +20,9 @@ pub(crate) enum LinkState {
     Connecting(Option<String>),
     /// Connected and subscribed.
     Up,
+    /// The broker answered CONNECT with a refusal (credentials, rights): retried with
+    /// backoff like any failure, but `connect` gives up at once.
+    Refused(String),
     /// Closed on purpose; never comes back.
     Closed,
 }
@@ -31,6 +36,15 @@ pub(crate) fn event_loop(
     will: Option<LastWill>,
 ) -> (rumqttc::AsyncClient, EventLoop) {
     let mut options = MqttOptions::new(client_id, url.host(), url.port());
+    if let Some(tls) = &config.tls {
+        // The URL's host is the name the broker's certificate must carry.
+        options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+            tls.client_config().clone(),
+        )));
+    }
+    if let Some(credentials) = &config.credentials {
+        options.set_credentials(credentials.username.clone(), credentials.password());
+    }
     options.set_keep_alive(Duration::from_secs(config.keep_alive_secs.max(1)));
     options.set_clean_session(clean_session);
     let packet = max_packet_bytes(config.max_message_bytes);
@@ -45,6 +59,18 @@ pub(crate) fn event_loop(
     network.set_tcp_nodelay(true);
     eventloop.set_network_options(network);
     (client, eventloop)
+}
+
+/// The link state after the event loop failed with `error`: a refusal by the broker is told
+/// apart from a broker that is away, so `connect` can give up at once.
+pub(crate) fn failed(error: &ConnectionError) -> LinkState {
+    let reason = error.to_string();
+    match error {
+        ConnectionError::ConnectionRefused(code) => LinkState::Refused(format!(
+            "{code:?} (wrong or unknown credentials, or a will topic the broker does not allow)"
+        )),
+        _ => LinkState::Connecting(Some(reason)),
+    }
 }
 
 /// The reconnection backoff of `config`.
@@ -65,12 +91,15 @@ pub(crate) async fn wait_up(
     let timeout = config.connect_timeout();
     let waited = tokio::time::timeout(
         timeout,
-        state.wait_for(|s| matches!(s, LinkState::Up | LinkState::Closed)),
+        state.wait_for(|s| matches!(s, LinkState::Up | LinkState::Closed | LinkState::Refused(_))),
     )
     .await
-    .map(|r| r.map(|s| *s == LinkState::Up));
+    .map(|r| r.map(|s| s.clone()));
     match waited {
-        Ok(Ok(true)) => Ok(()),
+        Ok(Ok(LinkState::Up)) => Ok(()),
+        Ok(Ok(LinkState::Refused(reason))) => Err(TransportError::Unavailable {
+            reason: format!("mqtt {who}: broker {url} refused the connection: {reason}"),
+        }),
         Ok(_) => Err(TransportError::Unavailable {
             reason: format!("mqtt {who} stopped before it connected to broker {url}"),
         }),

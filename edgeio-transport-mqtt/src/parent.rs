@@ -1,7 +1,7 @@
 //! The parent (cluster) side: one MQTT client that hears every node and commands each one.
 
 use crate::config::{validate_id, BrokerUrl, ParentConfig};
-use crate::link::{backoff, event_loop, wait_up, Backoff, LinkState, LostNotice};
+use crate::link::{backoff, event_loop, failed, wait_up, Backoff, LinkState, LostNotice};
 use async_trait::async_trait;
 use edgeio_core::transport::{ParentEvent, ParentTransport, TransportError};
 use edgeio_core::wire::{Codec, Envelope};
@@ -281,9 +281,8 @@ impl Driver {
                 Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => break,
                 Ok(_) => {}
                 Err(e) => {
-                    let reason = e.to_string();
-                    tracing::warn!(broker = %self.url, error = %reason, "mqtt parent link down; reconnecting");
-                    self.state.send_replace(LinkState::Connecting(Some(reason)));
+                    tracing::warn!(broker = %self.url, error = %e, "mqtt parent link down; reconnecting");
+                    self.state.send_replace(failed(&e));
                     let wait = self.backoff.next_wait();
                     tokio::time::sleep(wait).await;
                 }
