@@ -9,6 +9,9 @@
 //! - [`EmbeddedBroker`] starts rumqttd on a given or free port and reports its address in a
 //!   [`BrokerHandle`]. rumqttd cannot shut down: a started broker lives until the process
 //!   exits (see [`broker`]). An external broker (Mosquitto) is just a different URL.
+//! - [`EmbeddedBroker::start_secure`] runs it with TLS only, the cluster identity's and the
+//!   nodes' credentials and edgeio's topic rule; [`LinkTls`] and [`LinkCredentials`] let
+//!   both sides connect to it (see [`security`]).
 //!
 //! Topics (`{node}` is the node id, which is also the child's MQTT client id):
 //!

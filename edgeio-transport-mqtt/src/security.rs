@@ -22,6 +22,10 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+/// The prefix of every parent's MQTT client id ([`crate::ParentConfig::client_id`]); a node
+/// id with it is refused at CONNECT.
+const PARENT_CLIENT_ID_PREFIX: &str = "edgeio-cluster-";
+
 /// The one rustls crypto provider of the workspace (ring), as `edgeio-trust`'s
 /// `tls::provider` (not a dependency: implementation crates never depend on each other).
 /// rustls 0.23.48 deprecates it for its lack of post-quantum key exchange; aws-lc-rs, which
@@ -308,7 +312,8 @@ impl BrokerSecurity {
     /// TLS with `tls`; the cluster's own client logs in as `cluster_username` with
     /// `cluster_secret` and may do everything; every other client is a node checked against
     /// `nodes`, and must connect with its node id as client id (so it cannot take over
-    /// another client's session, which would also fire that client's will). The cluster
+    /// another client's session, which would also fire that client's will); a node id that
+    /// starts with `edgeio-cluster-`, the prefix of the parents' client ids, is refused. The cluster
     /// identity is never looked up in `nodes`, so a node registered under the same name
     /// gains nothing.
     ///
@@ -358,7 +363,10 @@ impl BrokerSecurity {
         if username == self.cluster_username {
             return digests_equal(&self.cluster_digest, &secret_digest(secret));
         }
-        client_id == username && self.nodes.verify(username, secret)
+        // A node under a parent's client id could take the cluster's own session over.
+        client_id == username
+            && !client_id.starts_with(PARENT_CLIENT_ID_PREFIX)
+            && self.nodes.verify(username, secret)
     }
 
     /// The topic rule (see the [module documentation](self)).
@@ -548,6 +556,11 @@ mod tests {
         assert!(!s.authenticate("n2", "n1", "a"), "another client id");
         assert!(s.authenticate("anything", "cluster", "s3cret"));
         assert!(!s.authenticate("anything", "cluster", "a"));
+        nodes.insert("edgeio-cluster-a", "p").unwrap();
+        assert!(
+            !s.authenticate("edgeio-cluster-a", "edgeio-cluster-a", "p"),
+            "a node under a parent's client id"
+        );
         nodes.insert("cluster", "x").unwrap();
         assert!(!s.authenticate("cluster", "cluster", "x"), "never the map");
         nodes.remove("n1");
