@@ -6,6 +6,7 @@
 
 use super::envelope::{Envelope, PROTOCOL_VERSION};
 use super::messages::{ErrorBody, Message};
+use crate::seal::Seal;
 use serde::{Deserialize, Serialize};
 
 /// Default largest message: 1 MiB. Transports set their own packet limits to match.
@@ -98,6 +99,8 @@ struct OutEnvelope<'a> {
     ts: u64,
     from: &'a str,
     body: serde_json::Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seal: Option<&'a Seal>,
 }
 
 #[derive(Deserialize)]
@@ -109,6 +112,8 @@ struct InEnvelope {
     from: String,
     #[serde(default)]
     body: serde_json::Value,
+    #[serde(default)]
+    seal: Option<Seal>,
 }
 
 // Read leniently first, so the id and sender survive for the error reply.
@@ -165,6 +170,7 @@ impl Codec {
             ts: envelope.ts,
             from: &envelope.from,
             body,
+            seal: envelope.seal.as_ref(),
         };
         let bytes = serde_json::to_vec(&out).map_err(|e| WireError::Malformed {
             reason: e.to_string(),
@@ -262,6 +268,7 @@ impl Codec {
             ts: raw.ts,
             from: raw.from,
             body,
+            seal: raw.seal,
         })
     }
 }
