@@ -23,7 +23,9 @@
 //!   A QoS 1 redelivery of an accepted envelope is a replay and dropped; what must arrive is
 //!   re-sent by [`crate::reliable`] as a new envelope, with a new seal.
 //!
-//! The sans-IO halves are [`Sealer`] and [`Opener`].
+//! The sans-IO halves are [`Sealer`] and [`Opener`]; [`SealedParent`] and [`SealedChild`]
+//! wrap any transport with them, below [`crate::reliable`] (so each re-sent copy is sealed
+//! afresh).
 //!
 //! ```
 //! use edgeio_core::seal::{Direction, Opener, Sealer, SealError, SigningKey};
@@ -42,10 +44,12 @@
 //! ```
 
 mod key;
+mod layer;
 mod replay;
 mod sealer;
 
 pub use key::{SigningKey, KEY_BYTES};
+pub use layer::{ChildKeys, SealedChild, SealedParent, PARENT};
 pub use replay::{ReplayState, DEFAULT_WINDOW, MAX_WINDOW};
 pub use sealer::{signed_bytes, Opener, Seal, Sealer, MAC_BYTES, SIGNED_PREFIX};
 
@@ -155,3 +159,6 @@ pub enum SealError {
     #[error("no randomness available for a new signing key")]
     NoRandomness,
 }
+
+#[cfg(all(test, feature = "testing"))]
+mod layer_tests;

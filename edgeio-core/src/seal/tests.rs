@@ -9,9 +9,6 @@ use crate::wire::{
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 
-/// The name a worker's opener keeps its cluster's key under.
-const PARENT: &str = "parent";
-
 fn key(n: u8) -> SigningKey {
     SigningKey::from_bytes([n; KEY_BYTES])
 }
