@@ -1,6 +1,7 @@
 //! The key a parent issues to a child at registration.
 
 use super::SealError;
+use crate::wire::Secret;
 use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
 use std::fmt;
@@ -12,7 +13,7 @@ pub const KEY_BYTES: usize = 32;
 /// A link's HMAC-SHA256 key: 32 random bytes shared by one parent and one child.
 ///
 /// Its text form (`Display`, `FromStr`, serde) is 64 lower-case hex digits, for the data folder
-/// and the registration reply. `Debug` prints only a [fingerprint](SigningKey::fingerprint),
+/// and the registration reply ([`SigningKey::to_secret`]). `Debug` prints only a [fingerprint](SigningKey::fingerprint),
 /// so a key in a log line or a panic message is never the key itself.
 #[derive(Clone)]
 pub struct SigningKey {
@@ -43,6 +44,17 @@ impl SigningKey {
     pub fn fingerprint(&self) -> String {
         let digest = ring::digest::digest(&ring::digest::SHA256, &self.bytes);
         hex(&digest.as_ref()[..8])
+    }
+
+    /// The key as [`Credentials::signing_key`](crate::wire::Credentials::signing_key)
+    /// carries it in a registration reply (its text form, hidden from `Debug`).
+    pub fn to_secret(&self) -> Secret {
+        Secret::new(self.to_string())
+    }
+
+    /// The key a registration reply carried; [`SealError::InvalidKey`] when it is not one.
+    pub fn from_secret(secret: &Secret) -> Result<SigningKey, SealError> {
+        secret.expose().parse()
     }
 
     pub(crate) fn hmac(&self) -> &hmac::Key {
@@ -173,6 +185,28 @@ mod tests {
         assert_eq!(json, format!("\"{}\"", "07".repeat(32)));
         let back: SigningKey = serde_json::from_str(&json).expect("decodes");
         assert_eq!(back, key);
+    }
+
+    #[test]
+    fn a_key_travels_in_the_registration_credentials() {
+        let key = SigningKey::generate().expect("randomness");
+        let credentials = crate::wire::Credentials {
+            ca_pem: String::new(),
+            credential: Secret::new("cred"),
+            ca_cert_pem: None,
+            ca_key_pem: None,
+            mqtt_password: None,
+            signing_key: Some(key.to_secret()),
+        };
+        let json = serde_json::to_string(&credentials).expect("encodes");
+        let back: crate::wire::Credentials = serde_json::from_str(&json).expect("decodes");
+        let carried = back.signing_key.as_ref().expect("a key");
+        assert_eq!(SigningKey::from_secret(carried).expect("a key"), key);
+        assert!(!format!("{back:?}").contains(&key.to_string()));
+        assert!(matches!(
+            SigningKey::from_secret(&Secret::new("sign-secret")),
+            Err(SealError::InvalidKey { .. })
+        ));
     }
 
     #[test]
