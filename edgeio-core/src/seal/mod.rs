@@ -9,7 +9,8 @@
 //! - **What is signed:** [`signed_bytes`] — the envelope's `v`, `kind`, `id`, `ts`, `from`
 //!   and body, the seal's `epoch` and `seq`, and the direction (`down` to a child, `up` to
 //!   the parent), as one canonical JSON object (keys sorted, no whitespace) after the
-//!   prefix `edgeio-seal-v1\n`.
+//!   prefix `edgeio-seal-v1\n`. The receiver checks the body as it arrived, so body fields
+//!   it does not know (a newer sender's) are covered too and ignored as ever after.
 //! - **Where the seal travels:** an optional `seal: {epoch, seq, mac}` field of the envelope
 //!   ([`Seal`], [`Envelope::seal`](crate::wire::Envelope::seal)); unsigned envelopes look as
 //!   they always did.

@@ -9,6 +9,7 @@ use ring::hmac;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// Length of a MAC (HMAC-SHA256) in bytes.
 pub const MAC_BYTES: usize = 32;
@@ -18,7 +19,11 @@ pub const MAC_BYTES: usize = 32;
 pub const SIGNED_PREFIX: &[u8] = b"edgeio-seal-v1\n";
 
 /// The `seal` field of a signed envelope: `{"epoch": E, "seq": S, "mac": "<64 hex>"}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// A seal the codec decoded also keeps the envelope's body as it was on the wire (not
+/// serialized, not compared), so the MAC is checked over every field the sender signed,
+/// including fields this build does not know.
+#[derive(Clone, Serialize, Deserialize)]
 pub struct Seal {
     /// The sender's epoch: a number its owner persists and bumps at every start.
     pub epoch: u64,
@@ -27,6 +32,45 @@ pub struct Seal {
     /// HMAC-SHA256 over [`signed_bytes`], 64 hex digits on the wire.
     #[serde(with = "mac_hex")]
     pub mac: [u8; MAC_BYTES],
+    /// The body as received, set by the codec; `None` on an envelope that did not cross it.
+    #[serde(skip)]
+    received_body: Option<Arc<serde_json::Value>>,
+}
+
+impl Seal {
+    /// A seal with these parts.
+    pub fn new(epoch: u64, seq: u64, mac: [u8; MAC_BYTES]) -> Seal {
+        Seal {
+            epoch,
+            seq,
+            mac,
+            received_body: None,
+        }
+    }
+
+    /// This seal, remembering the body its envelope had on the wire (the codec's decoder).
+    pub(crate) fn with_received_body(mut self, body: serde_json::Value) -> Seal {
+        self.received_body = Some(Arc::new(body));
+        self
+    }
+}
+
+impl PartialEq for Seal {
+    fn eq(&self, other: &Self) -> bool {
+        (self.epoch, self.seq, self.mac) == (other.epoch, other.seq, other.mac)
+    }
+}
+
+impl Eq for Seal {}
+
+impl std::fmt::Debug for Seal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Seal")
+            .field("epoch", &self.epoch)
+            .field("seq", &self.seq)
+            .field("mac", &hex(&self.mac))
+            .finish()
+    }
 }
 
 mod mac_hex {
@@ -64,10 +108,10 @@ mod mac_hex {
 /// cannot be reflected back down to it under the same key. The seal's MAC itself is not
 /// covered.
 ///
-/// A receiver computes these bytes again from the envelope it decoded, so it verifies what
-/// it understood: a body field this build does not know (from a newer sender) is not part
-/// of the decoded envelope and makes the MAC fail. Peers that seal speak the same message
-/// set.
+/// A receiver computes these bytes again, with `B` the body as it arrived on the wire (the
+/// codec keeps it in the decoded [`Seal`]), so a body field this build does not know, from
+/// a newer sender, is covered as the sender signed it. An envelope that did not cross a
+/// codec (an in-memory test) is checked over its typed body.
 pub fn signed_bytes(
     envelope: &Envelope,
     direction: Direction,
@@ -81,6 +125,19 @@ pub fn signed_bytes(
             id: envelope.id.clone(),
             reason: format!("{} body does not encode: {e}", envelope.kind()),
         })?;
+    Ok(signed_bytes_with_body(
+        envelope, body, direction, epoch, seq,
+    ))
+}
+
+/// [`signed_bytes`] with the body given as JSON (the one received, or the typed one encoded).
+pub(crate) fn signed_bytes_with_body(
+    envelope: &Envelope,
+    body: serde_json::Value,
+    direction: Direction,
+    epoch: u64,
+    seq: u64,
+) -> Vec<u8> {
     let mut fields = serde_json::Map::new();
     let mut put = |k: &str, v: serde_json::Value| fields.insert(k.to_string(), v);
     put("body", body);
@@ -94,7 +151,7 @@ pub fn signed_bytes(
     put("v", envelope.v.into());
     let mut out = SIGNED_PREFIX.to_vec();
     canonical(&serde_json::Value::Object(fields), &mut out);
-    Ok(out)
+    out
 }
 
 /// Writes `value` as JSON with every object's keys sorted, whatever order serde_json's map
@@ -190,11 +247,7 @@ impl Sealer {
         let mut mac = [0u8; MAC_BYTES];
         mac.copy_from_slice(tag.as_ref());
         let mut sealed = envelope.clone();
-        sealed.seal = Some(Seal {
-            epoch: self.epoch,
-            seq,
-            mac,
-        });
+        sealed.seal = Some(Seal::new(self.epoch, seq, mac));
         Ok(sealed)
     }
 }
@@ -306,7 +359,16 @@ impl Opener {
             });
         };
         let key = peer.key.as_ref().map(SigningKey::hmac);
-        let bytes = signed_bytes(&envelope, self.direction, seal.epoch, seal.seq)?;
+        let bytes = match seal.received_body {
+            Some(body) => signed_bytes_with_body(
+                &envelope,
+                Arc::unwrap_or_clone(body),
+                self.direction,
+                seal.epoch,
+                seal.seq,
+            ),
+            None => signed_bytes(&envelope, self.direction, seal.epoch, seal.seq)?,
+        };
         if key.is_none_or(|key| hmac::verify(key, &bytes, &seal.mac).is_err()) {
             return Err(SealError::BadSignature {
                 sender: sender.to_string(),

@@ -343,3 +343,40 @@ proptest! {
         }
     }
 }
+
+/// The JSON a newer sender would put on the wire: a scale whose body has a field this build
+/// does not know, sealed over the body as sent.
+fn newer_sender_json(k: &SigningKey, priority: &str, signed_priority: &str) -> Vec<u8> {
+    let body = |p: &str| serde_json::json!({"job": "web", "replicas": 3, "priority": p});
+    let typed = scale("node-1", 3);
+    let bytes = sealer::signed_bytes_with_body(&typed, body(signed_priority), Direction::Up, 0, 0);
+    let tag = ring::hmac::sign(k.hmac(), &bytes);
+    serde_json::to_vec(&serde_json::json!({
+        "v": 1, "kind": "scale", "id": typed.id, "ts": typed.ts, "from": typed.from,
+        "body": body(priority),
+        "seal": {"epoch": 0, "seq": 0, "mac": key::hex(tag.as_ref())},
+    }))
+    .expect("encodes")
+}
+
+#[test]
+fn a_body_field_this_build_does_not_know_is_covered_as_the_sender_signed_it() {
+    let k = key(5);
+    let codec = Codec::default();
+    let mut parent = Opener::new(Direction::Up);
+    parent.set_key("node-1", k.clone());
+    let decoded = codec
+        .decode(&newer_sender_json(&k, "high", "high"))
+        .expect("decodes");
+    assert_eq!(parent.open("node-1", decoded), Ok(scale("node-1", 3)));
+
+    let mut parent = Opener::new(Direction::Up);
+    parent.set_key("node-1", k.clone());
+    let altered = codec
+        .decode(&newer_sender_json(&k, "low", "high"))
+        .expect("decodes");
+    assert!(matches!(
+        parent.open("node-1", altered),
+        Err(SealError::BadSignature { .. })
+    ));
+}

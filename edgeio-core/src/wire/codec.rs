@@ -240,6 +240,11 @@ impl Codec {
                 },
             ));
         }
+        // A sealed envelope keeps its body as received: the MAC covers every field the sender
+        // signed, also those this build ignores.
+        let seal = raw
+            .seal
+            .map(|seal| seal.with_received_body(raw.body.clone()));
         let body = match Message::from_kind_and_body(&raw.kind, raw.body) {
             None => {
                 return Err(fail(
@@ -268,7 +273,7 @@ impl Codec {
             ts: raw.ts,
             from: raw.from,
             body,
-            seal: raw.seal,
+            seal,
         })
     }
 }
