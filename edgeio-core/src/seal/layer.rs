@@ -1,23 +1,6 @@
 //! [`SealedParent`] and [`SealedChild`]: sealing as a layer over any transport.
 //!
-//! **Link events.** `ChildUp` and `ChildLost` come from the broker, not from a message, so
-//! nothing in them is signed: over MQTT, `ChildUp` is the first message on a node's `info`
-//! topic and `ChildLost` a message on its `will` topic, both of which anyone on the broker
-//! can publish. The layer therefore:
-//!
-//! - drops the transport's `ChildUp` and reports its own when the first envelope from a
-//!   child verifies (after its key was set, or after a `ChildLost`): a child is up when it
-//!   has proved it holds its key. An MQTT child's announcement is published before the
-//!   layer wraps it, unsealed, and is dropped; the child is up at its first sealed message;
-//! - passes `ChildLost` on for a child that is up, and drops it for any other. A forged
-//!   `ChildLost` is a denial of service the broker's outsider can cause anyway (by cutting
-//!   the link); it costs a LOST/READY flap, since the next verified envelope reports the
-//!   child up again;
-//! - drops `Invalid` events: an undecodable payload proves nothing about its sender, and
-//!   answering it would let anyone on the broker make the parent send.
-//!
-//! Every dropped envelope is logged once with `tracing::warn!`, naming the child and the
-//! reason ([`SealError`]'s text, which never holds key material).
+//! See [`SealedParent`] for what happens to link events.
 
 use super::sealer::{Opener, Sealer};
 use super::{Direction, ReplayState, SealError, SigningKey};
@@ -106,10 +89,29 @@ impl ChildKeys {
 
 /// A [`ParentTransport`] whose envelopes to child N are sealed with N's key, and which
 /// passes on only envelopes that verify under the sending child's key and are not replays
-/// (see the [module docs](self) for link events).
+/// (link events below).
 ///
 /// The child is the one the inner transport names (over MQTT, the node id in the topic);
 /// its key is looked up in [`ChildKeys`], which can change while the layer runs.
+///
+/// **Link events.** `ChildUp` and `ChildLost` come from the broker, not from a message, so
+/// nothing in them is signed: over MQTT, `ChildUp` is the first message on a node's `info`
+/// topic and `ChildLost` a message on its `will` topic, both of which anyone on the broker
+/// can publish. The layer therefore:
+///
+/// - drops the transport's `ChildUp` and reports its own when the first envelope from a
+///   child verifies (after its key was set, or after a `ChildLost`): a child is up when it
+///   has proved it holds its key. An MQTT child's announcement is published before the
+///   layer wraps it, unsealed, and is dropped; the child is up at its first sealed message;
+/// - passes `ChildLost` on for a child that is up, and drops it for any other. A forged
+///   `ChildLost` is a denial of service the broker's outsider can cause anyway
+///   (connecting with the child's client id makes the broker drop the child); it costs a LOST/READY flap, since the next verified envelope reports the
+///   child up again;
+/// - drops `Invalid` events: an undecodable payload proves nothing about its sender, and
+///   answering it would let anyone on the broker make the parent send.
+///
+/// Every dropped envelope is logged once with `tracing::warn!`, naming the child and the
+/// reason ([`SealError`]'s text, which never holds key material).
 pub struct SealedParent<P> {
     inner: P,
     sealer: Sealer,

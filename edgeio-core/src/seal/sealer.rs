@@ -197,7 +197,9 @@ fn scalar(value: &serde_json::Value, out: &mut Vec<u8>) {
 /// One `Sealer` per sender and start: seqs count up from 0 across every key it signs with
 /// (a parent uses one for all its children), so replacing a child's key never rewinds
 /// them. `epoch` comes from the caller, who persists it and passes a larger one at every
-/// start (edge boards may have no real-time clock, so time cannot order starts).
+/// start (edge boards may have no real-time clock, so time cannot order starts). An epoch
+/// used before makes the receiver drop this sealer's envelopes as replays until its seqs
+/// pass the highest it accepted; an epoch older than one it accepted is dropped for good.
 #[derive(Debug)]
 pub struct Sealer {
     direction: Direction,
