@@ -36,6 +36,7 @@ fn measure(nodes: usize) -> (usize, usize, f64) {
         ts: 1_796_601_600_000,
         from: "edge-cluster-1".into(),
         body: Message::ClusterAggregate(aggregate),
+        seal: None,
     };
     let bytes = Codec::default().encode(&envelope).expect("encodes").len();
     (bytes, filter_bytes, false_positives as f64 / 100.0)

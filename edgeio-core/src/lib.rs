@@ -5,7 +5,8 @@
 //! [`transport::ParentTransport`]/[`transport::ChildTransport`], [`runtime::Runtime`],
 //! [`store::Store`] and [`scheduler::Scheduler`] — that implementation crates fill in, the
 //! root's user API as a contract ([`api::RootApi`]), and reliable commands over any
-//! transport. These are the contracts: the orchestration decisions live in `edgeio-engine`.
+//! transport, and end-to-end sealing of envelopes on links through an untrusted broker
+//! ([`seal`]). These are the contracts: the orchestration decisions live in `edgeio-engine`.
 //! This crate names no concrete implementation. With the feature `testing` it also ships an
 //! in-memory transport, a memory store, a fake runtime, mockall mocks and the conformance
 //! suites every implementation runs.
@@ -40,6 +41,7 @@ pub mod redial;
 pub mod reliable;
 pub mod runtime;
 pub mod scheduler;
+pub mod seal;
 pub mod state;
 pub mod store;
 pub mod transport;

@@ -6,6 +6,7 @@
 
 use super::envelope::{Envelope, PROTOCOL_VERSION};
 use super::messages::{ErrorBody, Message};
+use crate::seal::Seal;
 use serde::{Deserialize, Serialize};
 
 /// Default largest message: 1 MiB. Transports set their own packet limits to match.
@@ -98,6 +99,8 @@ struct OutEnvelope<'a> {
     ts: u64,
     from: &'a str,
     body: serde_json::Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seal: Option<&'a Seal>,
 }
 
 #[derive(Deserialize)]
@@ -109,6 +112,8 @@ struct InEnvelope {
     from: String,
     #[serde(default)]
     body: serde_json::Value,
+    #[serde(default)]
+    seal: Option<Seal>,
 }
 
 // Read leniently first, so the id and sender survive for the error reply.
@@ -165,6 +170,7 @@ impl Codec {
             ts: envelope.ts,
             from: &envelope.from,
             body,
+            seal: envelope.seal.as_ref(),
         };
         let bytes = serde_json::to_vec(&out).map_err(|e| WireError::Malformed {
             reason: e.to_string(),
@@ -234,6 +240,11 @@ impl Codec {
                 },
             ));
         }
+        // A sealed envelope keeps its body as received: the MAC covers every field the sender
+        // signed, also those this build ignores.
+        let seal = raw
+            .seal
+            .map(|seal| seal.with_received_body(raw.body.clone()));
         let body = match Message::from_kind_and_body(&raw.kind, raw.body) {
             None => {
                 return Err(fail(
@@ -262,6 +273,7 @@ impl Codec {
             ts: raw.ts,
             from: raw.from,
             body,
+            seal,
         })
     }
 }

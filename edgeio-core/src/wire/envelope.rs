@@ -1,7 +1,9 @@
-//! The one envelope every message travels in: `{v, kind, id, ts, from, body}`.
+//! The one envelope every message travels in: `{v, kind, id, ts, from, body}`, plus `seal`
+//! on links that authenticate every message ([`crate::seal`]).
 
 use super::messages::{Ack, ErrorBody, ErrorMessage, Message, Nack, QueryReply};
 use crate::clock::Context;
+use crate::seal::Seal;
 
 /// The wire protocol version this build speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -19,6 +21,10 @@ pub struct Envelope {
     pub from: String,
     /// The message itself.
     pub body: Message,
+    /// The sender's seal, on links that require one ([`crate::seal`]); `None` otherwise,
+    /// and absent from the wire then. The sealing layers add it on sending and remove it
+    /// once checked, so engines never see one.
+    pub seal: Option<Seal>,
 }
 
 /// Milliseconds since the Unix epoch by the wall clock, for code outside the engines'
@@ -42,6 +48,7 @@ impl Envelope {
             ts: cx.now_ms(),
             from: from.into(),
             body,
+            seal: None,
         }
     }
 

@@ -5,6 +5,7 @@ mod envelope;
 mod messages;
 mod summary;
 
+pub use crate::seal::Seal;
 pub use codec::{Codec, DecodeError, WireError, DEFAULT_MAX_MESSAGE_BYTES};
 pub use envelope::{now_ms, Envelope, PROTOCOL_VERSION};
 pub use messages::{

@@ -12,6 +12,7 @@ fn fixed(body: Message) -> Envelope {
         ts: 1_700_000_000_000,
         from: "node-e580".into(),
         body,
+        seal: None,
     }
 }
 
