@@ -6,9 +6,12 @@
 //! the system itself failed (no server at `--server`, a 5xx). Problems go to stderr, one line
 //! each; results go to stdout.
 //!
-//! `validate` works offline. `deploy`, `get`, `describe`, `logs`, `delete`, `scale` and
-//! `migrate` talk to the
-//! root's REST API at `--server` (or `EDGEIO_SERVER`, default `http://127.0.0.1:7070`).
+//! `validate` and `config` work offline. `deploy`, `get`, `describe`, `logs`, `delete`,
+//! `scale`, `migrate` and `token` talk to the root's REST API at `--server` with the bearer
+//! token of `--token` (or `--token-file`), trusting the CA of `--ca` for `https://`. Each
+//! of these is taken from the flag, else its environment variable (`EDGEIO_SERVER`,
+//! `EDGEIO_TOKEN`, `EDGEIO_TOKEN_FILE`, `EDGEIO_CA`), else the current context of the config
+//! file (`edgectl config`, described in the README), else the default (`http://127.0.0.1:7070`, no token, no CA).
 //!
 //! ```
 //! let mut out = Vec::new();
@@ -23,10 +26,15 @@
 //! assert!(String::from_utf8_lossy(&out).contains("\"cpu_millis\": 2000"));
 //! ```
 
+mod config;
+mod contexts;
 mod remote;
 mod render;
+mod tokens;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use config::{Given, Overrides, Source};
 use edgeio_core::job::{parse_descriptor, DescriptorError, JobSpec, MAX_DESCRIPTOR_BYTES};
 use edgeio_core::model::{check_id, KnownRuntimes};
 use std::ffi::OsString;
@@ -62,16 +70,69 @@ struct Cli {
     #[arg(short, long, value_enum, global = true)]
     output: Option<Output>,
 
-    /// The root orchestrator's REST API.
+    /// The root orchestrator's REST API [default: the context's, else
+    /// http://127.0.0.1:7070]
     #[arg(
         long,
         global = true,
         value_name = "URL",
         env = "EDGEIO_SERVER",
-        hide_env_values = true,
-        default_value = DEFAULT_SERVER
+        hide_env_values = true
     )]
-    server: String,
+    server: Option<String>,
+
+    /// The API token, sent as `Authorization: Bearer TOKEN` [default: the context's]. A flag
+    /// shows in the process list: prefer --token-file, EDGEIO_TOKEN or a context.
+    #[arg(
+        long,
+        global = true,
+        value_name = "TOKEN",
+        env = "EDGEIO_TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<String>,
+
+    /// A file holding the API token on one line, such as the root's DATA/admin.token.
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "EDGEIO_TOKEN_FILE",
+        hide_env_values = true
+    )]
+    token_file: Option<String>,
+
+    /// The deployment's CA certificate (PEM), which an https server's certificate must chain
+    /// to, such as the root's DATA/ca.crt [default: the context's]
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "EDGEIO_CA",
+        hide_env_values = true
+    )]
+    ca: Option<String>,
+
+    /// The context of the config file to use [default: its current-context]
+    #[arg(
+        long,
+        global = true,
+        value_name = "NAME",
+        env = "EDGEIO_CONTEXT",
+        hide_env_values = true
+    )]
+    context: Option<String>,
+
+    /// The config file [default: $XDG_CONFIG_HOME/edgeio/config.yaml, else
+    /// $HOME/.config/edgeio/config.yaml]
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "EDGEIO_CONFIG",
+        hide_env_values = true
+    )]
+    config: Option<PathBuf>,
 
     #[command(subcommand)]
     command: Command,
@@ -110,6 +171,133 @@ enum Command {
     /// goes anywhere else: another node of its cluster, else another cluster. `describe`
     /// shows each move with its reason.
     Migrate(MigrateArgs),
+    /// Show and change the config file's contexts (server, CA, token), as `kubectl config`.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Issue, list and revoke the API's tokens (needs an admin token).
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+/// `edgectl config …`
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print the config file, tokens masked.
+    View,
+    /// List the contexts; `*` marks the current one.
+    GetContexts,
+    /// Make a context the current one.
+    UseContext {
+        /// The context's name.
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
+    /// Add a context, or change one, from --server, --token or --token-file, and --ca given
+    /// on this command line (not from the environment). The first context becomes the
+    /// current one.
+    SetContext(SetContextArgs),
+    /// Remove a context.
+    DeleteContext {
+        /// The context's name.
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
+}
+
+#[derive(Debug, Args)]
+struct SetContextArgs {
+    /// The context's name.
+    #[arg(value_name = "NAME")]
+    name: String,
+
+    /// Keep the CA's PEM in the config file (ca-data) rather than the path of --ca.
+    #[arg(long)]
+    embed_ca: bool,
+}
+
+/// `edgectl token …`
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Issue an API token and print it, once: on stdout, alone on a line (with -o json or
+    /// yaml, its id, name, role and times too). Nobody can show it again.
+    Create(TokenCreateArgs),
+    /// List the tokens: ids, names, roles, when they were made and when they expire. Never
+    /// a secret.
+    List,
+    /// End a token at once; prints its id and `revoked`.
+    Revoke {
+        /// The token's id (the second part of `edgeioapi1.ID.SECRET`, as `token list` shows).
+        #[arg(value_name = "ID")]
+        id: String,
+    },
+}
+
+#[derive(Debug, Args)]
+struct TokenCreateArgs {
+    /// What the token may do: viewer reads, operator also deploys, deletes, scales, migrates
+    /// and reads logs, admin does everything.
+    #[arg(long, value_enum, required_unless_present = "join")]
+    role: Option<RoleArg>,
+
+    /// How long it lives (e.g. 30m, 24h, 7d); it does not expire when omitted.
+    #[arg(long, value_name = "DURATION", value_parser = parse_ttl)]
+    ttl: Option<u64>,
+
+    /// What or whom it is for (default: the role's name).
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+
+    /// A join token for a cluster or a worker: not supported by edgectl yet.
+    #[arg(long, value_enum, value_name = "TIER", conflicts_with = "role")]
+    join: Option<JoinTier>,
+
+    /// With --join worker: the cluster the worker joins.
+    #[arg(long, value_name = "CLUSTER", requires = "join")]
+    cluster: Option<String>,
+}
+
+/// The roles `token create --role` takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum RoleArg {
+    /// Reads jobs, clusters and nodes.
+    Viewer,
+    /// Also deploys, deletes, scales and migrates jobs and reads their logs.
+    Operator,
+    /// Everything, tokens included.
+    Admin,
+}
+
+impl From<RoleArg> for edgeio_core::auth::Role {
+    fn from(role: RoleArg) -> Self {
+        match role {
+            RoleArg::Viewer => edgeio_core::auth::Role::Viewer,
+            RoleArg::Operator => edgeio_core::auth::Role::Operator,
+            RoleArg::Admin => edgeio_core::auth::Role::Admin,
+        }
+    }
+}
+
+/// The tiers `token create --join` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum JoinTier {
+    /// A cluster joining the root.
+    Cluster,
+    /// A worker joining a cluster.
+    Worker,
+}
+
+/// `--ttl`: a humantime duration of at least one second, in seconds.
+fn parse_ttl(text: &str) -> Result<u64, String> {
+    let duration = humantime::parse_duration(text.trim())
+        .map_err(|e| format!("{e}; write a duration such as 30m, 24h or 7d"))?;
+    match duration.as_secs() {
+        0 if duration.is_zero() => Err(
+            "a token's time to live must be more than 0; omit --ttl for a token that does not expire"
+                .to_string(),
+        ),
+        0 => Err("a token's time to live is counted in seconds: at least 1s".to_string()),
+        secs => Ok(secs),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -264,8 +452,11 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let cli = match Cli::try_parse_from(args) {
-        Ok(cli) => cli,
+    let parsed = Cli::command()
+        .try_get_matches_from(args)
+        .and_then(|matches| Cli::from_arg_matches(&matches).map(|cli| (cli, matches)));
+    let (cli, matches) = match parsed {
+        Ok(parsed) => parsed,
         Err(e) => {
             let code = e.exit_code();
             let text = e.render().to_string();
@@ -278,6 +469,7 @@ where
             };
         }
     };
+    let given = overrides(&cli, &matches);
     let command = match cli.command {
         Command::Validate(args) => {
             let output = match cli.output {
@@ -300,8 +492,61 @@ where
         Command::Delete(args) => remote::Remote::Delete(args),
         Command::Scale(args) => remote::Remote::Scale(args),
         Command::Migrate(args) => remote::Remote::Migrate(args),
+        Command::Config(command) => {
+            return contexts::run(command, &given, cli.config.as_deref(), cli.output, out, err);
+        }
+        Command::Token(TokenCommand::Create(args)) => {
+            if let Some(tier) = args.join {
+                let tier = match tier {
+                    JoinTier::Cluster => "cluster",
+                    JoinTier::Worker => "worker",
+                };
+                let _ = writeln!(
+                    err,
+                    "edgectl: token create --join {tier}: join tokens cannot be issued through \
+                     the API yet; edgectl issues API tokens only (--role viewer|operator|admin)"
+                );
+                return EXIT_BAD_INPUT;
+            }
+            remote::Remote::TokenCreate(args)
+        }
+        Command::Token(TokenCommand::List) => remote::Remote::TokenList,
+        Command::Token(TokenCommand::Revoke { id }) => remote::Remote::TokenRevoke(id),
     };
-    remote::run(&cli.server, cli.output, command, out, err)
+    let connection = match contexts::connection(&given, cli.config.as_deref()) {
+        Ok(connection) => connection,
+        Err(e) => return contexts::fail(err, &e),
+    };
+    remote::run(&connection, cli.output, command, out, err)
+}
+
+/// The global settings given as flags or environment variables, each with its source (an
+/// empty variable counts as unset).
+fn overrides(cli: &Cli, matches: &ArgMatches) -> Overrides {
+    let given = |id: &str, flag: &'static str, env: &'static str, value: &Option<String>| {
+        let value = value.as_ref()?;
+        let source = match matches.value_source(id) {
+            Some(ValueSource::CommandLine) => Source::Flag(flag),
+            Some(ValueSource::EnvVariable) if !value.is_empty() => Source::Env(env),
+            _ => return None,
+        };
+        Some(Given {
+            value: value.clone(),
+            source,
+        })
+    };
+    Overrides {
+        server: given("server", "--server", "EDGEIO_SERVER", &cli.server),
+        token: given("token", "--token", "EDGEIO_TOKEN", &cli.token),
+        token_file: given(
+            "token_file",
+            "--token-file",
+            "EDGEIO_TOKEN_FILE",
+            &cli.token_file,
+        ),
+        ca: given("ca", "--ca", "EDGEIO_CA", &cli.ca),
+        context: given("context", "--context", "EDGEIO_CONTEXT", &cli.context),
+    }
 }
 
 fn validate(
@@ -423,5 +668,63 @@ fn render(spec: &JobSpec, output: Output) -> Result<String, String> {
                 text
             })
             .map_err(|e| e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttls_are_humantime_durations_of_at_least_a_second() {
+        assert_eq!(parse_ttl("24h"), Ok(86_400));
+        assert_eq!(parse_ttl("1m 30s"), Ok(90));
+        assert_eq!(parse_ttl("7d"), Ok(7 * 86_400));
+        let zero = parse_ttl("0s").unwrap_err();
+        assert!(zero.contains("more than 0"), "{zero}");
+        assert!(parse_ttl("500ms").unwrap_err().contains("at least 1s"));
+        let bad = parse_ttl("soon").unwrap_err();
+        assert!(bad.contains("such as 30m, 24h or 7d"), "{bad}");
+    }
+
+    #[test]
+    fn no_setting_shows_its_environment_value_in_help() {
+        let command = Cli::command();
+        for arg in command.get_arguments().filter(|a| a.get_env().is_some()) {
+            assert!(
+                arg.is_hide_env_values_set(),
+                "{} shows its value",
+                arg.get_id()
+            );
+        }
+        for id in ["server", "token", "token_file", "ca", "context", "config"] {
+            let arg = command.get_arguments().find(|a| a.get_id() == id).unwrap();
+            assert!(arg.is_global_set() && arg.get_env().is_some(), "{id}");
+        }
+    }
+
+    #[test]
+    fn join_tokens_are_refused_as_not_supported_yet() {
+        let mut out = Vec::new();
+        let mut err = Vec::new();
+        let code = run(
+            [
+                "edgectl",
+                "token",
+                "create",
+                "--join",
+                "worker",
+                "--cluster",
+                "c1",
+            ],
+            &mut io::empty(),
+            &mut out,
+            &mut err,
+        );
+        assert_eq!(code, EXIT_BAD_INPUT);
+        let err = String::from_utf8(err).unwrap();
+        assert!(err.contains("not") && err.contains("yet"), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(out.is_empty());
     }
 }

@@ -1,11 +1,14 @@
 //! The subcommands that talk to the root over its REST API: deploy, get, describe, logs,
-//! delete. Each one runs on a current-thread tokio runtime built for the call, so
-//! [`run`](super::run) stays a plain function.
+//! delete, scale, migrate, token. Each one runs on a current-thread tokio runtime built for
+//! the call, so [`run`](super::run) stays a plain function.
 
+use super::config::Connection;
 use super::render::{self, ClusterNode};
+use super::tokens;
 use super::{
     io_reason, read_file, report, write_text, DeleteArgs, DescribeArgs, GetArgs, Input, Kind,
-    LogsArgs, MigrateArgs, Output, Resource, ScaleArgs, EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK,
+    LogsArgs, MigrateArgs, Output, Resource, ScaleArgs, TokenCreateArgs, EXIT_BAD_INPUT,
+    EXIT_FAILURE, EXIT_OK,
 };
 use edgeio_core::api::LogsQuery;
 use edgeio_core::job::MAX_DESCRIPTOR_BYTES;
@@ -40,10 +43,29 @@ pub(super) enum Remote {
     Delete(DeleteArgs),
     Scale(ScaleArgs),
     Migrate(MigrateArgs),
+    TokenCreate(TokenCreateArgs),
+    TokenList,
+    TokenRevoke(String),
+}
+
+/// A client of the root and what its errors need to know.
+pub(super) struct Session {
+    /// The client.
+    pub(super) client: RootClient,
+    /// Where the token sent came from (`--token`, `context "prod"` …); `None` when none is
+    /// sent.
+    token_origin: Option<String>,
+}
+
+impl Session {
+    /// Reports `e` on one line and returns its exit code.
+    pub(super) fn fail(&self, err: &mut dyn Write, e: &Failed) -> i32 {
+        fail(err, e, self.token_origin.as_deref())
+    }
 }
 
 /// Why a remote subcommand failed as a whole.
-enum Failed {
+pub(super) enum Failed {
     /// The client's error (the server's refusal, or no server).
     Client(ClientError),
     /// The answer could not be printed in the format asked for.
@@ -56,18 +78,32 @@ impl From<ClientError> for Failed {
     }
 }
 
-/// Runs `command` against the root at `server`; returns the exit code.
+/// Runs `command` against the root `connection` names; returns the exit code.
 pub(super) fn run(
-    server: &str,
+    connection: &Connection,
     output: Option<Output>,
     command: Remote,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> i32 {
-    let client = match RootClient::new(server) {
-        Ok(client) => client,
-        Err(e) => return fail(err, &e.into()),
+    let mut builder = RootClient::builder(&connection.server)
+        .token(connection.token.clone())
+        .ca_pem(connection.ca_pem.clone());
+    if let Some(origin) = &connection.ca_origin {
+        builder = builder.ca_origin(origin.clone());
+    }
+    let session = match builder.build() {
+        Ok(client) => Session {
+            client,
+            token_origin: connection
+                .token
+                .as_ref()
+                .and(connection.token_origin.clone()),
+        },
+        Err(e) => return fail(err, &e.into(), None),
     };
+    let client = &session.client;
+    let s = &session;
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -80,14 +116,14 @@ pub(super) fn run(
     };
     runtime.block_on(async {
         match command {
-            Remote::Deploy(descriptor) => deploy(&client, descriptor, output, out, err).await,
-            Remote::Get(args) => get(&client, &args, output, out, err).await,
-            Remote::Describe(args) => describe(&client, &args, output, out, err).await,
-            Remote::Logs(args) => logs(&client, &args, out, err).await,
-            Remote::Delete(args) => delete(&client, &args, output, out, err).await,
+            Remote::Deploy(descriptor) => deploy(s, descriptor, output, out, err).await,
+            Remote::Get(args) => get(s, &args, output, out, err).await,
+            Remote::Describe(args) => describe(s, &args, output, out, err).await,
+            Remote::Logs(args) => logs(s, &args, out, err).await,
+            Remote::Delete(args) => delete(s, &args, output, out, err).await,
             Remote::Scale(args) => {
                 let answer = client.scale(&args.job, args.replicas).await;
-                print_state(answer, output, out, err)
+                print_state(s, answer, output, out, err)
             }
             Remote::Migrate(args) => {
                 let answer = client
@@ -98,8 +134,11 @@ pub(super) fn run(
                         args.instance.as_deref(),
                     )
                     .await;
-                print_state(answer, output, out, err)
+                print_state(s, answer, output, out, err)
             }
+            Remote::TokenCreate(args) => tokens::create(s, &args, output, out, err).await,
+            Remote::TokenList => tokens::list(s, output, out, err).await,
+            Remote::TokenRevoke(id) => tokens::revoke(s, &id, output, out, err).await,
         }
     })
 }
@@ -113,9 +152,26 @@ fn exit_code(e: &ClientError) -> i32 {
     }
 }
 
-/// Reports `e` on one line and returns its exit code.
-fn fail(err: &mut dyn Write, e: &Failed) -> i32 {
+/// The line that says what to do about a 401: no token was sent (`token_origin` is
+/// `None`), or the one sent is not valid here (the server's message says why).
+fn unauthorized(e: &ClientError, token_origin: Option<&str>) -> String {
+    match token_origin {
+        None => "edgectl: the server wants a token: pass --token, set EDGEIO_TOKEN or use a \
+                 context (edgectl config set-context NAME --server URL --token TOKEN)"
+            .to_string(),
+        Some(origin) => format!(
+            "edgectl: the server refused the token from {origin}: {e}; pass a valid one with \
+             --token, EDGEIO_TOKEN or a context"
+        ),
+    }
+}
+
+/// Reports `e` on one line and returns its exit code; a 401 names the fix.
+fn fail(err: &mut dyn Write, e: &Failed, token_origin: Option<&str>) -> i32 {
     let (line, code) = match e {
+        Failed::Client(e) if e.status() == Some(401) => {
+            (unauthorized(e, token_origin), exit_code(e))
+        }
         Failed::Client(e) => (format!("edgectl: {e}"), exit_code(e)),
         Failed::Print(reason) => (
             format!("edgectl: cannot print the answer: {reason}"),
@@ -170,18 +226,19 @@ pub(super) fn read_descriptor(
 }
 
 async fn deploy(
-    client: &RootClient,
+    s: &Session,
     descriptor: Descriptor,
     output: Option<Output>,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> i32 {
-    match client
+    match s
+        .client
         .submit(descriptor.bytes, descriptor.content_type)
         .await
     {
         Ok(view) => match output {
-            Some(format @ (Output::Json | Output::Yaml)) => print_as(&view, format, out, err),
+            Some(format @ (Output::Json | Output::Yaml)) => print_as(s, &view, format, out, err),
             _ => write_text(out, err, &format!("{} {}\n", view.id, view.state)),
         },
         // A refused descriptor reads like `validate`'s report: one line per problem.
@@ -189,12 +246,13 @@ async fn deploy(
             let lines: Vec<String> = body.error.details.iter().map(ToString::to_string).collect();
             report(err, &descriptor.name, &lines)
         }
-        Err(e) => fail(err, &e.into()),
+        Err(e) => s.fail(err, &e.into()),
     }
 }
 
 /// Prints `value` as JSON or YAML.
-fn print_as<T: Serialize>(
+pub(super) fn print_as<T: Serialize>(
+    s: &Session,
     value: &T,
     format: Output,
     out: &mut dyn Write,
@@ -202,7 +260,7 @@ fn print_as<T: Serialize>(
 ) -> i32 {
     match serialized(value, format) {
         Ok(text) => write_text(out, err, &text),
-        Err(e) => fail(err, &e),
+        Err(e) => s.fail(err, &e),
     }
 }
 
@@ -228,7 +286,13 @@ impl Shown {
 
 /// Renders once, or with `watch` again every second until Ctrl-C, printing only what
 /// changed. A failure of the whole ends the watch with its code.
-async fn show<F, Fut>(watch: bool, out: &mut dyn Write, err: &mut dyn Write, mut render: F) -> i32
+async fn show<F, Fut>(
+    s: &Session,
+    watch: bool,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+    mut render: F,
+) -> i32
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Shown, Failed>>,
@@ -239,7 +303,7 @@ where
     loop {
         let shown = match render().await {
             Ok(shown) => shown,
-            Err(e) => return fail(err, &e),
+            Err(e) => return s.fail(err, &e),
         };
         let same = last
             .as_ref()
@@ -269,7 +333,7 @@ where
     }
 }
 
-fn serialized<T: Serialize>(value: &T, format: Output) -> Result<String, Failed> {
+pub(super) fn serialized<T: Serialize>(value: &T, format: Output) -> Result<String, Failed> {
     let text = match format {
         Output::Json => serde_json::to_string_pretty(value)
             .map(|text| text + "\n")
@@ -280,7 +344,7 @@ fn serialized<T: Serialize>(value: &T, format: Output) -> Result<String, Failed>
 }
 
 async fn get(
-    client: &RootClient,
+    s: &Session,
     args: &GetArgs,
     output: Option<Output>,
     out: &mut dyn Write,
@@ -289,7 +353,8 @@ async fn get(
     let format = output.unwrap_or(Output::Table);
     let cluster = args.cluster.as_deref();
     let resource = args.resource;
-    show(args.watch, out, err, move || async move {
+    let client = &s.client;
+    show(s, args.watch, out, err, move || async move {
         match resource {
             Resource::Jobs => {
                 let mut jobs = client.jobs().await?;
@@ -350,7 +415,7 @@ async fn get(
 }
 
 async fn describe(
-    client: &RootClient,
+    s: &Session,
     args: &DescribeArgs,
     output: Option<Output>,
     out: &mut dyn Write,
@@ -358,7 +423,8 @@ async fn describe(
 ) -> i32 {
     let Kind::Job = args.kind;
     let id = args.id.as_str();
-    show(args.watch, out, err, move || async move {
+    let client = &s.client;
+    show(s, args.watch, out, err, move || async move {
         let job = client.job(id).await?;
         Ok(Shown::text(match output {
             Some(format @ (Output::Json | Output::Yaml)) => serialized(&job, format)?,
@@ -368,19 +434,14 @@ async fn describe(
     .await
 }
 
-async fn logs(
-    client: &RootClient,
-    args: &LogsArgs,
-    out: &mut dyn Write,
-    err: &mut dyn Write,
-) -> i32 {
+async fn logs(s: &Session, args: &LogsArgs, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
     let query = LogsQuery {
         tail: args.tail,
         follow: args.follow,
     };
-    let mut stream = match client.logs(&args.job, query).await {
+    let mut stream = match s.client.logs(&args.job, query).await {
         Ok(stream) => stream,
-        Err(e) => return fail(err, &e.into()),
+        Err(e) => return s.fail(err, &e.into()),
     };
     while let Some(chunk) = stream.next().await {
         match chunk {
@@ -390,25 +451,26 @@ async fn logs(
                     return EXIT_FAILURE;
                 }
             }
-            Err(e) => return fail(err, &e.into()),
+            Err(e) => return s.fail(err, &e.into()),
         }
     }
     EXIT_OK
 }
 
 async fn delete(
-    client: &RootClient,
+    s: &Session,
     args: &DeleteArgs,
     output: Option<Output>,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> i32 {
     let Kind::Job = args.kind;
-    print_state(client.terminate(&args.id).await, output, out, err)
+    print_state(s, s.client.terminate(&args.id).await, output, out, err)
 }
 
 /// Prints a job's id and state (or the job in JSON or YAML), or the error.
 fn print_state(
+    s: &Session,
     answer: Result<edgeio_core::api::JobView, ClientError>,
     output: Option<Output>,
     out: &mut dyn Write,
@@ -416,9 +478,9 @@ fn print_state(
 ) -> i32 {
     match answer {
         Ok(view) => match output {
-            Some(format @ (Output::Json | Output::Yaml)) => print_as(&view, format, out, err),
+            Some(format @ (Output::Json | Output::Yaml)) => print_as(s, &view, format, out, err),
             _ => write_text(out, err, &format!("{} {}\n", view.id, view.state)),
         },
-        Err(e) => fail(err, &e.into()),
+        Err(e) => s.fail(err, &e.into()),
     }
 }

@@ -1,7 +1,9 @@
 //! How `edgectl` shows jobs, clusters and nodes to people: tables for `get`, text for
 //! `describe`. Pure functions of the views (and of "now", for ages), so tests can pin them.
 
+use super::config::{mask_token, ConfigFile};
 use edgeio_core::api::{ClusterView, JobView, NodeView};
+use edgeio_core::auth::{TokenKind, TokenView};
 use edgeio_core::model::human_bytes;
 use edgeio_core::state::InstanceState;
 use serde::Serialize;
@@ -169,6 +171,65 @@ pub(crate) fn clusters_table(clusters: &[ClusterView]) -> String {
         })
         .collect();
     table(&["ID", "NAME", "STATE", "NODES", "LOCATION"], &rows)
+}
+
+/// `token list`: ID NAME ROLE CREATED EXPIRES CREATED-BY (times in UTC; a join token's
+/// role reads `join TIER`). Never a secret: the views hold none.
+pub(crate) fn tokens_table(tokens: &[TokenView]) -> String {
+    let rows: Vec<Vec<String>> = tokens
+        .iter()
+        .map(|t| {
+            let role = match &t.kind {
+                TokenKind::Api { role } => role.to_string(),
+                TokenKind::Join { tier, cluster } => match cluster {
+                    Some(cluster) => format!("join {tier} ({cluster})"),
+                    None => format!("join {tier}"),
+                },
+            };
+            let unix_ms = |s: i64| u64::try_from(s).unwrap_or(0).saturating_mul(1000);
+            vec![
+                t.id.clone(),
+                t.name.clone(),
+                role,
+                utc(unix_ms(t.created)),
+                t.expires.map_or("never".to_string(), |at| utc(unix_ms(at))),
+                or_dash(Some(&t.created_by)),
+            ]
+        })
+        .collect();
+    table(
+        &["ID", "NAME", "ROLE", "CREATED", "EXPIRES", "CREATED-BY"],
+        &rows,
+    )
+}
+
+/// `config get-contexts`: CURRENT (`*`) NAME SERVER CA TOKEN, the token masked.
+pub(crate) fn contexts_table(config: &ConfigFile) -> String {
+    let rows: Vec<Vec<String>> = config
+        .contexts
+        .iter()
+        .map(|(name, c)| {
+            let current = config.current_context.as_deref() == Some(name.as_str());
+            let ca = match (&c.ca, &c.ca_data) {
+                (Some(path), _) => path.display().to_string(),
+                (None, Some(_)) => "(inline)".to_string(),
+                (None, None) => "-".to_string(),
+            };
+            let token = match (&c.token, &c.token_file) {
+                (Some(token), _) => mask_token(token),
+                (None, Some(path)) => format!("(file {})", path.display()),
+                (None, None) => "-".to_string(),
+            };
+            vec![
+                if current { "*" } else { "" }.to_string(),
+                name.clone(),
+                or_dash(c.server.as_deref()),
+                ca,
+                token,
+            ]
+        })
+        .collect();
+    table(&["CURRENT", "NAME", "SERVER", "CA", "TOKEN"], &rows)
 }
 
 /// A share in thousandths as a percentage with one decimal, `-` when unknown.
