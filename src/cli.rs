@@ -2,9 +2,10 @@
 //!
 //! [`run`](crate::cli::run) takes the arguments and the three standard streams and returns
 //! the exit code: 0 when all went well, 2 for bad input (a descriptor that does not validate,
-//! a file that cannot be read, a usage error, a request the server refused with 4xx), 1 when
-//! the system itself failed (no server at `--server`, a 5xx). Problems go to stderr, one line
-//! each; results go to stdout.
+//! a file that cannot be read, a usage error, a config file or context that breaks a rule, a
+//! server certificate the CA does not vouch for, a request the server refused with 4xx:
+//! 401 and 403 included), 1 when the system itself failed (no server at `--server`, a 5xx).
+//! Problems go to stderr, one line each; results go to stdout.
 //!
 //! `validate` and `config` work offline. `deploy`, `get`, `describe`, `logs`, `delete`,
 //! `scale`, `migrate` and `token` talk to the root's REST API at `--server` with the bearer
@@ -46,8 +47,9 @@ use std::path::{Path, PathBuf};
 pub const EXIT_OK: i32 = 0;
 /// Exit code: the system failed (could not write output, no server, a server error).
 pub const EXIT_FAILURE: i32 = 1;
-/// Exit code: bad input (invalid descriptor, unreadable file, usage error, a request the
-/// server refused: 400, 404, 409, 413, 415).
+/// Exit code: bad input (invalid descriptor, unreadable file, usage error, bad config or
+/// context, a CA that does not vouch for the server, a request the server refused: 400,
+/// 401, 403, 404, 409, 413, 415).
 pub const EXIT_BAD_INPUT: i32 = 2;
 
 /// The root's address when neither `--server` nor `EDGEIO_SERVER` says otherwise (the
@@ -503,8 +505,8 @@ where
                 };
                 let _ = writeln!(
                     err,
-                    "edgectl: token create --join {tier}: join tokens cannot be issued through \
-                     the API yet; edgectl issues API tokens only (--role viewer|operator|admin)"
+                    "edgectl: token create --join {tier} is not supported yet: edgectl issues \
+                     API tokens only (--role viewer|operator|admin)"
                 );
                 return EXIT_BAD_INPUT;
             }

@@ -87,7 +87,14 @@ fn edgectl(args: &[&str], stdin: &[u8]) -> Outcome {
     let mut input = stdin;
     let mut out = Vec::new();
     let mut err = Vec::new();
-    let argv = std::iter::once("edgectl").chain(args.iter().copied());
+    // a config file that does not exist: no user's contexts reach these tests
+    let argv = [
+        "edgectl",
+        "--config",
+        "/nonexistent/edgectl-test/config.yaml",
+    ]
+    .into_iter()
+    .chain(args.iter().copied());
     let code = edgeio::cli::run(argv, &mut input, &mut out, &mut err);
     Outcome {
         code,

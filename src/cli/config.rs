@@ -519,7 +519,7 @@ pub(crate) fn resolve(
     };
 
     let (token, token_origin) = match token_of(given)? {
-        Some(found) => found,
+        Some((token, origin)) => (Some(token), Some(origin)),
         None => match context {
             Some(Context {
                 token: Some(token), ..
@@ -579,7 +579,8 @@ pub(crate) fn resolve(
 
 /// The token given by flag or environment: a flag beats a variable; a token and a token
 /// file from the same place are refused.
-fn token_of(given: &Overrides) -> Result<Option<(Option<String>, Option<String>)>, ConfigError> {
+/// Answers the token and where it came from.
+fn token_of(given: &Overrides) -> Result<Option<(String, String)>, ConfigError> {
     let is_flag = |g: &Option<Given>| {
         matches!(
             g,
@@ -611,10 +612,7 @@ fn token_of(given: &Overrides) -> Result<Option<(Option<String>, Option<String>)
             let value = token.value.trim();
             check_token(value)
                 .map_err(|rule| ConfigError::new(token.source.to_string(), None, rule))?;
-            Ok(Some((
-                Some(value.to_string()),
-                Some(token.source.to_string()),
-            )))
+            Ok(Some((value.to_string(), token.source.to_string())))
         }
         (None, Some(file)) => {
             let path = PathBuf::from(&file.value);
@@ -622,10 +620,7 @@ fn token_of(given: &Overrides) -> Result<Option<(Option<String>, Option<String>)
                 field: file.source.to_string(),
                 ..e
             })?;
-            Ok(Some((
-                Some(token),
-                Some(format!("{} {}", file.source, path.display())),
-            )))
+            Ok(Some((token, format!("{} {}", file.source, path.display()))))
         }
         (None, None) => Ok(None),
     }

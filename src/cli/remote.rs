@@ -147,7 +147,11 @@ pub(super) fn run(
 fn exit_code(e: &ClientError) -> i32 {
     match e {
         ClientError::Api { status, .. } if (400..500).contains(status) => EXIT_BAD_INPUT,
-        ClientError::InvalidUrl { .. } | ClientError::Unsupported { .. } => EXIT_BAD_INPUT,
+        // a URL, CA or token to fix in the flags, environment or context
+        ClientError::InvalidUrl { .. }
+        | ClientError::Unsupported { .. }
+        | ClientError::Tls { .. }
+        | ClientError::InvalidToken { .. } => EXIT_BAD_INPUT,
         _ => EXIT_FAILURE,
     }
 }
