@@ -359,6 +359,54 @@ mod tests {
     }
 
     #[test]
+    fn token_and_context_tables_show_no_secret() {
+        let view = |id: &str, kind: TokenKind, expires: Option<i64>| TokenView {
+            id: id.into(),
+            name: "ci".into(),
+            kind,
+            created: 1_714_564_800,
+            expires,
+            uses_left: None,
+            created_by: "bootstrap".into(),
+        };
+        let text = tokens_table(&[
+            view(
+                "abcd1234",
+                TokenKind::Api {
+                    role: edgeio_core::auth::Role::Viewer,
+                },
+                Some(1_714_651_200),
+            ),
+            view(
+                "efgh5678",
+                TokenKind::Join {
+                    tier: "worker".into(),
+                    cluster: Some("c1".into()),
+                },
+                None,
+            ),
+        ]);
+        assert_eq!(
+            text,
+            "ID         NAME   ROLE               CREATED                EXPIRES                CREATED-BY\n\
+             abcd1234   ci     viewer             2024-05-01T12:00:00Z   2024-05-02T12:00:00Z   bootstrap\n\
+             efgh5678   ci     join worker (c1)   2024-05-01T12:00:00Z   never                  bootstrap\n"
+        );
+
+        let config: ConfigFile = serde_yaml_ng::from_str(
+            "current-context: b\ncontexts:\n  a:\n    server: http://a:1\n    token-file: /t\n  \
+             b:\n    server: https://b:1\n    ca: /ca.crt\n    token: edgeioapi1.abcd1234.secret\n",
+        )
+        .unwrap();
+        assert_eq!(
+            contexts_table(&config),
+            "CURRENT   NAME   SERVER        CA        TOKEN\n\
+             \x20         a      http://a:1    -         (file /t)\n\
+             *         b      https://b:1   /ca.crt   edgeioapi1.abcd1234.****\n"
+        );
+    }
+
+    #[test]
     fn tables_align_columns_and_trim_ends() {
         let text = table(
             &["ID", "NAME"],
