@@ -16,9 +16,13 @@
 //! (root scheduling and its store write); `cluster` SCHEDULED_CLUSTER → SCHEDULED_NODE (the
 //! deploy down the WebSocket, cluster scheduling and write, the event back up); `node`
 //! SCHEDULED_NODE → RUNNING (the deploy over MQTT, the process start, events up).
+//!
+//! The deployment measured is secure (TLS on every link, the admin token, MQTT logins); the
+//! same run first measures one started `--insecure`, and prints both, for the cost of
+//! security.
 
 use edgeio::roles::{
-    start_cluster, start_root, start_worker, ClusterOptions, Kvm, RootOptions, RootStore,
+    start_cluster, start_root, start_worker, ClusterOptions, Kvm, RootOptions, RootStore, Running,
     WorkerOptions,
 };
 use edgeio::state::JobState;
@@ -34,11 +38,15 @@ use edgeio::wire::{
 };
 use edgeio_scheduler::PolicyKind;
 use edgeio_store::embedded::{EmbeddedOptions, EmbeddedStore};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[path = "support/stats.rs"]
 mod stats;
+
+#[path = "support/secure.rs"]
+mod secure;
 
 use stats::summary;
 
@@ -196,15 +204,14 @@ async fn revision_of(path: std::path::PathBuf) -> u64 {
     }
 }
 
-#[tokio::main]
-async fn main() {
-    let jobs: usize = std::env::var("EDGEIO_BENCH_JOBS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(200)
-        .clamp(1, 2000);
-    let external = std::env::var("EDGEIO_BENCH_BROKER").ok();
-    let dir = std::env::temp_dir().join(format!("edgeio-deploy-measure-{}", std::process::id()));
+/// A root, cluster and worker in this process under `dir`, secure (TLS, join tokens, the
+/// admin token) or `--insecure`; answers them and a client of the root once a worker is
+/// READY.
+async fn deployment(
+    dir: &Path,
+    secure: bool,
+    external: Option<String>,
+) -> (Running, Running, Running, RootClient) {
     let any: std::net::SocketAddr = "127.0.0.1:0".parse().expect("address");
     let root = start_root(RootOptions {
         listen: any,
@@ -215,6 +222,8 @@ async fn main() {
         cluster_timeout: Duration::from_secs(30),
         store: RootStore::Embedded,
         advertise: None,
+        insecure: !secure,
+        tls_san: Vec::new(),
     })
     .await
     .expect("root");
@@ -222,7 +231,7 @@ async fn main() {
         root: root.url.clone(),
         listen: any,
         mqtt_listen: any,
-        broker: external.clone(),
+        broker: external,
         name: "bench".into(),
         location: None,
         labels: Default::default(),
@@ -230,6 +239,12 @@ async fn main() {
         scheduler: PolicyKind::LeastLoaded,
         status_interval: Duration::from_millis(500),
         missed_heartbeats: 20,
+        join_token: None,
+        join_token_file: secure.then(|| dir.join("root").join("join.token")),
+        advertise: None,
+        mqtt_advertise: None,
+        tls_san: Vec::new(),
+        insecure: !secure,
     })
     .await
     .expect("cluster");
@@ -244,10 +259,17 @@ async fn main() {
         mirage: false,
         allow_kernel: Vec::new(),
         kvm: Kvm::Auto,
+        join_token: None,
+        join_token_file: secure.then(|| dir.join("cluster").join("join.token")),
+        insecure: !secure,
     })
     .await
     .expect("worker");
-    let client = RootClient::new(&root.url).expect("client");
+    let client = if secure {
+        secure::admin_client(&dir.join("root"), port_of(&root.url)).expect("the admin's client")
+    } else {
+        RootClient::new(&root.url).expect("client")
+    };
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let ready = client.clusters().await.ok().is_some_and(|c| {
@@ -260,12 +282,32 @@ async fn main() {
         assert!(Instant::now() < deadline, "the worker did not come up");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    (root, cluster, worker, client)
+}
 
-    let (mut total, mut api, mut at_root, mut at_cluster, mut at_node) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+fn port_of(url: &str) -> u16 {
+    url.rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("a URL ending in a port")
+}
+
+/// Milliseconds of each deploy: POST → RUNNING, the POST, and each tier's share.
+#[derive(Default)]
+struct Samples {
+    total: Vec<f64>,
+    api: Vec<f64>,
+    at_root: Vec<f64>,
+    at_cluster: Vec<f64>,
+    at_node: Vec<f64>,
+}
+
+/// Deploys `jobs` native jobs one after another through `client`, each to RUNNING.
+async fn deploy_all(client: &RootClient, jobs: usize, tag: &str) -> Samples {
+    let mut samples = Samples::default();
     for i in 0..jobs {
         let body = format!(
-            "api_version: v1\njob_name: bench-{i}\nimage: /bin/sleep\nimage_runtime: native\n\
+            "api_version: v1\njob_name: {tag}-{i}\nimage: /bin/sleep\nimage_runtime: native\n\
              args: [\"600\"]\nrequirements:\n  cpu: 1m\n  memory: 1Mi\n"
         );
         let posted_ms = edgeio::wire::now_ms();
@@ -274,7 +316,7 @@ async fn main() {
             .submit(body.into_bytes(), "application/yaml")
             .await
             .expect("submit");
-        api.push(t.elapsed().as_secs_f64() * 1e3);
+        samples.api.push(t.elapsed().as_secs_f64() * 1e3);
         let id = view.id.to_string();
         let done = loop {
             let job = client.job(&id).await.expect("job");
@@ -294,11 +336,22 @@ async fn main() {
                 .find(|h| h.state == s)
                 .map_or(0, |h| h.at_ms) as f64
         };
-        total.push(at(JobState::Running) - posted_ms as f64);
-        at_root.push(at(JobState::ScheduledCluster) - at(JobState::Requested));
-        at_cluster.push(at(JobState::ScheduledNode) - at(JobState::ScheduledCluster));
-        at_node.push(at(JobState::Running) - at(JobState::ScheduledNode));
+        samples.total.push(at(JobState::Running) - posted_ms as f64);
+        samples
+            .at_root
+            .push(at(JobState::ScheduledCluster) - at(JobState::Requested));
+        samples
+            .at_cluster
+            .push(at(JobState::ScheduledNode) - at(JobState::ScheduledCluster));
+        samples
+            .at_node
+            .push(at(JobState::Running) - at(JobState::ScheduledNode));
     }
+    samples
+}
+
+/// Terminates every job and stops the three tiers.
+async fn tear_down(client: &RootClient, tiers: (Running, Running, Running)) {
     let ids: Vec<String> = client
         .jobs()
         .await
@@ -310,9 +363,36 @@ async fn main() {
         let _ = client.terminate(id).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let (root, cluster, worker) = tiers;
     worker.stop(Duration::from_secs(5)).await;
     cluster.stop(Duration::from_secs(5)).await;
     root.stop(Duration::from_secs(5)).await;
+}
+
+#[tokio::main]
+async fn main() {
+    let jobs: usize = std::env::var("EDGEIO_BENCH_JOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200)
+        .clamp(1, 2000);
+    let external = std::env::var("EDGEIO_BENCH_BROKER").ok();
+    let dir = std::env::temp_dir().join(format!("edgeio-deploy-measure-{}", std::process::id()));
+    // the same run measures a deployment started --insecure, for the cost of security
+    let open_dir = dir.join("insecure");
+    let (root, cluster, worker, client) = deployment(&open_dir, false, external.clone()).await;
+    let insecure = deploy_all(&client, jobs, "open").await;
+    tear_down(&client, (root, cluster, worker)).await;
+
+    let (root, cluster, worker, client) = deployment(&dir, true, external.clone()).await;
+    let Samples {
+        total,
+        api,
+        at_root,
+        at_cluster,
+        at_node,
+    } = deploy_all(&client, jobs, "bench").await;
+    tear_down(&client, (root, cluster, worker)).await;
     let writes = revision_of(dir.join("root/root.redb")).await
         + revision_of(dir.join("cluster/cluster.redb")).await;
     // the terminations wrote too: count the deploy path's share only
@@ -362,6 +442,18 @@ async fn main() {
     println!("| durable store write (redb) × {writes_per_deploy:.1} writes per deploy | {write:.2} × {writes_per_deploy:.1} |");
     println!("| fork/exec/wait of /bin/true | {fork:.2} |");
     println!("| sum of raw parts | {raw:.1} |");
+    println!();
+    let (open50, open99) = summary(insecure.total);
+    println!();
+    println!("the cost of security, same run (POST → RUNNING, ms)");
+    println!("| deployment | p50 | p99 |");
+    println!("|---|---:|---:|");
+    println!("| secure (TLS, tokens, MQTT logins) | {p50:.1} | {p99:.1} |");
+    println!("| --insecure | {open50:.1} | {open99:.1} |");
+    println!(
+        "secure p50 = {:.2}× insecure (goals: ≤ 1.5×, ≤ 10 ms)",
+        p50 / open50.max(f64::MIN_POSITIVE)
+    );
     println!();
     println!(
         "p50 POST → RUNNING = {p50:.1} ms = {:.1}× the raw parts (goals: ≤ 20 ms, ≤ 3×)",

@@ -18,6 +18,9 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+#[path = "support/secure.rs"]
+mod secure;
+
 #[path = "support/procs.rs"]
 mod procs;
 
@@ -60,7 +63,8 @@ async fn main() {
     let dir: PathBuf = std::env::temp_dir().join(format!("edgeio-failover-{}", std::process::id()));
     let d = |s: &str| dir.join(s).display().to_string();
     let (root_port, cluster_port, broker_port) = (free_port(), free_port(), free_port());
-    let root_url = format!("http://127.0.0.1:{root_port}");
+    let root_url = secure::https(root_port);
+    let root_data = dir.join("root");
     let _root = start(
         "root",
         &[
@@ -72,13 +76,19 @@ async fn main() {
             "200ms".into(),
         ],
     );
-    let client = RootClient::new(&root_url).expect("client");
-    until("the root answering", async || client.health().await.ok()).await;
+    let client = until("the root answering", async || {
+        let client = secure::admin_client(&root_data, root_port)?;
+        client.health().await.ok().map(|()| client)
+    })
+    .await;
+    let [flag, token] = secure::join_args(&root_data);
     let _cluster = start(
         "cluster",
         &[
             "--root".into(),
             root_url.clone(),
+            flag,
+            token,
             "--listen".into(),
             format!("127.0.0.1:{cluster_port}"),
             "--mqtt-listen".into(),
@@ -93,15 +103,18 @@ async fn main() {
             "least-loaded".into(),
         ],
     );
-    let cluster = RootClient::new(&format!("http://127.0.0.1:{cluster_port}")).expect("client");
     until("the cluster answering", async || {
+        let cluster = secure::health_client(&root_data, cluster_port)?;
         cluster.health().await.ok()
     })
     .await;
     let worker_args = |name: &str| -> Vec<String> {
+        let [flag, token] = secure::join_args(&dir.join("cluster"));
         vec![
             "--cluster".into(),
-            format!("http://127.0.0.1:{cluster_port}"),
+            secure::https(cluster_port),
+            flag,
+            token,
             "--name".into(),
             name.into(),
             "--allow-native".into(),

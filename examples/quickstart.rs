@@ -15,8 +15,8 @@
 
 use clap::Parser;
 use edgeio::roles::{
-    interrupted, start_cluster, start_root, start_worker, ClusterOptions, Kvm, RootOptions,
-    RootStore, WorkerOptions,
+    interrupted, read_token_file, start_cluster, start_root, start_worker, ClusterOptions, Kvm,
+    RootOptions, RootStore, WorkerOptions, ADMIN_TOKEN_FILE, CA_FILE,
 };
 use edgeio::state::JobState;
 use edgeio::transport_ws::RootClient;
@@ -88,6 +88,8 @@ async fn run(cli: Cli, data: &Path) -> Result<(), String> {
         cluster_timeout: Duration::from_secs(30),
         store: RootStore::Embedded,
         advertise: None,
+        insecure: false,
+        tls_san: Vec::new(),
     })
     .await
     .map_err(|e| e.to_string())?;
@@ -103,6 +105,13 @@ async fn run(cli: Cli, data: &Path) -> Result<(), String> {
         scheduler: PolicyKind::FirstFit,
         status_interval: Duration::from_millis(500),
         missed_heartbeats: 3,
+        // secure as any cluster: it joins with the token the root just wrote
+        join_token: None,
+        join_token_file: Some(data.join("root").join("join.token")),
+        advertise: None,
+        mqtt_advertise: None,
+        tls_san: Vec::new(),
+        insecure: false,
     })
     .await
     .map_err(|e| e.to_string())?;
@@ -120,6 +129,9 @@ async fn run(cli: Cli, data: &Path) -> Result<(), String> {
         mirage: false,
         allow_kernel: Vec::new(),
         kvm: Kvm::Auto,
+        join_token: None,
+        join_token_file: Some(data.join("cluster").join("join.token")),
+        insecure: false,
     })
     .await
     .map_err(|e| e.to_string())?;
@@ -134,7 +146,15 @@ async fn run(cli: Cli, data: &Path) -> Result<(), String> {
     );
     println!("  worker        {}", worker.id);
 
-    let client = RootClient::new(&root.url).map_err(|e| e.to_string())?;
+    let ca_file = data.join("root").join(CA_FILE);
+    let token_file = data.join("root").join(ADMIN_TOKEN_FILE);
+    let token = read_token_file(&token_file)?;
+    let ca = std::fs::read(&ca_file).map_err(|e| format!("{}: {e}", ca_file.display()))?;
+    let client = RootClient::builder(&root.url)
+        .token(Some(token))
+        .ca_pem(Some(ca))
+        .build()
+        .map_err(|e| e.to_string())?;
     until("the cluster reporting a READY worker", async || {
         let clusters = client.clusters().await.ok()?;
         clusters
@@ -189,11 +209,14 @@ async fn run(cli: Cli, data: &Path) -> Result<(), String> {
         println!("  {build}    # once: edgectl of this build");
     }
     let edgectl = &edgectl.path;
-    println!("  {edgectl} --server {server} get jobs");
-    println!("  {edgectl} --server {server} describe job {id}");
-    println!("  {edgectl} --server {server} logs {id}");
-    println!("  {edgectl} --server {server} get nodes");
-    println!("  curl {server}/api/v1/jobs/{id}");
+    // the token stays in its file (0600): the commands name the file, never the secret
+    let (ca, token) = (ca_file.display(), token_file.display());
+    let flags = format!("--server {server} --ca {ca} --token-file {token}");
+    println!("  {edgectl} {flags} get jobs");
+    println!("  {edgectl} {flags} describe job {id}");
+    println!("  {edgectl} {flags} logs {id}");
+    println!("  {edgectl} {flags} get nodes");
+    println!("  curl --cacert {ca} -H \"Authorization: Bearer $(cat {token})\" {server}/api/v1/jobs/{id}");
 
     if cli.once {
         let jobs = client.jobs().await.map_err(|e| e.to_string())?;

@@ -14,6 +14,9 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "support/secure.rs"]
+mod secure;
+
 #[path = "support/procs.rs"]
 mod procs;
 
@@ -27,6 +30,19 @@ fn wait_port(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "nothing listens on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits until `path` exists (a tier writes its join token once it has joined).
+fn wait_file(path: &std::path::Path) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !path.is_file() {
+        assert!(
+            Instant::now() < deadline,
+            "{} did not appear",
+            path.display()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -80,11 +96,15 @@ fn main() {
         ],
     );
     wait_port(root_port);
+    wait_file(&dir.join("root").join("join.token"));
+    let [flag, token] = secure::join_args(&dir.join("root"));
     let _cluster = start(
         "cluster",
         &[
             "--root".into(),
-            format!("http://127.0.0.1:{root_port}"),
+            secure::https(root_port),
+            flag,
+            token,
             "--listen".into(),
             format!("127.0.0.1:{cluster_port}"),
             "--mqtt-listen".into(),
@@ -96,11 +116,15 @@ fn main() {
         ],
     );
     wait_port(cluster_port);
+    wait_file(&dir.join("cluster").join("join.token"));
+    let [flag, token] = secure::join_args(&dir.join("cluster"));
     let worker = start(
         "worker",
         &[
             "--cluster".into(),
-            format!("http://127.0.0.1:{cluster_port}"),
+            secure::https(cluster_port),
+            flag,
+            token,
             "--name".into(),
             "idle".into(),
             "--data".into(),

@@ -35,7 +35,7 @@ pub mod cli;
 pub mod roles;
 
 pub use edgeio_core::{
-    api, job, model, reliable, runtime, scheduler, state, store, transport, wire,
+    api, auth, job, model, reliable, runtime, scheduler, seal, state, store, transport, wire,
 };
 
 /// The engines: root, cluster, worker, and the relay between root replicas.
@@ -73,3 +73,7 @@ pub use edgeio_runtime_mirage as runtime_mirage;
 /// The native process runtime.
 #[cfg(feature = "runtime-process")]
 pub use edgeio_runtime_process as runtime_process;
+
+/// The trust root: the deployment's CA, join tokens, the API's tokens.
+#[cfg(feature = "trust")]
+pub use edgeio_trust as trust;

@@ -14,8 +14,8 @@ use edgeio::transport_mqtt::testing::{free_port, Mosquitto};
 use edgeio::transport_ws::RootClient;
 use std::time::Duration;
 use support::{
-    cluster_args, job, processes_running, ready_nodes, root_answers, root_args, serves, until,
-    worker_args, Proc,
+    cluster_args, job, processes_running, ready_nodes, root_answers, root_args, root_client,
+    serves, until, worker_args, Proc,
 };
 
 /// A marker no other test's `sleep` uses, so `pgrep` counts this test's processes only.
@@ -41,8 +41,7 @@ async fn two_clusters(dir: &std::path::Path, root_extra: &[&str], wb_allows: &st
         &root_args(dir, root_port, root_extra),
         dir,
     )];
-    let client = RootClient::new(&format!("http://127.0.0.1:{root_port}")).unwrap();
-    root_answers(&client, &mut procs).await;
+    let client = root_client(dir, root_port, &mut procs).await;
     let (a_port, b_port) = (free_port(), free_port());
     let a_args = cluster_args(
         dir,
@@ -62,11 +61,11 @@ async fn two_clusters(dir: &std::path::Path, root_extra: &[&str], wb_allows: &st
     );
     procs.push(Proc::start("cluster-a", "cluster", &a_args, dir));
     procs.push(Proc::start("cluster-b", "cluster", &b_args, dir));
-    serves(a_port, &mut procs).await;
-    serves(b_port, &mut procs).await;
-    let wa_args = worker_args(dir, "wa", a_port);
+    serves(dir, a_port, &mut procs).await;
+    serves(dir, b_port, &mut procs).await;
+    let wa_args = worker_args(dir, "wa", a_port, "cluster-a");
     procs.push(Proc::start("wa", "worker", &wa_args, dir));
-    let mut wb_args = worker_args(dir, "wb", b_port);
+    let mut wb_args = worker_args(dir, "wb", b_port, "cluster-b");
     let at = wb_args
         .iter()
         .position(|a| a == "--allow-native")
@@ -95,8 +94,7 @@ async fn one_cluster(d: &std::path::Path, cluster_extra: &[&str], workers: &[&st
     let (root_port, cluster_port) = (free_port(), free_port());
     let root = root_args(d, root_port, &[]);
     let mut procs = vec![Proc::start("root", "root", &root, d)];
-    let client = RootClient::new(&format!("http://127.0.0.1:{root_port}")).unwrap();
-    root_answers(&client, &mut procs).await;
+    let client = root_client(d, root_port, &mut procs).await;
     let cluster = cluster_args(
         d,
         "cluster-1",
@@ -106,12 +104,12 @@ async fn one_cluster(d: &std::path::Path, cluster_extra: &[&str], workers: &[&st
         cluster_extra,
     );
     procs.push(Proc::start("cluster-1", "cluster", &cluster, d));
-    serves(cluster_port, &mut procs).await;
+    serves(d, cluster_port, &mut procs).await;
     for name in workers {
         procs.push(Proc::start(
             name,
             "worker",
-            &worker_args(d, name, cluster_port),
+            &worker_args(d, name, cluster_port, "cluster-1"),
             d,
         ));
     }
@@ -497,7 +495,8 @@ async fn a_job_migrates_to_another_cluster_make_before_break_and_scales_there() 
 }
 
 /// Starts cluster `names.0`, dialing the roots on `roots` in that order, and its worker
-/// `names.1`, once the cluster serves.
+/// `names.1`, once the cluster serves. Root replicas on etcd do not share a CA yet, so the
+/// group and its members run `--insecure` (loopback only).
 #[cfg(feature = "etcd")]
 async fn cluster_of_roots(
     d: &std::path::Path,
@@ -507,17 +506,21 @@ async fn cluster_of_roots(
 ) {
     let (cluster, worker) = names;
     let port = free_port();
-    let mut args = cluster_args(d, cluster, roots[0], port, free_port(), &[]);
+    let mut args = cluster_args(d, cluster, roots[0], port, free_port(), &["--insecure"]);
     let at = args.iter().position(|a| a == "--root").unwrap();
     args[at + 1] = roots.map(|p| format!("http://127.0.0.1:{p}")).join(",");
+    // no join token without security
+    let at = args.iter().position(|a| a == "--join-token-file").unwrap();
+    args.drain(at..at + 2);
     procs.push(Proc::start(cluster, "cluster", &args, d));
-    serves(port, procs).await;
-    procs.push(Proc::start(
-        worker,
-        "worker",
-        &worker_args(d, worker, port),
-        d,
-    ));
+    let health = RootClient::new(&format!("http://127.0.0.1:{port}")).unwrap();
+    root_answers(&health, procs).await;
+    let mut args = worker_args(d, worker, port, cluster);
+    let at = args.iter().position(|a| a == "--join-token-file").unwrap();
+    args.drain(at..at + 2);
+    args[1] = format!("http://127.0.0.1:{port}");
+    args.push("--insecure".into());
+    procs.push(Proc::start(worker, "worker", &args, d));
 }
 
 #[cfg(feature = "etcd")]
@@ -534,7 +537,8 @@ async fn two_roots_on_etcd_the_standby_takes_over_when_the_leader_is_killed() {
     let prefix = fresh_prefix("roots");
     let store = format!("etcd://{member}/{prefix}");
     let (a_port, b_port) = (free_port(), free_port());
-    let root = |port: u16| root_args(d, port, &["--store", &store]);
+    // root replicas on etcd do not share a CA yet: the group runs --insecure
+    let root = |port: u16| root_args(d, port, &["--store", &store, "--insecure"]);
     let mut procs = vec![Proc::start("root-a", "root", &root(a_port), d)];
     let a = RootClient::new(&format!("http://127.0.0.1:{a_port}")).unwrap();
     root_answers(&a, &mut procs).await;

@@ -10,13 +10,12 @@ mod support;
 use edgeio::state::{InstanceState, JobState};
 use edgeio::testing::require;
 use edgeio::transport_mqtt::testing::free_port;
-use edgeio::transport_ws::RootClient;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 use support::{
-    cluster_args, job, processes_running, ready_nodes, root_answers, root_args, serves, until,
+    cluster_args, job, processes_running, ready_nodes, root_args, root_client, serves, until,
     worker_args, Proc,
 };
 
@@ -102,15 +101,14 @@ async fn a_cluster_on_a_full_disk_starts_nothing_until_space_returns_and_loses_n
         &root_args(d, root_port, &[]),
         d,
     )];
-    let client = RootClient::new(&format!("http://127.0.0.1:{root_port}")).unwrap();
-    root_answers(&client, &mut procs).await;
+    let client = root_client(d, root_port, &mut procs).await;
     let cluster = cluster_args(d, "cluster-1", root_port, cluster_port, free_port(), &[]);
     procs.push(Proc::start("cluster-1", "cluster", &cluster, d));
-    serves(cluster_port, &mut procs).await;
+    serves(d, cluster_port, &mut procs).await;
     procs.push(Proc::start(
         "w1",
         "worker",
-        &worker_args(d, "w1", cluster_port),
+        &worker_args(d, "w1", cluster_port, "cluster-1"),
         d,
     ));
     ready_nodes(&client, &mut procs, &["cluster-1"], 1).await;
@@ -174,7 +172,7 @@ async fn a_cluster_on_a_full_disk_starts_nothing_until_space_returns_and_loses_n
     procs[at].kill();
     procs.remove(at);
     procs.push(Proc::start("cluster-1 again", "cluster", &cluster, d));
-    serves(cluster_port, &mut procs).await;
+    serves(d, cluster_port, &mut procs).await;
     ready_nodes(&client, &mut procs, &["cluster-1"], 1).await;
     until("the job RUNNING on one copy", &mut procs, async || {
         let job = client.job(&id).await.ok()?;

@@ -41,7 +41,7 @@ async fn a_worker_running_a_job_listens_on_no_socket() {
     procs.push(Proc::start(
         &node,
         "worker",
-        &worker_args(dir.path(), &node, cluster_port),
+        &worker_args(dir.path(), &node, cluster_port, "cluster"),
         dir.path(),
     ));
     let job = support::job(&format!("quiet-{}", std::process::id()), "300", "");

@@ -25,7 +25,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-use support::{binary, processes_running, root_and_cluster, until, Proc, RUNNING_WITHIN};
+use support::{
+    binary, cluster_of, processes_running, root_and_cluster, until, Proc, RUNNING_WITHIN,
+};
 
 /// A job running the test image until SIGTERM (which ends it at once).
 fn docker_job(name: &str) -> String {
@@ -78,16 +80,15 @@ impl Drop for Sweep {
 /// `worker` arguments with no runtime flag but the kernel allow list and software emulation
 /// (KVM took seconds to boot a guest on these nested-virtualisation machines).
 fn default_worker(dir: &Path, name: &str, cluster_port: u16, kernels: &[&Path]) -> Vec<String> {
-    let mut args = vec![
-        "--cluster".into(),
-        format!("http://127.0.0.1:{cluster_port}"),
+    let mut args = cluster_of(dir, cluster_port, "cluster");
+    args.extend([
         "--name".into(),
         name.into(),
         "--data".into(),
         dir.join(name).display().to_string(),
         "--kvm".into(),
         "off".into(),
-    ];
+    ]);
     if !kernels.is_empty() {
         let list: Vec<String> = kernels.iter().map(|k| k.display().to_string()).collect();
         args.extend(["--allow-kernel".into(), list.join(",")]);
@@ -375,14 +376,29 @@ async fn the_quickstart_root_runs_a_docker_job_deployed_into_it() {
     assert_eq!(edgectl, built, "{get_jobs}");
     assert_eq!(built, binary("quickstart").with_file_name("edgectl"));
     quickstart.line_with("Ctrl-C stops the job");
+    // the command exactly as printed (its paths hold no spaces): server, CA and token file
+    let printed: Vec<&str> = get_jobs.split_whitespace().skip(1).collect();
+    assert!(
+        printed.contains(&"--ca") && printed.contains(&"--token-file"),
+        "{get_jobs}"
+    );
     let out = Command::new(&edgectl)
-        .args(["--server", &url, "get", "jobs"])
+        .args(&printed)
         .output()
         .expect("the printed edgectl runs");
     let listed = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && listed.contains("hello"), "{listed}");
 
-    let client = RootClient::new(&url).expect("a client of the quickstart's root");
+    let flag = |name: &str| {
+        let at = printed.iter().position(|a| *a == name).expect("printed");
+        printed[at + 1].to_string()
+    };
+    let token = std::fs::read_to_string(flag("--token-file")).expect("the admin token");
+    let client = RootClient::builder(&url)
+        .token(Some(token.trim().to_string()))
+        .ca_pem(Some(std::fs::read(flag("--ca")).expect("the CA")))
+        .build()
+        .expect("a client of the quickstart's root");
     let view = client
         .submit(docker_job(&name).into_bytes(), "application/yaml")
         .await

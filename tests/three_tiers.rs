@@ -11,9 +11,11 @@ mod support;
 use edgeio::state::JobState;
 use edgeio::testing::require;
 use edgeio::transport_mqtt::testing::{free_port, Mosquitto};
-use edgeio::transport_ws::RootClient;
 use std::process::Command;
-use support::{binary, job, processes_running, root_and_cluster, until, Proc};
+use support::{
+    binary, cluster_of, job, processes_running, root_and_cluster, root_client, root_data, secure,
+    serves, until, Proc,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn root_two_clusters_and_three_workers_run_jobs_as_separate_processes() {
@@ -24,7 +26,7 @@ async fn root_two_clusters_and_three_workers_run_jobs_as_separate_processes() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let d = |sub: &str| dir.path().join(sub).display().to_string();
     let root_port = free_port();
-    let root_url = format!("http://127.0.0.1:{root_port}");
+    let root_url = secure::https(root_port);
     let a_port = free_port();
     let a_broker = free_port();
     let b_port = free_port();
@@ -44,16 +46,15 @@ async fn root_two_clusters_and_three_workers_run_jobs_as_separate_processes() {
         ],
         dir.path(),
     )];
-    let client = RootClient::new(&root_url).unwrap();
-    until("the root answering /healthz", &mut procs, async || {
-        client.health().await.ok()
-    })
-    .await;
+    let client = root_client(dir.path(), root_port, &mut procs).await;
 
     let cluster = |name: &str, port: u16, broker: Vec<String>, location: &str| {
+        let [flag, token] = secure::join_args(&root_data(dir.path()));
         let mut args = vec![
             "--root".into(),
             root_url.clone(),
+            flag,
+            token,
             "--listen".into(),
             format!("127.0.0.1:{port}"),
             "--name".into(),
@@ -83,19 +84,23 @@ async fn root_two_clusters_and_three_workers_run_jobs_as_separate_processes() {
         "Munich@48.14,11.58",
     ));
     for port in [a_port, b_port] {
-        let cluster = RootClient::new(&format!("http://127.0.0.1:{port}")).unwrap();
-        until("a cluster answering /healthz", &mut procs, async || {
-            cluster.health().await.ok()
-        })
-        .await;
+        serves(dir.path(), port, &mut procs).await;
     }
     let worker = |name: &str, port: u16, labels: &str| {
+        let cluster = if port == a_port {
+            "cluster-a"
+        } else {
+            "cluster-b"
+        };
+        let [flag, token] = secure::join_args(&dir.path().join(cluster));
         Proc::start(
             name,
             "worker",
             &[
                 "--cluster".into(),
-                format!("http://127.0.0.1:{port}"),
+                secure::https(port),
+                flag,
+                token,
                 "--name".into(),
                 name.into(),
                 "--labels".into(),
@@ -261,7 +266,7 @@ fn quickstart_deploys_its_sample_and_shuts_down_cleanly() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(
-        stdout.contains("root API      http://127.0.0.1:"),
+        stdout.contains("root API      https://127.0.0.1:"),
         "{stdout}"
     );
     assert!(stdout.contains("  RUNNING\n"), "{stdout}");
@@ -296,16 +301,49 @@ fn the_binaries_refuse_bad_flags_busy_ports_and_unreachable_parents_in_one_line(
         format!("root: cannot listen on 127.0.0.1:{port} for the root API: the port is in use")
     );
 
+    // a secure worker refuses a plain http cluster, naming the fix
     let err = fails(
         "worker",
         &["--cluster", &format!("http://127.0.0.1:{}", free_port())],
     );
     assert!(
         err.trim()
-            .starts_with("worker: cannot register with the cluster at http://127.0.0.1:"),
+            .starts_with("worker: --cluster http://127.0.0.1:")
+            && err.contains("https://HOST:PORT")
+            && err.contains("--insecure"),
         "{err}"
     );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
+    // the first start needs a join token, and says where it is
+    let err = fails(
+        "worker",
+        &["--cluster", &format!("https://127.0.0.1:{}", free_port())],
+    );
+    assert!(
+        err.contains("--join-token") && err.contains("join.token"),
+        "{err}"
+    );
+    // an unreachable cluster, with a well-formed token
+    let token = format!("edgeio1.abcd1234.{}.{}", "s".repeat(32), "0".repeat(64));
+    let err = fails(
+        "worker",
+        &[
+            "--cluster",
+            &format!("https://127.0.0.1:{}", free_port()),
+            "--join-token",
+            &token,
+        ],
+    );
+    assert!(
+        err.trim()
+            .starts_with("worker: cannot register with the cluster at https://127.0.0.1:"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        !err.contains(&"s".repeat(32)),
+        "the token's secret is not echoed: {err}"
+    );
 
     let err = fails(
         "cluster",
@@ -369,16 +407,15 @@ async fn worker_restart_scenario(node: &str, descriptor: String, running: impl F
     let dir = tempfile::tempdir().expect("a temporary directory");
     let d = |sub: &str| dir.path().join(sub).display().to_string();
     let (mut procs, client, cluster_port) = root_and_cluster(dir.path()).await;
-    let worker_args: Vec<String> = vec![
-        "--cluster".into(),
-        format!("http://127.0.0.1:{cluster_port}"),
+    let mut worker_args = cluster_of(dir.path(), cluster_port, "cluster");
+    worker_args.extend([
         "--name".into(),
         node.into(),
         "--allow-native".into(),
         "/bin/sleep".into(),
         "--data".into(),
         d(node),
-    ];
+    ]);
     let mut worker = Proc::start("worker", "worker", &worker_args, dir.path());
     until("the worker READY at the root", &mut procs, async || {
         let clusters = client.clusters().await.ok()?;
@@ -499,9 +536,8 @@ async fn a_killed_workers_job_runs_elsewhere_and_its_duplicate_is_stopped_when_i
     let d = |sub: &str| dir.path().join(sub).display().to_string();
     let (mut procs, client, cluster_port) = root_and_cluster(dir.path()).await;
     let worker_args = |name: &str| -> Vec<String> {
-        vec![
-            "--cluster".into(),
-            format!("http://127.0.0.1:{cluster_port}"),
+        let mut args = cluster_of(dir.path(), cluster_port, "cluster");
+        args.extend([
             "--name".into(),
             name.into(),
             "--allow-native".into(),
@@ -510,7 +546,8 @@ async fn a_killed_workers_job_runs_elsewhere_and_its_duplicate_is_stopped_when_i
             d(name),
             "--docker=false".into(),
             "--mirage=false".into(),
-        ]
+        ]);
+        args
     };
     let mut w1 = Proc::start("w1", "worker", &worker_args("w1"), dir.path());
     procs.push(Proc::start("w2", "worker", &worker_args("w2"), dir.path()));

@@ -40,4 +40,4 @@ pub use ca::{CaHash, CertificateAuthority, Issued, CA_DAYS, SERVER_DAYS};
 pub use error::TrustError;
 pub use folder::TrustFolder;
 pub use members::{MemberRecord, CREDENTIAL_PREFIX};
-pub use token::{JoinToken, TokenRecord, TOKEN_PREFIX};
+pub use token::{random_secret, JoinToken, TokenRecord, TOKEN_PREFIX};

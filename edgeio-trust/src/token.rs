@@ -182,6 +182,12 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A random secret of `len` lowercase letters and digits (about 5.2 bits each) from the
+/// system's random source.
+pub fn random_secret(len: usize) -> Result<String, TrustError> {
+    random_text(len)
+}
+
 /// `len` characters of [`ALPHABET`] from the system's random source, without modulo bias.
 pub(crate) fn random_text(len: usize) -> Result<String, TrustError> {
     let rng = SystemRandom::new();

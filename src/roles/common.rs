@@ -94,6 +94,23 @@ pub(crate) async fn bind(
     })
 }
 
+/// What an `--insecure` role says at start and in `/healthz`.
+pub(crate) const INSECURE_WARNING: &str =
+    "insecure: started with --insecure, so no TLS and no authentication; for development on one host only";
+
+/// With `--insecure`, only a loopback address may be listened on: an open role on a real
+/// network would run anyone's programs.
+pub(crate) fn insecure_listen(addr: SocketAddr, flag: &str) -> Result<(), RoleError> {
+    if addr.ip().is_loopback() {
+        return Ok(());
+    }
+    Err(RoleError::new(format!(
+        "{flag} {addr}: with --insecure only a loopback address (127.0.0.1, ::1) may be \
+         listened on; drop --insecure to listen on {} with TLS and tokens",
+        addr.ip()
+    )))
+}
+
 /// Creates the data folder, with an error naming it.
 pub(crate) fn data_dir(dir: &Path) -> Result<(), RoleError> {
     std::fs::create_dir_all(dir).map_err(|e| {

@@ -1,14 +1,24 @@
 //! The root orchestrator: REST API, the clusters' WebSocket, the root scheduler.
 
-use super::common::{bind, data_dir, parse_duration, RoleError, Running};
+use super::common::{
+    bind, data_dir, insecure_listen, parse_duration, RoleError, Running, INSECURE_WARNING,
+};
+use super::join::{issue_cluster_ca, JoinGate};
+use super::trust::{open_root_trust, serve_maybe_tls, server_names, serving_certificate};
+use edgeio_core::api::RootApi;
+use edgeio_core::auth::TokenAuthority;
+use edgeio_core::model::KnownRuntimes;
 use edgeio_core::scheduler::Scheduler;
 use edgeio_core::store::LeaseId;
+use edgeio_core::transport::Registrar;
 use edgeio_engine::relay::{hold_links, RelayConfig, RelayParent, RelayRegistrar};
 use edgeio_engine::root::{RootConfig, RootEngine};
 use edgeio_scheduler::{LocationAware, LocationFirst, PolicyKind, SchedulerConfig};
 use edgeio_store::StoreConfig;
-use edgeio_transport_ws::rest::{forwarding_router, router, FindLeader, RouterSwitch};
-use edgeio_transport_ws::{serve, WsParent, WsServerConfig};
+use edgeio_transport_ws::rest::{
+    forwarding_router, health_warning, router, secured_router, FindLeader, RouterSwitch,
+};
+use edgeio_transport_ws::{WsParent, WsServerConfig};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,7 +28,7 @@ use std::time::Duration;
 #[derive(Debug, Clone, clap::Args)]
 pub struct RootOptions {
     /// Address of the REST API and of the clusters' WebSocket (`/ws/cluster`). Loopback by
-    /// default: there is no authentication yet, and anyone who reaches the API can run jobs.
+    /// default; any address when secure (the default), loopback only with `--insecure`.
     #[arg(long, env = "EDGEIO_ROOT_LISTEN", default_value = "127.0.0.1:7070")]
     pub listen: SocketAddr,
 
@@ -58,19 +68,40 @@ pub struct RootOptions {
     /// requests to it while it leads. Default: `http://` and the address it listens on.
     #[arg(long, env = "EDGEIO_ROOT_ADVERTISE", value_parser = parse_advertise)]
     pub advertise: Option<String>,
+
+    /// Development only: no API tokens (anyone who reaches the API may do anything). Prints
+    /// a warning, says so in `/healthz`, and refuses to listen on a non-loopback address.
+    /// Without it the root creates, on first start, its CA (`ca.crt`), a cluster join token
+    /// (`join.token`) and an admin API token (`admin.token`) in `--data`.
+    #[arg(long, env = "EDGEIO_ROOT_INSECURE")]
+    pub insecure: bool,
+
+    /// A further name (DNS name or IP address) the root's certificate covers, besides
+    /// `localhost`, `127.0.0.1`, the `--listen` address and the `--advertise` host. Repeat it
+    /// for several.
+    #[arg(
+        long = "tls-san",
+        env = "EDGEIO_ROOT_TLS_SAN",
+        value_name = "NAME",
+        value_delimiter = ','
+    )]
+    pub tls_san: Vec<String>,
 }
 
-/// Reads an `http://HOST:PORT` URL (no path, no TLS yet).
+/// Reads an `https://HOST:PORT` (or, for a root run `--insecure`, `http://HOST:PORT`) URL.
 fn parse_advertise(text: &str) -> Result<String, String> {
     let rest = text.trim().trim_end_matches('/');
     let hostport = rest
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("{text:?} must be http://HOST:PORT (https is not supported yet)"))?;
+        .strip_prefix("https://")
+        .or_else(|| rest.strip_prefix("http://"))
+        .ok_or_else(|| {
+            format!("{text:?} must be https://HOST:PORT (http://HOST:PORT with --insecure)")
+        })?;
     if is_host_port(hostport) {
         Ok(rest.to_string())
     } else {
         Err(format!(
-            "{text:?} must be http://HOST:PORT with a port from 1 to 65535 and no path"
+            "{text:?} must be https://HOST:PORT (http://HOST:PORT with --insecure) with a port from 1 to 65535 and no path"
         ))
     }
 }
@@ -160,6 +191,24 @@ pub(crate) fn build_scheduler(kind: PolicyKind) -> Result<Arc<dyn Scheduler>, Ro
 /// leader's engine) and serves the API, forwarding it to the leader until it wins the
 /// election itself.
 pub async fn start_root(options: RootOptions) -> Result<Running, RoleError> {
+    if options.insecure {
+        insecure_listen(options.listen, "--listen")?;
+        tracing::warn!("{INSECURE_WARNING}");
+    } else if options.store != RootStore::Embedded {
+        return Err(RoleError::new(
+            "--store etcd://…: root replicas do not share their CA and tokens through etcd yet, \
+             so a secure replica group is not supported in this version; run the group with \
+             --insecure (development only, loopback) or one root on the embedded store",
+        ));
+    } else if options
+        .advertise
+        .as_deref()
+        .is_some_and(|a| a.starts_with("http://"))
+    {
+        return Err(RoleError::new(
+            "--advertise http://…: a secure root is reached over https://HOST:PORT",
+        ));
+    }
     data_dir(&options.data)?;
     let (config, path) = match &options.store {
         RootStore::Embedded => {
@@ -176,12 +225,49 @@ pub async fn start_root(options: RootOptions) -> Result<Running, RoleError> {
         .await
         .map_err(|e| RoleError::new(format!("cannot open the store {path}: {e}")))?;
     let listener = bind(options.listen, "root API").await?;
+    let trust = if options.insecure {
+        None
+    } else {
+        let advertised: Vec<&str> = options.advertise.iter().map(String::as_str).collect();
+        let names = server_names(options.listen, &advertised, &options.tls_san);
+        Some(open_root_trust(&options.data, store.clone(), &names).await?)
+    };
+    let tokens = trust
+        .as_ref()
+        .map(|t| t.tokens.clone() as Arc<dyn TokenAuthority>);
+    let tls = match &trust {
+        Some(trust) => Some(serving_certificate(
+            trust.folder.clone(),
+            &trust.server,
+            trust.names.clone(),
+        )?),
+        None => None,
+    };
+    // clusters join with the root's join token and come back with the credential it issued
+    let gate = |inner: Arc<dyn Registrar>| -> Arc<dyn Registrar> {
+        match &trust {
+            Some(trust) => Arc::new(JoinGate::new(
+                inner,
+                trust.folder.clone(),
+                "cluster",
+                "--join-token",
+                issue_cluster_ca(),
+            )),
+            None => inner,
+        }
+    };
     let (stop, _) = tokio::sync::watch::channel(false);
     if options.store == RootStore::Embedded {
         let engine = build(&options, store, &path).await?;
-        let ws = WsParent::new("root", Arc::new(engine.handle()), WsServerConfig::default());
-        let app = ws.router().merge(router(Arc::new(engine.handle())));
-        let server = serve(listener, app)
+        let ws = WsParent::new(
+            "root",
+            gate(Arc::new(engine.handle())),
+            WsServerConfig::default(),
+        );
+        let app = ws
+            .router()
+            .merge(api_router(Arc::new(engine.handle()), &tokens));
+        let server = serve_maybe_tls(listener, app, &tls)
             .map_err(|e| RoleError::new(format!("cannot serve on {}: {e}", options.listen)))?;
         let mut running = Running::new(server.url(), "root".into(), stop.clone());
         let stopped = Running::stopped(&stop);
@@ -213,7 +299,7 @@ pub async fn start_root(options: RootOptions) -> Result<Running, RoleError> {
     let mut keeper = Box::pin(keep_lease(store.clone(), lease));
     let relay = RelayConfig::new(me.trim_start_matches("http://"), lease);
     let registrar = RelayRegistrar::new(store.clone(), relay.clone());
-    let ws = WsParent::new("root", Arc::new(registrar), WsServerConfig::default());
+    let ws = WsParent::new("root", gate(Arc::new(registrar)), WsServerConfig::default());
     let holder = tokio::spawn(hold_links(
         store.clone(),
         Arc::new(ws.clone()),
@@ -227,7 +313,11 @@ pub async fn start_root(options: RootOptions) -> Result<Running, RoleError> {
         })
     };
     let api = RouterSwitch::new(forwarding_router(find));
-    let server = serve(listener, ws.router().merge(api.router()))
+    let mut app = ws.router().merge(api.router());
+    if tokens.is_none() {
+        app = health_warning(app, INSECURE_WARNING);
+    }
+    let server = serve_maybe_tls(listener, app, &tls)
         .map_err(|e| RoleError::new(format!("cannot serve on {addr}: {e}")))?;
     let mut running = Running::new(server.url(), "root".into(), stop.clone());
     let stopped = Running::stopped(&stop);
@@ -239,7 +329,10 @@ pub async fn start_root(options: RootOptions) -> Result<Running, RoleError> {
         }
         let result = tokio::select! {
             won = store.campaign(ELECTION, &me, lease) => match won {
-                Ok(()) => lead(&options, store, &path, relay, &api, stopped, &mut keeper).await,
+                Ok(()) => {
+                    let api = (&api, &tokens);
+                    lead(&options, store, &path, relay, api, stopped, &mut keeper).await
+                }
                 Err(e) => Err(RoleError::new(format!("cannot run for leadership on etcd: {e}"))),
             },
             lost = &mut keeper => Err(lost),
@@ -268,19 +361,28 @@ async fn lead(
     store: Arc<dyn edgeio_core::store::Store>,
     path: &str,
     relay: RelayConfig,
-    api: &RouterSwitch,
+    (api, tokens): (&RouterSwitch, &Option<Arc<dyn TokenAuthority>>),
     stopped: impl std::future::Future<Output = ()> + Send,
     keeper: &mut (impl std::future::Future<Output = RoleError> + Unpin),
 ) -> Result<(), RoleError> {
     tracing::info!(replica = %relay.replica, "this root leads");
     let engine = build(options, store.clone(), path).await?;
-    api.set(router(Arc::new(engine.handle())));
+    api.set(api_router(Arc::new(engine.handle()), tokens));
     let clusters = RelayParent::start(store, relay, Arc::new(engine.handle()));
     tokio::select! {
         result = engine.run(Arc::new(clusters), stopped) => {
             result.map_err(|e| RoleError::new(format!("root engine stopped: {e}")))
         }
         lost = keeper => Err(lost),
+    }
+}
+
+/// The API over `api`: behind bearer tokens when the root is secure, open (with the
+/// warning in `/healthz`) when it runs `--insecure`.
+fn api_router(api: Arc<dyn RootApi>, tokens: &Option<Arc<dyn TokenAuthority>>) -> axum::Router {
+    match tokens {
+        Some(tokens) => secured_router(api, KnownRuntimes::default(), tokens.clone()),
+        None => health_warning(router(api), INSECURE_WARNING),
     }
 }
 
@@ -332,14 +434,14 @@ mod tests {
         );
         for bad in [
             "10.0.0.5:7070",
-            "https://a:1",
+            "ftp://a:1",
             "http://a",
             "http://:7070",
             "http://a:0",
             "http://a:1/api",
         ] {
             let e = parse_advertise(bad).unwrap_err();
-            assert!(e.contains("http://HOST:PORT"), "{bad}: {e}");
+            assert!(e.contains("https://HOST:PORT"), "{bad}: {e}");
         }
     }
 

@@ -4,17 +4,22 @@
 //! is offered when its engine answers at start ([`runtimes_help`]). It opens no port.
 
 use super::common::{
-    data_dir, parse_labels, parse_location, read_id, write_id, RoleError, Running,
+    data_dir, parse_labels, parse_location, read_id, write_id, RoleError, Running, INSECURE_WARNING,
 };
+use super::joiner::{
+    dial_parent, join_token, keep_credentials, require_https, CREDENTIAL_FILE, PARENT_CA_FILE,
+};
+use super::trust::read_token_file;
 use edgeio_core::model::{Arch, Capabilities, Labels, Location, Resources, RuntimeInfo};
 use edgeio_core::reliable::{ReliableChild, ReliableConfig};
 use edgeio_core::runtime::Runtime;
 use edgeio_core::wire::{
-    ChannelKind, Envelope, HostUsage, Message, NodeStatus, PeerRole, RegisterRequest,
+    ChannelKind, Envelope, HostUsage, Message, NodeStatus, PeerRole, RegisterReply, RegisterRequest,
 };
 use edgeio_engine::worker::{Worker, WorkerConfig};
 use edgeio_runtime_process::{ProcessConfig, ProcessRuntime};
 use edgeio_transport_mqtt::{ChildConfig, MqttChild};
+use edgeio_transport_mqtt::{LinkCredentials, LinkTls};
 use edgeio_transport_ws::{register, WsClientConfig};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -73,6 +78,26 @@ pub struct WorkerOptions {
     /// start under nested virtualisation).
     #[arg(long, env = "EDGEIO_WORKER_KVM", value_enum, default_value_t = Kvm::Auto)]
     pub kvm: Kvm,
+
+    /// The cluster's join token (its `DATA/join.token`), needed on the first start only: it
+    /// pins the cluster's CA, and the cluster answers with this worker's own credential
+    /// (its MQTT password, user name its node id), kept in `--data`.
+    #[arg(
+        long,
+        env = "EDGEIO_WORKER_JOIN_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "join_token_file"
+    )]
+    pub join_token: Option<String>,
+
+    /// A file holding the join token on its first line (instead of --join-token).
+    #[arg(long, env = "EDGEIO_WORKER_JOIN_TOKEN_FILE", value_name = "FILE")]
+    pub join_token_file: Option<PathBuf>,
+
+    /// Development only: no TLS and no join token, to a cluster started --insecure. Prints a
+    /// warning.
+    #[arg(long, env = "EDGEIO_WORKER_INSECURE")]
+    pub insecure: bool,
 }
 
 /// Whether the unikernel runtime's qemu uses KVM (`worker --kvm`).
@@ -339,6 +364,69 @@ fn short_state_dir(
         .unwrap_or_else(|| Path::new("/tmp").join(name))
 }
 
+/// Registers with the cluster — joining with the join token on the first secure start and
+/// keeping the credential it issues — and answers the reply with, when secure, the TLS
+/// settings and login for the cluster's broker.
+async fn register_with_cluster(
+    options: &WorkerOptions,
+    data: &Path,
+    name: String,
+    capabilities: Capabilities,
+) -> Result<(RegisterReply, Option<(LinkTls, LinkCredentials)>), RoleError> {
+    let security = if options.insecure {
+        tracing::warn!("{INSECURE_WARNING}");
+        None
+    } else {
+        require_https(&options.cluster, "--cluster")?;
+        let token = join_token(&options.join_token, &options.join_token_file)?;
+        Some(dial_parent(data, token, "worker", "the cluster")?)
+    };
+    let id_file = data.join("node-id");
+    let request = RegisterRequest {
+        role: PeerRole::Node,
+        name,
+        previous_id: read_id(&id_file),
+        capabilities: Some(capabilities),
+        location: None,
+        labels: Labels::new(),
+        auth: security.as_ref().map(|s| s.auth.clone()),
+    };
+    let config = WsClientConfig {
+        tls: security.as_ref().map(|s| s.tls.clone()),
+        ..WsClientConfig::default()
+    };
+    let registration = register(&options.cluster, PeerRole::Node, request, config)
+        .await
+        .map_err(|e| {
+            RoleError::new(format!(
+                "cannot register with the cluster at {}: {e}",
+                options.cluster
+            ))
+        })?;
+    let reply = registration.reply;
+    write_id(&id_file, &reply.id)?;
+    let Some(security) = security else {
+        return Ok((reply, None));
+    };
+    if security.joining {
+        let Some(credentials) = &reply.credentials else {
+            return Err(RoleError::new(format!(
+                "the cluster at {} issued no credential (is it running --insecure? then start this worker --insecure too)",
+                options.cluster
+            )));
+        };
+        keep_credentials(data, credentials)?;
+    }
+    let ca_file = data.join(PARENT_CA_FILE);
+    let ca = std::fs::read(&ca_file)
+        .map_err(|e| RoleError::new(format!("cannot read {}: {e}", ca_file.display())))?;
+    let tls = LinkTls::from_ca_pem(&ca)
+        .map_err(|e| RoleError::new(format!("{}: {e}", ca_file.display())))?;
+    let credential = read_token_file(&data.join(CREDENTIAL_FILE)).map_err(RoleError::new)?;
+    let login = LinkCredentials::new(reply.id.clone(), credential);
+    Ok((reply, Some((tls, login))))
+}
+
 /// Starts a worker: registers with its cluster, connects to the broker the cluster named,
 /// adopts what its runtimes still run from before, and runs the worker engine.
 pub async fn start_worker(options: WorkerOptions) -> Result<Running, RoleError> {
@@ -381,31 +469,7 @@ pub async fn start_worker(options: WorkerOptions) -> Result<Running, RoleError> 
         gpus: capabilities.gpus,
     };
 
-    let id_file = data.join("node-id");
-    let request = RegisterRequest {
-        role: PeerRole::Node,
-        name: name.clone(),
-        previous_id: read_id(&id_file),
-        capabilities: Some(capabilities),
-        location: None,
-        labels: Labels::new(),
-        auth: None,
-    };
-    let registration = register(
-        &options.cluster,
-        PeerRole::Node,
-        request,
-        WsClientConfig::default(),
-    )
-    .await
-    .map_err(|e| {
-        RoleError::new(format!(
-            "cannot register with the cluster at {}: {e}",
-            options.cluster
-        ))
-    })?;
-    let reply = registration.reply;
-    write_id(&id_file, &reply.id)?;
+    let (reply, login) = register_with_cluster(&options, &data, name.clone(), capabilities).await?;
     let mut runtimes = vec![process];
     runtimes.extend(mirage);
     if offers_docker {
@@ -439,7 +503,20 @@ pub async fn start_worker(options: WorkerOptions) -> Result<Running, RoleError> 
             usage: None,
         }),
     );
-    let link = MqttChild::connect(ChildConfig::new(reply.id.clone(), broker.clone()), announce)
+    let mut child = ChildConfig::new(reply.id.clone(), broker.clone());
+    match login {
+        // the cluster's own broker: TLS, and this node's credential as its password
+        Some((tls, credentials)) if broker.starts_with("mqtts://") => {
+            child.link.tls = Some(tls);
+            child.link.credentials = Some(credentials);
+        }
+        Some(_) => tracing::warn!(
+            broker = %broker,
+            "the cluster names a plain MQTT broker: this link is neither encrypted nor authenticated by edgeio"
+        ),
+        None => {}
+    }
+    let link = MqttChild::connect(child, announce)
         .await
         .map_err(|e| RoleError::new(format!("cannot reach the MQTT broker {broker}: {e}")))?;
     let link: Arc<dyn edgeio_core::transport::ChildTransport> = Arc::new(ReliableChild::new(

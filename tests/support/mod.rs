@@ -2,6 +2,9 @@
 //! killed on drop with their output in a log file, waiting with a deadline, job descriptors.
 #![allow(dead_code)] // each test crate uses its own part
 
+#[path = "../../examples/support/secure.rs"]
+pub mod secure;
+
 use edgeio::transport_mqtt::testing::free_port;
 use edgeio::transport_ws::RootClient;
 use std::path::{Path, PathBuf};
@@ -137,51 +140,39 @@ pub fn processes_running(pattern: &str) -> Vec<String> {
         .collect()
 }
 
+/// A secure root and one cluster (`cluster`, joined with the root's join token), both
+/// answering; the admin's client of the root, and the cluster's port.
 pub async fn root_and_cluster(dir: &Path) -> (Vec<Proc>, RootClient, u16) {
-    let d = |sub: &str| dir.join(sub).display().to_string();
     let (root_port, cluster_port, broker_port) = (free_port(), free_port(), free_port());
-    let root_url = format!("http://127.0.0.1:{root_port}");
     let mut procs = vec![Proc::start(
         "root",
         "root",
-        &[
-            "--listen".into(),
-            format!("127.0.0.1:{root_port}"),
-            "--data".into(),
-            d("root"),
-            "--aggregate-interval".into(),
-            "300ms".into(),
-        ],
+        &root_args(dir, root_port, &[]),
         dir,
     )];
-    let client = RootClient::new(&root_url).unwrap();
-    until("the root answering", &mut procs, async || {
-        client.health().await.ok()
-    })
-    .await;
-    procs.push(Proc::start(
-        "cluster",
-        "cluster",
-        &[
-            "--root".into(),
-            root_url.clone(),
-            "--listen".into(),
-            format!("127.0.0.1:{cluster_port}"),
-            "--mqtt-listen".into(),
-            format!("127.0.0.1:{broker_port}"),
-            "--data".into(),
-            d("cluster"),
-            "--status-interval".into(),
-            "300ms".into(),
-        ],
-        dir,
-    ));
-    let cluster = RootClient::new(&format!("http://127.0.0.1:{cluster_port}")).unwrap();
-    until("the cluster answering", &mut procs, async || {
-        cluster.health().await.ok()
-    })
-    .await;
+    let client = root_client(dir, root_port, &mut procs).await;
+    let mut args = cluster_args(dir, "cluster", root_port, cluster_port, broker_port, &[]);
+    // this cluster keeps its data under dir/cluster and goes by the engine's default name
+    let at = args.iter().position(|a| a == "--name").unwrap();
+    args.drain(at..at + 2);
+    procs.push(Proc::start("cluster", "cluster", &args, dir));
+    serves(dir, cluster_port, &mut procs).await;
     (procs, client, cluster_port)
+}
+
+/// The root's data folder in a test folder.
+pub fn root_data(dir: &Path) -> PathBuf {
+    dir.join("root")
+}
+
+/// Waits until the root of `dir` on `port` answers, and answers the admin's client of it.
+pub async fn root_client(dir: &Path, port: u16, procs: &mut [Proc]) -> RootClient {
+    let data = root_data(dir);
+    until("the root answering", procs, async || {
+        let client = secure::admin_client(&data, port)?;
+        client.health().await.ok().map(|()| client)
+    })
+    .await
 }
 
 impl Proc {
@@ -216,9 +207,12 @@ pub fn cluster_args(
     broker: u16,
     extra: &[&str],
 ) -> Vec<String> {
+    let [flag, token] = secure::join_args(&root_data(dir));
     let mut args = vec![
         "--root".to_string(),
-        format!("http://127.0.0.1:{root_port}"),
+        secure::https(root_port),
+        flag,
+        token,
         "--listen".into(),
         format!("127.0.0.1:{port}"),
         "--name".into(),
@@ -235,11 +229,18 @@ pub fn cluster_args(
     args
 }
 
-/// Arguments of a native-only `worker` named `name` of the cluster on `cluster_port`.
-pub fn worker_args(dir: &Path, name: &str, cluster_port: u16) -> Vec<String> {
-    vec![
-        "--cluster".into(),
-        format!("http://127.0.0.1:{cluster_port}"),
+/// `--cluster URL --join-token-file FILE`: a worker of the cluster `cluster` (its data in
+/// `dir/cluster`) on `cluster_port`.
+pub fn cluster_of(dir: &Path, cluster_port: u16, cluster: &str) -> Vec<String> {
+    let [flag, token] = secure::join_args(&dir.join(cluster));
+    vec!["--cluster".into(), secure::https(cluster_port), flag, token]
+}
+
+/// Arguments of a native-only `worker` named `name` of the cluster `cluster` (its data in
+/// `dir/cluster`) on `cluster_port`, joining with that cluster's join token.
+pub fn worker_args(dir: &Path, name: &str, cluster_port: u16, cluster: &str) -> Vec<String> {
+    let mut args = cluster_of(dir, cluster_port, cluster);
+    args.extend([
         "--name".into(),
         name.into(),
         "--allow-native".into(),
@@ -248,10 +249,11 @@ pub fn worker_args(dir: &Path, name: &str, cluster_port: u16) -> Vec<String> {
         dir.join(name).display().to_string(),
         "--docker=false".into(),
         "--mirage=false".into(),
-    ]
+    ]);
+    args
 }
 
-/// Waits until the root's API answers.
+/// Waits until the root `client` talks to answers (again, after a restart).
 pub async fn root_answers(client: &RootClient, procs: &mut [Proc]) {
     until("the root answering", procs, async || {
         client.health().await.ok()
@@ -277,10 +279,14 @@ pub async fn ready_nodes(client: &RootClient, procs: &mut [Proc], clusters: &[&s
     .await;
 }
 
-/// Waits until the role on `port` answers `/healthz` (a cluster must, before its workers
-/// dial in).
-pub async fn serves(port: u16, procs: &mut [Proc]) {
-    let client = RootClient::new(&format!("http://127.0.0.1:{port}")).unwrap();
+/// Waits until the root or cluster on `port` answers `/healthz` over TLS (a cluster must,
+/// before its workers dial in), trusting the CA of the root of `dir`.
+pub async fn serves(dir: &Path, port: u16, procs: &mut [Proc]) {
+    let data = root_data(dir);
     let what = format!("port {port} answering /healthz");
-    until(&what, procs, async || client.health().await.ok()).await;
+    until(&what, procs, async || {
+        let client = secure::health_client(&data, port)?;
+        client.health().await.ok()
+    })
+    .await;
 }

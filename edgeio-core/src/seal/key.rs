@@ -195,6 +195,7 @@ mod tests {
             credential: Secret::new("cred"),
             ca_cert_pem: None,
             ca_key_pem: None,
+            ca_not_after: None,
             mqtt_password: None,
             signing_key: Some(key.to_secret()),
         };

@@ -84,6 +84,9 @@ pub struct Credentials {
     /// That CA's private key (PEM).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_key_pem: Option<Secret>,
+    /// When that CA expires, seconds since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_not_after: Option<i64>,
     /// A worker's MQTT password (its user name is its id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mqtt_password: Option<Secret>,

@@ -454,6 +454,7 @@ fn secrets_on_the_wire_round_trip_but_never_show_in_debug() {
         credential: Secret::new("cred-secret"),
         ca_cert_pem: None,
         ca_key_pem: Some(Secret::new("key-secret")),
+        ca_not_after: Some(1),
         mqtt_password: Some(Secret::new("mqtt-secret")),
         signing_key: Some(Secret::new("sign-secret")),
     };

@@ -1,0 +1,208 @@
+//! Secure by default, over real processes, TLS and tokens: anonymous REST calls get 401, a
+//! viewer's deploy 403, an operator deploys; the embedded broker refuses a client without a
+//! login and a worker's login reaching for another node's topics; a cluster with no or a
+//! wrong join token is refused in one line, and the root logs the attempt; and no log of the
+//! run holds any of the secrets it issued.
+#![cfg(all(feature = "roles", feature = "testing"))]
+
+mod support;
+
+use edgeio::auth::{NewToken, Role};
+use edgeio::state::JobState;
+use edgeio::transport_mqtt::testing::free_port;
+use std::path::Path;
+use std::process::Command;
+use support::{
+    cluster_args, job, processes_running, ready_nodes, root_args, root_client, root_data, secure,
+    serves, until, worker_args, Proc,
+};
+
+/// A secret file's one line.
+fn secret(path: &Path) -> String {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .trim()
+        .to_string()
+}
+
+/// `mosquitto_sub` against the cluster's broker on `port`, trusting the cluster's CA, with
+/// `extra` arguments; its exit status and output (stdout and stderr together).
+fn mosquitto_sub(dir: &Path, port: u16, extra: &[&str]) -> (bool, String) {
+    let ca = dir.join("cluster-1").join("ca.crt");
+    let out = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(["--cafile", &ca.display().to_string()])
+        .args(["-d", "-C", "1", "-W", "3"])
+        .args(extra)
+        .output()
+        .expect("mosquitto_sub runs (Debian's mosquitto-clients)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_tokens_broker_logins_and_join_tokens_hold_and_no_log_holds_a_secret() {
+    if !edgeio::testing::require::mosquitto() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let d = dir.path();
+    let (root_port, cluster_port, broker_port) = (free_port(), free_port(), free_port());
+    let mut procs = vec![Proc::start(
+        "root",
+        "root",
+        &root_args(d, root_port, &[]),
+        d,
+    )];
+    let admin = root_client(d, root_port, &mut procs).await;
+    let cluster = cluster_args(d, "cluster-1", root_port, cluster_port, broker_port, &[]);
+    procs.push(Proc::start("cluster-1", "cluster", &cluster, d));
+    serves(d, cluster_port, &mut procs).await;
+    let worker = worker_args(d, "w1", cluster_port, "cluster-1");
+    procs.push(Proc::start("w1", "worker", &worker, d));
+    ready_nodes(&admin, &mut procs, &["cluster-1"], 1).await;
+
+    // REST: nobody → 401; a viewer reads but cannot deploy (403); an operator deploys
+    let anonymous = secure::health_client(&root_data(d), root_port).unwrap();
+    let e = anonymous.jobs().await.unwrap_err();
+    assert_eq!(e.status(), Some(401), "{e}");
+    let issue = async |role: Role| {
+        let request = NewToken {
+            role,
+            name: Some(format!("test-{role}")),
+            ttl_s: Some(3600),
+        };
+        admin
+            .create_token(&request)
+            .await
+            .expect("an admin issues tokens")
+    };
+    let viewer = issue(Role::Viewer).await;
+    let operator = issue(Role::Operator).await;
+    let as_viewer =
+        secure::client_with(&root_data(d), root_port, Some(viewer.token.clone())).unwrap();
+    let as_operator =
+        secure::client_with(&root_data(d), root_port, Some(operator.token.clone())).unwrap();
+    assert!(as_viewer.jobs().await.is_ok());
+    let marker = format!("{}", 5_100_000 + std::process::id() % 1_000_000);
+    let refused = as_viewer
+        .submit(job("viewer", &marker, "").into_bytes(), "application/yaml")
+        .await
+        .unwrap_err();
+    assert_eq!(refused.status(), Some(403), "{refused}");
+    assert!(refused.to_string().contains("operator"), "{refused}");
+    let view = as_operator
+        .submit(
+            job("operated", &marker, "").into_bytes(),
+            "application/yaml",
+        )
+        .await
+        .expect("an operator deploys");
+    let id = view.id.to_string();
+    until("the operator's job RUNNING", &mut procs, async || {
+        (as_operator.job(&id).await.ok()?.state == JobState::Running).then_some(())
+    })
+    .await;
+    // a revoked token ends at once
+    admin.revoke_token(&operator.view.id).await.unwrap();
+    assert_eq!(as_operator.jobs().await.unwrap_err().status(), Some(401));
+
+    // the broker: no login → refused at connect; a worker's login cannot reach another node
+    let (ok, text) = mosquitto_sub(d, broker_port, &["-t", "#"]);
+    assert!(!ok, "an anonymous client was let in: {text}");
+    assert!(
+        text.contains("not authorised") || text.contains("Connection Refused"),
+        "{text}"
+    );
+    let credential = secret(&d.join("w1").join("parent.credential"));
+    let login = ["-i", "w1", "-u", "w1", "-P", credential.as_str()];
+    let (_, text) = mosquitto_sub(
+        d,
+        broker_port,
+        &[&login[..], &["-t", "edgeio/nodes/w2/control"]].concat(),
+    );
+    assert!(text.contains("Subscribed (mid: 1): 128"), "{text}");
+    let (_, text) = mosquitto_sub(d, broker_port, &[&login[..], &["-t", "#"]].concat());
+    assert!(text.contains("Subscribed (mid: 1): 128"), "{text}");
+
+    // joining: no token, a wrong one → refused in one line; the root logs the attempt
+    let other = |name: &str, extra: &[&str]| {
+        let mut args = cluster_args(d, name, root_port, free_port(), free_port(), &[]);
+        let at = args.iter().position(|a| a == "--join-token-file").unwrap();
+        args.drain(at..at + 2);
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let out = Command::new(support::binary("cluster"))
+            .args(&args)
+            .env("RUST_LOG", "off")
+            .output()
+            .expect("cluster runs");
+        assert!(!out.status.success(), "{name} joined");
+        String::from_utf8_lossy(&out.stderr).trim().to_string()
+    };
+    let e = other("no-token", &[]);
+    assert!(e.contains("--join-token") && e.lines().count() == 1, "{e}");
+    let good = secret(&root_data(d).join("join.token"));
+    let parts: Vec<&str> = good.split('.').collect();
+    let wrong = format!("{}.{}.{}.{}", parts[0], parts[1], "x".repeat(32), parts[3]);
+    let e = other("wrong-token", &["--join-token", &wrong]);
+    assert!(
+        e.contains("not valid here") && e.lines().count() == 1,
+        "{e}"
+    );
+    assert!(
+        !e.contains(&"x".repeat(32)),
+        "the secret is not echoed: {e}"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !procs_log(&procs, "root").contains("join refused") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the root did not log the refused join:\n{}",
+            procs_log(&procs, "root")
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    // no log holds a secret this run issued
+    let secrets = [
+        secret(&root_data(d).join("admin.token")),
+        good.clone(),
+        secret(&d.join("cluster-1").join("join.token")),
+        secret(&d.join("cluster-1").join("parent.credential")),
+        credential.clone(),
+        viewer.token.clone(),
+        operator.token.clone(),
+    ];
+    for p in &procs {
+        let log = p.log();
+        for s in &secrets {
+            // the secret part (after the id) of each token
+            let tail = s.rsplit('.').next().unwrap_or(s);
+            let tail = if s.starts_with("edgeio1.") {
+                s.split('.').nth(2).unwrap()
+            } else {
+                tail
+            };
+            assert!(!log.contains(tail), "{}'s log holds a secret", p.name);
+        }
+    }
+    as_viewer.job(&id).await.unwrap();
+    admin.terminate(&id).await.unwrap();
+    let pattern = format!("sleep {marker}");
+    until("no process left", &mut procs, async || {
+        processes_running(&pattern).is_empty().then_some(())
+    })
+    .await;
+}
+
+fn procs_log(procs: &[Proc], name: &str) -> String {
+    procs
+        .iter()
+        .find(|p| p.name == name)
+        .map(Proc::log)
+        .unwrap_or_default()
+}
