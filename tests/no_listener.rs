@@ -3,8 +3,8 @@
 //! a stranger nothing to reach. Shown the way an operator would check it: `ss -ltnup` by the
 //! worker's pid, while it runs a job.
 //!
-//! Still to come (security issue): the same from the worker's own network namespace, joining a
-//! cluster that advertises an address reachable from there.
+//! The same from the worker's own network namespace, joining a cluster by the address it
+//! advertises: `tests/netns.rs`.
 
 #![cfg(all(feature = "roles", feature = "testing"))]
 

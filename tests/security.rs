@@ -206,3 +206,102 @@ fn procs_log(procs: &[Proc], name: &str) -> String {
         .map(Proc::log)
         .unwrap_or_default()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_mosquitto_a_command_without_the_clusters_signature_is_ignored() {
+    use edgeio::transport_mqtt::testing::Mosquitto;
+    if !edgeio::testing::require::mosquitto() {
+        return;
+    }
+    let mosquitto = Mosquitto::start();
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let d = dir.path();
+    let (root_port, cluster_port) = (free_port(), free_port());
+    let mut procs = vec![Proc::start(
+        "root",
+        "root",
+        &root_args(d, root_port, &[]),
+        d,
+    )];
+    let admin = root_client(d, root_port, &mut procs).await;
+    let broker = mosquitto.url();
+    let cluster = cluster_args(
+        d,
+        "cluster-1",
+        root_port,
+        cluster_port,
+        0,
+        &["--broker", &broker],
+    );
+    procs.push(Proc::start("cluster-1", "cluster", &cluster, d));
+    serves(d, cluster_port, &mut procs).await;
+    let worker = worker_args(d, "w1", cluster_port, "cluster-1");
+    procs.push(Proc::start("w1", "worker", &worker, d));
+    ready_nodes(&admin, &mut procs, &["cluster-1"], 1).await;
+    assert!(
+        d.join("w1").join("signing.key").is_file(),
+        "a key was issued"
+    );
+
+    // an outsider on the broker sees the cluster's (signed) deploy go by
+    let port = mosquitto.port().to_string();
+    let capture = Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-t",
+            "edgeio/nodes/w1/control",
+        ])
+        .args(["-C", "1", "-W", "30"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("mosquitto_sub runs");
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let marker = format!("{}", 5_200_000 + std::process::id() % 1_000_000);
+    let pattern = format!("sleep {marker}");
+    let view = admin
+        .submit(job("signed", &marker, "").into_bytes(), "application/yaml")
+        .await
+        .unwrap();
+    let id = view.id.to_string();
+    until("the signed job RUNNING", &mut procs, async || {
+        (admin.job(&id).await.ok()?.state == JobState::Running).then_some(())
+    })
+    .await;
+    let out = capture.wait_with_output().expect("the capture ends");
+    let seen = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let mut deploy: serde_json::Value = serde_json::from_str(&seen).expect("an envelope");
+    assert_eq!(deploy["kind"], "deploy", "{seen}");
+    assert!(deploy.get("seal").is_some(), "the cluster signs: {seen}");
+    admin.terminate(&id).await.unwrap();
+    until("the signed job's process gone", &mut procs, async || {
+        processes_running(&pattern).is_empty().then_some(())
+    })
+    .await;
+
+    // the outsider publishes it again: verbatim, then as a new command unsigned, then with
+    // the old signature over a new id — the worker starts nothing and says why
+    let publish = |text: String| {
+        let status = Command::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &port, "-q", "1"])
+            .args(["-t", "edgeio/nodes/w1/control", "-m", &text])
+            .status()
+            .expect("mosquitto_pub runs");
+        assert!(status.success());
+    };
+    publish(seen.clone());
+    deploy["id"] = serde_json::Value::String("6f1c2d3e-0000-4000-8000-000000000001".into());
+    publish(deploy.to_string());
+    deploy.as_object_mut().unwrap().remove("seal");
+    deploy["id"] = serde_json::Value::String("6f1c2d3e-0000-4000-8000-000000000002".into());
+    publish(deploy.to_string());
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert!(
+        processes_running(&pattern).is_empty(),
+        "a forged or replayed deploy started the job again"
+    );
+    let log = procs[2].log();
+    assert!(log.contains("command dropped"), "{log}");
+}

@@ -8,11 +8,14 @@ use super::common::{
 use super::join::{now_s, Issue, JoinGate};
 use super::joiner::{dial_parent, join_token, keep_credentials, require_https};
 use super::root::{build_scheduler, policy};
+use super::sealing::{next_epoch, MemberKeys};
 use super::trust::{serve_maybe_tls, server_names, serving_certificate};
 use edgeio_core::model::{Labels, Location};
 use edgeio_core::redial::Redial;
 use edgeio_core::reliable::{ReliableChild, ReliableConfig};
+use edgeio_core::seal::SealedParent;
 use edgeio_core::transport::ChildTransport;
+use edgeio_core::transport::ParentTransport;
 use edgeio_core::transport::Registrar;
 use edgeio_core::wire::{
     ChannelKind, ChannelSettings, PeerRole, RegisterRequest, DEFAULT_MAX_MESSAGE_BYTES,
@@ -203,13 +206,18 @@ pub async fn start_cluster(options: ClusterOptions) -> Result<Running, RoleError
     let engine = ClusterEngine::new(config, store, build_scheduler(options.scheduler)?)
         .await
         .map_err(|e| RoleError::new(format!("cannot read the store {}: {e}", path.display())))?;
+    // a broker the cluster does not control: every message is signed end to end
+    let member_keys = match (&trust, &options.broker) {
+        (Some(_), Some(_)) => Some(Arc::new(MemberKeys::open(&data)?)),
+        _ => None,
+    };
     let registrar: Arc<dyn Registrar> = match &trust {
         Some(trust) => Arc::new(JoinGate::new(
             Arc::new(engine.registrar()),
             trust.folder.clone(),
             "worker",
             "--join-token",
-            issue_worker_credentials(),
+            issue_worker_credentials(member_keys.clone()),
         )),
         None => Arc::new(engine.registrar()),
     };
@@ -246,6 +254,10 @@ pub async fn start_cluster(options: ClusterOptions) -> Result<Running, RoleError
     let down = MqttParent::connect(parent)
         .await
         .map_err(|e| RoleError::new(format!("cannot reach the MQTT broker {}: {e}", broker.url)))?;
+    let down: Arc<dyn ParentTransport> = match &member_keys {
+        Some(keys) => Arc::new(SealedParent::new(down, next_epoch(&data)?, keys.keys())),
+        None => Arc::new(down),
+    };
 
     let (stop, _) = tokio::sync::watch::channel(false);
     let mut running = Running::new(server.url(), id.clone(), stop.clone());
@@ -261,7 +273,7 @@ pub async fn start_cluster(options: ClusterOptions) -> Result<Running, RoleError
         Arc::new(ReliableChild::new(Arc::new(up), ReliableConfig::default()));
     let closing = up.clone();
     running.spawn(async move {
-        let result = engine.run(Arc::new(down), up, stopped).await;
+        let result = engine.run(down, up, stopped).await;
         let _ = closing.close().await;
         let _ = server.shutdown().await;
         result.map_err(|e| RoleError::new(format!("cluster engine stopped: {e}")))
@@ -407,7 +419,7 @@ fn start_broker(
 ) -> Result<Broker, RoleError> {
     if let Some(url) = &options.broker {
         if trust.is_some() {
-            tracing::warn!(broker = %url, "an external broker: the cluster does not control its rights; use TLS and credentials there");
+            tracing::warn!(broker = %url, "an external broker: the cluster does not control its logins or rights, so every message to and from the workers is signed end to end; give the broker TLS and logins too");
         }
         return Ok(Broker {
             url: url.clone(),
@@ -507,10 +519,15 @@ impl BrokerCredentials for MemberLogins {
     }
 }
 
-/// What a cluster issues a worker: the CA chain it trusts the cluster by; its credential
-/// (filled in by the gate) is also its MQTT password, with its node id as user name.
-fn issue_worker_credentials() -> Issue {
-    Box::new(|folder: &TrustFolder, _id: &str, _now: i64| {
+/// What a cluster issues a worker: the CA chain it trusts the cluster by, and, over a broker
+/// the cluster does not control, a signing key (`keys`); its credential (filled in by the
+/// gate) is also its MQTT password, with its node id as user name.
+fn issue_worker_credentials(keys: Option<Arc<MemberKeys>>) -> Issue {
+    Box::new(move |folder: &TrustFolder, id: &str, _now: i64| {
+        let signing_key = match &keys {
+            Some(keys) => Some(keys.issue(id).map_err(TrustError::Certificate)?),
+            None => None,
+        };
         Ok(Credentials {
             ca_pem: folder.ca.bundle_pem(),
             credential: Secret::new(String::new()),
@@ -518,7 +535,7 @@ fn issue_worker_credentials() -> Issue {
             ca_key_pem: None,
             ca_not_after: None,
             mqtt_password: None,
-            signing_key: None,
+            signing_key,
         })
     })
 }

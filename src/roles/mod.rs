@@ -10,6 +10,7 @@ mod join;
 mod joiner;
 mod main;
 mod root;
+mod sealing;
 mod trust;
 mod worker;
 

@@ -9,10 +9,12 @@ use super::common::{
 use super::joiner::{
     dial_parent, join_token, keep_credentials, require_https, CREDENTIAL_FILE, PARENT_CA_FILE,
 };
+use super::sealing::{next_epoch, worker_key};
 use super::trust::read_token_file;
 use edgeio_core::model::{Arch, Capabilities, Labels, Location, Resources, RuntimeInfo};
 use edgeio_core::reliable::{ReliableChild, ReliableConfig};
 use edgeio_core::runtime::Runtime;
+use edgeio_core::seal::SealedChild;
 use edgeio_core::wire::{
     ChannelKind, Envelope, HostUsage, Message, NodeStatus, PeerRole, RegisterReply, RegisterRequest,
 };
@@ -470,6 +472,15 @@ pub async fn start_worker(options: WorkerOptions) -> Result<Running, RoleError> 
     };
 
     let (reply, login) = register_with_cluster(&options, &data, name.clone(), capabilities).await?;
+    let issued = reply
+        .credentials
+        .as_ref()
+        .and_then(|c| c.signing_key.as_ref());
+    let signing = if options.insecure {
+        None
+    } else {
+        worker_key(&data, issued)?
+    };
     let mut runtimes = vec![process];
     runtimes.extend(mirage);
     if offers_docker {
@@ -519,10 +530,13 @@ pub async fn start_worker(options: WorkerOptions) -> Result<Running, RoleError> 
     let link = MqttChild::connect(child, announce)
         .await
         .map_err(|e| RoleError::new(format!("cannot reach the MQTT broker {broker}: {e}")))?;
-    let link: Arc<dyn edgeio_core::transport::ChildTransport> = Arc::new(ReliableChild::new(
-        Arc::new(link),
-        ReliableConfig::default(),
-    ));
+    // a cluster on a broker it does not control issued a signing key: seal both ways
+    let link: Arc<dyn edgeio_core::transport::ChildTransport> = match &signing {
+        Some(key) => Arc::new(SealedChild::new(link, key.clone(), next_epoch(&data)?)),
+        None => Arc::new(link),
+    };
+    let link: Arc<dyn edgeio_core::transport::ChildTransport> =
+        Arc::new(ReliableChild::new(link, ReliableConfig::default()));
     let offered: Vec<String> = runtimes.iter().map(|r| r.kind().to_string()).collect();
     let mut worker = Worker::new(config, link.clone(), runtimes).with_usage(usage_probe());
     let adopted = worker.adopt().await;

@@ -43,9 +43,21 @@ pub struct Proc {
 
 impl Proc {
     pub fn start(name: &str, program: &str, args: &[String], dir: &Path) -> Proc {
+        Proc::spawn(name, Command::new(binary(program)), args, dir)
+    }
+
+    /// [`Proc::start`] inside the network namespace `netns` (`ip netns exec`, which execs
+    /// the program: the child's pid is the program's).
+    pub fn start_in(netns: &str, name: &str, program: &str, args: &[String], dir: &Path) -> Proc {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", netns]).arg(binary(program));
+        Proc::spawn(name, command, args, dir)
+    }
+
+    fn spawn(name: &str, mut command: Command, args: &[String], dir: &Path) -> Proc {
         let log = dir.join(format!("{name}.log"));
         let out = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(binary(program))
+        let child = command
             .args(args)
             .env("RUST_LOG", "info,rumqttd=off")
             .stdin(Stdio::null())
