@@ -249,9 +249,14 @@ struct TokenCreateArgs {
     #[arg(long, value_name = "NAME")]
     name: Option<String>,
 
-    /// A join token for a cluster or a worker: not supported by edgectl yet.
+    /// A join token instead of an API token: `cluster` (a cluster joins the root with it;
+    /// `worker` is not supported yet: a worker joins with its cluster's join.token).
     #[arg(long, value_enum, value_name = "TIER", conflicts_with = "role")]
     join: Option<JoinTier>,
+
+    /// With --join: how many joins it allows (default: no limit).
+    #[arg(long, value_name = "N", requires = "join", value_parser = clap::value_parser!(u32).range(1..))]
+    uses: Option<u32>,
 
     /// With --join worker: the cluster the worker joins.
     #[arg(long, value_name = "CLUSTER", requires = "join")]
@@ -498,15 +503,11 @@ where
             return contexts::run(command, &given, cli.config.as_deref(), cli.output, out, err);
         }
         Command::Token(TokenCommand::Create(args)) => {
-            if let Some(tier) = args.join {
-                let tier = match tier {
-                    JoinTier::Cluster => "cluster",
-                    JoinTier::Worker => "worker",
-                };
+            if args.join == Some(JoinTier::Worker) {
                 let _ = writeln!(
                     err,
-                    "edgectl: token create --join {tier} is not supported yet: edgectl issues \
-                     API tokens only (--role viewer|operator|admin)"
+                    "edgectl: token create --join worker is not supported yet: a worker joins \
+                     with its cluster's join token, in the cluster's data folder (join.token)"
                 );
                 return EXIT_BAD_INPUT;
             }

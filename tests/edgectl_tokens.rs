@@ -287,8 +287,8 @@ fn bad_ttls_and_join_tokens_are_refused_before_any_request() {
     for args in [
         &["token", "create", "--role", "viewer", "--ttl", "0s"][..],
         &["token", "create", "--role", "viewer", "--ttl", "soon"],
-        &["token", "create", "--join", "cluster"],
         &["token", "create", "--join", "worker", "--cluster", "c1"],
+        &["token", "create", "--join", "cluster", "--uses", "0"],
         &["token", "create"],
     ] {
         let mut full = vec!["--server", "http://127.0.0.1:9"];
@@ -303,9 +303,10 @@ fn bad_ttls_and_join_tokens_are_refused_before_any_request() {
     }
     let zero = edgectl(&["token", "create", "--role", "viewer", "--ttl", "0s"]);
     assert!(zero.stderr.contains("more than 0"), "{}", zero.stderr);
-    let join = edgectl(&["token", "create", "--join", "cluster"]);
+    let join = edgectl(&["token", "create", "--join", "worker"]);
     assert!(
-        join.stderr.contains("--join cluster is not supported yet"),
+        join.stderr.contains("--join worker is not supported yet")
+            && join.stderr.contains("join.token"),
         "{}",
         join.stderr
     );

@@ -7,7 +7,7 @@
 
 mod support;
 
-use edgeio::auth::{NewToken, Role};
+use edgeio::auth::{NewJoinToken, NewToken, Role};
 use edgeio::state::JobState;
 use edgeio::transport_mqtt::testing::free_port;
 use std::path::Path;
@@ -167,6 +167,34 @@ async fn roles_tokens_broker_logins_and_join_tokens_hold_and_no_log_holds_a_secr
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 
+    // a join token made through the API, good for one join: one cluster joins, the next is
+    // told it is used up
+    let once = admin
+        .create_join_token(&NewJoinToken {
+            tier: "cluster".into(),
+            cluster: None,
+            name: Some("one-more".into()),
+            ttl_s: Some(600),
+            uses: Some(1),
+        })
+        .await
+        .expect("an admin issues join tokens");
+    let listed = admin.tokens().await.unwrap();
+    assert!(
+        listed
+            .iter()
+            .any(|t| t.id == once.view.id && t.uses_left == Some(1)),
+        "{listed:?}"
+    );
+    let c2_port = free_port();
+    let mut c2 = cluster_args(d, "c2", root_port, c2_port, free_port(), &[]);
+    let at = c2.iter().position(|a| a == "--join-token-file").unwrap();
+    c2.splice(at..at + 2, ["--join-token".to_string(), once.token.clone()]);
+    procs.push(Proc::start("c2", "cluster", &c2, d));
+    serves(d, c2_port, &mut procs).await;
+    let e = other("c3", &["--join-token", &once.token]);
+    assert!(e.contains("used up") && e.lines().count() == 1, "{e}");
+
     // no log holds a secret this run issued
     let secrets = [
         secret(&root_data(d).join("admin.token")),
@@ -176,6 +204,8 @@ async fn roles_tokens_broker_logins_and_join_tokens_hold_and_no_log_holds_a_secr
         credential.clone(),
         viewer.token.clone(),
         operator.token.clone(),
+        once.token.clone(),
+        secret(&d.join("c2").join("parent.credential")),
     ];
     for p in &procs {
         let log = p.log();

@@ -172,6 +172,26 @@ pub struct NewToken {
     pub ttl_s: Option<u64>,
 }
 
+/// A request for a new join token: for a cluster joining the root (`tier` `cluster`), or for
+/// a worker joining cluster `cluster` (`tier` `worker`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewJoinToken {
+    /// `cluster` or `worker`.
+    pub tier: String,
+    /// With `tier` `worker`: the cluster the worker joins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    /// What or whom it is for (default: the tier's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Seconds it lives; none for a token that does not expire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_s: Option<u64>,
+    /// How many joins it allows; none for no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uses: Option<u32>,
+}
+
 /// A token just issued: its view and the whole token, secret included — the only time the
 /// secret is shown.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -207,6 +227,20 @@ pub trait TokenAuthority: Send + Sync {
 
     /// Ends token `id` at once; answers its view. `NotFound` when there is none.
     async fn revoke(&self, by: &Caller, id: &str) -> Result<TokenView, ApiError>;
+
+    /// Issues a new join token on behalf of `by`. `Unsupported` unless the authority also
+    /// keeps the deployment's join tokens (the reference root does).
+    async fn create_join(
+        &self,
+        by: &Caller,
+        request: NewJoinToken,
+    ) -> Result<IssuedToken, ApiError> {
+        let _ = (by, request);
+        Err(ApiError::Unsupported {
+            what: "join tokens".into(),
+            reason: "this token authority keeps API tokens only".into(),
+        })
+    }
 }
 
 #[cfg(test)]

@@ -609,6 +609,20 @@ impl ServerHandle {
 /// handle. Fails only when the listener's address cannot be read.
 pub fn serve(listener: tokio::net::TcpListener, router: Router) -> std::io::Result<ServerHandle> {
     let addr = listener.local_addr()?;
+    Ok(spawn_server(listener, addr, router, "http"))
+}
+
+/// Runs axum's server over `listener` in a task, stopped through the handle.
+fn spawn_server<L>(
+    listener: L,
+    addr: SocketAddr,
+    router: Router,
+    scheme: &'static str,
+) -> ServerHandle
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     let (tx, rx) = oneshot::channel::<()>();
     let join = tokio::spawn(async move {
         axum::serve(listener, router)
@@ -617,13 +631,13 @@ pub fn serve(listener: tokio::net::TcpListener, router: Router) -> std::io::Resu
             })
             .await
     });
-    tracing::info!(%addr, "http server listening");
-    Ok(ServerHandle {
+    tracing::info!(%addr, "{scheme} server listening");
+    ServerHandle {
         addr,
-        scheme: "http",
+        scheme,
         shutdown: Some(tx),
         join,
-    })
+    }
 }
 
 /// Serves `router` over TLS on `listener`, like [`serve`] (same graceful shutdown, WebSocket
@@ -654,19 +668,5 @@ pub fn serve_tls_with_timeout(
 ) -> std::io::Result<ServerHandle> {
     let listener = crate::tls_listener::TlsListener::new(listener, config, handshake_timeout)?;
     let addr = axum::serve::Listener::local_addr(&listener)?;
-    let (tx, rx) = oneshot::channel::<()>();
-    let join = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = rx.await;
-            })
-            .await
-    });
-    tracing::info!(%addr, "https server listening");
-    Ok(ServerHandle {
-        addr,
-        scheme: "https",
-        shutdown: Some(tx),
-        join,
-    })
+    Ok(spawn_server(listener, addr, router, "https"))
 }

@@ -307,3 +307,36 @@ async fn a_bad_token_request_is_refused_naming_each_field() {
         .await;
     assert_eq!(list.as_array().unwrap().len(), 1, "nothing half-created");
 }
+
+#[tokio::test]
+async fn join_token_requests_are_checked_field_by_field_and_reach_the_authority() {
+    let (root, admin) = Root::start(Role::Admin).await;
+    let post = |body: Value| Some(("application/json", body.to_string()));
+    let (status, _, body) = root
+        .call(
+            Method::POST,
+            "/api/v1/tokens",
+            Some(&admin),
+            post(json!({"join": "robot", "role": "admin", "uses": 0})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let fields: Vec<String> = error_of(&body)
+        .error
+        .details
+        .into_iter()
+        .map(|d| d.field)
+        .collect();
+    assert_eq!(fields, ["join", "role", "uses"]);
+    // this authority keeps API tokens only: it says so (501), nothing half-made
+    let (status, _, body) = root
+        .call(
+            Method::POST,
+            "/api/v1/tokens",
+            Some(&admin),
+            post(json!({"join": "cluster", "uses": 1})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_IMPLEMENTED, "{body}");
+    assert!(body.to_string().contains("join tokens"), "{body}");
+}

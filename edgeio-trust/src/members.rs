@@ -105,6 +105,20 @@ impl TrustFolder {
         Ok(true)
     }
 
+    /// Ends the join token `id` at once; answers its record, or none when there is no such
+    /// token.
+    pub fn revoke_join_token(
+        &mut self,
+        id: &str,
+    ) -> Result<Option<crate::TokenRecord>, TrustError> {
+        let Some(at) = self.tokens.iter().position(|r| r.id == id) else {
+            return Ok(None);
+        };
+        let record = self.tokens.remove(at);
+        self.save_tokens()?;
+        Ok(Some(record))
+    }
+
     /// Issues a new join token named `name` with an optional time to live (seconds) and
     /// number of uses, saves its record, and answers it (the only time its secret is seen).
     pub fn issue_join_token(

@@ -4,7 +4,7 @@
 use super::remote::{print_as, Session};
 use super::render;
 use super::{write_text, Output, TokenCreateArgs, EXIT_BAD_INPUT};
-use edgeio_core::auth::NewToken;
+use edgeio_core::auth::{NewJoinToken, NewToken};
 use std::io::Write;
 
 /// `token create`: prints the token alone on a line, or with `-o json|yaml` its view and
@@ -16,14 +16,6 @@ pub(super) async fn create(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> i32 {
-    let Some(role) = args.role else {
-        // clap requires --role unless --join, and --join is refused before any request
-        let _ = writeln!(
-            err,
-            "edgectl: token create needs --role viewer|operator|admin"
-        );
-        return EXIT_BAD_INPUT;
-    };
     if output == Some(Output::Table) {
         let _ = writeln!(
             err,
@@ -31,12 +23,36 @@ pub(super) async fn create(
         );
         return EXIT_BAD_INPUT;
     }
-    let request = NewToken {
-        role: role.into(),
-        name: args.name.clone(),
-        ttl_s: args.ttl,
+    let answer = match (args.role, args.join) {
+        (_, Some(_)) => {
+            // --join worker is refused before any request; --join cluster asks the root
+            let request = NewJoinToken {
+                tier: "cluster".into(),
+                cluster: args.cluster.clone(),
+                name: args.name.clone(),
+                ttl_s: args.ttl,
+                uses: args.uses,
+            };
+            s.client.create_join_token(&request).await
+        }
+        (Some(role), None) => {
+            let request = NewToken {
+                role: role.into(),
+                name: args.name.clone(),
+                ttl_s: args.ttl,
+            };
+            s.client.create_token(&request).await
+        }
+        (None, None) => {
+            // clap requires --role unless --join
+            let _ = writeln!(
+                err,
+                "edgectl: token create needs --role viewer|operator|admin, or --join cluster"
+            );
+            return EXIT_BAD_INPUT;
+        }
     };
-    match s.client.create_token(&request).await {
+    match answer {
         Ok(issued) => match output {
             Some(format @ (Output::Json | Output::Yaml)) => print_as(s, &issued, format, out, err),
             _ => write_text(out, err, &format!("{}\n", issued.token)),

@@ -4,7 +4,9 @@ use super::common::{
     bind, data_dir, insecure_listen, parse_duration, RoleError, Running, INSECURE_WARNING,
 };
 use super::join::{issue_cluster_ca, JoinGate};
-use super::trust::{open_root_trust, serve_maybe_tls, server_names, serving_certificate};
+use super::trust::{
+    open_root_trust, serve_maybe_tls, server_names, serving_certificate, RootTokens,
+};
 use edgeio_core::api::RootApi;
 use edgeio_core::auth::TokenAuthority;
 use edgeio_core::model::KnownRuntimes;
@@ -232,9 +234,12 @@ pub async fn start_root(options: RootOptions) -> Result<Running, RoleError> {
         let names = server_names(options.listen, &advertised, &options.tls_san);
         Some(open_root_trust(&options.data, store.clone(), &names).await?)
     };
-    let tokens = trust
-        .as_ref()
-        .map(|t| t.tokens.clone() as Arc<dyn TokenAuthority>);
+    let tokens = trust.as_ref().map(|t| {
+        Arc::new(RootTokens {
+            api: t.tokens.clone(),
+            folder: t.folder.clone(),
+        }) as Arc<dyn TokenAuthority>
+    });
     let tls = match &trust {
         Some(trust) => Some(serving_certificate(
             trust.folder.clone(),

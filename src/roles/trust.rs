@@ -5,6 +5,10 @@
 
 use super::common::RoleError;
 use super::join::now_s;
+use edgeio_core::api::ApiError;
+use edgeio_core::auth::{
+    AuthError, Caller, IssuedToken, NewJoinToken, NewToken, TokenAuthority, TokenKind, TokenView,
+};
 use edgeio_core::clock::SystemClock;
 use edgeio_core::store::Store;
 use edgeio_transport_ws::tls::ServerCert;
@@ -81,6 +85,105 @@ pub(crate) async fn open_root_trust(
         server,
         names: names.to_vec(),
     })
+}
+
+/// The root's tokens: the API's (in its store, shared by replicas) and the deployment's
+/// join tokens for clusters (in its trust folder), listed and revoked together.
+pub(crate) struct RootTokens {
+    /// The API's tokens.
+    pub(crate) api: Arc<ApiTokens>,
+    /// The CA and the clusters' join tokens.
+    pub(crate) folder: Arc<Mutex<TrustFolder>>,
+}
+
+impl RootTokens {
+    fn folder(&self) -> std::sync::MutexGuard<'_, TrustFolder> {
+        self.folder.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn join_view(record: &edgeio_trust::TokenRecord, created_by: &str) -> TokenView {
+    TokenView {
+        id: record.id.clone(),
+        name: record.name.clone(),
+        kind: TokenKind::Join {
+            tier: "cluster".into(),
+            cluster: None,
+        },
+        created: record.created,
+        expires: record.expires,
+        uses_left: record.uses_left,
+        created_by: created_by.to_string(),
+    }
+}
+
+#[async_trait::async_trait]
+impl TokenAuthority for RootTokens {
+    async fn authenticate(&self, token: &str) -> Result<Caller, AuthError> {
+        self.api.authenticate(token).await
+    }
+
+    async fn create(&self, by: &Caller, request: NewToken) -> Result<IssuedToken, ApiError> {
+        self.api.create(by, request).await
+    }
+
+    async fn list(&self) -> Result<Vec<TokenView>, ApiError> {
+        let mut all = self.api.list().await?;
+        all.extend(self.folder().tokens.iter().map(|r| join_view(r, "")));
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(all)
+    }
+
+    async fn revoke(&self, by: &Caller, id: &str) -> Result<TokenView, ApiError> {
+        let revoked = self
+            .folder()
+            .revoke_join_token(id)
+            .map_err(|e| ApiError::Unavailable {
+                reason: e.to_string(),
+            })?;
+        match revoked {
+            Some(record) => {
+                tracing::info!(target: "edgeio::audit", action = "token.revoke", by = %by.token_id, token = %id, kind = "join", "join token revoked");
+                Ok(join_view(&record, ""))
+            }
+            None => self.api.revoke(by, id).await,
+        }
+    }
+
+    async fn create_join(
+        &self,
+        by: &Caller,
+        request: NewJoinToken,
+    ) -> Result<IssuedToken, ApiError> {
+        if request.tier != "cluster" {
+            return Err(ApiError::Unsupported {
+                what: format!("join tokens for a {}", request.tier),
+                reason: "a worker joins with its cluster's token, in the cluster's data folder (join.token); issuing one through the root is not built yet".into(),
+            });
+        }
+        let name = request.name.unwrap_or_else(|| "cluster".into());
+        let ttl = request.ttl_s.map(|t| i64::try_from(t).unwrap_or(i64::MAX));
+        let issued = self
+            .folder()
+            .issue_join_token(&name, now_s(), ttl, request.uses)
+            .map_err(|e| ApiError::Unavailable {
+                reason: e.to_string(),
+            })?;
+        let record = self
+            .folder()
+            .tokens
+            .iter()
+            .find(|r| r.id == issued.id)
+            .cloned()
+            .ok_or_else(|| ApiError::Unavailable {
+                reason: "the join token just issued is not in the trust folder".into(),
+            })?;
+        tracing::info!(target: "edgeio::audit", action = "token.create", by = %by.token_id, token = %issued.id, kind = "join", tier = "cluster", "join token issued");
+        Ok(IssuedToken {
+            view: join_view(&record, &by.token_id),
+            token: issued.to_string(),
+        })
+    }
 }
 
 /// A server certificate is renewed when less than this is left of it (a third of its 90

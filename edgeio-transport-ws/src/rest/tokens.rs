@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use axum::{Json, Router};
-use edgeio_core::auth::{Caller, NewToken, Role, TokenAuthority};
+use edgeio_core::auth::{Caller, NewJoinToken, NewToken, Role, TokenAuthority};
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -33,7 +33,14 @@ async fn create_token(
     request: Request,
 ) -> Result<Response, Failure> {
     let caller = caller_of(request.extensions().get::<Caller>())?;
-    let map = json_object(request, &["role", "name", "ttl_s"]).await?;
+    let map = json_object(
+        request,
+        &["role", "name", "ttl_s", "join", "cluster", "uses"],
+    )
+    .await?;
+    if map.contains_key("join") {
+        return create_join(tokens, caller, map).await;
+    }
     let mut problems = Vec::new();
     let role = match map.get("role") {
         Some(Value::String(text)) => text
@@ -83,6 +90,77 @@ async fn create_token(
     let issued = tokens
         .create(&caller, NewToken { role, name, ttl_s })
         .await?;
+    Ok((StatusCode::CREATED, Json(issued)).into_response())
+}
+
+/// `POST /api/v1/tokens` with `{"join": "cluster"|"worker", "cluster"?, "name"?, "ttl_s"?,
+/// "uses"?}`: a new join token.
+async fn create_join(
+    tokens: Arc<dyn TokenAuthority>,
+    caller: Caller,
+    map: serde_json::Map<String, Value>,
+) -> Result<Response, Failure> {
+    let mut problems = Vec::new();
+    let text = |field: &str, problems: &mut Vec<ErrorDetail>| match map.get(field) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if !s.trim().is_empty() => Some(s.trim().to_string()),
+        Some(other) => {
+            problems.push(ErrorDetail::new(
+                field,
+                short(other),
+                "must be a non-empty string",
+            ));
+            None
+        }
+    };
+    let number = |field: &str, max: u64, problems: &mut Vec<ErrorDetail>| match map.get(field) {
+        None | Some(Value::Null) => None,
+        Some(v) => match v.as_u64().filter(|n| (1..=max).contains(n)) {
+            Some(n) => Some(n),
+            None => {
+                problems.push(ErrorDetail::new(
+                    field,
+                    short(v),
+                    format!("must be a whole number from 1 to {max}"),
+                ));
+                None
+            }
+        },
+    };
+    let tier = text("join", &mut problems);
+    if let Some(tier) = tier
+        .as_deref()
+        .filter(|t| !["cluster", "worker"].contains(t))
+    {
+        problems.push(ErrorDetail::new("join", tier, "must be cluster or worker"));
+    }
+    if map.contains_key("role") {
+        problems.push(ErrorDetail::new(
+            "role",
+            short(&map["role"]),
+            "a join token has no role: give join or role, not both",
+        ));
+    }
+    let cluster = text("cluster", &mut problems);
+    let name = text("name", &mut problems);
+    let ttl_s = number("ttl_s", u64::from(u32::MAX), &mut problems);
+    let uses = number("uses", 1_000_000, &mut problems).map(|n| n as u32);
+    let Some(tier) = tier.filter(|_| problems.is_empty()) else {
+        return Err(Failure::new(
+            StatusCode::BAD_REQUEST,
+            code::INVALID,
+            "the join token request is refused",
+            problems,
+        ));
+    };
+    let request = NewJoinToken {
+        tier,
+        cluster,
+        name,
+        ttl_s,
+        uses,
+    };
+    let issued = tokens.create_join(&caller, request).await?;
     Ok((StatusCode::CREATED, Json(issued)).into_response())
 }
 
