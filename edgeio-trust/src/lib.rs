@@ -7,9 +7,9 @@
 //! of the workspace ([`tls::provider`]). Tokens are kept only as SHA-256 hashes of their secrets
 //! ([`TokenRecord`]).
 //!
-//! **Status:** this crate is being wired into the tiers ("secure by default"). [`ApiTokens`]
-//! keeps the API's bearer tokens with roles in the root's store. The CA, join tokens and
-//! folder are not yet used by the root, cluster or worker. What is here is
+//! The reference root, cluster and worker (the facade's `roles`) use all of it: the root's
+//! CA, admin and join tokens, the clusters' intermediate CAs, the members' credentials and the
+//! API's tokens ([`ApiTokens`]). What is here is
 //! complete for what it does and tested against a real rustls handshake.
 //!
 //! ```
