@@ -340,3 +340,30 @@ async fn join_token_requests_are_checked_field_by_field_and_reach_the_authority(
     assert_eq!(status, StatusCode::NOT_IMPLEMENTED, "{body}");
     assert!(body.to_string().contains("join tokens"), "{body}");
 }
+
+#[tokio::test]
+async fn a_role_run_without_security_says_so_in_healthz_and_nowhere_else() {
+    let app = edgeio_transport_ws::health_warning(
+        edgeio_transport_ws::router(Arc::new(FakeRootApi::new())),
+        "insecure: started with --insecure",
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = serve(listener, app).unwrap();
+    let http = reqwest::Client::new();
+    let health: Value = http
+        .get(format!("{}/healthz", server.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["warning"], "insecure: started with --insecure");
+    let jobs = http
+        .get(format!("{}/api/v1/jobs", server.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(jobs.status(), StatusCode::OK, "the routes still answer");
+}

@@ -315,6 +315,18 @@ pub fn load_config_file(
 mod tests {
     use super::*;
 
+    #[test]
+    fn insecure_roles_listen_on_loopback_only() {
+        assert!(insecure_listen("127.0.0.1:7070".parse().unwrap(), "--listen").is_ok());
+        assert!(insecure_listen("[::1]:7070".parse().unwrap(), "--listen").is_ok());
+        let e = insecure_listen("0.0.0.0:7070".parse().unwrap(), "--listen").unwrap_err();
+        assert!(
+            e.0.starts_with("--listen 0.0.0.0:7070: with --insecure only a loopback address")
+                && e.0.contains("drop --insecure"),
+            "{e}"
+        );
+    }
+
     #[tokio::test]
     async fn a_stop_after_an_abandoned_wait_still_waits_for_the_tasks() {
         let (stop, _) = watch::channel(false);
