@@ -182,6 +182,13 @@ fn first_certificate(bundle: &str) -> Option<String> {
     Some(format!("{}\n", &bundle[start..end]))
 }
 
+/// Writes a secret (a token, a credential, a key) to `path` as [`TrustFolder`] writes its own:
+/// through a temporary file renamed over it, created with mode 0600, so a crash leaves the
+/// old file or the new one and others never read it, not even for a moment.
+pub fn write_secret_file(path: &Path, text: &str) -> Result<(), TrustError> {
+    write(path, text, true)
+}
+
 /// Writes `text` to `path` through a temporary file renamed over it, so a crash leaves the
 /// old file or the new one, never half of one; a secret's file is created with mode 0600
 /// (never readable by others, not even for a moment).

@@ -38,6 +38,6 @@ mod token;
 pub use api_tokens::{ApiTokens, API_TOKENS_KEY, API_TOKEN_PREFIX, BOOTSTRAP, MAX_NAME, MAX_TTL_S};
 pub use ca::{CaHash, CertificateAuthority, Issued, CA_DAYS, SERVER_DAYS};
 pub use error::TrustError;
-pub use folder::TrustFolder;
+pub use folder::{write_secret_file, TrustFolder};
 pub use members::{MemberRecord, CREDENTIAL_PREFIX};
 pub use token::{random_secret, JoinToken, TokenRecord, TOKEN_PREFIX};

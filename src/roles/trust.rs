@@ -13,7 +13,6 @@ use edgeio_core::clock::SystemClock;
 use edgeio_core::store::Store;
 use edgeio_transport_ws::tls::ServerCert;
 use edgeio_trust::{ApiTokens, Issued, TrustFolder};
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -281,18 +280,11 @@ pub(crate) fn server_names(
     names
 }
 
-/// Writes `secret` and a newline to `path`, readable by its owner only (0600 from the
-/// start, so it is never readable by others, not even for a moment).
+/// Writes `secret` and a newline to `path` as the trust folder writes its own secrets
+/// (0600 from the start, replaced whole through a rename).
 pub(crate) fn write_secret(path: &Path, secret: &str) -> Result<(), RoleError> {
-    let fail = |e: std::io::Error| RoleError::new(format!("cannot write {}: {e}", path.display()));
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path).map_err(fail)?;
-    file.write_all(format!("{secret}\n").as_bytes())
-        .map_err(fail)?;
-    file.sync_all().map_err(fail)
+    edgeio_trust::write_secret_file(path, &format!("{secret}\n"))
+        .map_err(|e| RoleError::new(format!("cannot write {e}")))
 }
 
 /// Reads a token file: its first line, trimmed; an error names the file and the rule.
